@@ -1,0 +1,257 @@
+//! JSON-RPC 2.0 shapes as Owner API V3 writes them, parameter rules, and the one place where
+//! errors become wire codes and messages.
+//!
+//! Answers are written `{"id":…,"jsonrpc":"2.0","result":{"Ok":…}}` or
+//! `{"id":…,"jsonrpc":"2.0","error":{"code":…,"message":"…"}}`, in that field order, as grin-wallet does.
+
+use serde::Serialize;
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+/// Errors of the envelope layer, answered in plaintext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvelopeError {
+    /// The body is not JSON (−32700).
+    Parse,
+    /// The body is JSON but not a request (−32600).
+    InvalidRequest(&'static str),
+    /// `init_secure_api` params are wrong (−32602).
+    InitParams(String),
+    /// No session for this request (−32001).
+    EncryptionRequired,
+    /// The envelope fields are malformed (−32002).
+    Format(String),
+    /// Nothing authenticates it, or the plaintext is not JSON (−32002).
+    Decryption(String),
+    /// The nonce was accepted before (−32002).
+    Replay,
+    /// The answer could not be encrypted (−32003).
+    Encryption,
+}
+
+impl EnvelopeError {
+    /// The wire code and message. Messages carry no secrets and no paths.
+    pub fn wire(&self) -> (i64, String) {
+        match self {
+            Self::Parse => (-32700, "Parse error".into()),
+            Self::InvalidRequest(why) => (-32600, format!("Invalid Request: {why}")),
+            Self::InitParams(why) => (-32602, format!("Invalid params: {why}")),
+            Self::EncryptionRequired => {
+                (-32001, "Encryption must be enabled. Please call 'init_secure_api` first".into())
+            }
+            Self::Format(why) => (-32002, format!("Encrypted request format error: {why}")),
+            Self::Decryption(why) => (-32002, format!("Decryption error: {why}")),
+            Self::Replay => (
+                -32002,
+                "Encrypted request format error: replayed nonce: this envelope was already accepted".into(),
+            ),
+            Self::Encryption => (-32003, "Encryption error: the answer could not be encrypted".into()),
+        }
+    }
+}
+
+/// Errors of an inner call, answered inside the envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MethodError {
+    /// The inner body is not a request (−32600).
+    InvalidRequest(String),
+    /// Unknown method (−32601).
+    MethodNotFound,
+    /// Missing, extra or mistyped params (−32602).
+    InvalidParams(String),
+    /// A lifecycle failure (−32099 `Lifecycle: …`).
+    Lifecycle(String),
+    /// Wrong, stale or missing token (−32099 `InvalidKeychainMask`).
+    InvalidKeychainMask,
+    /// The wallet exists already (−32099 `WalletSeedExists: …`).
+    WalletSeedExists,
+    /// A bad argument value (−32099 `ArgumentError: …`).
+    Argument(String),
+    /// An account label is taken (−32099 `AccountLabelAlreadyExists: …`).
+    AccountLabelAlreadyExists(String),
+    /// No account has this label (−32099 `UnknownAccountLabel: …`).
+    UnknownAccountLabel(String),
+    /// Too many failed password attempts (−32099 `Lifecycle: …`).
+    Throttled {
+        /// Milliseconds until the next attempt is allowed.
+        retry_after_ms: u64,
+    },
+    /// Storage failed; details go to the host's logs, never to the client (−32099 `StoreError`).
+    Storage,
+    /// An embedder's method failed (−32099 `Variant: detail`).
+    Application {
+        /// The variant name.
+        variant: String,
+        /// The detail, possibly empty.
+        detail: String,
+    },
+}
+
+/// The message of a wrong password and of a missing wallet: the same, so they cannot be told apart.
+pub const OPEN_ERROR: &str = "Error opening wallet (is password correct?)";
+
+impl MethodError {
+    /// The wire code and message. Messages carry no secrets and no paths.
+    pub fn wire(&self) -> (i64, String) {
+        match self {
+            Self::InvalidRequest(why) => (-32600, format!("Invalid Request: {why}")),
+            Self::MethodNotFound => (-32601, "Method not found".into()),
+            Self::InvalidParams(why) => (-32602, format!("Invalid params: {why}")),
+            Self::Lifecycle(why) => (-32099, format!("Lifecycle: {why}")),
+            Self::InvalidKeychainMask => (-32099, "InvalidKeychainMask".into()),
+            Self::WalletSeedExists => (-32099, "WalletSeedExists: Wallet seed already exists".into()),
+            Self::Argument(why) => (-32099, format!("ArgumentError: {why}")),
+            Self::AccountLabelAlreadyExists(label) => (-32099, format!("AccountLabelAlreadyExists: {label}")),
+            Self::UnknownAccountLabel(label) => (-32099, format!("UnknownAccountLabel: {label}")),
+            Self::Throttled { retry_after_ms } => (
+                -32099,
+                format!(
+                    "Lifecycle: too many failed attempts for this wallet, retry in {} s",
+                    retry_after_ms.div_ceil(1000)
+                ),
+            ),
+            Self::Storage => (-32099, "StoreError: the wallet store failed; see the server log".into()),
+            Self::Application { variant, detail } if detail.is_empty() => (-32099, variant.clone()),
+            Self::Application { variant, detail } => (-32099, format!("{variant}: {detail}")),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct OkWrap<'a> {
+    #[serde(rename = "Ok")]
+    ok: &'a Value,
+}
+
+#[derive(Serialize)]
+struct ErrorObject<'a> {
+    code: i64,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct Answer<'a> {
+    id: &'a Value,
+    jsonrpc: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<OkWrap<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorObject<'a>>,
+}
+
+fn write(answer: &Answer<'_>, out: &mut Zeroizing<Vec<u8>>) {
+    // Writing JSON values and plain structs into a Vec cannot fail.
+    serde_json::to_writer(&mut **out, answer).expect("serializing JSON into a Vec cannot fail");
+}
+
+/// Appends `{"id":…,"jsonrpc":"2.0","result":{"Ok":value}}`.
+pub fn write_ok(id: &Value, value: &Value, out: &mut Zeroizing<Vec<u8>>) {
+    write(&Answer { id, jsonrpc: "2.0", result: Some(OkWrap { ok: value }), error: None }, out);
+}
+
+/// Appends `{"id":…,"jsonrpc":"2.0","error":{"code":…,"message":…}}`.
+pub fn write_error(id: &Value, code: i64, message: &str, out: &mut Zeroizing<Vec<u8>>) {
+    write(&Answer { id, jsonrpc: "2.0", result: None, error: Some(ErrorObject { code, message }) }, out);
+}
+
+/// An error answer as bytes.
+pub fn error_bytes(id: &Value, code: i64, message: &str) -> Vec<u8> {
+    let mut out = Zeroizing::new(Vec::with_capacity(128));
+    write_error(id, code, message, &mut out);
+    out.to_vec()
+}
+
+/// Takes a method's params by grin's rules: named params must all be present (optional ones as
+/// `null`) and no others; positional params must have exactly the right count. A method with no
+/// params also accepts a missing or `null` `params`.
+pub fn take_params(params: Option<&mut Value>, names: &[&str]) -> Result<Vec<Value>, MethodError> {
+    match params {
+        None | Some(Value::Null) if names.is_empty() => Ok(Vec::new()),
+        None | Some(Value::Null) => Err(MethodError::InvalidParams(format!("missing params: expected {names:?}"))),
+        Some(Value::Object(map)) => {
+            if let Some(extra) = map.keys().find(|k| !names.contains(&k.as_str())) {
+                return Err(MethodError::InvalidParams(format!("unexpected param '{}'", truncate(extra))));
+            }
+            names
+                .iter()
+                .map(|name| {
+                    map.get_mut(*name)
+                        .map(Value::take)
+                        .ok_or_else(|| MethodError::InvalidParams(format!("missing param '{name}'")))
+                })
+                .collect()
+        }
+        Some(Value::Array(items)) => {
+            if items.len() != names.len() {
+                return Err(MethodError::InvalidParams(format!(
+                    "expected {} positional params {names:?}, got {}",
+                    names.len(),
+                    items.len()
+                )));
+            }
+            Ok(items.iter_mut().map(Value::take).collect())
+        }
+        Some(_) => Err(MethodError::InvalidParams("params must be an object or an array".into())),
+    }
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+/// A required string param.
+pub fn string<'a>(value: &'a Value, name: &str) -> Result<&'a str, MethodError> {
+    value.as_str().ok_or_else(|| MethodError::InvalidParams(format!("'{name}' must be a string")))
+}
+
+/// An optional string param (`null` = absent).
+pub fn opt_string<'a>(value: &'a Value, name: &str) -> Result<Option<&'a str>, MethodError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(text) => Ok(Some(text)),
+        _ => Err(MethodError::InvalidParams(format!("'{name}' must be a string or null"))),
+    }
+}
+
+/// A required unsigned 32-bit integer param.
+pub fn u32_param(value: &Value, name: &str) -> Result<u32, MethodError> {
+    value
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| MethodError::InvalidParams(format!("'{name}' must be an unsigned 32-bit integer")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn answers_have_grins_field_order() {
+        let mut out = Zeroizing::new(Vec::new());
+        write_ok(&json!(1), &json!("x"), &mut out);
+        assert_eq!(&out[..], br#"{"id":1,"jsonrpc":"2.0","result":{"Ok":"x"}}"#);
+        assert_eq!(
+            error_bytes(&json!("a"), -32601, "Method not found"),
+            br#"{"id":"a","jsonrpc":"2.0","error":{"code":-32601,"message":"Method not found"}}"#
+        );
+    }
+
+    #[test]
+    fn params_follow_grins_rules() {
+        let names = ["name", "password"];
+        let mut named = json!({"name": null, "password": "p"});
+        assert_eq!(take_params(Some(&mut named), &names), Ok(vec![json!(null), json!("p")]));
+        let mut missing = json!({"password": "p"});
+        assert!(take_params(Some(&mut missing), &names).is_err());
+        let mut extra = json!({"name": null, "password": "p", "x": 1});
+        assert!(take_params(Some(&mut extra), &names).is_err());
+        let mut positional = json!([null, "p"]);
+        assert_eq!(take_params(Some(&mut positional), &names), Ok(vec![json!(null), json!("p")]));
+        let mut short = json!(["p"]);
+        assert!(take_params(Some(&mut short), &names).is_err());
+        assert_eq!(take_params(None, &[]), Ok(vec![]));
+        assert!(take_params(None, &names).is_err());
+        assert!(take_params(Some(&mut json!(5)), &names).is_err());
+    }
+}

@@ -1,0 +1,272 @@
+//! The wallet lifecycle: config, create (or restore), open, close, mnemonic, password, delete.
+//!
+//! Slow work (Argon2id, store writes) runs under a per-wallet lock only, never under the session or
+//! vault locks. A wrong password and a missing wallet give the same error, after the same KDF cost.
+
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use crate::jsonrpc::{MethodError, OPEN_ERROR, opt_string, string, u32_param};
+use crate::keys;
+use crate::methods::store_error;
+use crate::secret::{Entropy, Password, Token};
+use crate::seed_record::{SeedRecord, SeedRecordError};
+use crate::server::{CallContext, Server, lock};
+use crate::store::{Account, StoreError, StoredWallet, WalletKey};
+
+/// The name used when a method's `name` is `null`.
+pub const DEFAULT_WALLET: &str = "default";
+/// Longest wallet name or directory component.
+pub const MAX_NAME_LEN: usize = 64;
+/// Deepest top-level directory below the data root.
+pub const MAX_DIR_DEPTH: usize = 8;
+/// Chain types `create_config` accepts (grin's names).
+pub const CHAIN_TYPES: &[&str] = &["Mainnet", "Testnet", "UserTesting", "AutomatedTesting", "Floonet"];
+
+/// Checks a wallet name or directory component: 1 to 64 of `A-Z a-z 0-9 _ - .`, not starting with a
+/// dot. This keeps names inside the data root whatever a store does with them (no `..`, no `/`).
+pub fn validate_name(name: &str) -> Result<(), MethodError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(MethodError::Argument(format!(
+            "names must be 1 to {MAX_NAME_LEN} characters of A-Z a-z 0-9 _ - . and not start with a dot"
+        )))
+    }
+}
+
+fn password(value: &Value, name: &str) -> Result<Password, MethodError> {
+    Ok(Password::new(string(value, name)?.to_owned()))
+}
+
+impl Server {
+    fn wallet_key(&self, name: &Value, context: &CallContext) -> Result<WalletKey, MethodError> {
+        let name = opt_string(name, "name")?.unwrap_or(DEFAULT_WALLET);
+        validate_name(name)?;
+        Ok(WalletKey { dir: context.dir.clone(), name: name.to_owned() })
+    }
+
+    pub(crate) fn top_level_directory(&self, dir: &str) -> String {
+        if dir.is_empty() { self.config.data_root.clone() } else { format!("{}/{dir}", self.config.data_root) }
+    }
+
+    /// Resolves a requested top-level directory to a path relative to the data root. Absolute paths
+    /// must lie under the data root; `..` and anything that is not a valid name are refused.
+    pub(crate) fn set_top_level_directory(&self, requested: &str) -> Result<String, MethodError> {
+        let outside = || MethodError::Argument("the directory must be inside the server's data root".into());
+        let root = self.config.data_root.trim_end_matches('/');
+        let relative = if requested == root {
+            ""
+        } else if let Some(rest) = requested.strip_prefix(root).and_then(|r| r.strip_prefix('/')) {
+            rest
+        } else if requested.starts_with('/') || requested.starts_with('\\') || requested.contains(':') {
+            return Err(outside());
+        } else {
+            requested
+        };
+        let mut parts = Vec::new();
+        for part in relative.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => return Err(outside()),
+                _ => {
+                    validate_name(part).map_err(|_| outside())?;
+                    parts.push(part);
+                }
+            }
+        }
+        if parts.len() > MAX_DIR_DEPTH {
+            return Err(outside());
+        }
+        Ok(parts.join("/"))
+    }
+
+    pub(crate) fn create_config(&self, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
+        let chain_type = string(&p[0], "chain_type")?;
+        if !CHAIN_TYPES.contains(&chain_type) {
+            return Err(MethodError::Argument(format!("chain_type must be one of {CHAIN_TYPES:?}")));
+        }
+        for (value, name) in p[1..].iter().zip(["wallet_config", "logging_config", "tor_config"]) {
+            if !(value.is_null() || value.is_object()) {
+                return Err(MethodError::InvalidParams(format!("'{name}' must be an object or null")));
+            }
+        }
+        let config = json!({
+            "chain_type": chain_type,
+            "wallet_config": p[1],
+            "logging_config": p[2],
+            "tor_config": p[3],
+        });
+        let bytes = serde_json::to_vec(&config).map_err(|_| MethodError::Argument("config is not JSON".into()))?;
+        if bytes.len() > 64 * 1024 {
+            return Err(MethodError::Argument("config is larger than 64 KiB".into()));
+        }
+        self.store.save_config(&context.dir, &bytes).map_err(store_error)?;
+        Ok(Value::Null)
+    }
+
+    pub(crate) fn create_wallet(&self, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
+        let key = self.wallet_key(&p[0], context)?;
+        let mnemonic = opt_string(&p[1], "mnemonic")?;
+        let length = u32_param(&p[2], "mnemonic_length")? as usize;
+        let password = password(&p[3], "password")?;
+        let entropy = match mnemonic {
+            Some(words) => {
+                let entropy = keys::entropy_of(words).ok_or_else(|| {
+                    MethodError::Argument("mnemonic is not a valid English BIP39 mnemonic".into())
+                })?;
+                if length != 0 && length != entropy.expose().len() {
+                    return Err(MethodError::Argument(
+                        "mnemonic_length does not match the mnemonic (give 0 to take it from the mnemonic)".into(),
+                    ));
+                }
+                entropy
+            }
+            None => {
+                if !Entropy::LENGTHS.contains(&length) {
+                    return Err(MethodError::Argument(
+                        "mnemonic_length must be 16, 20, 24, 28 or 32 (bytes of entropy: 12 to 24 words)".into(),
+                    ));
+                }
+                let bytes = Zeroizing::new(self.random::<32>());
+                // The length was checked against `Entropy::LENGTHS` just above.
+                Entropy::from_bytes(bytes[..length].to_vec()).expect("length is a BIP39 length")
+            }
+        };
+        let guard = self.wallet_lock(&key);
+        let _held = lock(&guard);
+        if self.store.load_wallet(&key).map_err(store_error)?.is_some() {
+            return Err(MethodError::WalletSeedExists);
+        }
+        let record = self.seal_record(&entropy, &password)?;
+        let wallet = StoredWallet {
+            seed_record: record.to_bytes(),
+            accounts: vec![Account { label: "default".into(), index: 0 }],
+        };
+        match self.store.create_wallet(&key, &wallet) {
+            Ok(()) => Ok(Value::Null),
+            Err(StoreError::AlreadyExists) => Err(MethodError::WalletSeedExists),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    fn seal_record(&self, entropy: &Entropy, password: &Password) -> Result<SeedRecord, MethodError> {
+        SeedRecord::seal(entropy, password, self.config.kdf, self.random(), self.random())
+            .map_err(|_| MethodError::Argument("the configured KDF parameters are invalid".into()))
+    }
+
+    /// Checks a wallet's password, under the unlock throttle. Returns the stored wallet, the parsed
+    /// record and the entropy. A missing wallet costs one KDF too and fails the same way.
+    fn check_password(
+        &self,
+        key: &WalletKey,
+        password: &Password,
+        now_ms: u64,
+    ) -> Result<(StoredWallet, SeedRecord, Entropy), MethodError> {
+        if let Err(wait) = lock(&self.throttle).check(key, now_ms) {
+            return Err(MethodError::Throttled { retry_after_ms: wait });
+        }
+        let stored = self.store.load_wallet(key).map_err(store_error)?;
+        let outcome = match stored {
+            Some(stored) => match SeedRecord::from_bytes(&stored.seed_record) {
+                Ok(record) => match record.open(password) {
+                    Ok(entropy) => Ok((stored, record, entropy)),
+                    Err(_) => Err(MethodError::Lifecycle(OPEN_ERROR.into())),
+                },
+                Err(SeedRecordError::Malformed | SeedRecordError::WrongPassword) => {
+                    Err(MethodError::Lifecycle(OPEN_ERROR.into()))
+                }
+            },
+            None => {
+                // Same cost as a real attempt, so timing does not tell which wallets exist.
+                let _ = self.config.kdf.derive(password, &[0u8; 16]);
+                Err(MethodError::Lifecycle(OPEN_ERROR.into()))
+            }
+        };
+        let mut throttle = lock(&self.throttle);
+        match &outcome {
+            Ok(_) => throttle.success(key),
+            Err(_) => throttle.failure(key, now_ms),
+        }
+        outcome
+    }
+
+    pub(crate) fn open_wallet(&self, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
+        let key = self.wallet_key(&p[0], context)?;
+        let password = password(&p[1], "password")?;
+        let guard = self.wallet_lock(&key);
+        let _held = lock(&guard);
+        let (stored, record, entropy) = self.check_password(&key, &password, context.now_ms)?;
+        if record.kdf != self.config.kdf {
+            // Upgrade the record to the configured parameters; a failure leaves the old record.
+            if let Ok(new) = self.seal_record(&entropy, &password) {
+                let _ = self.store.replace_seed_record(&key, &stored.seed_record, &new.to_bytes());
+            }
+        }
+        let master = keys::master_key(&entropy);
+        let token = loop {
+            let candidate = Token::from_bytes(self.random());
+            if secp256k1::SecretKey::from_secret_bytes(*candidate.expose()).is_ok() {
+                break candidate;
+            }
+        };
+        lock(&self.vault).open(key, &master, &token, context.now_ms);
+        Ok(Value::String(token.to_hex().to_string()))
+    }
+
+    pub(crate) fn close_wallet(&self, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
+        let key = self.wallet_key(&p[0], context)?;
+        lock(&self.vault).close(&key);
+        Ok(Value::Null)
+    }
+
+    pub(crate) fn get_mnemonic(&self, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
+        let key = self.wallet_key(&p[0], context)?;
+        let password = password(&p[1], "password")?;
+        let (_, _, entropy) = self.check_password(&key, &password, context.now_ms)?;
+        Ok(Value::String(keys::mnemonic_of(&entropy).to_string()))
+    }
+
+    pub(crate) fn change_password(&self, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
+        let key = self.wallet_key(&p[0], context)?;
+        let old = password(&p[1], "old")?;
+        let new = password(&p[2], "new")?;
+        let guard = self.wallet_lock(&key);
+        let _held = lock(&guard);
+        let (stored, _, entropy) = self.check_password(&key, &old, context.now_ms)?;
+        let record = self.seal_record(&entropy, &new)?;
+        self.store.replace_seed_record(&key, &stored.seed_record, &record.to_bytes()).map_err(store_error)?;
+        Ok(Value::Null)
+    }
+
+    pub(crate) fn delete_wallet(&self, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
+        let key = self.wallet_key(&p[0], context)?;
+        let password = password(&p[1], "password")?;
+        let guard = self.wallet_lock(&key);
+        let _held = lock(&guard);
+        self.check_password(&key, &password, context.now_ms)?;
+        lock(&self.vault).close(&key);
+        match self.store.delete_wallet(&key) {
+            Ok(()) | Err(StoreError::NotFound) => Ok(Value::Null),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    pub(crate) fn list_wallets(&self, context: &CallContext) -> Result<Value, MethodError> {
+        let names = self.store.list_wallets(&context.dir).map_err(store_error)?;
+        let vault = lock(&self.vault);
+        Ok(Value::Array(
+            names
+                .into_iter()
+                .map(|name| {
+                    let open = vault.is_open(&WalletKey { dir: context.dir.clone(), name: name.clone() });
+                    json!({"name": name, "open": open})
+                })
+                .collect(),
+        ))
+    }
+}

@@ -1,0 +1,191 @@
+//! Secret newtypes: they wipe themselves on drop, print nothing secret, and are read only through an
+//! explicit `expose` call.
+
+use std::fmt;
+
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+/// Writes `Name(<redacted>)` for a secret type.
+macro_rules! redacted_debug {
+    ($name:ident) => {
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($name), "(<redacted>)"))
+            }
+        }
+    };
+}
+
+/// The AES-256-GCM key of one session: the raw X coordinate of the ECDH point (Owner API V3).
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct SharedKey([u8; 32]);
+redacted_debug!(SharedKey);
+
+impl SharedKey {
+    /// Wraps key bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+    /// The key bytes.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+/// A wallet token: 32 random bytes, sent as 64 lowercase hex characters.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct Token([u8; 32]);
+redacted_debug!(Token);
+
+impl Token {
+    /// Wraps token bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+    /// Parses 64 hex characters (either case). `None` for anything else.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text, &mut bytes).ok()?;
+        Some(Self(bytes))
+    }
+    /// The token bytes.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+    /// 64 lowercase hex characters, wiped on drop.
+    pub fn to_hex(&self) -> Zeroizing<String> {
+        Zeroizing::new(hex::encode(self.0))
+    }
+}
+
+/// A wallet password.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct Password(String);
+redacted_debug!(Password);
+
+impl Password {
+    /// Wraps a password.
+    pub fn new(text: String) -> Self {
+        Self(text)
+    }
+    /// The password text.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Password {
+    fn from(text: &str) -> Self {
+        Self(text.to_owned())
+    }
+}
+
+/// BIP39 entropy (16 to 32 bytes): what a wallet's seed record encrypts and what its mnemonic encodes.
+#[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
+pub struct Entropy(Vec<u8>);
+redacted_debug!(Entropy);
+
+impl Entropy {
+    /// Entropy lengths BIP39 allows, in bytes (12, 15, 18, 21, 24 words).
+    pub const LENGTHS: [usize; 5] = [16, 20, 24, 28, 32];
+
+    /// Wraps entropy bytes; `None` unless the length is one BIP39 allows.
+    pub fn from_bytes(bytes: Vec<u8>) -> Option<Self> {
+        if Self::LENGTHS.contains(&bytes.len()) {
+            Some(Self(bytes))
+        } else {
+            let mut bytes = bytes;
+            bytes.zeroize();
+            None
+        }
+    }
+    /// The entropy bytes.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A BIP32 extended private key: 32 bytes of secret key, then 32 bytes of chain code.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct MasterKey(pub(crate) [u8; 64]);
+redacted_debug!(MasterKey);
+
+impl MasterKey {
+    /// Wraps the 64 bytes (key ‖ chain code).
+    pub fn from_bytes(bytes: [u8; 64]) -> Self {
+        Self(bytes)
+    }
+    /// The 64 bytes (key ‖ chain code).
+    pub fn expose(&self) -> &[u8; 64] {
+        &self.0
+    }
+}
+
+/// Overwrites every string in a JSON value (parsed requests and built answers can hold passwords,
+/// mnemonics and tokens) before it is dropped.
+pub fn wipe_json(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => text.zeroize(),
+        Value::Array(items) => items.iter_mut().for_each(wipe_json),
+        Value::Object(map) => map.values_mut().for_each(wipe_json),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+/// A JSON value that is wiped on drop.
+#[derive(Default)]
+pub struct WipedJson(pub serde_json::Value);
+
+impl Drop for WipedJson {
+    fn drop(&mut self) {
+        wipe_json(&mut self.0);
+    }
+}
+
+impl fmt::Debug for WipedJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WipedJson(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_prints_no_secret() {
+        let token = Token::from_bytes([0xab; 32]);
+        let password = Password::from("hunter2-secret");
+        let key = SharedKey::from_bytes([0xcd; 32]);
+        let all = format!("{token:?} {password:?} {key:?}");
+        assert!(!all.contains("ab"), "{all}");
+        assert!(!all.contains("hunter2"), "{all}");
+        assert!(!all.contains("cd"), "{all}");
+        assert!(all.contains("<redacted>"));
+    }
+
+    #[test]
+    fn token_hex_round_trip_and_rejects_bad_lengths() {
+        let token = Token::from_bytes([7; 32]);
+        let hex = token.to_hex();
+        assert_eq!(hex.len(), 64);
+        assert_eq!(Token::from_hex(&hex).map(|t| *t.expose()), Some([7; 32]));
+        assert!(Token::from_hex("abcd").is_none());
+        assert!(Token::from_hex(&"zz".repeat(32)).is_none());
+    }
+
+    #[test]
+    fn entropy_lengths_are_bip39s() {
+        for len in 0..40 {
+            assert_eq!(Entropy::from_bytes(vec![1; len]).is_some(), Entropy::LENGTHS.contains(&len));
+        }
+    }
+
+    #[test]
+    fn wipe_json_clears_nested_strings() {
+        let mut value = serde_json::json!({"a": ["secret", {"b": "other"}], "n": 1});
+        wipe_json(&mut value);
+        assert_eq!(value, serde_json::json!({"a": ["", {"b": ""}], "n": 1}));
+    }
+}

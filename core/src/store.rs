@@ -1,0 +1,160 @@
+//! The storage interface the lifecycle runs on, and an in-memory implementation for tests.
+//!
+//! A `Store` is synchronous and shared between threads. Every method is one atomic change: after a
+//! crash either all of it happened or none of it (the fjall store in `keyward-store` makes that true on
+//! disk). Seed records are opaque bytes here; `seed_record` knows their format.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a wallet lives: a directory relative to the data root ("" for the root) and a wallet name.
+/// Both are validated before a key is made (see `lifecycle::validate_name`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WalletKey {
+    /// Relative directory, components joined by `/`; empty for the data root.
+    pub dir: String,
+    /// Wallet name.
+    pub name: String,
+}
+
+/// One account of a wallet: a label and its BIP32 account index (path `m/index/0`, as grin does).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// Account label, unique in its wallet.
+    pub label: String,
+    /// The account's index.
+    pub index: u32,
+}
+
+/// Everything stored for one wallet.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredWallet {
+    /// The encrypted seed record (see `seed_record`).
+    pub seed_record: Vec<u8>,
+    /// The wallet's accounts, at least `default` (index 0).
+    pub accounts: Vec<Account>,
+}
+
+impl std::fmt::Debug for StoredWallet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredWallet")
+            .field("seed_record", &format_args!("<{} bytes>", self.seed_record.len()))
+            .field("accounts", &self.accounts)
+            .finish()
+    }
+}
+
+/// Storage failures. Messages name no file system paths and no secrets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// `create_wallet` found a wallet already there.
+    #[error("wallet already exists")]
+    AlreadyExists,
+    /// The wallet is not there.
+    #[error("wallet not found")]
+    NotFound,
+    /// A compare-and-swap found a different value than expected (a concurrent change).
+    #[error("wallet changed concurrently")]
+    Conflict,
+    /// The storage itself failed (I/O, corruption, an injected failure in tests).
+    #[error("storage failure: {0}")]
+    Failed(String),
+}
+
+/// Wallet storage. Implementations must make each call atomic and durable when it returns `Ok`.
+pub trait Store: Send + Sync {
+    /// Loads a wallet.
+    fn load_wallet(&self, key: &WalletKey) -> Result<Option<StoredWallet>, StoreError>;
+    /// Creates a wallet; `AlreadyExists` if one is there (and nothing changes).
+    fn create_wallet(&self, key: &WalletKey, wallet: &StoredWallet) -> Result<(), StoreError>;
+    /// Replaces the seed record if the current one equals `expected` (`Conflict` otherwise).
+    fn replace_seed_record(&self, key: &WalletKey, expected: &[u8], new: &[u8]) -> Result<(), StoreError>;
+    /// Adds an account (`AlreadyExists` if the label is taken).
+    fn add_account(&self, key: &WalletKey, account: &Account) -> Result<(), StoreError>;
+    /// Deletes a wallet and everything stored for it; `NotFound` if it is not there.
+    fn delete_wallet(&self, key: &WalletKey) -> Result<(), StoreError>;
+    /// Names of the wallets in a directory, sorted.
+    fn list_wallets(&self, dir: &str) -> Result<Vec<String>, StoreError>;
+    /// Saves a directory's config (JSON bytes), replacing any earlier one.
+    fn save_config(&self, dir: &str, config: &[u8]) -> Result<(), StoreError>;
+    /// Loads a directory's config.
+    fn load_config(&self, dir: &str) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+/// A `Store` in memory, for tests of the core and for embedders that persist elsewhere.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<MemoryInner>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    wallets: BTreeMap<WalletKey, StoredWallet>,
+    configs: BTreeMap<String, Vec<u8>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
+        // A panic while holding this lock leaves plain data behind; keep serving it.
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Store for MemoryStore {
+    fn load_wallet(&self, key: &WalletKey) -> Result<Option<StoredWallet>, StoreError> {
+        Ok(self.lock().wallets.get(key).cloned())
+    }
+
+    fn create_wallet(&self, key: &WalletKey, wallet: &StoredWallet) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if inner.wallets.contains_key(key) {
+            return Err(StoreError::AlreadyExists);
+        }
+        inner.wallets.insert(key.clone(), wallet.clone());
+        Ok(())
+    }
+
+    fn replace_seed_record(&self, key: &WalletKey, expected: &[u8], new: &[u8]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let wallet = inner.wallets.get_mut(key).ok_or(StoreError::NotFound)?;
+        if wallet.seed_record != expected {
+            return Err(StoreError::Conflict);
+        }
+        wallet.seed_record = new.to_vec();
+        Ok(())
+    }
+
+    fn add_account(&self, key: &WalletKey, account: &Account) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let wallet = inner.wallets.get_mut(key).ok_or(StoreError::NotFound)?;
+        if wallet.accounts.iter().any(|a| a.label == account.label) {
+            return Err(StoreError::AlreadyExists);
+        }
+        wallet.accounts.push(account.clone());
+        Ok(())
+    }
+
+    fn delete_wallet(&self, key: &WalletKey) -> Result<(), StoreError> {
+        self.lock().wallets.remove(key).map(|_| ()).ok_or(StoreError::NotFound)
+    }
+
+    fn list_wallets(&self, dir: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.lock().wallets.keys().filter(|k| k.dir == dir).map(|k| k.name.clone()).collect())
+    }
+
+    fn save_config(&self, dir: &str, config: &[u8]) -> Result<(), StoreError> {
+        self.lock().configs.insert(dir.to_owned(), config.to_vec());
+        Ok(())
+    }
+
+    fn load_config(&self, dir: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().configs.get(dir).cloned())
+    }
+}

@@ -1,0 +1,101 @@
+//! Unlock throttling: failed password attempts on a wallet back off exponentially.
+//!
+//! The first `free_attempts` failures cost nothing extra; each later one doubles the wait before the
+//! next attempt, from `base_ms` up to `max_ms`. A success clears the count. Unknown wallets are
+//! throttled the same way, so the throttle does not tell which wallets exist.
+
+use std::collections::HashMap;
+
+use crate::store::WalletKey;
+
+/// Throttle settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleConfig {
+    /// Failures allowed before any wait.
+    pub free_attempts: u32,
+    /// The first wait, in milliseconds.
+    pub base_ms: u64,
+    /// The longest wait, in milliseconds.
+    pub max_ms: u64,
+    /// Most wallets tracked; past that, entries whose wait is over are forgotten first.
+    pub max_entries: usize,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        Self { free_attempts: 3, base_ms: 1000, max_ms: 15 * 60 * 1000, max_entries: 4096 }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    failures: u32,
+    next_allowed_ms: u64,
+}
+
+/// Failure counts per wallet.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    config: ThrottleConfig,
+    entries: HashMap<WalletKey, Entry>,
+}
+
+impl Throttle {
+    /// An empty throttle.
+    pub fn new(config: ThrottleConfig) -> Self {
+        Self { config, entries: HashMap::new() }
+    }
+
+    /// `Err(wait_ms)` if an attempt on `key` must wait.
+    pub fn check(&self, key: &WalletKey, now_ms: u64) -> Result<(), u64> {
+        match self.entries.get(key) {
+            Some(entry) if entry.next_allowed_ms > now_ms => Err(entry.next_allowed_ms - now_ms),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a failed attempt.
+    pub fn failure(&mut self, key: &WalletKey, now_ms: u64) {
+        if self.entries.len() >= self.config.max_entries && !self.entries.contains_key(key) {
+            self.entries.retain(|_, e| e.next_allowed_ms > now_ms);
+            if self.entries.len() >= self.config.max_entries {
+                return;
+            }
+        }
+        let config = self.config;
+        let entry = self.entries.entry(key.clone()).or_insert(Entry { failures: 0, next_allowed_ms: 0 });
+        entry.failures = entry.failures.saturating_add(1);
+        if entry.failures > config.free_attempts {
+            let doublings = (entry.failures - config.free_attempts - 1).min(40);
+            let wait = config.base_ms.saturating_mul(1u64 << doublings).min(config.max_ms);
+            entry.next_allowed_ms = now_ms.saturating_add(wait);
+        }
+    }
+
+    /// Records a success: the count starts again.
+    pub fn success(&mut self, key: &WalletKey) {
+        self.entries.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_double_after_free_attempts() {
+        let key = WalletKey { dir: String::new(), name: "w".into() };
+        let mut throttle = Throttle::new(ThrottleConfig { free_attempts: 2, base_ms: 100, max_ms: 350, max_entries: 8 });
+        throttle.failure(&key, 0);
+        throttle.failure(&key, 0);
+        assert_eq!(throttle.check(&key, 0), Ok(()));
+        throttle.failure(&key, 0);
+        assert_eq!(throttle.check(&key, 0), Err(100));
+        throttle.failure(&key, 100);
+        assert_eq!(throttle.check(&key, 100), Err(200));
+        throttle.failure(&key, 300);
+        assert_eq!(throttle.check(&key, 300), Err(350));
+        throttle.success(&key);
+        assert_eq!(throttle.check(&key, 300), Ok(()));
+    }
+}

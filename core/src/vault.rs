@@ -1,0 +1,295 @@
+//! The seed vault: open wallets' master keys, kept only masked with a mask derived from the token.
+//!
+//! * `open` stores `master ⊕ SHA-512("keyward/vault/mask/v1" ‖ token)`, a lookup fingerprint
+//!   `HMAC-SHA256(vault_key, "fingerprint" ‖ token)` and a keyed checksum
+//!   `HMAC-SHA256(vault_key, "checksum" ‖ master)`. The token itself is not kept: only the client has it.
+//! * `unlock` finds the wallet by the token's fingerprint, unmasks a copy of the master key outside the
+//!   vault's lock, and checks the checksum in constant time. The copy is wiped when the call drops it.
+//! * `close` and idle expiry wipe the masked key. A closed token's fingerprint is remembered (bounded)
+//!   only to answer "Wallet has not been opened" rather than `InvalidKeychainMask`.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256, Sha512};
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::secret::{MasterKey, Token};
+use crate::store::WalletKey;
+
+/// How many closed tokens are remembered for the friendlier error.
+const CLOSED_TOKENS_REMEMBERED: usize = 1024;
+
+/// Why a token did not unlock a wallet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnlockError {
+    /// Wrong, stale or garbled token.
+    InvalidToken,
+    /// The token belonged to a wallet that was closed or expired since.
+    Closed,
+}
+
+#[derive(Zeroize, ZeroizeOnDrop)]
+struct MaskedSeed {
+    masked: [u8; 64],
+    checksum: [u8; 32],
+}
+
+struct OpenWallet {
+    seed: MaskedSeed,
+    fingerprint: [u8; 32],
+    opened_ms: u64,
+    last_used_ms: u64,
+    active_account: String,
+}
+
+/// A wallet unlocked for one call.
+pub struct Unlocked {
+    /// Which wallet.
+    pub key: WalletKey,
+    /// Its master key, wiped on drop.
+    pub master: MasterKey,
+    /// The label of its active account.
+    pub active_account: String,
+}
+
+impl fmt::Debug for Unlocked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Unlocked").field("key", &self.key).finish_non_exhaustive()
+    }
+}
+
+/// Idle and absolute lifetimes of tokens, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenLimits {
+    /// A token unused this long expires and its wallet closes.
+    pub idle_ms: u64,
+    /// A token older than this expires however busy.
+    pub lifetime_ms: u64,
+}
+
+impl Default for TokenLimits {
+    fn default() -> Self {
+        Self { idle_ms: 15 * 60 * 1000, lifetime_ms: 12 * 3600 * 1000 }
+    }
+}
+
+/// The vault of open wallets.
+pub struct Vault {
+    vault_key: VaultKey,
+    limits: TokenLimits,
+    open: HashMap<WalletKey, OpenWallet>,
+    by_fingerprint: HashMap<[u8; 32], WalletKey>,
+    closed: VecDeque<[u8; 32]>,
+}
+
+#[derive(Zeroize, ZeroizeOnDrop)]
+struct VaultKey([u8; 32]);
+
+impl fmt::Debug for Vault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Vault").field("open_wallets", &self.open.len()).finish_non_exhaustive()
+    }
+}
+
+fn mac(key: &[u8; 32], label: &[u8], data: &[u8]) -> [u8; 32] {
+    // HMAC accepts keys of any length.
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(label);
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+fn apply_mask(token: &Token, bytes: &mut [u8; 64]) {
+    let mut hasher = Sha512::new();
+    hasher.update(b"keyward/vault/mask/v1");
+    hasher.update(token.expose());
+    let mut mask: [u8; 64] = hasher.finalize().into();
+    for (b, m) in bytes.iter_mut().zip(mask.iter()) {
+        *b ^= m;
+    }
+    mask.zeroize();
+}
+
+impl Vault {
+    /// An empty vault keyed with 32 random bytes.
+    pub fn new(vault_key: [u8; 32], limits: TokenLimits) -> Self {
+        Self {
+            vault_key: VaultKey(vault_key),
+            limits,
+            open: HashMap::new(),
+            by_fingerprint: HashMap::new(),
+            closed: VecDeque::new(),
+        }
+    }
+
+    fn fingerprint(&self, token: &Token) -> [u8; 32] {
+        mac(&self.vault_key.0, b"fingerprint", token.expose())
+    }
+
+    /// Puts a wallet's master key in the vault under a fresh token, replacing (and so invalidating)
+    /// any earlier token of that wallet.
+    pub fn open(&mut self, key: WalletKey, master: &MasterKey, token: &Token, now_ms: u64) {
+        self.close(&key);
+        let checksum = mac(&self.vault_key.0, b"checksum", master.expose());
+        let mut masked = *master.expose();
+        apply_mask(token, &mut masked);
+        let fingerprint = self.fingerprint(token);
+        self.by_fingerprint.insert(fingerprint, key.clone());
+        let wallet = OpenWallet {
+            seed: MaskedSeed { masked, checksum },
+            fingerprint,
+            opened_ms: now_ms,
+            last_used_ms: now_ms,
+            active_account: "default".to_owned(),
+        };
+        masked.zeroize();
+        self.open.insert(key, wallet);
+    }
+
+    /// Closes a wallet: its masked key is wiped and its token stops working. Returns whether it was open.
+    pub fn close(&mut self, key: &WalletKey) -> bool {
+        match self.open.remove(key) {
+            Some(wallet) => {
+                self.by_fingerprint.remove(&wallet.fingerprint);
+                if self.closed.len() >= CLOSED_TOKENS_REMEMBERED {
+                    self.closed.pop_front();
+                }
+                self.closed.push_back(wallet.fingerprint);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes every wallet (shutdown).
+    pub fn close_all(&mut self) {
+        let keys: Vec<_> = self.open.keys().cloned().collect();
+        for key in keys {
+            self.close(&key);
+        }
+    }
+
+    /// Closes wallets whose token is idle too long or too old.
+    pub fn expire(&mut self, now_ms: u64) {
+        let limits = self.limits;
+        let expired: Vec<_> = self
+            .open
+            .iter()
+            .filter(|(_, w)| {
+                now_ms.saturating_sub(w.last_used_ms) >= limits.idle_ms
+                    || now_ms.saturating_sub(w.opened_ms) >= limits.lifetime_ms
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in expired {
+            self.close(&key);
+        }
+    }
+
+    /// The earliest time a token will expire, if any wallet is open.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.open
+            .values()
+            .map(|w| {
+                w.last_used_ms.saturating_add(self.limits.idle_ms).min(w.opened_ms.saturating_add(self.limits.lifetime_ms))
+            })
+            .min()
+    }
+
+    /// Finds the wallet of a token and returns an unmasked copy of its master key.
+    pub fn unlock(&mut self, token: &Token, now_ms: u64) -> Result<Unlocked, UnlockError> {
+        self.expire(now_ms);
+        let fingerprint = self.fingerprint(token);
+        let Some(key) = self.by_fingerprint.get(&fingerprint).cloned() else {
+            return Err(if self.closed.contains(&fingerprint) { UnlockError::Closed } else { UnlockError::InvalidToken });
+        };
+        let Some(wallet) = self.open.get_mut(&key) else {
+            return Err(UnlockError::InvalidToken);
+        };
+        let mut bytes = wallet.seed.masked;
+        apply_mask(token, &mut bytes);
+        let master = MasterKey::from_bytes(bytes);
+        bytes.zeroize();
+        let checksum = mac(&self.vault_key.0, b"checksum", master.expose());
+        if !bool::from(checksum.ct_eq(&wallet.seed.checksum)) {
+            return Err(UnlockError::InvalidToken);
+        }
+        wallet.last_used_ms = now_ms;
+        Ok(Unlocked { key, master, active_account: wallet.active_account.clone() })
+    }
+
+    /// Sets the active account of an open wallet.
+    pub fn set_active_account(&mut self, key: &WalletKey, label: String) {
+        if let Some(wallet) = self.open.get_mut(key) {
+            wallet.active_account = label;
+        }
+    }
+
+    /// Whether a wallet is open.
+    pub fn is_open(&self, key: &WalletKey) -> bool {
+        self.open.contains_key(key)
+    }
+
+    /// How many wallets are open (how many masked seeds the vault holds).
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Test probe: every masked seed byte the vault holds (nothing once all wallets are closed).
+    #[cfg(feature = "testing")]
+    pub fn masked_bytes(&self) -> Vec<u8> {
+        self.open.values().flat_map(|w| w.seed.masked).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> WalletKey {
+        WalletKey { dir: String::new(), name: name.into() }
+    }
+
+    #[test]
+    fn token_unlocks_only_its_wallet_and_masks_the_seed() {
+        let mut vault = Vault::new([9; 32], TokenLimits { idle_ms: 100, lifetime_ms: 1000 });
+        let master = MasterKey::from_bytes([7; 64]);
+        let token = Token::from_bytes([1; 32]);
+        vault.open(key("a"), &master, &token, 0);
+        let held = &vault.open[&key("a")].seed.masked;
+        assert_ne!(held, master.expose());
+        let unlocked = vault.unlock(&token, 1).expect("unlocks");
+        assert_eq!(unlocked.master.expose(), master.expose());
+        assert_eq!(unlocked.key, key("a"));
+        assert_eq!(vault.unlock(&Token::from_bytes([2; 32]), 1).map(|u| u.key), Err(UnlockError::InvalidToken));
+    }
+
+    #[test]
+    fn reopen_makes_old_token_stale_and_close_forgets_seed() {
+        let mut vault = Vault::new([9; 32], TokenLimits::default());
+        let master = MasterKey::from_bytes([7; 64]);
+        let first = Token::from_bytes([1; 32]);
+        let second = Token::from_bytes([2; 32]);
+        vault.open(key("a"), &master, &first, 0);
+        vault.open(key("a"), &master, &second, 0);
+        assert!(vault.unlock(&first, 0).is_err());
+        assert!(vault.unlock(&second, 0).is_ok());
+        assert!(vault.close(&key("a")));
+        assert_eq!(vault.open_count(), 0);
+        assert_eq!(vault.unlock(&second, 0).map(|u| u.key), Err(UnlockError::Closed));
+    }
+
+    #[test]
+    fn idle_tokens_expire() {
+        let mut vault = Vault::new([9; 32], TokenLimits { idle_ms: 100, lifetime_ms: 1000 });
+        let token = Token::from_bytes([1; 32]);
+        vault.open(key("a"), &MasterKey::from_bytes([7; 64]), &token, 0);
+        assert!(vault.unlock(&token, 99).is_ok());
+        assert!(vault.unlock(&token, 198).is_ok());
+        assert_eq!(vault.unlock(&token, 298).map(|u| u.key), Err(UnlockError::Closed));
+        assert_eq!(vault.open_count(), 0);
+    }
+}
