@@ -238,8 +238,8 @@ impl Client {
         let cipher = self.cipher.as_ref().ok_or(ClientError::NotInitialized)?;
         let plaintext = cipher.open(&nonce, body_enc).map_err(|_| ClientError::Decryption)?;
         self.remember(nonce);
-        let inner: Value =
-            serde_json::from_slice(&plaintext).map_err(|_| ClientError::Malformed("inner answer is not JSON".into()))?;
+        let inner: Value = serde_json::from_slice(&plaintext)
+            .map_err(|_| ClientError::Malformed("inner answer is not JSON".into()))?;
         if inner.is_object() && inner.get("id") != Some(&json!(pending.inner_id)) {
             return Err(ClientError::IdMismatch);
         }

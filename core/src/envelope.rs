@@ -107,18 +107,12 @@ impl Cipher {
     }
 
     /// Decrypts an already decoded `ciphertext ‖ tag`; the plaintext is wiped when dropped.
-    pub fn open_bytes(
-        &self,
-        nonce: &[u8; NONCE_LEN],
-        ciphertext: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+    pub fn open_bytes(&self, nonce: &[u8; NONCE_LEN], ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
         if ciphertext.len() < TAG_LEN {
             return Err(OpenError::Truncated);
         }
         let mut buffer = Zeroizing::new(ciphertext.to_vec());
-        self.aead
-            .decrypt_in_place(&Nonce::from(*nonce), b"", &mut *buffer)
-            .map_err(|_| OpenError::Authentication)?;
+        self.aead.decrypt_in_place(&Nonce::from(*nonce), b"", &mut *buffer).map_err(|_| OpenError::Authentication)?;
         Ok(buffer)
     }
 

@@ -41,10 +41,9 @@ impl EnvelopeError {
             }
             Self::Format(why) => (-32002, format!("Encrypted request format error: {why}")),
             Self::Decryption(why) => (-32002, format!("Decryption error: {why}")),
-            Self::Replay => (
-                -32002,
-                "Encrypted request format error: replayed nonce: this envelope was already accepted".into(),
-            ),
+            Self::Replay => {
+                (-32002, "Encrypted request format error: replayed nonce: this envelope was already accepted".into())
+            }
             Self::Encryption => (-32003, "Encryption error: the answer could not be encrypted".into()),
         }
     }

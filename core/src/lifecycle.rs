@@ -116,9 +116,8 @@ impl Server {
         let password = password(&p[3], "password")?;
         let entropy = match mnemonic {
             Some(words) => {
-                let entropy = keys::entropy_of(words).ok_or_else(|| {
-                    MethodError::Argument("mnemonic is not a valid English BIP39 mnemonic".into())
-                })?;
+                let entropy = keys::entropy_of(words)
+                    .ok_or_else(|| MethodError::Argument("mnemonic is not a valid English BIP39 mnemonic".into()))?;
                 if length != 0 && length != entropy.expose().len() {
                     return Err(MethodError::Argument(
                         "mnemonic_length does not match the mnemonic (give 0 to take it from the mnemonic)".into(),

@@ -124,9 +124,8 @@ impl Server {
     ) -> Result<Value, MethodError> {
         match method {
             "init_secure_api" => {
-                let (public, cipher) = self
-                    .new_session_key(Some(Value::Array(p.to_vec())))
-                    .map_err(MethodError::InvalidParams)?;
+                let (public, cipher) =
+                    self.new_session_key(Some(Value::Array(p.to_vec()))).map_err(MethodError::InvalidParams)?;
                 after.rekey = Some(cipher);
                 Ok(Value::String(hex::encode(public.serialize())))
             }
@@ -164,7 +163,12 @@ impl Server {
         }
     }
 
-    fn dispatch_app(&self, method: &str, params: Option<&mut Value>, context: &CallContext) -> Result<Value, MethodError> {
+    fn dispatch_app(
+        &self,
+        method: &str,
+        params: Option<&mut Value>,
+        context: &CallContext,
+    ) -> Result<Value, MethodError> {
         let app = self.app_methods.get(method).ok_or(MethodError::MethodNotFound)?;
         let mut names: Vec<&str> = vec!["token"];
         names.extend(app.params.iter().map(String::as_str));
@@ -194,9 +198,7 @@ impl Server {
         let wallet = self.store.load_wallet(&unlocked.key).map_err(store_error)?;
         let mut accounts = wallet.map(|w| w.accounts).unwrap_or_default();
         accounts.sort_by(|a, b| a.label.cmp(&b.label));
-        Ok(Value::Array(
-            accounts.iter().map(|a| json!({"label": a.label, "path": account_path(a.index)})).collect(),
-        ))
+        Ok(Value::Array(accounts.iter().map(|a| json!({"label": a.label, "path": account_path(a.index)})).collect()))
     }
 
     fn create_account_path(&self, unlocked: &Unlocked, label: &str) -> Result<Value, MethodError> {

@@ -230,8 +230,8 @@ mod tests {
     #[test]
     fn seal_open_round_trip() {
         let password = Password::from("pw");
-        let record = SeedRecord::seal(&entropy(), &password, KdfParams::INSECURE_FOR_TESTS, [1; 16], [2; 12])
-            .expect("seal");
+        let record =
+            SeedRecord::seal(&entropy(), &password, KdfParams::INSECURE_FOR_TESTS, [1; 16], [2; 12]).expect("seal");
         let bytes = record.to_bytes();
         let parsed = SeedRecord::from_bytes(&bytes).expect("parse");
         assert_eq!(parsed, record);
@@ -242,8 +242,8 @@ mod tests {
     #[test]
     fn edited_parameters_do_not_decrypt() {
         let password = Password::from("pw");
-        let record = SeedRecord::seal(&entropy(), &password, KdfParams::INSECURE_FOR_TESTS, [1; 16], [2; 12])
-            .expect("seal");
+        let record =
+            SeedRecord::seal(&entropy(), &password, KdfParams::INSECURE_FOR_TESTS, [1; 16], [2; 12]).expect("seal");
         let text = String::from_utf8(record.to_bytes()).expect("utf8");
         let edited = text.replace("\"t_cost\":1", "\"t_cost\":2");
         assert_ne!(edited, text);

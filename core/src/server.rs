@@ -297,7 +297,11 @@ impl Server {
         let inner = match serde_json::from_slice::<Value>(&accepted.plaintext) {
             Ok(value) => WipedJson(value),
             Err(_) => {
-                return plain_error(id, &EnvelopeError::Decryption("the decrypted body is not UTF-8 JSON".into()), session);
+                return plain_error(
+                    id,
+                    &EnvelopeError::Decryption("the decrypted body is not UTF-8 JSON".into()),
+                    session,
+                );
             }
         };
         let context = CallContext { session: accepted.id, dir: accepted.dir.clone(), now_ms: incoming.now_ms };
@@ -343,7 +347,13 @@ impl Server {
         after
     }
 
-    fn answer_one(&self, request: &mut Value, context: &CallContext, after: &mut AfterAnswer, out: &mut Zeroizing<Vec<u8>>) {
+    fn answer_one(
+        &self,
+        request: &mut Value,
+        context: &CallContext,
+        after: &mut AfterAnswer,
+        out: &mut Zeroizing<Vec<u8>>,
+    ) {
         let id = request.get("id").cloned().unwrap_or(Value::Null);
         let method = match request.get("method") {
             Some(Value::String(method)) => method.clone(),

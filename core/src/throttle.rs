@@ -85,7 +85,8 @@ mod tests {
     #[test]
     fn waits_double_after_free_attempts() {
         let key = WalletKey { dir: String::new(), name: "w".into() };
-        let mut throttle = Throttle::new(ThrottleConfig { free_attempts: 2, base_ms: 100, max_ms: 350, max_entries: 8 });
+        let mut throttle =
+            Throttle::new(ThrottleConfig { free_attempts: 2, base_ms: 100, max_ms: 350, max_entries: 8 });
         throttle.failure(&key, 0);
         throttle.failure(&key, 0);
         assert_eq!(throttle.check(&key, 0), Ok(()));

@@ -194,7 +194,9 @@ impl Vault {
         self.open
             .values()
             .map(|w| {
-                w.last_used_ms.saturating_add(self.limits.idle_ms).min(w.opened_ms.saturating_add(self.limits.lifetime_ms))
+                w.last_used_ms
+                    .saturating_add(self.limits.idle_ms)
+                    .min(w.opened_ms.saturating_add(self.limits.lifetime_ms))
             })
             .min()
     }
@@ -204,7 +206,11 @@ impl Vault {
         self.expire(now_ms);
         let fingerprint = self.fingerprint(token);
         let Some(key) = self.by_fingerprint.get(&fingerprint).cloned() else {
-            return Err(if self.closed.contains(&fingerprint) { UnlockError::Closed } else { UnlockError::InvalidToken });
+            return Err(if self.closed.contains(&fingerprint) {
+                UnlockError::Closed
+            } else {
+                UnlockError::InvalidToken
+            });
         };
         let Some(wallet) = self.open.get_mut(&key) else {
             return Err(UnlockError::InvalidToken);

@@ -1,0 +1,1 @@
+//! The fjall-backed `Store` of Keyward (being written).
