@@ -240,7 +240,8 @@ impl Client {
         self.remember(nonce);
         let inner: Value = serde_json::from_slice(&plaintext)
             .map_err(|_| ClientError::Malformed("inner answer is not JSON".into()))?;
-        if inner.is_object() && inner.get("id") != Some(&json!(pending.inner_id)) {
+        let unattributed_error = inner.get("error").is_some() && inner.get("id") == Some(&Value::Null);
+        if inner.is_object() && !unattributed_error && inner.get("id") != Some(&json!(pending.inner_id)) {
             return Err(ClientError::IdMismatch);
         }
         if let Some(mut secret) = pending.rekey.take() {

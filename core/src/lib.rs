@@ -83,3 +83,5 @@ pub use methods::{AppCall, AppError};
 pub use server::{Incoming, Outgoing, Server, ServerConfig};
 pub use session::{SessionId, SessionLimits};
 pub use store::{MemoryStore, Store, StoreError, WalletKey};
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -10,7 +10,7 @@ use crate::jsonrpc::{MethodError, OPEN_ERROR, opt_string, string, u32_param};
 use crate::keys;
 use crate::methods::store_error;
 use crate::secret::{Entropy, Password, Token};
-use crate::seed_record::{SeedRecord, SeedRecordError};
+use crate::seed_record::{GrinWalletSeed, SeedRecord, SeedRecordError};
 use crate::server::{CallContext, Server, lock};
 use crate::store::{Account, StoreError, StoredWallet, WalletKey};
 
@@ -136,17 +136,43 @@ impl Server {
                 Entropy::from_bytes(bytes[..length].to_vec()).expect("length is a BIP39 length")
             }
         };
-        let guard = self.wallet_lock(&key);
+        self.store_new_wallet(&key, &entropy, &password)
+    }
+
+    /// Imports grin-wallet's `wallet.seed` (the file's JSON, as an object or a string): decrypts it
+    /// with its password and stores it as a Keyward record (Argon2id) under the same password.
+    pub(crate) fn import_grin_wallet(&self, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
+        let key = self.wallet_key(&p[0], context)?;
+        let file = match &p[1] {
+            Value::String(text) => GrinWalletSeed::from_bytes(text.as_bytes()),
+            Value::Object(_) => GrinWalletSeed::from_json(&p[1]),
+            _ => return Err(MethodError::InvalidParams("'wallet_seed' must be an object or a string".into())),
+        }
+        .map_err(|_| MethodError::Argument("wallet_seed is not a grin-wallet wallet.seed file".into()))?;
+        let password = password(&p[2], "password")?;
+        let entropy = file.open(&password).map_err(|e| match e {
+            SeedRecordError::WrongPassword => {
+                MethodError::Argument("wallet_seed does not decrypt with this password".into())
+            }
+            SeedRecordError::Malformed => {
+                MethodError::Argument("wallet_seed is not a grin-wallet wallet.seed file".into())
+            }
+        })?;
+        self.store_new_wallet(&key, &entropy, &password)
+    }
+
+    fn store_new_wallet(&self, key: &WalletKey, entropy: &Entropy, password: &Password) -> Result<Value, MethodError> {
+        let guard = self.wallet_lock(key);
         let _held = lock(&guard);
-        if self.store.load_wallet(&key).map_err(store_error)?.is_some() {
+        if self.store.load_wallet(key).map_err(store_error)?.is_some() {
             return Err(MethodError::WalletSeedExists);
         }
-        let record = self.seal_record(&entropy, &password)?;
+        let record = self.seal_record(entropy, password)?;
         let wallet = StoredWallet {
             seed_record: record.to_bytes(),
             accounts: vec![Account { label: "default".into(), index: 0 }],
         };
-        match self.store.create_wallet(&key, &wallet) {
+        match self.store.create_wallet(key, &wallet) {
             Ok(()) => Ok(Value::Null),
             Err(StoreError::AlreadyExists) => Err(MethodError::WalletSeedExists),
             Err(e) => Err(store_error(e)),

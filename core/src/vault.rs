@@ -132,7 +132,10 @@ impl Vault {
     /// Puts a wallet's master key in the vault under a fresh token, replacing (and so invalidating)
     /// any earlier token of that wallet.
     pub fn open(&mut self, key: WalletKey, master: &MasterKey, token: &Token, now_ms: u64) {
-        self.close(&key);
+        // The earlier token becomes stale (`InvalidKeychainMask`), not "closed".
+        if let Some(earlier) = self.open.remove(&key) {
+            self.by_fingerprint.remove(&earlier.fingerprint);
+        }
         let checksum = mac(&self.vault_key.0, b"checksum", master.expose());
         let mut masked = *master.expose();
         apply_mask(token, &mut masked);

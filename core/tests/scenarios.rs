@@ -1,0 +1,17 @@
+//! The lifecycle scenarios of `keyward_core::testing`, each its own test, on the in-memory store.
+
+use keyward_core::MemoryStore;
+use libtest_mimic::{Arguments, Trial};
+
+fn main() {
+    let trials = keyward_core::testing::scenarios()
+        .into_iter()
+        .map(|(name, scenario)| {
+            Trial::test(name, move || {
+                scenario(Box::new(MemoryStore::new()));
+                Ok(())
+            })
+        })
+        .collect();
+    libtest_mimic::run(&Arguments::from_args(), trials).exit();
+}
