@@ -116,6 +116,15 @@ impl Cipher {
         Ok(buffer)
     }
 
+    /// Decrypts `ciphertext ‖ tag` in place; on success the buffer holds the plaintext. On failure its
+    /// content is unspecified.
+    pub fn open_in_place(&self, nonce: &[u8; NONCE_LEN], buffer: &mut Vec<u8>) -> Result<(), OpenError> {
+        if buffer.len() < TAG_LEN {
+            return Err(OpenError::Truncated);
+        }
+        self.aead.decrypt_in_place(&Nonce::from(*nonce), b"", buffer).map_err(|_| OpenError::Authentication)
+    }
+
     /// Decodes and decrypts `body_enc`.
     pub fn open(&self, nonce: &[u8; NONCE_LEN], body_enc: &str) -> Result<Zeroizing<Vec<u8>>, OpenError> {
         let ciphertext = decode_body(body_enc)?;

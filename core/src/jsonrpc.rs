@@ -3,10 +3,13 @@
 //!
 //! Answers are written `{"id":…,"jsonrpc":"2.0","result":{"Ok":…}}` or
 //! `{"id":…,"jsonrpc":"2.0","error":{"code":…,"message":"…"}}`, in that field order, as grin-wallet does.
+//!
+//! Inner answers are written into a buffer that is then encrypted in place, so the plaintext (which
+//! may hold a token or a mnemonic) is overwritten by its own ciphertext; callers size the buffer so
+//! that it does not reallocate.
 
 use serde::Serialize;
 use serde_json::Value;
-use zeroize::Zeroizing;
 
 /// Errors of the envelope layer, answered in plaintext.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,9 +120,9 @@ impl MethodError {
 }
 
 #[derive(Serialize)]
-struct OkWrap<'a> {
+struct OkWrap<'a, T: Serialize + ?Sized> {
     #[serde(rename = "Ok")]
-    ok: &'a Value,
+    ok: &'a T,
 }
 
 #[derive(Serialize)]
@@ -129,35 +132,37 @@ struct ErrorObject<'a> {
 }
 
 #[derive(Serialize)]
-struct Answer<'a> {
-    id: &'a Value,
+struct Answer<'a, I: Serialize + ?Sized, T: Serialize + ?Sized> {
+    id: &'a I,
     jsonrpc: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    result: Option<OkWrap<'a>>,
+    result: Option<OkWrap<'a, T>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<ErrorObject<'a>>,
 }
 
-fn write(answer: &Answer<'_>, out: &mut Zeroizing<Vec<u8>>) {
+fn write<I: Serialize + ?Sized, T: Serialize + ?Sized>(answer: &Answer<'_, I, T>, out: &mut Vec<u8>) {
     // Writing JSON values and plain structs into a Vec cannot fail.
-    serde_json::to_writer(&mut **out, answer).expect("serializing JSON into a Vec cannot fail");
+    serde_json::to_writer(out, answer).expect("serializing JSON into a Vec cannot fail");
 }
 
 /// Appends `{"id":…,"jsonrpc":"2.0","result":{"Ok":value}}`.
-pub fn write_ok(id: &Value, value: &Value, out: &mut Zeroizing<Vec<u8>>) {
+pub fn write_ok<I: Serialize + ?Sized, T: Serialize + ?Sized>(id: &I, value: &T, out: &mut Vec<u8>) {
     write(&Answer { id, jsonrpc: "2.0", result: Some(OkWrap { ok: value }), error: None }, out);
 }
 
 /// Appends `{"id":…,"jsonrpc":"2.0","error":{"code":…,"message":…}}`.
-pub fn write_error(id: &Value, code: i64, message: &str, out: &mut Zeroizing<Vec<u8>>) {
-    write(&Answer { id, jsonrpc: "2.0", result: None, error: Some(ErrorObject { code, message }) }, out);
+pub fn write_error<I: Serialize + ?Sized>(id: &I, code: i64, message: &str, out: &mut Vec<u8>) {
+    let answer: Answer<'_, I, Value> =
+        Answer { id, jsonrpc: "2.0", result: None, error: Some(ErrorObject { code, message }) };
+    write(&answer, out);
 }
 
 /// An error answer as bytes.
-pub fn error_bytes(id: &Value, code: i64, message: &str) -> Vec<u8> {
-    let mut out = Zeroizing::new(Vec::with_capacity(128));
+pub fn error_bytes<I: Serialize + ?Sized>(id: &I, code: i64, message: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
     write_error(id, code, message, &mut out);
-    out.to_vec()
+    out
 }
 
 /// Takes a method's params by grin's rules: named params must all be present (optional ones as
@@ -227,7 +232,7 @@ mod tests {
 
     #[test]
     fn answers_have_grins_field_order() {
-        let mut out = Zeroizing::new(Vec::new());
+        let mut out = Vec::new();
         write_ok(&json!(1), &json!("x"), &mut out);
         assert_eq!(&out[..], br#"{"id":1,"jsonrpc":"2.0","result":{"Ok":"x"}}"#);
         assert_eq!(

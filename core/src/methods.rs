@@ -197,8 +197,7 @@ impl Server {
     }
 
     fn accounts(&self, unlocked: &Unlocked) -> Result<Value, MethodError> {
-        let wallet = self.store.load_wallet(&unlocked.key).map_err(store_error)?;
-        let mut accounts = wallet.map(|w| w.accounts).unwrap_or_default();
+        let mut accounts = self.store.load_accounts(&unlocked.key).map_err(store_error)?.unwrap_or_default();
         accounts.sort_by(|a, b| a.label.cmp(&b.label));
         Ok(Value::Array(accounts.iter().map(|a| json!({"label": a.label, "path": account_path(a.index)})).collect()))
     }
@@ -207,18 +206,18 @@ impl Server {
         validate_label(label)?;
         let _guard = self.wallet_lock(&unlocked.key);
         let _held = lock(&_guard);
-        let wallet = self
+        let accounts = self
             .store
-            .load_wallet(&unlocked.key)
+            .load_accounts(&unlocked.key)
             .map_err(store_error)?
             .ok_or_else(|| MethodError::Lifecycle("Wallet has not been opened".into()))?;
-        if wallet.accounts.iter().any(|a| a.label == label) {
+        if accounts.iter().any(|a| a.label == label) {
             return Err(MethodError::AccountLabelAlreadyExists(label.to_owned()));
         }
-        if wallet.accounts.len() >= MAX_ACCOUNTS {
+        if accounts.len() >= MAX_ACCOUNTS {
             return Err(MethodError::Argument(format!("a wallet holds at most {MAX_ACCOUNTS} accounts")));
         }
-        let index = wallet.accounts.iter().map(|a| a.index).max().map_or(0, |m| m + 1);
+        let index = accounts.iter().map(|a| a.index).max().map_or(0, |m| m + 1);
         let account = Account { label: label.to_owned(), index };
         match self.store.add_account(&unlocked.key, &account) {
             Ok(()) => Ok(Value::String(account_path(index))),
@@ -228,11 +227,11 @@ impl Server {
     }
 
     fn set_active_account(&self, unlocked: &Unlocked, label: &str) -> Result<Value, MethodError> {
-        let wallet = self.store.load_wallet(&unlocked.key).map_err(store_error)?;
-        if !wallet.is_some_and(|w| w.accounts.iter().any(|a| a.label == label)) {
+        let accounts = self.store.load_accounts(&unlocked.key).map_err(store_error)?;
+        if !accounts.is_some_and(|accounts| accounts.iter().any(|a| a.label == label)) {
             return Err(MethodError::UnknownAccountLabel(label.chars().take(64).collect()));
         }
-        lock(&self.vault).set_active_account(&unlocked.key, label.to_owned());
+        lock(&self.vault).set_active_account(&unlocked.key, label);
         Ok(Value::Null)
     }
 }

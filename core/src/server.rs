@@ -1,5 +1,6 @@
 //! The server side of the protocol: one `handle` call per request body, nothing else.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -7,8 +8,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng as _, SeedableRng as _};
 use secp256k1::{PublicKey, SecretKey};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use zeroize::Zeroizing;
+use serde_json::value::RawValue;
 
 use crate::envelope::{self, Cipher};
 use crate::jsonrpc::{self, EnvelopeError, MethodError};
@@ -106,6 +109,10 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Initial capacity of an inner answer buffer: large enough for every built-in answer, so that it does
+/// not reallocate (and leave a plaintext copy behind in freed memory).
+const ANSWER_CAPACITY: usize = 4096;
+
 /// What one inner request asks of the envelope layer after it is answered.
 #[derive(Default)]
 pub(crate) struct AfterAnswer {
@@ -171,23 +178,23 @@ impl Server {
 
     /// Handles one request body and returns the answer. Never panics on any input.
     pub fn handle(&self, incoming: Incoming<'_>) -> Outgoing {
-        let mut request: Value = match serde_json::from_slice(incoming.body) {
-            Ok(value) => value,
-            Err(_) => return plain_error(&Value::Null, &EnvelopeError::Parse, incoming.session),
+        let request: Request<'_> = match serde_json::from_slice(incoming.body) {
+            Ok(request) => request,
+            Err(_) => {
+                let error = if serde_json::from_slice::<IgnoredAny>(incoming.body).is_ok() {
+                    EnvelopeError::InvalidRequest("not a JSON-RPC request object")
+                } else {
+                    EnvelopeError::Parse
+                };
+                return plain_error(RawValue::NULL, &error, incoming.session);
+            }
         };
-        let Some(object) = request.as_object_mut() else {
-            return plain_error(&Value::Null, &EnvelopeError::InvalidRequest("not an object"), incoming.session);
-        };
-        let id = object.get("id").cloned().unwrap_or(Value::Null);
-        let method = match object.get("method") {
-            Some(Value::String(method)) => method.clone(),
-            _ => return plain_error(&id, &EnvelopeError::InvalidRequest("no method"), incoming.session),
-        };
-        let params = object.get_mut("params").map(Value::take);
-        match method.as_str() {
-            "init_secure_api" => self.handle_plain_init(&id, params, incoming.now_ms),
-            "encrypted_request_v3" => self.handle_encrypted(&id, params, incoming),
-            _ => plain_error(&id, &EnvelopeError::EncryptionRequired, incoming.session),
+        let id = request.id.unwrap_or(RawValue::NULL);
+        match request.method.as_deref() {
+            Some("init_secure_api") => self.handle_plain_init(id, request.params, incoming.now_ms),
+            Some("encrypted_request_v3") => self.handle_encrypted(id, request.params, incoming),
+            Some(_) => plain_error(id, &EnvelopeError::EncryptionRequired, incoming.session),
+            None => plain_error(id, &EnvelopeError::InvalidRequest("no method"), incoming.session),
         }
     }
 
@@ -248,37 +255,34 @@ impl Server {
         Ok((public, Cipher::new(&shared)))
     }
 
-    fn handle_plain_init(&self, id: &Value, params: Option<Value>, now_ms: u64) -> Outgoing {
+    fn handle_plain_init(&self, id: &RawValue, params: Option<&RawValue>, now_ms: u64) -> Outgoing {
+        let params = params.and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok());
         let (public, cipher) = match self.new_session_key(params) {
             Ok(pair) => pair,
             Err(why) => return plain_error(id, &EnvelopeError::InitParams(why), None),
         };
         let session = SessionId::from_bytes(self.random());
         lock(&self.sessions).insert(session, cipher, String::new(), now_ms);
-        let mut body = Zeroizing::new(Vec::with_capacity(128));
-        jsonrpc::write_ok(id, &Value::String(hex::encode(public.serialize())), &mut body);
-        Outgoing { body: body.to_vec(), session: Some(session), created_session: true }
+        let mut body = Vec::with_capacity(128);
+        jsonrpc::write_ok(id, &hex::encode(public.serialize()), &mut body);
+        Outgoing { body, session: Some(session), created_session: true }
     }
 
-    fn handle_encrypted(&self, id: &Value, params: Option<Value>, incoming: Incoming<'_>) -> Outgoing {
+    fn handle_encrypted(&self, id: &RawValue, params: Option<&RawValue>, incoming: Incoming<'_>) -> Outgoing {
         let hint = incoming.session;
-        let mut params = params;
-        let values = match jsonrpc::take_params(params.as_mut(), &["nonce", "body_enc"]) {
-            Ok(values) => values,
-            Err(e) => return plain_error(id, &EnvelopeError::Format(e.wire().1), hint),
+        let Some(params) = params.and_then(EnvelopeParams::parse) else {
+            let why = "params must be {\"nonce\": hex, \"body_enc\": base64} or [nonce, body_enc]";
+            return plain_error(id, &EnvelopeError::Format(why.into()), hint);
         };
-        let (Some(nonce), Some(body_enc)) = (values[0].as_str(), values[1].as_str()) else {
-            return plain_error(id, &EnvelopeError::Format("nonce and body_enc must be strings".into()), hint);
-        };
-        let nonce = match envelope::parse_nonce(nonce) {
+        let nonce = match envelope::parse_nonce(&params.nonce) {
             Ok(nonce) => nonce,
             Err(e) => return plain_error(id, &EnvelopeError::Format(e.to_string()), hint),
         };
-        let ciphertext = match envelope::decode_body(body_enc) {
+        let ciphertext = match envelope::decode_body(&params.body_enc) {
             Ok(bytes) => bytes,
             Err(e) => return plain_error(id, &EnvelopeError::Format(e.to_string()), hint),
         };
-        let accepted = lock(&self.sessions).accept(hint.as_ref(), &nonce, &ciphertext, incoming.now_ms);
+        let accepted = lock(&self.sessions).accept(hint.as_ref(), &nonce, ciphertext, incoming.now_ms);
         let accepted = match accepted {
             Ok(accepted) => accepted,
             Err(AcceptError::NoSession) => return plain_error(id, &EnvelopeError::EncryptionRequired, hint),
@@ -294,19 +298,13 @@ impl Server {
             Err(AcceptError::Replay) => return plain_error(id, &EnvelopeError::Replay, hint),
         };
         let session = Some(accepted.id);
-        let inner = match serde_json::from_slice::<Value>(&accepted.plaintext) {
-            Ok(value) => WipedJson(value),
-            Err(_) => {
-                return plain_error(
-                    id,
-                    &EnvelopeError::Decryption("the decrypted body is not UTF-8 JSON".into()),
-                    session,
-                );
-            }
-        };
         let context = CallContext { session: accepted.id, dir: accepted.dir.clone(), now_ms: incoming.now_ms };
-        let mut answer = Zeroizing::new(Vec::with_capacity(512));
-        let after = self.answer_inner(inner, &context, &mut answer);
+        // Encrypted in place below: the plaintext answer is overwritten by its ciphertext.
+        let mut answer = Vec::with_capacity(ANSWER_CAPACITY);
+        let Some(after) = self.answer_inner(&accepted.plaintext, &context, &mut answer) else {
+            let why = "the decrypted body is not UTF-8 JSON";
+            return plain_error(id, &EnvelopeError::Decryption(why.into()), session);
+        };
         let reply_nonce: [u8; envelope::NONCE_LEN] = self.random();
         let body_enc = accepted.cipher.seal_in_place(&reply_nonce, &mut answer);
         if body_enc.is_empty() {
@@ -318,15 +316,25 @@ impl Server {
         if let Some(cipher) = after.rekey {
             lock(&self.sessions).rekey(accepted.id, cipher, incoming.now_ms);
         }
-        let envelope = serde_json::json!({"nonce": hex::encode(reply_nonce), "body_enc": body_enc});
-        let mut body = Zeroizing::new(Vec::with_capacity(body_enc.len() + 96));
-        jsonrpc::write_ok(id, &envelope, &mut body);
-        Outgoing { body: body.to_vec(), session, created_session: false }
+        let nonce = hex::encode(reply_nonce);
+        let mut body = Vec::with_capacity(body_enc.len() + 96);
+        jsonrpc::write_ok(id, &EnvelopeAnswer { nonce: &nonce, body_enc: &body_enc }, &mut body);
+        Outgoing { body, session, created_session: false }
     }
 
-    /// Answers a decrypted inner body: one request or a batch.
-    fn answer_inner(&self, mut inner: WipedJson, context: &CallContext, out: &mut Zeroizing<Vec<u8>>) -> AfterAnswer {
+    /// Answers a decrypted inner body: one request (the fast path, parsed in place) or anything else
+    /// JSON (a batch, a non-request). `None` if the plaintext is not JSON at all.
+    fn answer_inner(&self, plaintext: &[u8], context: &CallContext, out: &mut Vec<u8>) -> Option<AfterAnswer> {
         let mut after = AfterAnswer::default();
+        if let Ok(mut request) = serde_json::from_slice::<InnerRequest<'_>>(plaintext) {
+            let id = request.id.unwrap_or(RawValue::NULL);
+            self.answer_call(id, request.method.as_deref(), request.params.as_mut(), context, &mut after, out);
+            if let Some(params) = request.params.as_mut() {
+                wipe_json(params);
+            }
+            return Some(after);
+        }
+        let mut inner = WipedJson(serde_json::from_slice::<Value>(plaintext).ok()?);
         match &mut inner.0 {
             Value::Array(requests) if !requests.is_empty() => {
                 out.push(b'[');
@@ -334,49 +342,96 @@ impl Server {
                     if i > 0 {
                         out.push(b',');
                     }
-                    self.answer_one(request, context, &mut after, out);
+                    let id = request.get("id").cloned().unwrap_or(Value::Null);
+                    let method = request.get("method").and_then(Value::as_str).map(str::to_owned);
+                    let params = request.get_mut("params");
+                    self.answer_call(&id, method.as_deref(), params, context, &mut after, out);
                 }
                 out.push(b']');
             }
-            Value::Object(_) => self.answer_one(&mut inner.0, context, &mut after, out),
             _ => {
                 let (code, message) = MethodError::InvalidRequest("not a JSON-RPC request".into()).wire();
                 jsonrpc::write_error(&Value::Null, code, &message, out);
             }
         }
-        after
+        Some(after)
     }
 
-    fn answer_one(
+    fn answer_call<I: Serialize + ?Sized>(
         &self,
-        request: &mut Value,
+        id: &I,
+        method: Option<&str>,
+        params: Option<&mut Value>,
         context: &CallContext,
         after: &mut AfterAnswer,
-        out: &mut Zeroizing<Vec<u8>>,
+        out: &mut Vec<u8>,
     ) {
-        let id = request.get("id").cloned().unwrap_or(Value::Null);
-        let method = match request.get("method") {
-            Some(Value::String(method)) => method.clone(),
-            _ => {
-                let (code, message) = MethodError::InvalidRequest("no method".into()).wire();
-                return jsonrpc::write_error(&id, code, &message, out);
-            }
+        let Some(method) = method else {
+            let (code, message) = MethodError::InvalidRequest("no method".into()).wire();
+            return jsonrpc::write_error(id, code, &message, out);
         };
-        let params = request.get_mut("params");
-        match self.dispatch(&method, params, context, after) {
+        match self.dispatch(method, params, context, after) {
             Ok(mut value) => {
-                jsonrpc::write_ok(&id, &value, out);
+                jsonrpc::write_ok(id, &value, out);
                 wipe_json(&mut value);
             }
             Err(error) => {
                 let (code, message) = error.wire();
-                jsonrpc::write_error(&id, code, &message, out);
+                jsonrpc::write_error(id, code, &message, out);
             }
         }
     }
 }
 
-fn plain_error(id: &Value, error: &EnvelopeError, session: Option<SessionId>) -> Outgoing {
+/// An outer request, parsed in place.
+#[derive(Deserialize)]
+struct Request<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+}
+
+/// An inner request, parsed in place from the decrypted body.
+#[derive(Deserialize)]
+struct InnerRequest<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    method: Option<Cow<'a, str>>,
+    #[serde(default)]
+    params: Option<Value>,
+}
+
+/// `encrypted_request_v3` params: named (no other names) or positional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvelopeParams<'a> {
+    #[serde(borrow)]
+    nonce: Cow<'a, str>,
+    #[serde(borrow)]
+    body_enc: Cow<'a, str>,
+}
+
+impl<'a> EnvelopeParams<'a> {
+    fn parse(raw: &'a RawValue) -> Option<Self> {
+        if let Ok(params) = serde_json::from_str::<EnvelopeParams<'a>>(raw.get()) {
+            return Some(params);
+        }
+        let (nonce, body_enc) = serde_json::from_str::<(Cow<'a, str>, Cow<'a, str>)>(raw.get()).ok()?;
+        Some(Self { nonce, body_enc })
+    }
+}
+
+#[derive(Serialize)]
+struct EnvelopeAnswer<'a> {
+    nonce: &'a str,
+    body_enc: &'a str,
+}
+
+fn plain_error<I: Serialize + ?Sized>(id: &I, error: &EnvelopeError, session: Option<SessionId>) -> Outgoing {
     let (code, message) = error.wire();
     Outgoing { body: jsonrpc::error_bytes(id, code, &message), session, created_session: false }
 }

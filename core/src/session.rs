@@ -105,6 +105,18 @@ pub struct Accepted {
 pub struct SessionTable {
     limits: SessionLimits,
     sessions: HashMap<SessionId, Session>,
+    last_sweep_ms: u64,
+}
+
+/// How often `accept` sweeps the whole table for expired sessions (it checks the session it uses
+/// on every call).
+const SWEEP_EVERY_MS: u64 = 1000;
+
+impl Session {
+    fn expired(&self, limits: &SessionLimits, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.last_used_ms) >= limits.idle_ms
+            || now_ms.saturating_sub(self.created_ms) >= limits.lifetime_ms
+    }
 }
 
 impl fmt::Debug for SessionTable {
@@ -116,7 +128,7 @@ impl fmt::Debug for SessionTable {
 impl SessionTable {
     /// An empty table.
     pub fn new(limits: SessionLimits) -> Self {
-        Self { limits, sessions: HashMap::new() }
+        Self { limits, sessions: HashMap::new(), last_sweep_ms: 0 }
     }
 
     /// Number of live sessions.
@@ -137,10 +149,8 @@ impl SessionTable {
     /// Drops sessions that are idle too long or too old.
     pub fn expire(&mut self, now_ms: u64) {
         let limits = self.limits;
-        self.sessions.retain(|_, s| {
-            now_ms.saturating_sub(s.last_used_ms) < limits.idle_ms
-                && now_ms.saturating_sub(s.created_ms) < limits.lifetime_ms
-        });
+        self.sessions.retain(|_, s| !s.expired(&limits, now_ms));
+        self.last_sweep_ms = now_ms;
     }
 
     /// The earliest time at which a session will expire, if any is live.
@@ -203,43 +213,54 @@ impl SessionTable {
         &mut self,
         hint: Option<&SessionId>,
         nonce: &[u8; NONCE_LEN],
-        ciphertext: &[u8],
+        ciphertext: Vec<u8>,
         now_ms: u64,
     ) -> Result<Accepted, AcceptError> {
-        self.expire(now_ms);
-        let (id, plaintext) = match hint {
+        if now_ms.saturating_sub(self.last_sweep_ms) >= SWEEP_EVERY_MS {
+            self.expire(now_ms);
+        }
+        let limits = self.limits;
+        let mut buffer = Zeroizing::new(ciphertext);
+        let id = match hint {
             Some(id) => {
                 let session = self.sessions.get(id).ok_or(AcceptError::NoSession)?;
-                let plaintext = session.cipher.open_bytes(nonce, ciphertext).map_err(|e| match e {
+                if session.expired(&limits, now_ms) {
+                    self.sessions.remove(id);
+                    return Err(AcceptError::NoSession);
+                }
+                session.cipher.open_in_place(nonce, &mut buffer).map_err(|e| match e {
                     OpenError::Authentication => AcceptError::Decryption,
                     other => AcceptError::Format(other),
                 })?;
-                (*id, plaintext)
+                *id
             }
             None => {
-                if self.sessions.is_empty() {
+                if self.sessions.values().all(|s| s.expired(&limits, now_ms)) {
                     return Err(AcceptError::NoSession);
                 }
-                if ciphertext.len() < crate::envelope::TAG_LEN {
+                if buffer.len() < crate::envelope::TAG_LEN {
                     return Err(AcceptError::Format(OpenError::Truncated));
                 }
-                self.sessions
+                let (id, plaintext) = self
+                    .sessions
                     .iter()
-                    .find_map(|(id, s)| s.cipher.open_bytes(nonce, ciphertext).ok().map(|p| (*id, p)))
-                    .ok_or(AcceptError::Decryption)?
+                    .filter(|(_, s)| !s.expired(&limits, now_ms))
+                    .find_map(|(id, s)| s.cipher.open_bytes(nonce, &buffer).ok().map(|p| (*id, p)))
+                    .ok_or(AcceptError::Decryption)?;
+                buffer = plaintext;
+                id
             }
         };
-        let limits = self.limits;
         let Some(session) = self.sessions.get_mut(&id) else {
             return Err(AcceptError::NoSession);
         };
-        if session.accepted.contains(nonce) {
+        if !session.accepted.insert(*nonce) {
             return Err(AcceptError::Replay);
         }
-        session.accepted.insert(*nonce);
         session.requests += 1;
         session.last_used_ms = now_ms;
-        let accepted = Accepted { id, cipher: Arc::clone(&session.cipher), plaintext, dir: session.dir.clone() };
+        let accepted =
+            Accepted { id, cipher: Arc::clone(&session.cipher), plaintext: buffer, dir: session.dir.clone() };
         if session.requests >= limits.max_requests {
             self.sessions.remove(&id);
         }
@@ -273,10 +294,10 @@ mod tests {
         table.insert(a, cipher(1), String::new(), 0);
         table.insert(b, cipher(2), String::new(), 0);
         let msg = sealed(2, [5; 12]);
-        assert_eq!(table.accept(Some(&a), &[5; 12], &msg, 1).map(|x| x.id), Err(AcceptError::Decryption));
-        assert_eq!(table.accept(None, &[5; 12], &msg, 1).map(|x| x.id), Ok(b));
-        assert_eq!(table.accept(None, &[5; 12], &msg, 2).map(|x| x.id), Err(AcceptError::Replay));
-        assert_eq!(table.accept(Some(&b), &[5; 12], &msg, 2).map(|x| x.id), Err(AcceptError::Replay));
+        assert_eq!(table.accept(Some(&a), &[5; 12], msg.clone(), 1).map(|x| x.id), Err(AcceptError::Decryption));
+        assert_eq!(table.accept(None, &[5; 12], msg.clone(), 1).map(|x| x.id), Ok(b));
+        assert_eq!(table.accept(None, &[5; 12], msg.clone(), 2).map(|x| x.id), Err(AcceptError::Replay));
+        assert_eq!(table.accept(Some(&b), &[5; 12], msg.clone(), 2).map(|x| x.id), Err(AcceptError::Replay));
     }
 
     #[test]
@@ -292,7 +313,7 @@ mod tests {
         table.expire(120);
         assert!(table.is_empty());
         let msg = sealed(3, [1; 12]);
-        assert_eq!(table.accept(None, &[1; 12], &msg, 121).map(|x| x.id), Err(AcceptError::NoSession));
+        assert_eq!(table.accept(None, &[1; 12], msg, 121).map(|x| x.id), Err(AcceptError::NoSession));
     }
 
     #[test]
@@ -302,10 +323,10 @@ mod tests {
         table.insert(id, cipher(1), String::new(), 0);
         for n in 0..3u8 {
             let msg = sealed(1, [n; 12]);
-            assert!(table.accept(Some(&id), &[n; 12], &msg, 1).is_ok());
+            assert!(table.accept(Some(&id), &[n; 12], msg, 1).is_ok());
         }
         assert!(!table.contains(&id));
         let msg = sealed(1, [0; 12]);
-        assert_eq!(table.accept(Some(&id), &[0; 12], &msg, 1).map(|x| x.id), Err(AcceptError::NoSession));
+        assert_eq!(table.accept(Some(&id), &[0; 12], msg, 1).map(|x| x.id), Err(AcceptError::NoSession));
     }
 }

@@ -67,6 +67,11 @@ pub enum StoreError {
 pub trait Store: Send + Sync {
     /// Loads a wallet.
     fn load_wallet(&self, key: &WalletKey) -> Result<Option<StoredWallet>, StoreError>;
+    /// Loads only a wallet's accounts (the hot path of token methods); `None` if there is no wallet.
+    /// The default reads the whole wallet; stores that keep seed records apart should override it.
+    fn load_accounts(&self, key: &WalletKey) -> Result<Option<Vec<Account>>, StoreError> {
+        Ok(self.load_wallet(key)?.map(|w| w.accounts))
+    }
     /// Creates a wallet; `AlreadyExists` if one is there (and nothing changes).
     fn create_wallet(&self, key: &WalletKey, wallet: &StoredWallet) -> Result<(), StoreError>;
     /// Replaces the seed record if the current one equals `expected` (`Conflict` otherwise).
@@ -110,6 +115,10 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn load_wallet(&self, key: &WalletKey) -> Result<Option<StoredWallet>, StoreError> {
         Ok(self.lock().wallets.get(key).cloned())
+    }
+
+    fn load_accounts(&self, key: &WalletKey) -> Result<Option<Vec<Account>>, StoreError> {
+        Ok(self.lock().wallets.get(key).map(|w| w.accounts.clone()))
     }
 
     fn create_wallet(&self, key: &WalletKey, wallet: &StoredWallet) -> Result<(), StoreError> {

@@ -1,8 +1,8 @@
 //! The seed vault: open wallets' master keys, kept only masked with a mask derived from the token.
 //!
 //! * `open` stores `master ⊕ SHA-512("keyward/vault/mask/v1" ‖ token)`, a lookup fingerprint
-//!   `HMAC-SHA256(vault_key, "fingerprint" ‖ token)` and a keyed checksum
-//!   `HMAC-SHA256(vault_key, "checksum" ‖ master)`. The token itself is not kept: only the client has it.
+//!   `HMAC-SHA256(vault_key, "keyward/vault/fingerprint/v1" ‖ token)` and a keyed checksum
+//!   `HMAC-SHA256(vault_key, "keyward/vault/checksum/v1" ‖ master)`. The token itself is not kept: only the client has it.
 //! * `unlock` finds the wallet by the token's fingerprint, unmasks a copy of the master key outside the
 //!   vault's lock, and checks the checksum in constant time. The copy is wiped when the call drops it.
 //! * `close` and idle expiry wipe the masked key. A closed token's fingerprint is remembered (bounded)
@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256, Sha512};
@@ -38,21 +39,28 @@ struct MaskedSeed {
 }
 
 struct OpenWallet {
+    key: Arc<WalletKey>,
     seed: MaskedSeed,
-    fingerprint: [u8; 32],
     opened_ms: u64,
     last_used_ms: u64,
-    active_account: String,
+    active_account: Arc<str>,
+}
+
+impl OpenWallet {
+    fn expired(&self, limits: &TokenLimits, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.last_used_ms) >= limits.idle_ms
+            || now_ms.saturating_sub(self.opened_ms) >= limits.lifetime_ms
+    }
 }
 
 /// A wallet unlocked for one call.
 pub struct Unlocked {
     /// Which wallet.
-    pub key: WalletKey,
+    pub key: Arc<WalletKey>,
     /// Its master key, wiped on drop.
     pub master: MasterKey,
     /// The label of its active account.
-    pub active_account: String,
+    pub active_account: Arc<str>,
 }
 
 impl fmt::Debug for Unlocked {
@@ -78,26 +86,32 @@ impl Default for TokenLimits {
 
 /// The vault of open wallets.
 pub struct Vault {
-    vault_key: VaultKey,
+    fingerprint_mac: Hmac<Sha256>,
+    checksum_mac: Hmac<Sha256>,
+    last_sweep_ms: u64,
     limits: TokenLimits,
-    open: HashMap<WalletKey, OpenWallet>,
-    by_fingerprint: HashMap<[u8; 32], WalletKey>,
+    /// Open wallets by their token's fingerprint: one look-up per call.
+    by_fingerprint: HashMap<[u8; 32], OpenWallet>,
+    /// Fingerprints by wallet, to close a wallet by name.
+    by_key: HashMap<WalletKey, [u8; 32]>,
     closed: VecDeque<[u8; 32]>,
 }
 
-#[derive(Zeroize, ZeroizeOnDrop)]
-struct VaultKey([u8; 32]);
-
 impl fmt::Debug for Vault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Vault").field("open_wallets", &self.open.len()).finish_non_exhaustive()
+        f.debug_struct("Vault").field("open_wallets", &self.by_key.len()).finish_non_exhaustive()
     }
 }
 
-fn mac(key: &[u8; 32], label: &[u8], data: &[u8]) -> [u8; 32] {
+fn keyed_mac(key: &[u8; 32], label: &[u8]) -> Hmac<Sha256> {
     // HMAC accepts keys of any length.
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(label);
+    mac
+}
+
+fn mac(keyed: &Hmac<Sha256>, data: &[u8]) -> [u8; 32] {
+    let mut mac = keyed.clone();
     mac.update(data);
     mac.finalize().into_bytes().into()
 }
@@ -115,61 +129,65 @@ fn apply_mask(token: &Token, bytes: &mut [u8; 64]) {
 
 impl Vault {
     /// An empty vault keyed with 32 random bytes.
-    pub fn new(vault_key: [u8; 32], limits: TokenLimits) -> Self {
+    pub fn new(mut vault_key: [u8; 32], limits: TokenLimits) -> Self {
+        let fingerprint_mac = keyed_mac(&vault_key, b"keyward/vault/fingerprint/v1");
+        let checksum_mac = keyed_mac(&vault_key, b"keyward/vault/checksum/v1");
+        vault_key.zeroize();
         Self {
-            vault_key: VaultKey(vault_key),
+            fingerprint_mac,
+            checksum_mac,
+            last_sweep_ms: 0,
             limits,
-            open: HashMap::new(),
             by_fingerprint: HashMap::new(),
+            by_key: HashMap::new(),
             closed: VecDeque::new(),
         }
     }
 
     fn fingerprint(&self, token: &Token) -> [u8; 32] {
-        mac(&self.vault_key.0, b"fingerprint", token.expose())
+        mac(&self.fingerprint_mac, token.expose())
     }
 
     /// Puts a wallet's master key in the vault under a fresh token, replacing (and so invalidating)
     /// any earlier token of that wallet.
     pub fn open(&mut self, key: WalletKey, master: &MasterKey, token: &Token, now_ms: u64) {
         // The earlier token becomes stale (`InvalidKeychainMask`), not "closed".
-        if let Some(earlier) = self.open.remove(&key) {
-            self.by_fingerprint.remove(&earlier.fingerprint);
+        if let Some(earlier) = self.by_key.remove(&key) {
+            self.by_fingerprint.remove(&earlier);
         }
-        let checksum = mac(&self.vault_key.0, b"checksum", master.expose());
+        let checksum = mac(&self.checksum_mac, master.expose());
         let mut masked = *master.expose();
         apply_mask(token, &mut masked);
         let fingerprint = self.fingerprint(token);
-        self.by_fingerprint.insert(fingerprint, key.clone());
         let wallet = OpenWallet {
+            key: Arc::new(key.clone()),
             seed: MaskedSeed { masked, checksum },
-            fingerprint,
             opened_ms: now_ms,
             last_used_ms: now_ms,
-            active_account: "default".to_owned(),
+            active_account: Arc::from("default"),
         };
         masked.zeroize();
-        self.open.insert(key, wallet);
+        self.by_key.insert(key, fingerprint);
+        self.by_fingerprint.insert(fingerprint, wallet);
     }
 
     /// Closes a wallet: its masked key is wiped and its token stops working. Returns whether it was open.
     pub fn close(&mut self, key: &WalletKey) -> bool {
-        match self.open.remove(key) {
-            Some(wallet) => {
-                self.by_fingerprint.remove(&wallet.fingerprint);
-                if self.closed.len() >= CLOSED_TOKENS_REMEMBERED {
-                    self.closed.pop_front();
-                }
-                self.closed.push_back(wallet.fingerprint);
-                true
-            }
-            None => false,
+        let Some(fingerprint) = self.by_key.remove(key) else {
+            return false;
+        };
+        // Dropping the entry wipes the masked seed (`MaskedSeed` zeroizes on drop).
+        self.by_fingerprint.remove(&fingerprint);
+        if self.closed.len() >= CLOSED_TOKENS_REMEMBERED {
+            self.closed.pop_front();
         }
+        self.closed.push_back(fingerprint);
+        true
     }
 
     /// Closes every wallet (shutdown).
     pub fn close_all(&mut self) {
-        let keys: Vec<_> = self.open.keys().cloned().collect();
+        let keys: Vec<_> = self.by_key.keys().cloned().collect();
         for key in keys {
             self.close(&key);
         }
@@ -178,14 +196,12 @@ impl Vault {
     /// Closes wallets whose token is idle too long or too old.
     pub fn expire(&mut self, now_ms: u64) {
         let limits = self.limits;
-        let expired: Vec<_> = self
-            .open
-            .iter()
-            .filter(|(_, w)| {
-                now_ms.saturating_sub(w.last_used_ms) >= limits.idle_ms
-                    || now_ms.saturating_sub(w.opened_ms) >= limits.lifetime_ms
-            })
-            .map(|(k, _)| k.clone())
+        self.last_sweep_ms = now_ms;
+        let expired: Vec<WalletKey> = self
+            .by_fingerprint
+            .values()
+            .filter(|w| w.expired(&limits, now_ms))
+            .map(|w| WalletKey::clone(&w.key))
             .collect();
         for key in expired {
             self.close(&key);
@@ -194,7 +210,7 @@ impl Vault {
 
     /// The earliest time a token will expire, if any wallet is open.
     pub fn next_expiry(&self) -> Option<u64> {
-        self.open
+        self.by_fingerprint
             .values()
             .map(|w| {
                 w.last_used_ms
@@ -206,51 +222,56 @@ impl Vault {
 
     /// Finds the wallet of a token and returns an unmasked copy of its master key.
     pub fn unlock(&mut self, token: &Token, now_ms: u64) -> Result<Unlocked, UnlockError> {
-        self.expire(now_ms);
+        if now_ms.saturating_sub(self.last_sweep_ms) >= 1000 {
+            self.expire(now_ms);
+        }
         let fingerprint = self.fingerprint(token);
-        let Some(key) = self.by_fingerprint.get(&fingerprint).cloned() else {
+        let limits = self.limits;
+        let Some(wallet) = self.by_fingerprint.get_mut(&fingerprint) else {
             return Err(if self.closed.contains(&fingerprint) {
                 UnlockError::Closed
             } else {
                 UnlockError::InvalidToken
             });
         };
-        let Some(wallet) = self.open.get_mut(&key) else {
-            return Err(UnlockError::InvalidToken);
-        };
+        if wallet.expired(&limits, now_ms) {
+            let key = WalletKey::clone(&wallet.key);
+            self.close(&key);
+            return Err(UnlockError::Closed);
+        }
         let mut bytes = wallet.seed.masked;
         apply_mask(token, &mut bytes);
         let master = MasterKey::from_bytes(bytes);
         bytes.zeroize();
-        let checksum = mac(&self.vault_key.0, b"checksum", master.expose());
+        let checksum = mac(&self.checksum_mac, master.expose());
         if !bool::from(checksum.ct_eq(&wallet.seed.checksum)) {
             return Err(UnlockError::InvalidToken);
         }
         wallet.last_used_ms = now_ms;
-        Ok(Unlocked { key, master, active_account: wallet.active_account.clone() })
+        Ok(Unlocked { key: Arc::clone(&wallet.key), master, active_account: Arc::clone(&wallet.active_account) })
     }
 
     /// Sets the active account of an open wallet.
-    pub fn set_active_account(&mut self, key: &WalletKey, label: String) {
-        if let Some(wallet) = self.open.get_mut(key) {
-            wallet.active_account = label;
+    pub fn set_active_account(&mut self, key: &WalletKey, label: &str) {
+        if let Some(wallet) = self.by_key.get(key).and_then(|f| self.by_fingerprint.get_mut(f)) {
+            wallet.active_account = Arc::from(label);
         }
     }
 
     /// Whether a wallet is open.
     pub fn is_open(&self, key: &WalletKey) -> bool {
-        self.open.contains_key(key)
+        self.by_key.contains_key(key)
     }
 
     /// How many wallets are open (how many masked seeds the vault holds).
     pub fn open_count(&self) -> usize {
-        self.open.len()
+        self.by_key.len()
     }
 
     /// Test probe: every masked seed byte the vault holds (nothing once all wallets are closed).
     #[cfg(feature = "testing")]
     pub fn masked_bytes(&self) -> Vec<u8> {
-        self.open.values().flat_map(|w| w.seed.masked).collect()
+        self.by_fingerprint.values().flat_map(|w| w.seed.masked).collect()
     }
 }
 
@@ -268,11 +289,11 @@ mod tests {
         let master = MasterKey::from_bytes([7; 64]);
         let token = Token::from_bytes([1; 32]);
         vault.open(key("a"), &master, &token, 0);
-        let held = &vault.open[&key("a")].seed.masked;
+        let held = &vault.by_fingerprint.values().next().expect("one open wallet").seed.masked;
         assert_ne!(held, master.expose());
         let unlocked = vault.unlock(&token, 1).expect("unlocks");
         assert_eq!(unlocked.master.expose(), master.expose());
-        assert_eq!(unlocked.key, key("a"));
+        assert_eq!(*unlocked.key, key("a"));
         assert_eq!(vault.unlock(&Token::from_bytes([2; 32]), 1).map(|u| u.key), Err(UnlockError::InvalidToken));
     }
 
