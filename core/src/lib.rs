@@ -19,7 +19,8 @@
 //!    and `now_ms`. Send back [`Outgoing::body`] as is. When [`Outgoing::created_session`] is set,
 //!    tell the client [`Outgoing::session`] (HTTP header) or bind it to the connection (QUIC).
 //! 3. `handle` may run a KDF (about 0.1 s with the default Argon2id parameters): call it off the I/O
-//!    threads. It holds its internal locks only for table look-ups, so calls run in parallel.
+//!    threads. Its internal locks cover table look-ups and microsecond-scale crypto only, never a KDF
+//!    or a store write, so calls run in parallel.
 //! 4. Call [`Server::handle_timeout`] at [`Server::poll_timeout`] (or every few seconds) to expire idle
 //!    sessions and tokens; `handle` expires lazily too. Call [`Server::drop_session`] when a
 //!    connection that owned a session closes, and [`Server::shutdown`] on exit.

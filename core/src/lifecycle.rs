@@ -118,11 +118,8 @@ impl Server {
             Some(words) => {
                 let entropy = keys::entropy_of(words)
                     .ok_or_else(|| MethodError::Argument("mnemonic is not a valid English BIP39 mnemonic".into()))?;
-                if length != 0 && length != entropy.expose().len() {
-                    return Err(MethodError::Argument(
-                        "mnemonic_length does not match the mnemonic (give 0 to take it from the mnemonic)".into(),
-                    ));
-                }
+                // Like grin, a restore takes the length from the mnemonic and ignores mnemonic_length.
+                let _ = length;
                 entropy
             }
             None => {
@@ -203,6 +200,8 @@ impl Server {
                     Err(_) => Err(MethodError::Lifecycle(OPEN_ERROR.into())),
                 },
                 Err(SeedRecordError::Malformed | SeedRecordError::WrongPassword) => {
+                    tracing::error!(wallet = %key.name, "seed record is damaged or of an unknown version");
+                    let _ = self.config.kdf.derive(password, &[0u8; 16]);
                     Err(MethodError::Lifecycle(OPEN_ERROR.into()))
                 }
             },
@@ -226,7 +225,7 @@ impl Server {
         let guard = self.wallet_lock(&key);
         let _held = lock(&guard);
         let (stored, record, entropy) = self.check_password(&key, &password, context.now_ms)?;
-        if record.kdf != self.config.kdf {
+        if self.config.kdf.stronger_than(&record.kdf) {
             // Upgrade the record to the configured parameters; a failure leaves the old record.
             if let Ok(new) = self.seal_record(&entropy, &password) {
                 let _ = self.store.replace_seed_record(&key, &stored.seed_record, &new.to_bytes());
@@ -252,6 +251,10 @@ impl Server {
     pub(crate) fn get_mnemonic(&self, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
         let key = self.wallet_key(&p[0], context)?;
         let password = password(&p[1], "password")?;
+        // Under the wallet's lock like every password check, so parallel guesses are serialized
+        // through the throttle.
+        let guard = self.wallet_lock(&key);
+        let _held = lock(&guard);
         let (_, _, entropy) = self.check_password(&key, &password, context.now_ms)?;
         Ok(Value::String(keys::mnemonic_of(&entropy).to_string()))
     }
@@ -288,7 +291,8 @@ impl Server {
             names
                 .into_iter()
                 .map(|name| {
-                    let open = vault.is_open(&WalletKey { dir: context.dir.clone(), name: name.clone() });
+                    let open =
+                        vault.is_open(&WalletKey { dir: context.dir.clone(), name: name.clone() }, context.now_ms);
                     json!({"name": name, "open": open})
                 })
                 .collect(),

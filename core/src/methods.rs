@@ -44,6 +44,8 @@ pub struct AppCall<'a> {
     pub wallet: &'a WalletKey,
     /// The unmasked master key; wiped when the call returns.
     pub master: &'a MasterKey,
+    /// The label of the wallet's active account (`set_active_account`).
+    pub active_account: &'a str,
     /// The params after `token`, in the registered order.
     pub params: &'a [Value],
 }
@@ -176,7 +178,12 @@ impl Server {
         names.extend(app.params.iter().map(String::as_str));
         let mut p = take_params(params, &names)?;
         let result = self.unlock(&p[0], context).and_then(|unlocked| {
-            let call = AppCall { wallet: &unlocked.key, master: &unlocked.master, params: &p[1..] };
+            let call = AppCall {
+                wallet: &unlocked.key,
+                master: &unlocked.master,
+                active_account: &unlocked.active_account,
+                params: &p[1..],
+            };
             (app.handler)(&call).map_err(|e| MethodError::Application { variant: e.variant, detail: e.detail })
         });
         p.iter_mut().for_each(crate::secret::wipe_json);
@@ -188,7 +195,7 @@ impl Server {
         let token = match token {
             Value::String(text) => Token::from_hex(text).ok_or(MethodError::InvalidKeychainMask)?,
             Value::Null => return Err(MethodError::InvalidKeychainMask),
-            _ => return Err(MethodError::InvalidParams("'token' must be a hex string".into())),
+            _ => return Err(MethodError::InvalidKeychainMask),
         };
         lock(&self.vault).unlock(&token, context.now_ms).map_err(|e| match e {
             UnlockError::InvalidToken => MethodError::InvalidKeychainMask,
@@ -263,7 +270,8 @@ fn key_error(error: keys::KeyPathError) -> MethodError {
     MethodError::Argument(error.to_string())
 }
 
-pub(crate) fn store_error(_error: StoreError) -> MethodError {
+pub(crate) fn store_error(error: StoreError) -> MethodError {
+    tracing::error!(%error, "wallet store failure");
     MethodError::Storage
 }
 

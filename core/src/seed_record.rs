@@ -39,6 +39,14 @@ impl KdfParams {
     /// The largest pass and lane counts a record may ask for.
     pub const MAX_T_P: u32 = 64;
 
+    /// Whether these parameters cost at least as much as `other` in every dimension, and more in one.
+    pub fn stronger_than(&self, other: &KdfParams) -> bool {
+        self.m_cost_kib >= other.m_cost_kib
+            && self.t_cost >= other.t_cost
+            && self.p_cost >= other.p_cost
+            && self != other
+    }
+
     fn argon2(&self) -> Result<argon2::Argon2<'static>, SeedRecordError> {
         if self.m_cost_kib > Self::MAX_M_COST_KIB || self.t_cost > Self::MAX_T_P || self.p_cost > Self::MAX_T_P {
             return Err(SeedRecordError::Malformed);

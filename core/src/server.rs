@@ -84,8 +84,9 @@ pub struct CallContext {
     pub now_ms: u64,
 }
 
-/// The sans-IO owner API server. Share it between threads (`Arc<Server>`): every method takes `&self`
-/// and its locks are held only for table look-ups, never during a KDF or a store write.
+/// The sans-IO owner API server. Share it between threads (`Arc<Server>`): every method takes `&self`.
+/// Its locks are held for table look-ups and the microsecond-scale crypto tied to them (the AES-GCM
+/// check of an envelope, unmasking a seed), never during a KDF or a store write.
 pub struct Server {
     pub(crate) config: ServerConfig,
     pub(crate) store: Box<dyn Store>,
@@ -178,9 +179,10 @@ impl Server {
 
     /// Handles one request body and returns the answer. Never panics on any input.
     pub fn handle(&self, incoming: Incoming<'_>) -> Outgoing {
-        let request: Request<'_> = match serde_json::from_slice(incoming.body) {
-            Ok(request) => request,
-            Err(_) => {
+        let parsed = if starts_object(incoming.body) { serde_json::from_slice(incoming.body).ok() } else { None };
+        let request: Request<'_> = match parsed {
+            Some(request) => request,
+            None => {
                 let error = if serde_json::from_slice::<IgnoredAny>(incoming.body).is_ok() {
                     EnvelopeError::InvalidRequest("not a JSON-RPC request object")
                 } else {
@@ -244,7 +246,10 @@ impl Server {
     /// A fresh server key pair for `init_secure_api` and the shared key with the client's key.
     pub(crate) fn new_session_key(&self, params: Option<Value>) -> Result<(PublicKey, Cipher), String> {
         let mut params = params;
-        let mut values = jsonrpc::take_params(params.as_mut(), &["ecdh_pubkey"]).map_err(|e| e.wire().1)?;
+        let mut values = jsonrpc::take_params(params.as_mut(), &["ecdh_pubkey"]).map_err(|e| match e {
+            MethodError::InvalidParams(why) => why,
+            other => other.wire().1,
+        })?;
         let text = values[0].take();
         let text = text.as_str().ok_or("'ecdh_pubkey' must be a hex string")?;
         let client = envelope::parse_public_key(text).map_err(|e| e.to_string())?;
@@ -326,7 +331,9 @@ impl Server {
     /// JSON (a batch, a non-request). `None` if the plaintext is not JSON at all.
     fn answer_inner(&self, plaintext: &[u8], context: &CallContext, out: &mut Vec<u8>) -> Option<AfterAnswer> {
         let mut after = AfterAnswer::default();
-        if let Ok(mut request) = serde_json::from_slice::<InnerRequest<'_>>(plaintext) {
+        let fast =
+            if starts_object(plaintext) { serde_json::from_slice::<InnerRequest<'_>>(plaintext).ok() } else { None };
+        if let Some(mut request) = fast {
             let id = request.id.unwrap_or(RawValue::NULL);
             self.answer_call(id, request.method.as_deref(), request.params.as_mut(), context, &mut after, out);
             if let Some(params) = request.params.as_mut() {
@@ -341,6 +348,11 @@ impl Server {
                 for (i, request) in requests.iter_mut().enumerate() {
                     if i > 0 {
                         out.push(b',');
+                    }
+                    if !request.is_object() {
+                        let (code, message) = MethodError::InvalidRequest("not a JSON-RPC request".into()).wire();
+                        jsonrpc::write_error(&Value::Null, code, &message, out);
+                        continue;
                     }
                     let id = request.get("id").cloned().unwrap_or(Value::Null);
                     let method = request.get("method").and_then(Value::as_str).map(str::to_owned);
@@ -381,6 +393,11 @@ impl Server {
             }
         }
     }
+}
+
+/// Whether a JSON text is an object (serde would also read a struct from an array).
+fn starts_object(text: &[u8]) -> bool {
+    text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 /// An outer request, parsed in place.

@@ -62,7 +62,7 @@ pub struct SessionLimits {
 
 impl Default for SessionLimits {
     fn default() -> Self {
-        Self { max_sessions: 1024, idle_ms: 30 * 60 * 1000, lifetime_ms: 24 * 3600 * 1000, max_requests: 16384 }
+        Self { max_sessions: 1024, idle_ms: 30 * 60 * 1000, lifetime_ms: 24 * 3600 * 1000, max_requests: 8192 }
     }
 }
 
@@ -83,7 +83,9 @@ struct Session {
     cipher: Arc<Cipher>,
     created_ms: u64,
     last_used_ms: u64,
-    accepted: HashSet<[u8; NONCE_LEN]>,
+    /// Accepted nonces, as their first 8 bytes (client nonces are random: two accepted nonces of
+    /// a session sharing 8 bytes would at worst refuse a request as a replay, never accept one).
+    accepted: HashSet<u64>,
     requests: u32,
     dir: String,
 }
@@ -189,10 +191,15 @@ impl SessionTable {
 
     /// Replaces a session's key (an encrypted re-init): its nonce memory and request count restart,
     /// since no envelope under the old key can authenticate under the new one.
+    /// A session that was dropped meanwhile (expired, evicted, or at its request cap) stays dropped,
+    /// and its lifetime is not restarted by re-keying.
     pub fn rekey(&mut self, id: SessionId, cipher: Cipher, now_ms: u64) {
-        let dir = self.sessions.get(&id).map(|s| s.dir.clone()).unwrap_or_default();
-        self.sessions.remove(&id);
-        self.insert(id, cipher, dir, now_ms);
+        if let Some(session) = self.sessions.get_mut(&id) {
+            session.cipher = Arc::new(cipher);
+            session.accepted.clear();
+            session.requests = 0;
+            session.last_used_ms = now_ms;
+        }
     }
 
     /// Removes a session (a QUIC connection closed, a client went away).
@@ -254,7 +261,9 @@ impl SessionTable {
         let Some(session) = self.sessions.get_mut(&id) else {
             return Err(AcceptError::NoSession);
         };
-        if !session.accepted.insert(*nonce) {
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&nonce[..8]);
+        if !session.accepted.insert(u64::from_le_bytes(head)) {
             return Err(AcceptError::Replay);
         }
         session.requests += 1;

@@ -31,6 +31,7 @@ impl Default for ThrottleConfig {
 struct Entry {
     failures: u32,
     next_allowed_ms: u64,
+    last_failure_ms: u64,
 }
 
 /// Failure counts per wallet.
@@ -46,25 +47,37 @@ impl Throttle {
         Self { config, entries: HashMap::new() }
     }
 
-    /// `Err(wait_ms)` if an attempt on `key` must wait.
-    pub fn check(&self, key: &WalletKey, now_ms: u64) -> Result<(), u64> {
-        match self.entries.get(key) {
-            Some(entry) if entry.next_allowed_ms > now_ms => Err(entry.next_allowed_ms - now_ms),
-            _ => Ok(()),
+    /// `Err(wait_ms)` if an attempt on `key` must wait. When the table is full and cannot record
+    /// `key`, every untracked wallet waits `base_ms` (the throttle fails closed, never open).
+    pub fn check(&mut self, key: &WalletKey, now_ms: u64) -> Result<(), u64> {
+        if let Some(entry) = self.entries.get(key) {
+            return if entry.next_allowed_ms > now_ms { Err(entry.next_allowed_ms - now_ms) } else { Ok(()) };
         }
+        if self.has_room(now_ms) { Ok(()) } else { Err(self.config.base_ms.max(1)) }
+    }
+
+    /// Makes room by forgetting wallets whose last failure is older than the longest wait.
+    fn has_room(&mut self, now_ms: u64) -> bool {
+        if self.entries.len() >= self.config.max_entries {
+            let forget_after = self.config.max_ms;
+            self.entries.retain(|_, e| now_ms.saturating_sub(e.last_failure_ms) < forget_after);
+        }
+        self.entries.len() < self.config.max_entries
     }
 
     /// Records a failed attempt.
     pub fn failure(&mut self, key: &WalletKey, now_ms: u64) {
-        if self.entries.len() >= self.config.max_entries && !self.entries.contains_key(key) {
-            self.entries.retain(|_, e| e.next_allowed_ms > now_ms);
-            if self.entries.len() >= self.config.max_entries {
-                return;
-            }
+        if !self.entries.contains_key(key) && !self.has_room(now_ms) {
+            return;
         }
         let config = self.config;
-        let entry = self.entries.entry(key.clone()).or_insert(Entry { failures: 0, next_allowed_ms: 0 });
+        let entry = self.entries.entry(key.clone()).or_insert(Entry {
+            failures: 0,
+            next_allowed_ms: 0,
+            last_failure_ms: now_ms,
+        });
         entry.failures = entry.failures.saturating_add(1);
+        entry.last_failure_ms = now_ms;
         if entry.failures > config.free_attempts {
             let doublings = (entry.failures - config.free_attempts - 1).min(40);
             let wait = config.base_ms.saturating_mul(1u64 << doublings).min(config.max_ms);
@@ -98,5 +111,20 @@ mod tests {
         assert_eq!(throttle.check(&key, 300), Err(350));
         throttle.success(&key);
         assert_eq!(throttle.check(&key, 300), Ok(()));
+    }
+
+    #[test]
+    fn a_full_table_fails_closed_and_forgets_old_failures() {
+        let key = |n: u32| WalletKey { dir: String::new(), name: format!("w{n}") };
+        let mut throttle = Throttle::new(ThrottleConfig { free_attempts: 0, base_ms: 10, max_ms: 100, max_entries: 2 });
+        throttle.failure(&key(1), 0);
+        throttle.failure(&key(2), 0);
+        assert_eq!(throttle.check(&key(3), 50), Err(10));
+        throttle.failure(&key(3), 50);
+        assert_eq!(throttle.check(&key(1), 50), Ok(()));
+        // After the longest wait, old entries are forgotten and new wallets are tracked again.
+        assert_eq!(throttle.check(&key(3), 150), Ok(()));
+        throttle.failure(&key(3), 150);
+        assert_eq!(throttle.check(&key(3), 150), Err(10));
     }
 }

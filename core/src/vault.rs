@@ -259,8 +259,8 @@ impl Vault {
     }
 
     /// Whether a wallet is open.
-    pub fn is_open(&self, key: &WalletKey) -> bool {
-        self.by_key.contains_key(key)
+    pub fn is_open(&self, key: &WalletKey, now_ms: u64) -> bool {
+        self.by_key.get(key).and_then(|f| self.by_fingerprint.get(f)).is_some_and(|w| !w.expired(&self.limits, now_ms))
     }
 
     /// How many wallets are open (how many masked seeds the vault holds).
