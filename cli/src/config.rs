@@ -1,0 +1,199 @@
+//! `keyward serve` settings: defaults, a TOML file (`--config`), and flags, in that order of precedence.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use keyward_core::ServerConfig;
+use keyward_core::seed_record::KdfParams;
+use keyward_core::session::SessionLimits;
+use keyward_core::throttle::ThrottleConfig;
+use keyward_core::vault::TokenLimits;
+use keyward_http::HttpLimits;
+use serde::Deserialize;
+
+/// The default HTTPS (and QUIC) address.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:3420";
+
+/// The config file, as written by people. Every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Data directory (fjall store and `tls/`).
+    pub data_dir: Option<PathBuf>,
+    /// HTTPS address, or "off".
+    pub https: Option<String>,
+    /// Plain HTTP address (loopback only), or "off".
+    pub http_insecure: Option<String>,
+    /// QUIC address, or "off".
+    pub quic: Option<String>,
+    /// Host names accepted in the Host header besides loopback ones.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Largest request body in bytes.
+    pub max_body_bytes: Option<usize>,
+    /// Log filter (RUST_LOG syntax).
+    pub log: Option<String>,
+    /// Session limits.
+    pub sessions: Option<SessionsConfig>,
+    /// Token lifetimes.
+    pub tokens: Option<TokensConfig>,
+    /// Argon2id parameters for new records.
+    pub kdf: Option<KdfConfig>,
+    /// Unlock throttling.
+    pub throttle: Option<ThrottleFileConfig>,
+}
+
+/// `[sessions]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// Most live sessions.
+    pub max: Option<usize>,
+    /// Idle time before a session is dropped, seconds.
+    pub idle_secs: Option<u64>,
+    /// Absolute lifetime of a session, seconds.
+    pub lifetime_secs: Option<u64>,
+    /// Most requests per session (the anti-replay memory bound).
+    pub max_requests: Option<u32>,
+}
+
+/// `[tokens]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensConfig {
+    /// Idle time before a token expires and its wallet closes, seconds.
+    pub idle_secs: Option<u64>,
+    /// Absolute lifetime of a token, seconds.
+    pub lifetime_secs: Option<u64>,
+}
+
+/// `[kdf]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KdfConfig {
+    /// Memory, KiB.
+    pub m_cost_kib: Option<u32>,
+    /// Passes.
+    pub t_cost: Option<u32>,
+    /// Lanes.
+    pub p_cost: Option<u32>,
+}
+
+/// `[throttle]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleFileConfig {
+    /// Failures before any wait.
+    pub free_attempts: Option<u32>,
+    /// First wait, milliseconds.
+    pub base_ms: Option<u64>,
+    /// Longest wait, milliseconds.
+    pub max_ms: Option<u64>,
+}
+
+/// Everything `serve` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// HTTPS address.
+    pub https: Option<SocketAddr>,
+    /// Plain HTTP address (loopback only).
+    pub http_insecure: Option<SocketAddr>,
+    /// QUIC address.
+    pub quic: Option<SocketAddr>,
+    /// The core's configuration.
+    pub core: ServerConfig,
+    /// HTTP limits.
+    pub http: HttpLimits,
+}
+
+/// The default data directory: `$KEYWARD_DATA_DIR`, else `~/.keyward`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KEYWARD_DATA_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".keyward")
+}
+
+/// Parses an address option: "off" (or "") disables it.
+pub fn parse_addr(text: &str) -> anyhow::Result<Option<SocketAddr>> {
+    let text = text.trim();
+    if text.is_empty() || text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    text.parse().map(Some).with_context(|| format!("'{text}' is not an address like 127.0.0.1:3420"))
+}
+
+/// Reads a config file.
+pub fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{} is not a valid keyward config", path.display()))
+}
+
+/// Flags of `keyward serve` that override the file.
+#[derive(Debug, Default, Clone)]
+pub struct ServeFlags {
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--https`.
+    pub https: Option<String>,
+    /// `--http-insecure`.
+    pub http_insecure: Option<String>,
+    /// `--quic`.
+    pub quic: Option<String>,
+}
+
+/// Defaults, then the file, then the flags.
+pub fn resolve(file: FileConfig, flags: ServeFlags) -> anyhow::Result<ServeOptions> {
+    let data_dir = flags.data_dir.or(file.data_dir).unwrap_or_else(default_data_dir);
+    let https = parse_addr(flags.https.as_deref().or(file.https.as_deref()).unwrap_or(DEFAULT_ADDR))?;
+    let http_insecure = parse_addr(flags.http_insecure.as_deref().or(file.http_insecure.as_deref()).unwrap_or("off"))?;
+    let quic = parse_addr(flags.quic.as_deref().or(file.quic.as_deref()).unwrap_or(DEFAULT_ADDR))?;
+    if let Some(addr) = http_insecure {
+        anyhow::ensure!(
+            addr.ip().is_loopback(),
+            "--http-insecure serves plain HTTP and only on a loopback address (127.0.0.0/8 or [::1]); {addr} is not one"
+        );
+    }
+    let mut core = ServerConfig { data_root: data_dir.display().to_string(), ..ServerConfig::default() };
+    let sessions = file.sessions.unwrap_or_default();
+    let defaults = SessionLimits::default();
+    core.sessions = SessionLimits {
+        max_sessions: sessions.max.unwrap_or(defaults.max_sessions),
+        idle_ms: sessions.idle_secs.map_or(defaults.idle_ms, |s| s.saturating_mul(1000)),
+        lifetime_ms: sessions.lifetime_secs.map_or(defaults.lifetime_ms, |s| s.saturating_mul(1000)),
+        max_requests: sessions.max_requests.unwrap_or(defaults.max_requests),
+    };
+    let tokens = file.tokens.unwrap_or_default();
+    let defaults = TokenLimits::default();
+    core.tokens = TokenLimits {
+        idle_ms: tokens.idle_secs.map_or(defaults.idle_ms, |s| s.saturating_mul(1000)),
+        lifetime_ms: tokens.lifetime_secs.map_or(defaults.lifetime_ms, |s| s.saturating_mul(1000)),
+    };
+    let kdf = file.kdf.unwrap_or_default();
+    core.kdf = KdfParams {
+        m_cost_kib: kdf.m_cost_kib.unwrap_or(KdfParams::DEFAULT.m_cost_kib),
+        t_cost: kdf.t_cost.unwrap_or(KdfParams::DEFAULT.t_cost),
+        p_cost: kdf.p_cost.unwrap_or(KdfParams::DEFAULT.p_cost),
+    };
+    let throttle = file.throttle.unwrap_or_default();
+    let defaults = ThrottleConfig::default();
+    core.throttle = ThrottleConfig {
+        free_attempts: throttle.free_attempts.unwrap_or(defaults.free_attempts),
+        base_ms: throttle.base_ms.unwrap_or(defaults.base_ms),
+        max_ms: throttle.max_ms.unwrap_or(defaults.max_ms),
+        ..defaults
+    };
+    let mut http = HttpLimits::default();
+    if let Some(hosts) = file.allowed_hosts {
+        http.allowed_hosts = hosts;
+    }
+    if let Some(max) = file.max_body_bytes {
+        http.max_body_bytes = max;
+    }
+    http.header_timeout = Duration::from_secs(10);
+    Ok(ServeOptions { data_dir, https, http_insecure, quic, core, http })
+}

@@ -1,0 +1,163 @@
+//! `keyward`: the owner server and its command-line client.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use keyward::call::CallOptions;
+use keyward::config::{self, ServeFlags};
+use keyward::{certs, serve};
+
+#[derive(Parser)]
+#[command(name = "keyward", version, about = "A secure owner API for wallet back ends (Owner API V3 over mTLS)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the owner server (HTTPS with client certificates; data and certificates made on first start).
+    Serve {
+        /// Data directory: the wallet store and tls/ (default ~/.keyward).
+        #[arg(long, env = "KEYWARD_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// A TOML config file; flags override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// HTTPS address, or "off" (default 127.0.0.1:3420).
+        #[arg(long)]
+        https: Option<String>,
+        /// Also serve plain HTTP on this loopback address, for V3 clients that cannot do TLS.
+        #[arg(long)]
+        http_insecure: Option<String>,
+        /// QUIC address, or "off" (default 127.0.0.1:3420, UDP).
+        #[arg(long)]
+        quic: Option<String>,
+    },
+    /// Manage the private CA and the five certificate files.
+    Certs {
+        #[command(subcommand)]
+        action: CertsAction,
+    },
+    /// Call a method over the secure protocol and print its result.
+    Call {
+        /// Server URL.
+        #[arg(long, default_value = "https://127.0.0.1:3420/v3/owner")]
+        url: String,
+        /// Certificate directory (default: DATA_DIR/tls).
+        #[arg(long)]
+        tls_dir: Option<PathBuf>,
+        /// Read passwords from standard input, one line each, instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Print a string result without JSON quotes.
+        #[arg(long)]
+        raw: bool,
+        /// The method, e.g. open_wallet.
+        method: String,
+        /// Params as a JSON object; missing ones are filled in (passwords are prompted for).
+        params: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsAction {
+    /// Make a new CA and the five files in DIR.
+    Init {
+        /// Where to write ca.crt, server.crt, server.key, client.crt, client.key.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Keep the CA's key (ca.key) to issue more certificates later.
+        #[arg(long)]
+        keep_ca_key: bool,
+    },
+    /// Replace the set in DIR with a new one (new CA, new keys).
+    Rotate {
+        /// The certificate directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Keep the new CA's key.
+        #[arg(long)]
+        keep_ca_key: bool,
+    },
+    /// Print subjects, fingerprints, expiry and usages.
+    Show {
+        /// The certificate directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+fn init_logging(filter: Option<&str>) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .or(filter.map(str::to_owned))
+        .unwrap_or_else(|| "info,fjall=warn,lsm_tree=warn".to_owned());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { data_dir, config: file, https, http_insecure, quic } => {
+            let file = match file {
+                Some(path) => config::read_file(&path)?,
+                None => config::FileConfig::default(),
+            };
+            init_logging(file.log.as_deref());
+            let options = config::resolve(file, ServeFlags { data_dir, https, http_insecure, quic })?;
+            let running = serve::start(options).await?;
+            serve::signal().await;
+            tracing::info!("shutting down");
+            running.stop().await;
+            Ok(())
+        }
+        Command::Certs { action } => {
+            match action {
+                CertsAction::Init { dir, keep_ca_key } => {
+                    certs::init(&dir, keep_ca_key, false)?;
+                    eprintln!("wrote ca.crt, server.crt, server.key, client.crt, client.key to {}", dir.display());
+                }
+                CertsAction::Rotate { dir, keep_ca_key } => {
+                    certs::init(&dir, keep_ca_key, true)?;
+                    eprintln!("replaced the certificate set in {}", dir.display());
+                }
+                CertsAction::Show { dir } => print!("{}", certs::show(&dir)?),
+            }
+            Ok(())
+        }
+        Command::Call { url, tls_dir, password_stdin, raw, method, params } => {
+            init_logging(Some("warn"));
+            let tls_dir = tls_dir.unwrap_or_else(|| serve::tls_dir(&config::default_data_dir()));
+            let options = CallOptions { url, tls_dir, password_stdin };
+            let mut value = keyward::call::run(&options, &method, params.as_deref()).await?;
+            match (&value, raw) {
+                (serde_json::Value::String(text), true) => println!("{text}"),
+                _ => println!("{}", serde_json::to_string_pretty(&value)?),
+            }
+            keyward_core::client::wipe(&mut value);
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("keyward: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("keyward: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

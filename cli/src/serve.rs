@@ -1,0 +1,129 @@
+//! `keyward serve`: the owner server on an embedded default (fjall data directory, certificates made
+//! on first start), HTTPS with required client certificates and, if asked, plain HTTP on loopback.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use keyward_core::Server;
+use keyward_http::{Clock, HttpServer};
+use keyward_store::FjallStore;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::ServeOptions;
+use crate::{certs, tls};
+
+/// A running server.
+pub struct Running {
+    /// The HTTPS address, if serving HTTPS.
+    pub https: Option<SocketAddr>,
+    /// The plain HTTP address, if serving it.
+    pub http_insecure: Option<SocketAddr>,
+    /// The QUIC address, if serving QUIC.
+    pub quic: Option<SocketAddr>,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The core, for probes in tests.
+    pub core: Arc<Server>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running").field("https", &self.https).field("http_insecure", &self.http_insecure).finish()
+    }
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// The directory of the certificate set inside a data directory.
+pub fn tls_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("tls")
+}
+
+/// Starts the server and returns once every listener is bound.
+pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
+    certs::private_dir(&options.data_dir)?;
+    let tls_dir = tls_dir(&options.data_dir);
+    if certs::ensure(&tls_dir)? {
+        tracing::info!(dir = %tls_dir.display(), "made a new CA, server and client certificate");
+    }
+    let store = FjallStore::open(&options.data_dir.join("store")).context("cannot open the wallet store")?;
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
+    let core = Arc::new(Server::new(options.core.clone(), Box::new(store), seed));
+    zeroize::Zeroize::zeroize(&mut seed);
+    let start = Instant::now();
+    let clock: Clock = Arc::new(move || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX));
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+
+    let mut https = None;
+    if let Some(addr) = options.https {
+        let config = tls::server_config(&tls_dir)?;
+        let server =
+            HttpServer::bind_https(addr, config, Arc::clone(&core), Arc::clone(&clock), options.http.clone()).await?;
+        let bound = server.local_addr()?;
+        tracing::info!("keyward listening on https://{bound}/v3/owner (HTTPS, client certificate required)");
+        https = Some(bound);
+        tasks.spawn(server.run(stopped(stop_rx.clone())));
+    }
+    let mut http_insecure = None;
+    if let Some(addr) = options.http_insecure {
+        let server =
+            HttpServer::bind_insecure(addr, Arc::clone(&core), Arc::clone(&clock), options.http.clone()).await?;
+        let bound = server.local_addr()?;
+        tracing::warn!(
+            "keyward listening on http://{bound}/v3/owner (plain HTTP, loopback only, no client authentication)"
+        );
+        http_insecure = Some(bound);
+        tasks.spawn(server.run(stopped(stop_rx.clone())));
+    }
+    let quic = None;
+    let _ = options.quic;
+
+    let timer_core = Arc::clone(&core);
+    let timer_clock = Arc::clone(&clock);
+    let timer_stop = stopped(stop_rx.clone());
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut stop = std::pin::pin!(timer_stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                _ = tick.tick() => timer_core.handle_timeout(timer_clock()),
+            }
+        }
+    });
+    Ok(Running { https, http_insecure, quic, data_dir: options.data_dir, core, stop, tasks })
+}
+
+impl Running {
+    /// Stops listening, lets requests in flight finish, closes every wallet (the vault is wiped) and
+    /// closes the store.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        self.core.shutdown();
+        tracing::info!("keyward stopped: wallets closed, vault wiped");
+    }
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,385 @@
+//! # keyward-http
+//!
+//! Keyward's owner API over HTTP/1.1: `POST /v3/owner` with JSON bodies, over HTTPS that requires a
+//! client certificate (the rustls config passed in carries the verifier), or over plain HTTP on a
+//! loopback address for V3 clients that cannot do TLS.
+//!
+//! Rules (each enforced here, each a documented limit):
+//! * only `POST /v3/owner` (other paths 404, other methods 405);
+//! * bodies up to [`HttpLimits::max_body_bytes`] (default 1 MiB); larger: HTTP 413 and a JSON-RPC error;
+//! * the `Host` header must name a loopback host (`localhost`, `127.0.0.1`, `[::1]`, with any port) or
+//!   one configured in [`HttpLimits::allowed_hosts`], else 403: this defeats DNS rebinding;
+//! * a browser `Origin` header, if present, must be a loopback or configured origin, else 403;
+//!   no `Access-Control-Allow-Origin` header is ever sent;
+//! * the `Keyward-Session` request header names the caller's session; the answer to a plaintext
+//!   `init_secure_api` carries the new session's id in the same header. Without it, the core matches
+//!   V3 clients by key, so grin-wallet clients work unchanged;
+//! * every JSON-RPC answer is HTTP 200, as grin-wallet does;
+//! * calls run on tokio's blocking pool, so one client's `open_wallet` (Argon2id) never stalls another;
+//! * headers must arrive within [`HttpLimits::header_timeout`], bodies within
+//!   [`HttpLimits::body_timeout`], TLS handshakes within [`HttpLimits::handshake_timeout`], and at most
+//!   [`HttpLimits::max_connections`] connections are served at once.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod client;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming as Body;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use keyward_core::{Incoming, Server, SessionId};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use client::{ClientError, HttpAnswer, HttpClient, HttpTarget};
+
+/// The path of the owner API.
+pub const OWNER_PATH: &str = "/v3/owner";
+/// The header that names a session.
+pub const SESSION_HEADER: &str = "keyward-session";
+
+/// Limits of the HTTP transport.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Largest request body in bytes (default 1 MiB).
+    pub max_body_bytes: usize,
+    /// Host names (without port) accepted besides the loopback ones.
+    pub allowed_hosts: Vec<String>,
+    /// Most connections served at once (default 256); more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Time allowed for a request's headers (default 10 s).
+    pub header_timeout: Duration,
+    /// Time allowed for a request's body (default 10 s).
+    pub body_timeout: Duration,
+    /// Time allowed for a TLS handshake (default 10 s).
+    pub handshake_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            allowed_hosts: Vec::new(),
+            max_connections: 256,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The host's clock: milliseconds on a monotonic clock.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// Why a listener could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// Plain HTTP was asked for on an address that is not loopback.
+    #[error("plain HTTP is only served on a loopback address (127.0.0.0/8 or ::1); {0} is not one")]
+    NotLoopback(SocketAddr),
+    /// The socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+struct Shared {
+    core: Arc<Server>,
+    clock: Clock,
+    limits: HttpLimits,
+}
+
+/// A bound HTTP or HTTPS listener.
+pub struct HttpServer {
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for HttpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpServer")
+            .field("addr", &self.listener.local_addr().ok())
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl HttpServer {
+    /// Binds an HTTPS listener. `tls` must require client certificates (Keyward's CA, clientAuth).
+    pub async fn bind_https(
+        addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+        core: Arc<Server>,
+        clock: Clock,
+        limits: HttpLimits,
+    ) -> Result<Self, HttpError> {
+        let mut tls = (*tls).clone();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let listener = TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
+        let shared = Arc::new(Shared { core, clock, limits });
+        Ok(Self { listener, tls: Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))), shared })
+    }
+
+    /// Binds a plain HTTP listener; refuses any address that is not loopback.
+    pub async fn bind_insecure(
+        addr: SocketAddr,
+        core: Arc<Server>,
+        clock: Clock,
+        limits: HttpLimits,
+    ) -> Result<Self, HttpError> {
+        if !addr.ip().is_loopback() {
+            return Err(HttpError::NotLoopback(addr));
+        }
+        let listener = TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
+        Ok(Self { listener, tls: None, shared: Arc::new(Shared { core, clock, limits }) })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes; then stops accepting and gives open connections up to
+    /// five seconds to finish their current request.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let permits = Arc::new(Semaphore::new(self.shared.limits.max_connections.max(1)));
+        let mut connections = tokio::task::JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                () = &mut shutdown => break,
+                permit = Arc::clone(&permits).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            let accepted = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let shared = Arc::clone(&self.shared);
+            let tls = self.tls.clone();
+            connections.spawn(async move {
+                let _permit = permit;
+                serve_connection(stream, peer, tls, shared).await;
+            });
+            while connections.try_join_next().is_some() {}
+        }
+        let drain = async { while connections.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+            connections.abort_all();
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(shared.limits.header_timeout).keep_alive(true);
+    let service_shared = Arc::clone(&shared);
+    let service = hyper::service::service_fn(move |request| {
+        let shared = Arc::clone(&service_shared);
+        async move { Ok::<_, Infallible>(answer(request, shared).await) }
+    });
+    let result = match tls {
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(shared.limits.handshake_timeout, acceptor.accept(stream)).await;
+            match handshake {
+                Ok(Ok(stream)) => builder.serve_connection(TokioIo::new(stream), service).await,
+                Ok(Err(error)) => {
+                    tracing::info!(%peer, %error, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+        None => builder.serve_connection(TokioIo::new(stream), service).await,
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "connection ended with an error");
+    }
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response.headers_mut().insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    response
+}
+
+fn refusal(status: StatusCode, code: i64, message: &str) -> Response<Full<Bytes>> {
+    json_response(status, keyward_core::jsonrpc::error_bytes(&serde_null(), code, message))
+}
+
+fn serde_null() -> Option<()> {
+    None
+}
+
+/// Whether a `Host` or `Origin` host (no port) is loopback or configured.
+fn host_allowed(host: &str, limits: &HttpLimits) -> bool {
+    let host = host.trim().to_ascii_lowercase();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((inner, port)) if port.is_empty() || port.starts_with(':') => inner.to_owned(),
+            _ => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name.to_owned(),
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    let name = name.trim_end_matches('.');
+    if name == "localhost" || name.ends_with(".localhost") {
+        return true;
+    }
+    if let Ok(ip) = name.parse::<std::net::IpAddr>() {
+        if ip.is_loopback() {
+            return true;
+        }
+    }
+    limits.allowed_hosts.iter().any(|allowed| allowed.eq_ignore_ascii_case(name))
+}
+
+fn origin_allowed(origin: &str, limits: &HttpLimits) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    if scheme != "http" && scheme != "https" {
+        return false;
+    }
+    !rest.contains('/') && host_allowed(rest, limits)
+}
+
+async fn answer(request: Request<Body>, shared: Arc<Shared>) -> Response<Full<Bytes>> {
+    let limits = &shared.limits;
+    let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+    if !host.is_some_and(|h| host_allowed(h, limits)) {
+        return refusal(StatusCode::FORBIDDEN, -32600, "Forbidden: the Host header must name a loopback host");
+    }
+    if let Some(origin) = request.headers().get(header::ORIGIN) {
+        if !origin.to_str().is_ok_and(|o| origin_allowed(o, limits)) {
+            return refusal(StatusCode::FORBIDDEN, -32600, "Forbidden: cross-origin requests are not served");
+        }
+    }
+    if request.uri().path() != OWNER_PATH {
+        return refusal(StatusCode::NOT_FOUND, -32601, "Not found: the owner API is POST /v3/owner");
+    }
+    if request.method() != Method::POST {
+        let mut response = refusal(StatusCode::METHOD_NOT_ALLOWED, -32600, "Method not allowed: use POST");
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    let too_large = || {
+        let message = format!("Request body larger than {} bytes", limits.max_body_bytes);
+        refusal(StatusCode::PAYLOAD_TOO_LARGE, -32600, &message)
+    };
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limits.max_body_bytes as u64) {
+        return too_large();
+    }
+    let session = request.headers().get(SESSION_HEADER).and_then(|v| SessionId::parse(v.to_str().ok()?));
+    let named_bad_session = request.headers().contains_key(SESSION_HEADER) && session.is_none();
+    let body = Limited::new(request.into_body(), limits.max_body_bytes);
+    let body = match tokio::time::timeout(limits.body_timeout, body.collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(error)) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return too_large(),
+        Ok(Err(_)) => return refusal(StatusCode::BAD_REQUEST, -32700, "Parse error: the body could not be read"),
+        Err(_) => {
+            return refusal(StatusCode::REQUEST_TIMEOUT, -32600, "Request timeout: the body did not arrive in time");
+        }
+    };
+    if named_bad_session {
+        let message = "Encryption must be enabled. Please call 'init_secure_api` first";
+        return json_response(StatusCode::OK, keyward_core::jsonrpc::error_bytes(&serde_null(), -32001, message));
+    }
+    let core = Arc::clone(&shared.core);
+    let now_ms = (shared.clock)();
+    let handled = tokio::task::spawn_blocking(move || core.handle(Incoming { body: &body, session, now_ms })).await;
+    match handled {
+        Ok(outgoing) => {
+            let created = outgoing.created_session.then_some(outgoing.session).flatten();
+            let mut response = json_response(StatusCode::OK, outgoing.body);
+            if let Some(id) = created {
+                if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+                    response.headers_mut().insert(SESSION_HEADER, value);
+                }
+            }
+            response
+        }
+        Err(_) => refusal(StatusCode::INTERNAL_SERVER_ERROR, -32603, "Internal error"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_or_configured_hosts() {
+        let limits = HttpLimits { allowed_hosts: vec!["wallet.internal".into()], ..HttpLimits::default() };
+        for ok in [
+            "localhost",
+            "localhost:3420",
+            "127.0.0.1:80",
+            "127.8.9.1",
+            "[::1]:3420",
+            "[::1]",
+            "LOCALHOST",
+            "wallet.internal:1",
+        ] {
+            assert!(host_allowed(ok, &limits), "{ok}");
+        }
+        for bad in [
+            "evil.com",
+            "evil.com:3420",
+            "127.0.0.1.evil.com",
+            "localhost.evil.com",
+            "[::2]",
+            "10.0.0.1",
+            "",
+            "[::1]x",
+            "localhost:x",
+        ] {
+            assert!(!host_allowed(bad, &limits), "{bad}");
+        }
+        assert!(origin_allowed("http://localhost:3000", &limits));
+        assert!(!origin_allowed("https://evil.com", &limits));
+        assert!(!origin_allowed("null", &limits));
+        assert!(!origin_allowed("file://", &limits));
+    }
+}
