@@ -1,5 +1,8 @@
 //! `keyward`: the owner server and its command-line client.
 
+// A command-line program: its results go to standard output.
+#![allow(clippy::print_stdout)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
