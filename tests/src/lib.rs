@@ -1,0 +1,244 @@
+//! Shared pieces of the end-to-end suites: a real `keyward serve` started in process on loopback
+//! ports (fjall in a temporary directory, certificates made by `keyward certs`), links over each
+//! transport, and the scenario list that every transport runs.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc, missing_docs, missing_debug_implementations)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use keyward::config::{self, ServeFlags};
+use keyward::serve::{self, Running};
+use keyward_core::seed_record::KdfParams;
+use keyward_core::{Client, ClientError};
+use keyward_http::{HttpClient, HttpTarget};
+use serde_json::{Value, json};
+
+/// A server in a temporary data directory.
+pub struct TestServer {
+    pub running: Running,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// HTTPS and plain HTTP on ephemeral loopback ports, fast KDF parameters.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let running = start_in(dir.path()).await;
+        Self { running, dir }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("kw")
+    }
+
+    pub fn tls_dir(&self) -> PathBuf {
+        serve::tls_dir(&self.data_dir())
+    }
+
+    pub fn https(&self) -> Target {
+        let tls = keyward::tls::client_config(&self.tls_dir()).unwrap();
+        Target::Https { addr: self.running.https.unwrap(), tls }
+    }
+
+    pub fn plain(&self) -> Target {
+        Target::Plain { addr: self.running.http_insecure.unwrap() }
+    }
+
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.running.stop().await;
+        self.dir
+    }
+}
+
+/// Starts a server with its data directory under `root` (a restart reuses the same root).
+pub async fn start_in(root: &Path) -> Running {
+    let flags = ServeFlags {
+        data_dir: Some(root.join("kw")),
+        https: Some("127.0.0.1:0".into()),
+        http_insecure: Some("127.0.0.1:0".into()),
+        quic: Some("off".into()),
+    };
+    let mut options = config::resolve(config::FileConfig::default(), flags).unwrap();
+    options.core.kdf = KdfParams::INSECURE_FOR_TESTS;
+    serve::start(options).await.unwrap()
+}
+
+/// How to reach a server.
+#[derive(Clone)]
+pub enum Target {
+    Https { addr: SocketAddr, tls: Arc<rustls::ClientConfig> },
+    Plain { addr: SocketAddr },
+}
+
+impl Target {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Https { .. } => "https",
+            Self::Plain { .. } => "http",
+        }
+    }
+
+    pub async fn link(&self) -> Link {
+        match self {
+            Self::Https { addr, tls } => {
+                Link::Http(HttpClient::connect(*addr, "127.0.0.1", HttpTarget::Tls(Arc::clone(tls))).await.unwrap())
+            }
+            Self::Plain { addr } => {
+                Link::Http(HttpClient::connect(*addr, "127.0.0.1", HttpTarget::Plain).await.unwrap())
+            }
+        }
+    }
+}
+
+/// One connection.
+pub enum Link {
+    Http(HttpClient),
+}
+
+impl Link {
+    /// Sends a body; returns the answer body and the session header (HTTP).
+    pub async fn send(&mut self, body: Vec<u8>, session: Option<&str>) -> (Vec<u8>, Option<String>) {
+        match self {
+            Self::Http(http) => {
+                let answer = http.post(body, session).await.unwrap();
+                assert_eq!(answer.status, 200);
+                (answer.body, answer.session)
+            }
+        }
+    }
+}
+
+/// A secure session over a link.
+pub struct Session {
+    pub link: Link,
+    pub client: Client,
+    /// The session id the server gave (HTTP), sent back when `names_session`.
+    pub id: Option<String>,
+    pub names_session: bool,
+}
+
+impl Session {
+    pub async fn open(target: &Target, seed: u8, names_session: bool) -> Self {
+        let mut link = target.link().await;
+        let mut client = Client::new([seed; 32]);
+        let (body, id) = link.send(client.init_request(), None).await;
+        client.handle_init_answer(&body).unwrap();
+        Self { link, client, id, names_session }
+    }
+
+    pub async fn send(&mut self, body: Vec<u8>) -> Vec<u8> {
+        let session = if self.names_session { self.id.clone() } else { None };
+        self.link.send(body, session.as_deref()).await.0
+    }
+
+    pub async fn call(&mut self, method: &str, params: Value) -> Result<Value, ClientError> {
+        let (body, pending) = self.client.seal(method, params).unwrap();
+        let answer = self.send(body).await;
+        self.client.open(pending, &answer)
+    }
+
+    pub async fn ok(&mut self, method: &str, params: Value) -> Value {
+        match self.call(method, params).await {
+            Ok(value) => value,
+            Err(error) => panic!("{method}: {error}"),
+        }
+    }
+}
+
+pub fn assert_rpc_error(result: Result<Value, ClientError>, code: i64, text: &str) {
+    keyward_core::testing::assert_rpc_error(result, code, text);
+}
+
+pub type ScenarioFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub type Scenario = (&'static str, fn(Target) -> ScenarioFuture);
+
+/// The scenario list every transport runs.
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        ("whole_lifecycle", |t| Box::pin(whole_lifecycle(t))),
+        ("two_clients_interleave_with_their_own_sessions", |t| Box::pin(two_clients(t))),
+        ("v3_client_without_session_header", |t| Box::pin(no_session_header(t))),
+        ("replayed_envelope_is_refused", |t| Box::pin(replay(t))),
+        ("wrong_password_and_unknown_wallet_look_alike", |t| Box::pin(wrong_password(t))),
+    ]
+}
+
+async fn whole_lifecycle(target: Target) {
+    let mut s = Session::open(&target, 1, true).await;
+    let config = json!({"chain_type": "Mainnet", "wallet_config": null, "logging_config": null, "tor_config": null});
+    assert_eq!(s.ok("create_config", config).await, Value::Null);
+    let create = json!({"name": "life", "mnemonic": null, "mnemonic_length": 32, "password": "pw"});
+    assert_eq!(s.ok("create_wallet", create).await, Value::Null);
+    let token = s.ok("open_wallet", json!({"name": "life", "password": "pw"})).await;
+    assert_eq!(
+        s.ok("accounts", json!({"token": token})).await,
+        json!([{"label": "default", "path": "0200000000000000000000000000000000"}])
+    );
+    assert_eq!(
+        s.ok("create_account_path", json!({"token": token, "label": "spend"})).await,
+        json!("0200000001000000000000000000000000")
+    );
+    s.ok("set_active_account", json!({"token": token, "label": "spend"})).await;
+    let signed = s.ok("sign_message", json!({"token": token, "path": "m/44'/0'/0'/0/0", "message": "m"})).await;
+    let verify = json!({"public_key": signed["public_key"], "message": "m", "signature": signed["signature"]});
+    assert_eq!(s.ok("verify_message", verify).await, json!(true));
+    let words = s.ok("get_mnemonic", json!({"name": "life", "password": "pw"})).await;
+    assert_eq!(words.as_str().unwrap().split(' ').count(), 24);
+    s.ok("change_password", json!({"name": "life", "old": "pw", "new": "pw2"})).await;
+    s.ok("close_wallet", json!({"name": "life"})).await;
+    assert_rpc_error(s.call("accounts", json!({"token": token})).await, -32099, "Wallet has not been opened");
+    s.ok("delete_wallet", json!({"name": "life", "password": "pw2"})).await;
+    assert_rpc_error(s.call("open_wallet", json!({"name": "life", "password": "pw2"})).await, -32099, "Error opening");
+}
+
+async fn two_clients(target: Target) {
+    let mut a = Session::open(&target, 2, true).await;
+    let mut b = Session::open(&target, 3, true).await;
+    a.ok("create_wallet", json!({"name": "ta", "mnemonic": null, "mnemonic_length": 16, "password": "a"})).await;
+    b.ok("create_wallet", json!({"name": "tb", "mnemonic": null, "mnemonic_length": 16, "password": "b"})).await;
+    let ta = a.ok("open_wallet", json!({"name": "ta", "password": "a"})).await;
+    let tb = b.ok("open_wallet", json!({"name": "tb", "password": "b"})).await;
+    for i in 0..5 {
+        let path = format!("m/{i}");
+        let ka = a.ok("get_public_key", json!({"token": ta, "path": path})).await;
+        let kb = b.ok("get_public_key", json!({"token": tb, "path": path})).await;
+        assert_ne!(ka, kb);
+    }
+    // B's token works only for B's wallet, whoever sends it; A's session cannot read B's answers.
+    let (body, pending) = a.client.seal("accounts", json!({"token": ta})).unwrap();
+    let answer = a.send(body).await;
+    let (_, other) = b.client.seal("accounts", json!({"token": tb})).unwrap();
+    assert!(b.client.open(other, &answer).is_err());
+    assert!(a.client.open(pending, &answer).is_ok());
+}
+
+async fn no_session_header(target: Target) {
+    let mut s = Session::open(&target, 4, false).await;
+    assert!(s.ok("get_top_level_directory", json!({})).await.is_string());
+    s.ok("create_wallet", json!({"name": "v3", "mnemonic": null, "mnemonic_length": 16, "password": "p"})).await;
+    let token = s.ok("open_wallet", json!({"name": "v3", "password": "p"})).await;
+    assert_eq!(s.ok("accounts", json!({"token": token})).await.as_array().unwrap().len(), 1);
+}
+
+async fn replay(target: Target) {
+    let mut s = Session::open(&target, 5, true).await;
+    let (body, pending) = s.client.seal("get_top_level_directory", json!({})).unwrap();
+    let first = s.send(body.clone()).await;
+    assert!(s.client.open(pending, &first).is_ok());
+    let again = s.send(body).await;
+    let (code, message) = keyward_core::testing::plain_error(&again);
+    assert_eq!(code, -32002);
+    assert!(message.contains("replay"), "{message}");
+}
+
+async fn wrong_password(target: Target) {
+    let mut s = Session::open(&target, 6, true).await;
+    s.ok("create_wallet", json!({"name": "wp", "mnemonic": null, "mnemonic_length": 16, "password": "right"})).await;
+    let wrong = s.call("open_wallet", json!({"name": "wp", "password": "wrong"})).await;
+    let missing = s.call("open_wallet", json!({"name": "nobody", "password": "right"})).await;
+    assert_eq!(format!("{wrong:?}"), format!("{missing:?}"));
+    assert_rpc_error(wrong, -32099, "Error opening wallet (is password correct?)");
+}
