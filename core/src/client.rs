@@ -263,10 +263,10 @@ impl Client {
     }
 
     fn remember(&mut self, nonce: [u8; NONCE_LEN]) {
-        if self.seen_order.len() >= REMEMBERED_NONCES {
-            if let Some(old) = self.seen_order.pop_front() {
-                self.seen.remove(&old);
-            }
+        if self.seen_order.len() >= REMEMBERED_NONCES
+            && let Some(old) = self.seen_order.pop_front()
+        {
+            self.seen.remove(&old);
         }
         self.seen.insert(nonce);
         self.seen_order.push_back(nonce);

@@ -171,11 +171,12 @@ impl SessionTable {
     pub fn insert(&mut self, id: SessionId, cipher: Cipher, dir: String, now_ms: u64) -> Option<SessionId> {
         self.expire(now_ms);
         let mut evicted = None;
-        if !self.sessions.contains_key(&id) && self.sessions.len() >= self.limits.max_sessions.max(1) {
-            if let Some(oldest) = self.sessions.iter().min_by_key(|(_, s)| s.last_used_ms).map(|(id, _)| *id) {
-                self.sessions.remove(&oldest);
-                evicted = Some(oldest);
-            }
+        if !self.sessions.contains_key(&id)
+            && self.sessions.len() >= self.limits.max_sessions.max(1)
+            && let Some(oldest) = self.sessions.iter().min_by_key(|(_, s)| s.last_used_ms).map(|(id, _)| *id)
+        {
+            self.sessions.remove(&oldest);
+            evicted = Some(oldest);
         }
         let session = Session {
             cipher: Arc::new(cipher),
