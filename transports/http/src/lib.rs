@@ -267,10 +267,8 @@ fn host_allowed(host: &str, limits: &HttpLimits) -> bool {
     if name == "localhost" || name.ends_with(".localhost") {
         return true;
     }
-    if let Ok(ip) = name.parse::<std::net::IpAddr>() {
-        if ip.is_loopback() {
-            return true;
-        }
+    if name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+        return true;
     }
     limits.allowed_hosts.iter().any(|allowed| allowed.eq_ignore_ascii_case(name))
 }
@@ -291,10 +289,10 @@ async fn answer(request: Request<Body>, shared: Arc<Shared>) -> Response<Full<By
     if !host.is_some_and(|h| host_allowed(h, limits)) {
         return refusal(StatusCode::FORBIDDEN, -32600, "Forbidden: the Host header must name a loopback host");
     }
-    if let Some(origin) = request.headers().get(header::ORIGIN) {
-        if !origin.to_str().is_ok_and(|o| origin_allowed(o, limits)) {
-            return refusal(StatusCode::FORBIDDEN, -32600, "Forbidden: cross-origin requests are not served");
-        }
+    if let Some(origin) = request.headers().get(header::ORIGIN)
+        && !origin.to_str().is_ok_and(|o| origin_allowed(o, limits))
+    {
+        return refusal(StatusCode::FORBIDDEN, -32600, "Forbidden: cross-origin requests are not served");
     }
     if request.uri().path() != OWNER_PATH {
         return refusal(StatusCode::NOT_FOUND, -32601, "Not found: the owner API is POST /v3/owner");
@@ -334,10 +332,10 @@ async fn answer(request: Request<Body>, shared: Arc<Shared>) -> Response<Full<By
         Ok(outgoing) => {
             let created = outgoing.created_session.then_some(outgoing.session).flatten();
             let mut response = json_response(StatusCode::OK, outgoing.body);
-            if let Some(id) = created {
-                if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
-                    response.headers_mut().insert(SESSION_HEADER, value);
-                }
+            if let Some(id) = created
+                && let Ok(value) = HeaderValue::from_str(&id.to_string())
+            {
+                response.headers_mut().insert(SESSION_HEADER, value);
             }
             response
         }
