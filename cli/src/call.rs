@@ -79,10 +79,10 @@ pub fn fill_params(method: &str, given: Option<&str>, passwords: &mut Passwords)
     }
     let Some((_, names)) = keyward_core::methods::METHODS.iter().find(|(m, _)| *m == method) else {
         // An embedder's method: send what was given, with the token if one is set.
-        if !given.contains_key("token") {
-            if let Ok(token) = std::env::var("KEYWARD_TOKEN") {
-                given.insert("token".into(), Value::String(token));
-            }
+        if !given.contains_key("token")
+            && let Ok(token) = std::env::var("KEYWARD_TOKEN")
+        {
+            given.insert("token".into(), Value::String(token));
         }
         return Ok(Value::Object(given));
     };
