@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use keyward_core::{Client, ClientError};
 use keyward_http::{HttpClient, HttpTarget};
+use keyward_quic::QuicClient;
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
@@ -25,6 +26,8 @@ pub struct CallOptions {
     pub url: String,
     /// The certificate directory (ca.crt, client.crt, client.key).
     pub tls_dir: PathBuf,
+    /// Use QUIC to this address instead of the URL.
+    pub quic: Option<SocketAddr>,
     /// Read passwords from standard input, one line each, instead of prompting.
     pub password_stdin: bool,
 }
@@ -160,45 +163,87 @@ async fn resolve(url: &Url) -> anyhow::Result<SocketAddr> {
     addrs.next().context("the host has no address")
 }
 
-/// One secure session over HTTP(S): init, then any number of calls.
-pub struct HttpSession {
-    http: HttpClient,
-    client: Client,
-    session: Option<String>,
+/// A connection to the server.
+pub enum Link {
+    /// HTTP(S), with the session id the server gave (sent back in `Keyward-Session`).
+    Http(HttpClient, Option<String>),
+    /// QUIC: the session belongs to the connection.
+    Quic(QuicClient),
 }
 
-impl std::fmt::Debug for HttpSession {
+impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpSession").field("session", &self.session).finish()
+        f.write_str(match self {
+            Self::Http(..) => "Link::Http",
+            Self::Quic(_) => "Link::Quic",
+        })
     }
 }
 
-impl HttpSession {
-    /// Connects and runs `init_secure_api`.
-    pub async fn open(url: &str, tls_dir: &std::path::Path) -> anyhow::Result<Self> {
+impl Link {
+    /// Connects over HTTP(S) to a URL.
+    pub async fn http(url: &str, tls_dir: &std::path::Path) -> anyhow::Result<Self> {
         let url = parse_url(url)?;
         let addr = resolve(&url).await?;
         let target = if url.tls { HttpTarget::Tls(tls::client_config(tls_dir)?) } else { HttpTarget::Plain };
         let http = HttpClient::connect(addr, &url.host, target).await.context("cannot connect to keyward")?;
-        Self::over(http).await
+        Ok(Self::Http(http, None))
     }
 
-    /// Runs `init_secure_api` over an existing connection.
-    pub async fn over(mut http: HttpClient) -> anyhow::Result<Self> {
+    /// Connects over QUIC.
+    pub async fn quic(addr: SocketAddr, tls_dir: &std::path::Path) -> anyhow::Result<Self> {
+        let name = if addr.ip().is_ipv6() { "::1" } else { "127.0.0.1" };
+        let client = QuicClient::connect(addr, name, tls::client_config(tls_dir)?)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to keyward over QUIC: {e}"))?;
+        Ok(Self::Quic(client))
+    }
+
+    /// Sends one JSON-RPC message and returns the answer.
+    pub async fn send(&mut self, body: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+        match self {
+            Self::Http(http, session) => {
+                let answer = http.post(body, session.as_deref()).await.context("the request failed")?;
+                if answer.session.is_some() {
+                    *session = answer.session;
+                }
+                anyhow::ensure!(answer.status == 200, "the server answered HTTP {}", answer.status);
+                Ok(answer.body)
+            }
+            Self::Quic(quic) => quic.call(&body).await.map_err(|e| anyhow::anyhow!("the request failed: {e}")),
+        }
+    }
+}
+
+/// One secure session over a link: init, then any number of calls.
+pub struct SecureSession {
+    link: Link,
+    client: Client,
+}
+
+impl std::fmt::Debug for SecureSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecureSession").field("link", &self.link).finish()
+    }
+}
+
+impl SecureSession {
+    /// Runs `init_secure_api` over a link.
+    pub async fn open(mut link: Link) -> anyhow::Result<Self> {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
         let mut client = Client::new(seed);
         zeroize::Zeroize::zeroize(&mut seed);
-        let answer = http.post(client.init_request(), None).await.context("init_secure_api failed")?;
-        client.handle_init_answer(&answer.body).context("init_secure_api was refused")?;
-        Ok(Self { http, client, session: answer.session })
+        let answer = link.send(client.init_request()).await.context("init_secure_api failed")?;
+        client.handle_init_answer(&answer).context("init_secure_api was refused")?;
+        Ok(Self { link, client })
     }
 
     /// One encrypted call; the `Ok` value, or the server's error.
     pub async fn call(&mut self, method: &str, params: Value) -> anyhow::Result<Result<Value, ClientError>> {
         let (body, pending) = self.client.seal(method, params)?;
-        let answer = self.http.post(body, self.session.as_deref()).await.context("the request failed")?;
-        Ok(self.client.open(pending, &answer.body))
+        let answer = self.link.send(body).await?;
+        Ok(self.client.open(pending, &answer))
     }
 }
 
@@ -206,7 +251,11 @@ impl HttpSession {
 pub async fn run(options: &CallOptions, method: &str, params: Option<&str>) -> anyhow::Result<Value> {
     let mut passwords = Passwords::new(options.password_stdin);
     let params = fill_params(method, params, &mut passwords)?;
-    let mut session = HttpSession::open(&options.url, &options.tls_dir).await?;
+    let link = match options.quic {
+        Some(addr) => Link::quic(addr, &options.tls_dir).await?,
+        None => Link::http(&options.url, &options.tls_dir).await?,
+    };
+    let mut session = SecureSession::open(link).await?;
     match session.call(method, params).await? {
         Ok(value) => Ok(value),
         Err(ClientError::Rpc { code, message }) => bail!("{method} failed: {message} (code {code})"),

@@ -11,6 +11,7 @@ use keyward_core::session::SessionLimits;
 use keyward_core::throttle::ThrottleConfig;
 use keyward_core::vault::TokenLimits;
 use keyward_http::HttpLimits;
+use keyward_quic::QuicLimits;
 use serde::Deserialize;
 
 /// The default HTTPS (and QUIC) address.
@@ -42,6 +43,22 @@ pub struct FileConfig {
     pub kdf: Option<KdfConfig>,
     /// Unlock throttling.
     pub throttle: Option<ThrottleFileConfig>,
+    /// QUIC limits.
+    pub quic_limits: Option<QuicFileConfig>,
+}
+
+/// `[quic_limits]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuicFileConfig {
+    /// Most connections at once.
+    pub max_connections: Option<usize>,
+    /// Most concurrent streams per connection.
+    pub max_streams_per_connection: Option<u32>,
+    /// Largest request in bytes.
+    pub max_message_bytes: Option<usize>,
+    /// Idle time before a connection closes, seconds.
+    pub idle_secs: Option<u64>,
 }
 
 /// `[sessions]`.
@@ -107,6 +124,8 @@ pub struct ServeOptions {
     pub core: ServerConfig,
     /// HTTP limits.
     pub http: HttpLimits,
+    /// QUIC limits.
+    pub quic_limits: QuicLimits,
 }
 
 /// The default data directory: `$KEYWARD_DATA_DIR`, else `~/.keyward`.
@@ -195,5 +214,14 @@ pub fn resolve(file: FileConfig, flags: ServeFlags) -> anyhow::Result<ServeOptio
         http.max_body_bytes = max;
     }
     http.header_timeout = Duration::from_secs(10);
-    Ok(ServeOptions { data_dir, https, http_insecure, quic, core, http })
+    let mut quic_limits = QuicLimits::default();
+    if let Some(limits) = file.quic_limits {
+        quic_limits.max_connections = limits.max_connections.unwrap_or(quic_limits.max_connections);
+        quic_limits.max_streams_per_connection =
+            limits.max_streams_per_connection.unwrap_or(quic_limits.max_streams_per_connection);
+        quic_limits.max_message_size = limits.max_message_bytes.unwrap_or(quic_limits.max_message_size);
+        quic_limits.idle_timeout = limits.idle_secs.map_or(quic_limits.idle_timeout, Duration::from_secs);
+    }
+    quic_limits.validate().map_err(|e| anyhow::anyhow!("[quic_limits]: {e}"))?;
+    Ok(ServeOptions { data_dir, https, http_insecure, quic, core, http, quic_limits })
 }

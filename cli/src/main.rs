@@ -48,6 +48,9 @@ enum Command {
         /// Server URL.
         #[arg(long, default_value = "https://127.0.0.1:3420/v3/owner")]
         url: String,
+        /// Call over QUIC at this address (e.g. 127.0.0.1:3420) instead of HTTPS.
+        #[arg(long)]
+        quic: Option<std::net::SocketAddr>,
         /// Certificate directory (default: DATA_DIR/tls).
         #[arg(long)]
         tls_dir: Option<PathBuf>,
@@ -132,10 +135,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Call { url, tls_dir, password_stdin, raw, method, params } => {
+        Command::Call { url, quic, tls_dir, password_stdin, raw, method, params } => {
             init_logging(Some("warn"));
             let tls_dir = tls_dir.unwrap_or_else(|| serve::tls_dir(&config::default_data_dir()));
-            let options = CallOptions { url, tls_dir, password_stdin };
+            let options = CallOptions { url, tls_dir, quic, password_stdin };
             let mut value = keyward::call::run(&options, &method, params.as_deref()).await?;
             match (&value, raw) {
                 (serde_json::Value::String(text), true) => println!("{text}"),

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use keyward_core::Server;
 use keyward_http::{Clock, HttpServer};
+use keyward_quic::QuicServer;
 use keyward_store::FjallStore;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -85,8 +86,16 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
         http_insecure = Some(bound);
         tasks.spawn(server.run(stopped(stop_rx.clone())));
     }
-    let quic = None;
-    let _ = options.quic;
+    let mut quic = None;
+    if let Some(addr) = options.quic {
+        let config = tls::server_config(&tls_dir)?;
+        let server = QuicServer::bind(addr, config, Arc::clone(&core), Arc::clone(&clock), options.quic_limits)
+            .map_err(|e| anyhow::anyhow!("cannot serve QUIC on {addr}: {e}"))?;
+        let bound = server.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?;
+        tracing::info!("keyward listening on quic://{bound} (QUIC, ALPN keyward/1, client certificate required)");
+        quic = Some(bound);
+        tasks.spawn(server.run(stopped(stop_rx.clone())));
+    }
 
     let timer_core = Arc::clone(&core);
     let timer_clock = Arc::clone(&clock);
@@ -111,6 +120,14 @@ impl Running {
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
         self.core.shutdown();
+        // Calls still running on the blocking pool hold the core (and so the store); wait for them,
+        // so that the store is closed (its lock released) when `stop` returns.
+        for _ in 0..1000 {
+            if Arc::strong_count(&self.core) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         tracing::info!("keyward stopped: wallets closed, vault wiped");
     }
 }

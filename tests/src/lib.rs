@@ -14,6 +14,7 @@ use keyward::serve::{self, Running};
 use keyward_core::seed_record::KdfParams;
 use keyward_core::{Client, ClientError};
 use keyward_http::{HttpClient, HttpTarget};
+use keyward_quic::QuicClient;
 use serde_json::{Value, json};
 
 /// A server in a temporary data directory.
@@ -47,6 +48,11 @@ impl TestServer {
         Target::Plain { addr: self.running.http_insecure.unwrap() }
     }
 
+    pub fn quic(&self) -> Target {
+        let tls = keyward::tls::client_config(&self.tls_dir()).unwrap();
+        Target::Quic { addr: self.running.quic.unwrap(), tls }
+    }
+
     pub async fn stop(self) -> tempfile::TempDir {
         self.running.stop().await;
         self.dir
@@ -59,7 +65,7 @@ pub async fn start_in(root: &Path) -> Running {
         data_dir: Some(root.join("kw")),
         https: Some("127.0.0.1:0".into()),
         http_insecure: Some("127.0.0.1:0".into()),
-        quic: Some("off".into()),
+        quic: Some("127.0.0.1:0".into()),
     };
     let mut options = config::resolve(config::FileConfig::default(), flags).unwrap();
     options.core.kdf = KdfParams::INSECURE_FOR_TESTS;
@@ -71,6 +77,7 @@ pub async fn start_in(root: &Path) -> Running {
 pub enum Target {
     Https { addr: SocketAddr, tls: Arc<rustls::ClientConfig> },
     Plain { addr: SocketAddr },
+    Quic { addr: SocketAddr, tls: Arc<rustls::ClientConfig> },
 }
 
 impl Target {
@@ -78,6 +85,7 @@ impl Target {
         match self {
             Self::Https { .. } => "https",
             Self::Plain { .. } => "http",
+            Self::Quic { .. } => "quic",
         }
     }
 
@@ -89,6 +97,9 @@ impl Target {
             Self::Plain { addr } => {
                 Link::Http(HttpClient::connect(*addr, "127.0.0.1", HttpTarget::Plain).await.unwrap())
             }
+            Self::Quic { addr, tls } => {
+                Link::Quic(QuicClient::connect(*addr, "127.0.0.1", Arc::clone(tls)).await.unwrap())
+            }
         }
     }
 }
@@ -96,6 +107,7 @@ impl Target {
 /// One connection.
 pub enum Link {
     Http(HttpClient),
+    Quic(QuicClient),
 }
 
 impl Link {
@@ -107,6 +119,8 @@ impl Link {
                 assert_eq!(answer.status, 200);
                 (answer.body, answer.session)
             }
+            // QUIC: the session belongs to the connection; no header exists.
+            Self::Quic(quic) => (quic.call(&body).await.unwrap(), None),
         }
     }
 }

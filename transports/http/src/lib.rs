@@ -159,6 +159,7 @@ impl HttpServer {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let permits = Arc::new(Semaphore::new(self.shared.limits.max_connections.max(1)));
         let mut connections = tokio::task::JoinSet::new();
+        let (stop, stopping) = tokio::sync::watch::channel(false);
         tokio::pin!(shutdown);
         loop {
             let permit = tokio::select! {
@@ -183,15 +184,18 @@ impl HttpServer {
             let _ = stream.set_nodelay(true);
             let shared = Arc::clone(&self.shared);
             let tls = self.tls.clone();
+            let stopping = stopping.clone();
             connections.spawn(async move {
                 let _permit = permit;
-                serve_connection(stream, peer, tls, shared).await;
+                serve_connection(stream, peer, tls, shared, stopping).await;
             });
             while connections.try_join_next().is_some() {}
         }
+        // Idle keep-alive connections close now; requests in flight get five seconds to finish.
+        let _ = stop.send(true);
         let drain = async { while connections.join_next().await.is_some() {} };
         if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
-            connections.abort_all();
+            connections.shutdown().await;
         }
     }
 }
@@ -201,6 +205,7 @@ async fn serve_connection(
     peer: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(shared.limits.header_timeout).keep_alive(true);
@@ -209,11 +214,11 @@ async fn serve_connection(
         let shared = Arc::clone(&service_shared);
         async move { Ok::<_, Infallible>(answer(request, shared).await) }
     });
-    let result = match tls {
+    let io: Box<dyn Io> = match tls {
         Some(acceptor) => {
             let handshake = tokio::time::timeout(shared.limits.handshake_timeout, acceptor.accept(stream)).await;
             match handshake {
-                Ok(Ok(stream)) => builder.serve_connection(TokioIo::new(stream), service).await,
+                Ok(Ok(stream)) => Box::new(stream),
                 Ok(Err(error)) => {
                     tracing::info!(%peer, %error, "TLS handshake refused");
                     return;
@@ -224,12 +229,42 @@ async fn serve_connection(
                 }
             }
         }
-        None => builder.serve_connection(TokioIo::new(stream), service).await,
+        None => Box::new(stream),
+    };
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    // When the server stops, the request in flight is finished and the connection closed.
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
     };
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "connection ended with an error");
     }
 }
+
+/// Reads and discards what is left of an oversized body (up to four times the limit, within the body
+/// timeout), so that the client, still sending, reads the 413 answer instead of a reset connection.
+async fn drain(body: &mut Body, limits: &HttpLimits) {
+    let cap = limits.max_body_bytes.saturating_mul(4);
+    let discard = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, Bytes::len);
+            if seen > cap {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(limits.body_timeout, discard).await;
+}
+
+/// A connection's byte stream: TCP, or TLS over TCP.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -304,18 +339,26 @@ async fn answer(request: Request<Body>, shared: Arc<Shared>) -> Response<Full<By
     }
     let too_large = || {
         let message = format!("Request body larger than {} bytes", limits.max_body_bytes);
-        refusal(StatusCode::PAYLOAD_TOO_LARGE, -32600, &message)
+        let mut response = refusal(StatusCode::PAYLOAD_TOO_LARGE, -32600, &message);
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
     };
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limits.max_body_bytes as u64) {
-        return too_large();
-    }
     let session = request.headers().get(SESSION_HEADER).and_then(|v| SessionId::parse(v.to_str().ok()?));
     let named_bad_session = request.headers().contains_key(SESSION_HEADER) && session.is_none();
-    let body = Limited::new(request.into_body(), limits.max_body_bytes);
-    let body = match tokio::time::timeout(limits.body_timeout, body.collect()).await {
+    let mut body = request.into_body();
+    if declared.is_some_and(|len| len > limits.max_body_bytes as u64) {
+        drain(&mut body, limits).await;
+        return too_large();
+    }
+    let body = match tokio::time::timeout(limits.body_timeout, Limited::new(&mut body, limits.max_body_bytes).collect())
+        .await
+    {
         Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(error)) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return too_large(),
+        Ok(Err(error)) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            drain(&mut body, limits).await;
+            return too_large();
+        }
         Ok(Err(_)) => return refusal(StatusCode::BAD_REQUEST, -32700, "Parse error: the body could not be read"),
         Err(_) => {
             return refusal(StatusCode::REQUEST_TIMEOUT, -32600, "Request timeout: the body did not arrive in time");
