@@ -18,7 +18,7 @@ use crate::jsonrpc::{self, EnvelopeError, MethodError};
 use crate::methods::AppMethod;
 use crate::secret::{WipedJson, wipe_json};
 use crate::seed_record::KdfParams;
-use crate::session::{AcceptError, SessionId, SessionLimits, SessionTable};
+use crate::session::{AcceptError, Accepted, SessionId, SessionLimits, SessionTable};
 use crate::store::{Store, WalletKey};
 use crate::throttle::{Throttle, ThrottleConfig};
 use crate::vault::{TokenLimits, Vault};
@@ -177,8 +177,26 @@ impl Server {
         Arc::clone(locks.entry(key.clone()).or_default())
     }
 
-    /// Handles one request body and returns the answer. Never panics on any input.
+    /// Handles one request body and returns the answer. Never panics on any input. It may run a KDF
+    /// (about 0.1 s); a transport that wants its I/O threads free uses [`Server::handle_step`].
     pub fn handle(&self, incoming: Incoming<'_>) -> Outgoing {
+        match self.handle_step(incoming) {
+            Step::Done(outgoing) => outgoing,
+            Step::Slow(call) => self.finish(call),
+        }
+    }
+
+    /// Finishes a call that [`Server::handle_step`] set aside (a KDF-heavy lifecycle method or an
+    /// embedder's method). Call it off the I/O threads.
+    pub fn finish(&self, call: SlowCall) -> Outgoing {
+        self.answer_accepted(&call.id, &call.accepted, call.now_ms)
+    }
+
+    /// Handles one request body without running anything slow: most calls are answered at once
+    /// (microseconds); a call that may run a KDF or an embedder's code is authenticated, decrypted
+    /// and returned as [`Step::Slow`], to be passed to [`Server::finish`] on a blocking thread.
+    /// Never panics on any input.
+    pub fn handle_step(&self, incoming: Incoming<'_>) -> Step {
         let parsed = if starts_object(incoming.body) { serde_json::from_slice(incoming.body).ok() } else { None };
         let request: Request<'_> = match parsed {
             Some(request) => request,
@@ -188,15 +206,15 @@ impl Server {
                 } else {
                     EnvelopeError::Parse
                 };
-                return plain_error(RawValue::NULL, &error, incoming.session);
+                return Step::Done(plain_error(RawValue::NULL, &error, incoming.session));
             }
         };
         let id = request.id.unwrap_or(RawValue::NULL);
         match request.method.as_deref() {
-            Some("init_secure_api") => self.handle_plain_init(id, request.params, incoming.now_ms),
+            Some("init_secure_api") => Step::Done(self.handle_plain_init(id, request.params, incoming.now_ms)),
             Some("encrypted_request_v3") => self.handle_encrypted(id, request.params, incoming),
-            Some(_) => plain_error(id, &EnvelopeError::EncryptionRequired, incoming.session),
-            None => plain_error(id, &EnvelopeError::InvalidRequest("no method"), incoming.session),
+            Some(_) => Step::Done(plain_error(id, &EnvelopeError::EncryptionRequired, incoming.session)),
+            None => Step::Done(plain_error(id, &EnvelopeError::InvalidRequest("no method"), incoming.session)),
         }
     }
 
@@ -273,37 +291,35 @@ impl Server {
         Outgoing { body, session: Some(session), created_session: true }
     }
 
-    fn handle_encrypted(&self, id: &RawValue, params: Option<&RawValue>, incoming: Incoming<'_>) -> Outgoing {
+    fn handle_encrypted(&self, id: &RawValue, params: Option<&RawValue>, incoming: Incoming<'_>) -> Step {
         let hint = incoming.session;
         let Some(params) = params.and_then(EnvelopeParams::parse) else {
             let why = "params must be {\"nonce\": hex, \"body_enc\": base64} or [nonce, body_enc]";
-            return plain_error(id, &EnvelopeError::Format(why.into()), hint);
+            return Step::Done(plain_error(id, &EnvelopeError::Format(why.into()), hint));
         };
         let nonce = match envelope::parse_nonce(&params.nonce) {
             Ok(nonce) => nonce,
-            Err(e) => return plain_error(id, &EnvelopeError::Format(e.to_string()), hint),
+            Err(e) => return Step::Done(plain_error(id, &EnvelopeError::Format(e.to_string()), hint)),
         };
         let ciphertext = match envelope::decode_body(&params.body_enc) {
             Ok(bytes) => bytes,
-            Err(e) => return plain_error(id, &EnvelopeError::Format(e.to_string()), hint),
+            Err(e) => return Step::Done(plain_error(id, &EnvelopeError::Format(e.to_string()), hint)),
         };
         let accepted = lock(&self.sessions).accept(hint.as_ref(), &nonce, ciphertext, incoming.now_ms);
         let accepted = match accepted {
             Ok(accepted) => accepted,
-            Err(AcceptError::NoSession) => return plain_error(id, &EnvelopeError::EncryptionRequired, hint),
-            Err(AcceptError::Format(e)) => return plain_error(id, &EnvelopeError::Format(e.to_string()), hint),
-            Err(AcceptError::Decryption) => {
-                let why = if hint.is_some() {
-                    "authentication failed under this session's key"
-                } else {
-                    "no live session's key authenticates this request (call init_secure_api again if yours expired)"
-                };
-                return plain_error(id, &EnvelopeError::Decryption(why.into()), hint);
-            }
-            Err(AcceptError::Replay) => return plain_error(id, &EnvelopeError::Replay, hint),
+            Err(error) => return Step::Done(plain_error(id, &accept_error(error, hint.is_some()), hint)),
         };
+        if is_slow(&accepted.plaintext, &self.app_methods) {
+            return Step::Slow(SlowCall { id: id.to_owned(), accepted, now_ms: incoming.now_ms });
+        }
+        Step::Done(self.answer_accepted(id, &accepted, incoming.now_ms))
+    }
+
+    /// Answers an accepted, decrypted request: dispatch, seal, and the session updates it asks for.
+    fn answer_accepted(&self, id: &RawValue, accepted: &Accepted, now_ms: u64) -> Outgoing {
         let session = Some(accepted.id);
-        let context = CallContext { session: accepted.id, dir: accepted.dir.clone(), now_ms: incoming.now_ms };
+        let context = CallContext { session: accepted.id, dir: accepted.dir.clone(), now_ms };
         // Encrypted in place below: the plaintext answer is overwritten by its ciphertext.
         let mut answer = Vec::with_capacity(ANSWER_CAPACITY);
         let Some(after) = self.answer_inner(&accepted.plaintext, &context, &mut answer) else {
@@ -319,7 +335,7 @@ impl Server {
             lock(&self.sessions).set_dir(&accepted.id, dir);
         }
         if let Some(cipher) = after.rekey {
-            lock(&self.sessions).rekey(accepted.id, cipher, incoming.now_ms);
+            lock(&self.sessions).rekey(accepted.id, cipher, now_ms);
         }
         let nonce = hex::encode(reply_nonce);
         let mut body = Vec::with_capacity(body_enc.len() + 96);
@@ -392,6 +408,65 @@ impl Server {
                 jsonrpc::write_error(id, code, &message, out);
             }
         }
+    }
+}
+
+/// What [`Server::handle_step`] returns.
+#[derive(Debug)]
+pub enum Step {
+    /// The answer.
+    Done(Outgoing),
+    /// A call to finish with [`Server::finish`] off the I/O threads.
+    Slow(SlowCall),
+}
+
+/// An authenticated, decrypted call set aside because it may be slow. Its envelope's nonce is
+/// already recorded: finishing it is the only way to answer it.
+pub struct SlowCall {
+    id: Box<RawValue>,
+    accepted: Accepted,
+    now_ms: u64,
+}
+
+impl fmt::Debug for SlowCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlowCall").field("session", &self.accepted.id).finish_non_exhaustive()
+    }
+}
+
+/// Lifecycle methods that run Argon2id (or a store write after it).
+const SLOW_METHODS: [&str; 6] =
+    ["create_wallet", "open_wallet", "get_mnemonic", "change_password", "delete_wallet", "import_grin_wallet"];
+
+/// Whether an inner body may be slow: a KDF-heavy method, an embedder's method, or a batch.
+fn is_slow(plaintext: &[u8], app_methods: &HashMap<String, AppMethod>) -> bool {
+    #[derive(Deserialize)]
+    struct MethodOnly<'a> {
+        #[serde(borrow, default)]
+        method: Option<Cow<'a, str>>,
+    }
+    if !starts_object(plaintext) {
+        return plaintext.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    }
+    match serde_json::from_slice::<MethodOnly<'_>>(plaintext) {
+        Ok(MethodOnly { method: Some(method) }) => {
+            SLOW_METHODS.contains(&method.as_ref()) || app_methods.contains_key(method.as_ref())
+        }
+        _ => false,
+    }
+}
+
+fn accept_error(error: AcceptError, named: bool) -> EnvelopeError {
+    match error {
+        AcceptError::NoSession => EnvelopeError::EncryptionRequired,
+        AcceptError::Format(e) => EnvelopeError::Format(e.to_string()),
+        AcceptError::Decryption if named => {
+            EnvelopeError::Decryption("authentication failed under this session's key".into())
+        }
+        AcceptError::Decryption => EnvelopeError::Decryption(
+            "no live session's key authenticates this request (call init_secure_api again if yours expired)".into(),
+        ),
+        AcceptError::Replay => EnvelopeError::Replay,
     }
 }
 

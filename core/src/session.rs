@@ -91,7 +91,6 @@ struct Session {
 }
 
 /// What an accepted envelope gives the dispatcher.
-#[derive(Debug)]
 pub struct Accepted {
     /// The session it belongs to.
     pub id: SessionId,
@@ -101,6 +100,12 @@ pub struct Accepted {
     pub plaintext: Zeroizing<Vec<u8>>,
     /// The session's top-level directory.
     pub dir: String,
+}
+
+impl fmt::Debug for Accepted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Accepted").field("id", &self.id).field("dir", &self.dir).finish_non_exhaustive()
+    }
 }
 
 /// The bounded table of live sessions.

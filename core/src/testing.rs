@@ -142,6 +142,7 @@ pub fn scenarios() -> Vec<Scenario> {
         ("embedder_methods_get_the_seed_only_with_a_token", embedder_method),
         ("grin_wallet_seed_imports", grin_import),
         ("change_password_keeps_exactly_one_password", change_password),
+        ("kdf_calls_are_set_aside_and_others_answered_at_once", slow_calls_set_aside),
     ]
 }
 
@@ -597,4 +598,23 @@ fn change_password(store: Box<dyn Store>) {
     assert!(h.call(&mut c, "accounts", json!({"token": token})).is_ok());
     assert_rpc_error(h.call(&mut c, "open_wallet", json!({"name": null, "password": "old"})), -32099, "Error opening");
     open(&mut h, &mut c, Value::Null, "new");
+}
+
+fn slow_calls_set_aside(store: Box<dyn Store>) {
+    use crate::server::Step;
+    let mut h = Harness::new(store);
+    let mut c = h.client(1, true);
+    create(&mut h, &mut c, Value::Null, "pw");
+    let (body, pending) = c.client.seal("open_wallet", json!({"name": null, "password": "pw"})).unwrap();
+    let step = h.server.handle_step(Incoming { body: &body, session: c.session, now_ms: h.now_ms });
+    let Step::Slow(call) = step else { panic!("open_wallet must be set aside for a blocking thread") };
+    // A replay of the set-aside envelope is refused: its nonce is already recorded.
+    let replay = h.server.handle_step(Incoming { body: &body, session: c.session, now_ms: h.now_ms });
+    let Step::Done(replay) = replay else { panic!("a replay is answered at once") };
+    assert_eq!(plain_error(&replay.body).0, -32002);
+    let token = c.client.open(pending, &h.server.finish(call).body).unwrap();
+    let (body, pending) = c.client.seal("accounts", json!({"token": token})).unwrap();
+    let step = h.server.handle_step(Incoming { body: &body, session: c.session, now_ms: h.now_ms });
+    let Step::Done(answer) = step else { panic!("accounts must be answered at once") };
+    assert_eq!(c.client.open(pending, &answer.body).unwrap().as_array().map(Vec::len), Some(1));
 }

@@ -172,3 +172,38 @@ fn wallets_accounts_and_config_survive_a_restart() {
         running.stop().await;
     });
 }
+
+#[test]
+fn one_clients_open_wallet_does_not_stall_another_clients_calls() {
+    // One I/O worker thread: if a KDF ran on it, every other call would wait behind it.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let flags = keyward::config::ServeFlags {
+            data_dir: Some(dir.path().join("kw")),
+            https: Some("127.0.0.1:0".into()),
+            quic: Some("off".into()),
+            ..Default::default()
+        };
+        // The default Argon2id parameters (64 MiB, t=3, p=4): seconds in a debug build.
+        let options = keyward::config::resolve(keyward::config::FileConfig::default(), flags).unwrap();
+        let running = keyward::serve::start(options).await.unwrap();
+        let tls = tls::client_config(&keyward::serve::tls_dir(&dir.path().join("kw"))).unwrap();
+        let target = keyward_tests::Target::Https { addr: running.https.unwrap(), tls };
+        let mut a = Session::open(&target, 1, true).await;
+        let mut b = Session::open(&target, 2, true).await;
+        a.ok("create_wallet", json!({"name": "slow", "mnemonic": null, "mnemonic_length": 16, "password": "p"})).await;
+        let opening = tokio::spawn(async move { a.ok("open_wallet", json!({"name": "slow", "password": "p"})).await });
+        // B calls for as long as A's open_wallet (Argon2id) runs. Had the KDF blocked the only I/O
+        // thread, B's first call would wait for it and B would complete at most one call meanwhile.
+        let mut during = 0;
+        while !opening.is_finished() {
+            assert!(b.ok("get_top_level_directory", json!({})).await.is_string());
+            during += 1;
+        }
+        assert!(during >= 10, "only {during} of B's calls completed while A's open_wallet ran");
+        let token = opening.await.unwrap();
+        assert_eq!(token.as_str().map(str::len), Some(64));
+        running.stop().await;
+    });
+}

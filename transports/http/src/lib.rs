@@ -15,7 +15,8 @@
 //!   `init_secure_api` carries the new session's id in the same header. Without it, the core matches
 //!   V3 clients by key, so grin-wallet clients work unchanged;
 //! * every JSON-RPC answer is HTTP 200, as grin-wallet does;
-//! * calls run on tokio's blocking pool, so one client's `open_wallet` (Argon2id) never stalls another;
+//! * KDF-heavy calls run on tokio's blocking pool (the core's `handle_step`/`finish`), so one client's
+//!   `open_wallet` (Argon2id) never stalls another; every other call is answered in microseconds in place;
 //! * headers must arrive within [`HttpLimits::header_timeout`], bodies within
 //!   [`HttpLimits::body_timeout`], TLS handshakes within [`HttpLimits::handshake_timeout`], and at most
 //!   [`HttpLimits::max_connections`] connections are served at once.
@@ -37,7 +38,7 @@ use hyper::body::Incoming as Body;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use keyward_core::{Incoming, Server, SessionId};
+use keyward_core::{Incoming, Server, SessionId, Step};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -368,9 +369,16 @@ async fn answer(request: Request<Body>, shared: Arc<Shared>) -> Response<Full<By
         let message = "Encryption must be enabled. Please call 'init_secure_api` first";
         return json_response(StatusCode::OK, keyward_core::jsonrpc::error_bytes(&serde_null(), -32001, message));
     }
-    let core = Arc::clone(&shared.core);
+    // Most calls are answered at once (microseconds); one that may run a KDF is finished on the
+    // blocking pool, so one client's open_wallet never stalls another client's calls.
     let now_ms = (shared.clock)();
-    let handled = tokio::task::spawn_blocking(move || core.handle(Incoming { body: &body, session, now_ms })).await;
+    let handled = match shared.core.handle_step(Incoming { body: &body, session, now_ms }) {
+        Step::Done(outgoing) => Ok(outgoing),
+        Step::Slow(call) => {
+            let core = Arc::clone(&shared.core);
+            tokio::task::spawn_blocking(move || core.finish(call)).await
+        }
+    };
     match handled {
         Ok(outgoing) => {
             let created = outgoing.created_session.then_some(outgoing.session).flatten();

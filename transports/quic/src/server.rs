@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use keyward_core::{Incoming, SessionId};
+use keyward_core::{Incoming, SessionId, Step};
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use quinn::{ReadError, ReadToEndError, RecvStream, SendStream, VarInt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -293,19 +293,23 @@ async fn serve_stream(mut send: SendStream, mut recv: RecvStream, shared: Arc<Sh
         }
     };
 
-    // The core may run a KDF (~0.1 s): keep it off the I/O threads. The session bookkeeping happens
-    // inside the blocking task, so it completes even if this task is aborted.
-    let core_shared = Arc::clone(&shared);
-    let answered = tokio::task::spawn_blocking(move || {
-        let session = state.session();
-        let now_ms = (core_shared.clock)();
-        let outgoing = core_shared.core.handle(Incoming { body: &request, session, now_ms });
-        if let (true, Some(new)) = (outgoing.created_session, outgoing.session) {
-            state.bind(new);
+    // Most calls are answered at once; one that may run a KDF (~0.1 s) is finished on the blocking
+    // pool, so the I/O threads stay free. Plaintext init (the only call that binds a session) is
+    // always answered at once, so the binding happens here, before any await.
+    let session = state.session();
+    let now_ms = (shared.clock)();
+    let answered = match shared.core.handle_step(Incoming { body: &request, session, now_ms }) {
+        Step::Done(outgoing) => {
+            if let (true, Some(new)) = (outgoing.created_session, outgoing.session) {
+                state.bind(new);
+            }
+            Ok(outgoing.body)
         }
-        outgoing.body
-    })
-    .await;
+        Step::Slow(call) => {
+            let core = Arc::clone(&shared.core);
+            tokio::task::spawn_blocking(move || core.finish(call).body).await
+        }
+    };
     let answer = match answered {
         Ok(answer) => answer,
         Err(e) => {
