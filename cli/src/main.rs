@@ -37,6 +37,9 @@ enum Command {
         /// QUIC address, or "off" (default 127.0.0.1:3420, UDP).
         #[arg(long)]
         quic: Option<String>,
+        /// Once listening, write the bound addresses here as JSON (for scripts and `keyward bench`).
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
     },
     /// Manage the private CA and the five certificate files.
     Certs {
@@ -108,7 +111,7 @@ fn init_logging(filter: Option<&str>) {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { data_dir, config: file, https, http_insecure, quic } => {
+        Command::Serve { data_dir, config: file, https, http_insecure, quic, ready_file } => {
             let file = match file {
                 Some(path) => config::read_file(&path)?,
                 None => config::FileConfig::default(),
@@ -116,6 +119,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(file.log.as_deref());
             let options = config::resolve(file, ServeFlags { data_dir, https, http_insecure, quic })?;
             let running = serve::start(options).await?;
+            if let Some(path) = ready_file {
+                running.write_ready_file(&path)?;
+            }
             serve::signal().await;
             tracing::info!("shutting down");
             running.stop().await;

@@ -114,6 +114,17 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
 }
 
 impl Running {
+    /// Writes `{"pid":…,"https":"addr"|null,"http_insecure":…,"quic":…}` atomically to `path`.
+    pub fn write_ready_file(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        let text = serde_json::json!({
+            "pid": std::process::id(),
+            "https": self.https.map(|a| a.to_string()),
+            "http_insecure": self.http_insecure.map(|a| a.to_string()),
+            "quic": self.quic.map(|a| a.to_string()),
+        });
+        certs::write_file(path, text.to_string().as_bytes(), 0o600)
+    }
+
     /// Stops listening, lets requests in flight finish, closes every wallet (the vault is wiped) and
     /// closes the store.
     pub async fn stop(mut self) {
