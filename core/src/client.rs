@@ -78,6 +78,9 @@ pub struct Client {
     rng: ChaCha20Rng,
     next_id: u64,
     cipher: Option<Cipher>,
+    /// The session key, kept only for the residency test's search (feature `testing`).
+    #[cfg(feature = "testing")]
+    key: Option<crate::secret::SharedKey>,
     init_secret: Option<SecretKey>,
     seen: HashSet<[u8; NONCE_LEN]>,
     seen_order: VecDeque<[u8; NONCE_LEN]>,
@@ -122,6 +125,8 @@ impl Client {
             rng: ChaCha20Rng::from_seed(rng_seed),
             next_id: 1,
             cipher: None,
+            #[cfg(feature = "testing")]
+            key: None,
             init_secret: None,
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
@@ -173,9 +178,20 @@ impl Client {
         let server = server.as_str().ok_or_else(|| ClientError::Malformed("server key is not a string".into()))?;
         let server = envelope::parse_public_key(server).map_err(|e| ClientError::Malformed(e.to_string()))?;
         let mut secret = self.init_secret.take().ok_or(ClientError::NotInitialized)?;
-        self.cipher = Some(Cipher::new(&envelope::shared_key(&server, &secret)));
+        let key = envelope::shared_key(&server, &secret);
+        self.cipher = Some(Cipher::new(&key));
+        #[cfg(feature = "testing")]
+        {
+            self.key = Some(key);
+        }
         secret.non_secure_erase();
         Ok(())
+    }
+
+    /// Test probe: the session key, to search a server's memory for it.
+    #[cfg(feature = "testing")]
+    pub fn session_key(&self) -> Option<[u8; 32]> {
+        self.key.as_ref().map(|k| *k.expose())
     }
 
     /// Seals an inner call `method(params)`; the params are wiped afterwards.

@@ -4,7 +4,6 @@
 //! vault locks. A wrong password and a missing wallet give the same error, after the same KDF cost.
 
 use serde_json::{Value, json};
-use zeroize::Zeroizing;
 
 use crate::jsonrpc::{MethodError, OPEN_ERROR, opt_string, string, u32_param};
 use crate::keys;
@@ -128,7 +127,7 @@ impl Server {
                         "mnemonic_length must be 16, 20, 24, 28 or 32 (bytes of entropy: 12 to 24 words)".into(),
                     ));
                 }
-                let bytes = Zeroizing::new(self.random::<32>());
+                let bytes = self.random_secret::<32>();
                 // The length was checked against `Entropy::LENGTHS` just above.
                 Entropy::from_bytes(bytes[..length].to_vec()).expect("length is a BIP39 length")
             }
@@ -233,7 +232,7 @@ impl Server {
         }
         let master = keys::master_key(&entropy);
         let token = loop {
-            let candidate = Token::from_bytes(self.random());
+            let candidate = Token::from_bytes(*self.random_secret());
             if secp256k1::SecretKey::from_secret_bytes(*candidate.expose()).is_ok() {
                 break candidate;
             }

@@ -133,6 +133,31 @@ pub fn wipe_json(value: &mut serde_json::Value) {
     }
 }
 
+/// How much stack [`scrub_stack`] overwrites: deeper than any call of the core goes (the deepest
+/// copies the residency test found were about 40 KiB below the call's entry).
+pub const SCRUB_STACK_BYTES: usize = 96 * 1024;
+
+/// Overwrites the stack below the caller's frame with zeros. Library code (AES-GCM's block buffers,
+/// BIP39, PBKDF2, Argon2) leaves copies of what it handled in dead stack frames; a call that handled
+/// secrets scrubs them before it returns, so they do not linger until the stack is reused.
+#[inline(never)]
+pub fn scrub_stack() {
+    let mut area = [0u64; SCRUB_STACK_BYTES / 8];
+    area.zeroize();
+    std::hint::black_box(&area);
+}
+
+/// How much stack [`scrub_stack_shallow`] overwrites: deeper than a call that runs no KDF goes.
+pub const SCRUB_STACK_SHALLOW_BYTES: usize = 16 * 1024;
+
+/// [`scrub_stack`] for the calls answered in place (no KDF, no BIP39): a shallower area.
+#[inline(never)]
+pub fn scrub_stack_shallow() {
+    let mut area = [0u64; SCRUB_STACK_SHALLOW_BYTES / 8];
+    area.zeroize();
+    std::hint::black_box(&area);
+}
+
 /// A JSON value that is wiped on drop.
 #[derive(Default)]
 pub struct WipedJson(pub serde_json::Value);

@@ -12,6 +12,7 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::envelope::{self, Cipher};
 use crate::jsonrpc::{self, EnvelopeError, MethodError};
@@ -94,6 +95,7 @@ pub struct Server {
     pub(crate) vault: Mutex<Vault>,
     pub(crate) throttle: Mutex<Throttle>,
     rng: Mutex<ChaCha20Rng>,
+    secret_rng: Mutex<ChaCha20Rng>,
     wallet_locks: Mutex<HashMap<WalletKey, Arc<Mutex<()>>>>,
     pub(crate) app_methods: HashMap<String, AppMethod>,
 }
@@ -109,6 +111,9 @@ impl fmt::Debug for Server {
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+/// Size of the ChaCha20 generator's output buffer (64 words): drawing this many bytes replaces it.
+const RNG_BUFFER_BYTES: usize = 256;
 
 /// Initial capacity of an inner answer buffer: large enough for every built-in answer, so that it does
 /// not reallocate (and leave a plaintext copy behind in freed memory).
@@ -128,17 +133,26 @@ impl Server {
         let mut rng = ChaCha20Rng::from_seed(rng_seed);
         let mut vault_key = [0u8; 32];
         rng.fill_bytes(&mut vault_key);
+        let mut secret_seed = [0u8; 32];
+        rng.fill_bytes(&mut secret_seed);
+        let secret_rng = ChaCha20Rng::from_seed(secret_seed);
+        secret_seed.zeroize();
+        // Later draws come from blocks generated later, not from the one that held these keys.
+        let mut flush = [0u8; RNG_BUFFER_BYTES];
+        rng.fill_bytes(&mut flush);
+        flush.zeroize();
         let server = Self {
             sessions: Mutex::new(SessionTable::new(config.sessions)),
             vault: Mutex::new(Vault::new(vault_key, config.tokens)),
             throttle: Mutex::new(Throttle::new(config.throttle)),
             rng: Mutex::new(rng),
+            secret_rng: Mutex::new(secret_rng),
             wallet_locks: Mutex::new(HashMap::new()),
             app_methods: HashMap::new(),
             config,
             store,
         };
-        zeroize::Zeroize::zeroize(&mut vault_key);
+        vault_key.zeroize();
         server
     }
 
@@ -152,6 +166,22 @@ impl Server {
         &*self.store
     }
 
+    /// Secret random bytes (keys, tokens, entropy), from their own generator, drawn so that no copy
+    /// stays behind in it: its buffer is flushed before the draw (the bytes come from a block
+    /// generated now, on this thread, whose stack the call scrubs) and after it (the buffer no
+    /// longer holds them).
+    pub(crate) fn random_secret<const N: usize>(&self) -> Zeroizing<[u8; N]> {
+        let mut out = Zeroizing::new([0u8; N]);
+        let mut rng = lock(&self.secret_rng);
+        let mut flush = [0u8; RNG_BUFFER_BYTES];
+        rng.fill_bytes(&mut flush);
+        rng.fill_bytes(&mut *out);
+        rng.fill_bytes(&mut flush);
+        flush.zeroize();
+        out
+    }
+
+    /// Public random bytes (nonces, session ids, salts).
     pub(crate) fn random<const N: usize>(&self) -> [u8; N] {
         let mut out = [0u8; N];
         lock(&self.rng).fill_bytes(&mut out);
@@ -160,10 +190,8 @@ impl Server {
 
     pub(crate) fn random_secret_key(&self) -> SecretKey {
         loop {
-            let mut bytes = self.random::<32>();
-            let key = SecretKey::from_secret_bytes(bytes);
-            zeroize::Zeroize::zeroize(&mut bytes);
-            if let Ok(key) = key {
+            let bytes = self.random_secret::<32>();
+            if let Ok(key) = SecretKey::from_secret_bytes(*bytes) {
                 return key;
             }
         }
@@ -189,7 +217,10 @@ impl Server {
     /// Finishes a call that [`Server::handle_step`] set aside (a KDF-heavy lifecycle method or an
     /// embedder's method). Call it off the I/O threads.
     pub fn finish(&self, call: SlowCall) -> Outgoing {
-        self.answer_accepted(&call.id, &call.accepted, call.now_ms)
+        let outgoing = self.answer_accepted(&call.id, &call.accepted, call.now_ms);
+        drop(call);
+        crate::secret::scrub_stack();
+        outgoing
     }
 
     /// Handles one request body without running anything slow: most calls are answered at once
@@ -279,6 +310,12 @@ impl Server {
     }
 
     fn handle_plain_init(&self, id: &RawValue, params: Option<&RawValue>, now_ms: u64) -> Outgoing {
+        let outgoing = self.plain_init(id, params, now_ms);
+        crate::secret::scrub_stack();
+        outgoing
+    }
+
+    fn plain_init(&self, id: &RawValue, params: Option<&RawValue>, now_ms: u64) -> Outgoing {
         let params = params.and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok());
         let (public, cipher) = match self.new_session_key(params) {
             Ok(pair) => pair,
@@ -313,7 +350,11 @@ impl Server {
         if is_slow(&accepted.plaintext, &self.app_methods) {
             return Step::Slow(SlowCall { id: id.to_owned(), accepted, now_ms: incoming.now_ms });
         }
-        Step::Done(self.answer_accepted(id, &accepted, incoming.now_ms))
+        let outgoing = self.answer_accepted(id, &accepted, incoming.now_ms);
+        drop(accepted);
+        // The decrypted request (a token) and the answer passed through AES-GCM's stack buffers.
+        crate::secret::scrub_stack_shallow();
+        Step::Done(outgoing)
     }
 
     /// Answers an accepted, decrypted request: dispatch, seal, and the session updates it asks for.
