@@ -83,6 +83,8 @@ pub struct TokensConfig {
     pub idle_secs: Option<u64>,
     /// Absolute lifetime of a token, seconds.
     pub lifetime_secs: Option<u64>,
+    /// Most wallets open at once.
+    pub max_open_wallets: Option<usize>,
 }
 
 /// `[kdf]`.
@@ -189,6 +191,7 @@ pub fn resolve(file: FileConfig, flags: ServeFlags) -> anyhow::Result<ServeOptio
     let tokens = file.tokens.unwrap_or_default();
     let defaults = TokenLimits::default();
     core.tokens = TokenLimits {
+        max_open_wallets: tokens.max_open_wallets.unwrap_or(defaults.max_open_wallets),
         idle_ms: tokens.idle_secs.map_or(defaults.idle_ms, |s| s.saturating_mul(1000)),
         lifetime_ms: tokens.lifetime_secs.map_or(defaults.lifetime_ms, |s| s.saturating_mul(1000)),
     };

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::ServeOptions;
-use crate::{certs, tls};
+use crate::{certs, harden, tls};
 
 /// A running server.
 pub struct Running {
@@ -50,6 +50,13 @@ pub fn tls_dir(data_dir: &std::path::Path) -> PathBuf {
 
 /// Starts the server and returns once every listener is bound.
 pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
+    let report = harden::process();
+    if let Err(error) = &report.not_dumpable {
+        tracing::warn!(%error, "could not turn core dumps off (PR_SET_DUMPABLE)");
+    }
+    if let Err(error) = &report.no_core_files {
+        tracing::warn!(%error, "could not set the core file limit to zero");
+    }
     certs::private_dir(&options.data_dir)?;
     let tls_dir = tls_dir(&options.data_dir);
     if certs::ensure(&tls_dir)? {
@@ -60,6 +67,13 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
     let core = Arc::new(Server::new(options.core.clone(), Box::new(store), seed));
     zeroize::Zeroize::zeroize(&mut seed);
+    let (addr, len) = core.vault_region();
+    match harden::lock(addr, len) {
+        Ok(()) => tracing::debug!(bytes = len, "vault memory locked"),
+        Err(error) => {
+            tracing::warn!(%error, "could not lock the vault's memory (mlock); raise RLIMIT_MEMLOCK to keep it out of swap")
+        }
+    }
     let start = Instant::now();
     let clock: Clock = Arc::new(move || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX));
     let (stop, stop_rx) = watch::channel(false);

@@ -135,6 +135,15 @@ fn no_secret_stays_in_the_server_process() {
     let tls_dir = dir.path().join("kw").join("tls");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
 
+    // Hardening: no core files, and the vault's block locked in memory.
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core_line = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+    assert_eq!(core_line.split_whitespace().nth(4), Some("0"), "{core_line}");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let locked = status.lines().find(|l| l.starts_with("VmLck:")).unwrap();
+    let locked_kb: u64 = locked.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(locked_kb > 0, "the vault is not locked in memory: {locked}");
+
     let entropy = keys::entropy_of(VECTOR_MNEMONIC).unwrap();
     let bip39_seed = bip39_seed(VECTOR_MNEMONIC);
     let master = keys::master_key(&entropy);

@@ -237,7 +237,10 @@ impl Server {
                 break candidate;
             }
         };
-        lock(&self.vault).open(key, &master, &token, context.now_ms);
+        let limit = self.config.tokens.max_open_wallets;
+        lock(&self.vault)
+            .open(key, &master, &token, context.now_ms)
+            .map_err(|_| MethodError::Lifecycle(format!("too many open wallets (at most {limit}): close one first")))?;
         Ok(Value::String(token.to_hex().to_string()))
     }
 

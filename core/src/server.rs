@@ -281,6 +281,12 @@ impl Server {
         lock(&self.sessions).len()
     }
 
+    /// The block of memory that holds the vault's masked seeds (address, length), for the host to
+    /// lock in memory. It stays where it is for the server's life.
+    pub fn vault_region(&self) -> (usize, usize) {
+        lock(&self.vault).region()
+    }
+
     /// Number of open wallets, i.e. masked seeds held in the vault.
     pub fn open_wallet_count(&self) -> usize {
         lock(&self.vault).open_count()

@@ -143,6 +143,9 @@ pub fn scenarios() -> Vec<Scenario> {
         ("grin_wallet_seed_imports", grin_import),
         ("change_password_keeps_exactly_one_password", change_password),
         ("kdf_calls_are_set_aside_and_others_answered_at_once", slow_calls_set_aside),
+        ("tokens_expire_after_their_lifetime_however_busy", token_lifetime),
+        ("sessions_expire_after_their_lifetime_however_busy", session_lifetime),
+        ("open_wallets_are_limited_by_the_vault", vault_capacity),
     ]
 }
 
@@ -617,4 +620,60 @@ fn slow_calls_set_aside(store: Box<dyn Store>) {
     let step = h.server.handle_step(Incoming { body: &body, session: c.session, now_ms: h.now_ms });
     let Step::Done(answer) = step else { panic!("accounts must be answered at once") };
     assert_eq!(c.client.open(pending, &answer.body).unwrap().as_array().map(Vec::len), Some(1));
+}
+
+fn token_lifetime(store: Box<dyn Store>) {
+    let mut config = test_config();
+    config.tokens.idle_ms = 10_000;
+    config.tokens.lifetime_ms = 1_000;
+    let mut h = Harness::with_config(store, config);
+    let mut c = h.client(1, true);
+    create(&mut h, &mut c, Value::Null, "pw");
+    let token = open(&mut h, &mut c, Value::Null, "pw");
+    for _ in 0..2 {
+        h.now_ms += 400;
+        assert!(h.call(&mut c, "accounts", json!({"token": token})).is_ok());
+    }
+    h.now_ms += 400;
+    assert_rpc_error(h.call(&mut c, "accounts", json!({"token": token})), -32099, "Wallet has not been opened");
+    assert_eq!(h.server.open_wallet_count(), 0);
+}
+
+fn session_lifetime(store: Box<dyn Store>) {
+    let mut config = test_config();
+    config.sessions.idle_ms = 10_000;
+    config.sessions.lifetime_ms = 1_000;
+    let mut h = Harness::with_config(store, config);
+    let mut c = h.client(1, true);
+    for _ in 0..2 {
+        h.now_ms += 400;
+        assert!(h.call(&mut c, "get_top_level_directory", json!({})).is_ok());
+    }
+    h.now_ms += 400;
+    assert_rpc_error(h.call(&mut c, "get_top_level_directory", json!({})), -32001, "init_secure_api");
+    assert_eq!(h.server.session_count(), 0);
+}
+
+fn vault_capacity(store: Box<dyn Store>) {
+    let mut config = test_config();
+    config.tokens.max_open_wallets = 2;
+    let mut h = Harness::with_config(store, config);
+    let mut c = h.client(1, true);
+    for name in ["v1", "v2", "v3"] {
+        create(&mut h, &mut c, json!(name), "pw");
+    }
+    open(&mut h, &mut c, json!("v1"), "pw");
+    let t2 = open(&mut h, &mut c, json!("v2"), "pw");
+    assert_rpc_error(
+        h.call(&mut c, "open_wallet", json!({"name": "v3", "password": "pw"})),
+        -32099,
+        "too many open wallets",
+    );
+    // Re-opening an open wallet reuses its place; closing one makes room.
+    open(&mut h, &mut c, json!("v2"), "pw");
+    assert_rpc_error(h.call(&mut c, "accounts", json!({"token": t2})), -32099, "InvalidKeychainMask");
+    h.ok(&mut c, "close_wallet", json!({"name": "v1"}));
+    open(&mut h, &mut c, json!("v3"), "pw");
+    assert_eq!(h.server.open_wallet_count(), 2);
+    assert_eq!(h.server.vault_masked_bytes().len(), 128);
 }

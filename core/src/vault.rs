@@ -23,6 +23,10 @@ use crate::store::WalletKey;
 /// How many closed tokens are remembered for the friendlier error.
 const CLOSED_TOKENS_REMEMBERED: usize = 1024;
 
+/// `open` found every slot of the vault taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VaultFull;
+
 /// Why a token did not unlock a wallet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnlockError {
@@ -40,7 +44,8 @@ struct MaskedSeed {
 
 struct OpenWallet {
     key: Arc<WalletKey>,
-    seed: MaskedSeed,
+    /// Index of its masked seed in the vault's slots.
+    slot: usize,
     opened_ms: u64,
     last_used_ms: u64,
     active_account: Arc<str>,
@@ -69,9 +74,12 @@ impl fmt::Debug for Unlocked {
     }
 }
 
-/// Idle and absolute lifetimes of tokens, in milliseconds.
+/// Idle and absolute lifetimes of tokens, in milliseconds, and how many wallets may be open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenLimits {
+    /// Most wallets open at once: the vault's masked seeds live in one fixed block of this many
+    /// slots, allocated once, which the host can lock in memory (`mlock`).
+    pub max_open_wallets: usize,
     /// A token unused this long expires and its wallet closes.
     pub idle_ms: u64,
     /// A token older than this expires however busy.
@@ -80,7 +88,7 @@ pub struct TokenLimits {
 
 impl Default for TokenLimits {
     fn default() -> Self {
-        Self { idle_ms: 15 * 60 * 1000, lifetime_ms: 12 * 3600 * 1000 }
+        Self { max_open_wallets: 64, idle_ms: 15 * 60 * 1000, lifetime_ms: 12 * 3600 * 1000 }
     }
 }
 
@@ -90,6 +98,9 @@ pub struct Vault {
     checksum_mac: Hmac<Sha256>,
     last_sweep_ms: u64,
     limits: TokenLimits,
+    /// The masked seeds, in one fixed block (see [`Vault::region`]); a free slot is all zeros.
+    slots: Box<[MaskedSeed]>,
+    free: Vec<usize>,
     /// Open wallets by their token's fingerprint: one look-up per call.
     by_fingerprint: HashMap<[u8; 32], OpenWallet>,
     /// Fingerprints by wallet, to close a wallet by name.
@@ -133,7 +144,11 @@ impl Vault {
         let fingerprint_mac = keyed_mac(&vault_key, b"keyward/vault/fingerprint/v1");
         let checksum_mac = keyed_mac(&vault_key, b"keyward/vault/checksum/v1");
         vault_key.zeroize();
+        let capacity = limits.max_open_wallets.max(1);
+        let slots = (0..capacity).map(|_| MaskedSeed { masked: [0; 64], checksum: [0; 32] }).collect();
         Self {
+            slots,
+            free: (0..capacity).rev().collect(),
             fingerprint_mac,
             checksum_mac,
             last_sweep_ms: 0,
@@ -150,25 +165,42 @@ impl Vault {
 
     /// Puts a wallet's master key in the vault under a fresh token, replacing (and so invalidating)
     /// any earlier token of that wallet.
-    pub fn open(&mut self, key: WalletKey, master: &MasterKey, token: &Token, now_ms: u64) {
+    /// Fails with `VaultFull` when `max_open_wallets` wallets are open already.
+    pub fn open(&mut self, key: WalletKey, master: &MasterKey, token: &Token, now_ms: u64) -> Result<(), VaultFull> {
         // The earlier token becomes stale (`InvalidKeychainMask`), not "closed".
         if let Some(earlier) = self.by_key.remove(&key) {
-            self.by_fingerprint.remove(&earlier);
+            if let Some(wallet) = self.by_fingerprint.remove(&earlier) {
+                self.release(wallet.slot);
+            }
         }
-        let checksum = mac(&self.checksum_mac, master.expose());
-        let mut masked = *master.expose();
-        apply_mask(token, &mut masked);
+        self.expire(now_ms);
+        let slot = self.free.pop().ok_or(VaultFull)?;
+        let seed = &mut self.slots[slot];
+        seed.checksum = mac(&self.checksum_mac, master.expose());
+        seed.masked = *master.expose();
+        apply_mask(token, &mut seed.masked);
         let fingerprint = self.fingerprint(token);
         let wallet = OpenWallet {
             key: Arc::new(key.clone()),
-            seed: MaskedSeed { masked, checksum },
+            slot,
             opened_ms: now_ms,
             last_used_ms: now_ms,
             active_account: Arc::from("default"),
         };
-        masked.zeroize();
         self.by_key.insert(key, fingerprint);
         self.by_fingerprint.insert(fingerprint, wallet);
+        Ok(())
+    }
+
+    fn release(&mut self, slot: usize) {
+        self.slots[slot].zeroize();
+        self.free.push(slot);
+    }
+
+    /// The address and length of the block that holds every masked seed, for the host to lock in
+    /// memory (`mlock`) so that it is never swapped out. It does not move for the vault's life.
+    pub fn region(&self) -> (usize, usize) {
+        (self.slots.as_ptr() as usize, std::mem::size_of_val(&*self.slots))
     }
 
     /// Closes a wallet: its masked key is wiped and its token stops working. Returns whether it was open.
@@ -176,8 +208,9 @@ impl Vault {
         let Some(fingerprint) = self.by_key.remove(key) else {
             return false;
         };
-        // Dropping the entry wipes the masked seed (`MaskedSeed` zeroizes on drop).
-        self.by_fingerprint.remove(&fingerprint);
+        if let Some(wallet) = self.by_fingerprint.remove(&fingerprint) {
+            self.release(wallet.slot);
+        }
         if self.closed.len() >= CLOSED_TOKENS_REMEMBERED {
             self.closed.pop_front();
         }
@@ -239,12 +272,13 @@ impl Vault {
             self.close(&key);
             return Err(UnlockError::Closed);
         }
-        let mut bytes = wallet.seed.masked;
+        let seed = &self.slots[wallet.slot];
+        let mut bytes = seed.masked;
         apply_mask(token, &mut bytes);
         let master = MasterKey::from_bytes(bytes);
         bytes.zeroize();
         let checksum = mac(&self.checksum_mac, master.expose());
-        if !bool::from(checksum.ct_eq(&wallet.seed.checksum)) {
+        if !bool::from(checksum.ct_eq(&seed.checksum)) {
             return Err(UnlockError::InvalidToken);
         }
         wallet.last_used_ms = now_ms;
@@ -271,7 +305,10 @@ impl Vault {
     /// Test probe: every masked seed byte the vault holds (nothing once all wallets are closed).
     #[cfg(feature = "testing")]
     pub fn masked_bytes(&self) -> Vec<u8> {
-        self.by_fingerprint.values().flat_map(|w| w.seed.masked).collect()
+        let free_slots_wiped =
+            self.free.iter().all(|&i| self.slots[i].masked == [0; 64] && self.slots[i].checksum == [0; 32]);
+        assert!(free_slots_wiped, "a free vault slot still holds a masked seed");
+        self.by_fingerprint.values().flat_map(|w| self.slots[w.slot].masked).collect()
     }
 }
 
@@ -285,11 +322,12 @@ mod tests {
 
     #[test]
     fn token_unlocks_only_its_wallet_and_masks_the_seed() {
-        let mut vault = Vault::new([9; 32], TokenLimits { idle_ms: 100, lifetime_ms: 1000 });
+        let mut vault = Vault::new([9; 32], TokenLimits { max_open_wallets: 2, idle_ms: 100, lifetime_ms: 1000 });
         let master = MasterKey::from_bytes([7; 64]);
         let token = Token::from_bytes([1; 32]);
-        vault.open(key("a"), &master, &token, 0);
-        let held = &vault.by_fingerprint.values().next().expect("one open wallet").seed.masked;
+        vault.open(key("a"), &master, &token, 0).expect("room");
+        let slot = vault.by_fingerprint.values().next().expect("one open wallet").slot;
+        let held = &vault.slots[slot].masked;
         assert_ne!(held, master.expose());
         let unlocked = vault.unlock(&token, 1).expect("unlocks");
         assert_eq!(unlocked.master.expose(), master.expose());
@@ -303,8 +341,8 @@ mod tests {
         let master = MasterKey::from_bytes([7; 64]);
         let first = Token::from_bytes([1; 32]);
         let second = Token::from_bytes([2; 32]);
-        vault.open(key("a"), &master, &first, 0);
-        vault.open(key("a"), &master, &second, 0);
+        vault.open(key("a"), &master, &first, 0).expect("room");
+        vault.open(key("a"), &master, &second, 0).expect("room");
         assert!(vault.unlock(&first, 0).is_err());
         assert!(vault.unlock(&second, 0).is_ok());
         assert!(vault.close(&key("a")));
@@ -314,9 +352,9 @@ mod tests {
 
     #[test]
     fn idle_tokens_expire() {
-        let mut vault = Vault::new([9; 32], TokenLimits { idle_ms: 100, lifetime_ms: 1000 });
+        let mut vault = Vault::new([9; 32], TokenLimits { max_open_wallets: 2, idle_ms: 100, lifetime_ms: 1000 });
         let token = Token::from_bytes([1; 32]);
-        vault.open(key("a"), &MasterKey::from_bytes([7; 64]), &token, 0);
+        vault.open(key("a"), &MasterKey::from_bytes([7; 64]), &token, 0).expect("room");
         assert!(vault.unlock(&token, 99).is_ok());
         assert!(vault.unlock(&token, 198).is_ok());
         assert_eq!(vault.unlock(&token, 298).map(|u| u.key), Err(UnlockError::Closed));
