@@ -168,10 +168,10 @@ impl Vault {
     /// Fails with `VaultFull` when `max_open_wallets` wallets are open already.
     pub fn open(&mut self, key: WalletKey, master: &MasterKey, token: &Token, now_ms: u64) -> Result<(), VaultFull> {
         // The earlier token becomes stale (`InvalidKeychainMask`), not "closed".
-        if let Some(earlier) = self.by_key.remove(&key) {
-            if let Some(wallet) = self.by_fingerprint.remove(&earlier) {
-                self.release(wallet.slot);
-            }
+        if let Some(earlier) = self.by_key.remove(&key)
+            && let Some(wallet) = self.by_fingerprint.remove(&earlier)
+        {
+            self.release(wallet.slot);
         }
         self.expire(now_ms);
         let slot = self.free.pop().ok_or(VaultFull)?;
