@@ -188,6 +188,11 @@ impl Server {
         password: &Password,
         now_ms: u64,
     ) -> Result<(StoredWallet, SeedRecord, Entropy), MethodError> {
+        if !lock(&self.throttle).knows(key) {
+            // After a restart, the persisted count of failures applies again.
+            let failures = self.store.load_failures(key).map_err(store_error)?;
+            lock(&self.throttle).restore(key, failures, now_ms);
+        }
         if let Err(wait) = lock(&self.throttle).check(key, now_ms) {
             return Err(MethodError::Throttled { retry_after_ms: wait });
         }
@@ -210,10 +215,19 @@ impl Server {
                 Err(MethodError::Lifecycle(OPEN_ERROR.into()))
             }
         };
-        let mut throttle = lock(&self.throttle);
-        match &outcome {
-            Ok(_) => throttle.success(key),
-            Err(_) => throttle.failure(key, now_ms),
+        let (before, after) = {
+            let mut throttle = lock(&self.throttle);
+            let before = throttle.failures(key);
+            match &outcome {
+                Ok(_) => throttle.success(key),
+                Err(_) => throttle.failure(key, now_ms),
+            }
+            (before, throttle.failures(key))
+        };
+        if before != after {
+            // Persist the count so a restart does not reset the backoff. A store failure here is
+            // logged; the in-memory throttle still applies.
+            let _ = self.store.save_failures(key, after).map_err(store_error);
         }
         outcome
     }

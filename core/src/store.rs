@@ -72,6 +72,17 @@ pub trait Store: Send + Sync {
     fn load_accounts(&self, key: &WalletKey) -> Result<Option<Vec<Account>>, StoreError> {
         Ok(self.load_wallet(key)?.map(|w| w.accounts))
     }
+    /// Failed password attempts recorded for a wallet (name, whether or not it exists), so that the
+    /// unlock throttle survives a restart. The default keeps nothing.
+    fn load_failures(&self, key: &WalletKey) -> Result<u32, StoreError> {
+        let _ = key;
+        Ok(0)
+    }
+    /// Records the count of failed attempts (0 clears it). The default keeps nothing.
+    fn save_failures(&self, key: &WalletKey, failures: u32) -> Result<(), StoreError> {
+        let _ = (key, failures);
+        Ok(())
+    }
     /// Creates a wallet; `AlreadyExists` if one is there (and nothing changes).
     fn create_wallet(&self, key: &WalletKey, wallet: &StoredWallet) -> Result<(), StoreError>;
     /// Replaces the seed record if the current one equals `expected` (`Conflict` otherwise).
@@ -88,6 +99,43 @@ pub trait Store: Send + Sync {
     fn load_config(&self, dir: &str) -> Result<Option<Vec<u8>>, StoreError>;
 }
 
+/// A shared store is a store (tests restart a server on the same store this way).
+impl<T: Store + ?Sized> Store for std::sync::Arc<T> {
+    fn load_wallet(&self, key: &WalletKey) -> Result<Option<StoredWallet>, StoreError> {
+        (**self).load_wallet(key)
+    }
+    fn load_accounts(&self, key: &WalletKey) -> Result<Option<Vec<Account>>, StoreError> {
+        (**self).load_accounts(key)
+    }
+    fn load_failures(&self, key: &WalletKey) -> Result<u32, StoreError> {
+        (**self).load_failures(key)
+    }
+    fn save_failures(&self, key: &WalletKey, failures: u32) -> Result<(), StoreError> {
+        (**self).save_failures(key, failures)
+    }
+    fn create_wallet(&self, key: &WalletKey, wallet: &StoredWallet) -> Result<(), StoreError> {
+        (**self).create_wallet(key, wallet)
+    }
+    fn replace_seed_record(&self, key: &WalletKey, expected: &[u8], new: &[u8]) -> Result<(), StoreError> {
+        (**self).replace_seed_record(key, expected, new)
+    }
+    fn add_account(&self, key: &WalletKey, account: &Account) -> Result<(), StoreError> {
+        (**self).add_account(key, account)
+    }
+    fn delete_wallet(&self, key: &WalletKey) -> Result<(), StoreError> {
+        (**self).delete_wallet(key)
+    }
+    fn list_wallets(&self, dir: &str) -> Result<Vec<String>, StoreError> {
+        (**self).list_wallets(dir)
+    }
+    fn save_config(&self, dir: &str, config: &[u8]) -> Result<(), StoreError> {
+        (**self).save_config(dir, config)
+    }
+    fn load_config(&self, dir: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).load_config(dir)
+    }
+}
+
 /// A `Store` in memory, for tests of the core and for embedders that persist elsewhere.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -98,6 +146,7 @@ pub struct MemoryStore {
 struct MemoryInner {
     wallets: BTreeMap<WalletKey, StoredWallet>,
     configs: BTreeMap<String, Vec<u8>>,
+    failures: BTreeMap<WalletKey, u32>,
 }
 
 impl MemoryStore {
@@ -119,6 +168,20 @@ impl Store for MemoryStore {
 
     fn load_accounts(&self, key: &WalletKey) -> Result<Option<Vec<Account>>, StoreError> {
         Ok(self.lock().wallets.get(key).map(|w| w.accounts.clone()))
+    }
+
+    fn load_failures(&self, key: &WalletKey) -> Result<u32, StoreError> {
+        Ok(self.lock().failures.get(key).copied().unwrap_or(0))
+    }
+
+    fn save_failures(&self, key: &WalletKey, failures: u32) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if failures == 0 {
+            inner.failures.remove(key);
+        } else {
+            inner.failures.insert(key.clone(), failures);
+        }
+        Ok(())
     }
 
     fn create_wallet(&self, key: &WalletKey, wallet: &StoredWallet) -> Result<(), StoreError> {

@@ -65,12 +65,39 @@ impl Throttle {
         self.entries.len() < self.config.max_entries
     }
 
+    /// Whether `key` is tracked (if not, the host may restore a persisted count first).
+    pub fn knows(&self, key: &WalletKey) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    /// Restores a persisted failure count (after a restart): the wait it calls for starts now, so
+    /// a restart never shortens a wait.
+    pub fn restore(&mut self, key: &WalletKey, failures: u32, now_ms: u64) {
+        if failures == 0 || self.entries.contains_key(key) || !self.has_room(now_ms) {
+            return;
+        }
+        let next_allowed_ms = now_ms.saturating_add(self.wait_for(failures));
+        self.entries.insert(key.clone(), Entry { failures, next_allowed_ms, last_failure_ms: now_ms });
+    }
+
+    fn wait_for(&self, failures: u32) -> u64 {
+        if failures <= self.config.free_attempts {
+            return 0;
+        }
+        let doublings = (failures - self.config.free_attempts - 1).min(40);
+        self.config.base_ms.saturating_mul(1u64 << doublings).min(self.config.max_ms)
+    }
+
+    /// The failure count of `key`.
+    pub fn failures(&self, key: &WalletKey) -> u32 {
+        self.entries.get(key).map_or(0, |e| e.failures)
+    }
+
     /// Records a failed attempt.
     pub fn failure(&mut self, key: &WalletKey, now_ms: u64) {
         if !self.entries.contains_key(key) && !self.has_room(now_ms) {
             return;
         }
-        let config = self.config;
         let entry = self.entries.entry(key.clone()).or_insert(Entry {
             failures: 0,
             next_allowed_ms: 0,
@@ -78,9 +105,11 @@ impl Throttle {
         });
         entry.failures = entry.failures.saturating_add(1);
         entry.last_failure_ms = now_ms;
-        if entry.failures > config.free_attempts {
-            let doublings = (entry.failures - config.free_attempts - 1).min(40);
-            let wait = config.base_ms.saturating_mul(1u64 << doublings).min(config.max_ms);
+        let failures = entry.failures;
+        let wait = self.wait_for(failures);
+        if let Some(entry) = self.entries.get_mut(key)
+            && wait > 0
+        {
             entry.next_allowed_ms = now_ms.saturating_add(wait);
         }
     }

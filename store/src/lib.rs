@@ -8,7 +8,7 @@
 //! <data_dir>/            0700
 //!   LOCK                 flock'ed while a store is open: a second opener is refused
 //!   FORMAT               "keyward-store format 1\n", written once, before anything else
-//!   db/                  the fjall database: keyspaces `wallets`, `accounts`, `config`
+//!   db/                  the fjall database: keyspaces `wallets`, `accounts`, `config`, `throttle`
 //!   seeds/<id>.rec       one encrypted seed record per file, named from `wallets`
 //! ```
 //!
@@ -57,6 +57,7 @@ const MAX_RECORD_LEN: u64 = 64 * 1024;
 const WALLETS: &str = "wallets";
 const ACCOUNTS: &str = "accounts";
 const CONFIG: &str = "config";
+const THROTTLE: &str = "throttle";
 
 /// Why a data directory could not be opened. Messages name no paths (the host knows the path it
 /// passed and can add it).
@@ -216,6 +217,7 @@ pub struct FjallStore {
     wallets: Keyspace,
     accounts: Keyspace,
     config: Keyspace,
+    throttle: Keyspace,
     seeds: PathBuf,
     db_path: PathBuf,
     // Last: dropped after the database handles above.
@@ -287,6 +289,7 @@ impl FjallStore {
             db.keyspace(name, KeyspaceCreateOptions::default).map_err(|e| OpenError::Database(describe(&e)))
         };
         let (wallets, accounts, config) = (keyspace(WALLETS)?, keyspace(ACCOUNTS)?, keyspace(CONFIG)?);
+        let throttle = keyspace(THROTTLE)?;
 
         // Collect the records the committed state names, then remove every other record file.
         let mut referenced = HashSet::new();
@@ -318,6 +321,7 @@ impl FjallStore {
             wallets,
             accounts,
             config,
+            throttle,
             seeds,
             db_path,
             lock,
@@ -417,7 +421,7 @@ impl FjallStore {
     #[doc(hidden)]
     pub fn compact(&self) -> Result<(), StoreError> {
         let _state = self.write();
-        for keyspace in [&self.wallets, &self.accounts, &self.config] {
+        for keyspace in [&self.wallets, &self.accounts, &self.config, &self.throttle] {
             keyspace.rotate_memtable_and_wait().map_err(db_failed("flush"))?;
             keyspace.major_compact().map_err(db_failed("compact"))?;
         }
@@ -538,6 +542,25 @@ impl Store for FjallStore {
         }
         names.sort();
         Ok(names)
+    }
+
+    fn load_failures(&self, key: &WalletKey) -> Result<u32, StoreError> {
+        let key = keys::wallet_key(key)?;
+        let _state = self.read();
+        let value = self.throttle.get(key).map_err(db_failed("read the throttle"))?;
+        Ok(value.and_then(|v| <[u8; 4]>::try_from(&v[..]).ok()).map_or(0, u32::from_le_bytes))
+    }
+
+    fn save_failures(&self, key: &WalletKey, failures: u32) -> Result<(), StoreError> {
+        let key = keys::wallet_key(key)?;
+        let _state = self.write();
+        let mut batch = self.db.batch();
+        if failures == 0 {
+            batch.remove(&self.throttle, key);
+        } else {
+            batch.insert(&self.throttle, key, failures.to_le_bytes().to_vec());
+        }
+        self.commit(batch)
     }
 
     fn save_config(&self, dir: &str, config: &[u8]) -> Result<(), StoreError> {
