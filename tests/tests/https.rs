@@ -207,3 +207,63 @@ fn one_clients_open_wallet_does_not_stall_another_clients_calls() {
         running.stop().await;
     });
 }
+
+#[test]
+fn brute_force_is_slowed_and_the_backoff_survives_a_restart() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let start = |dir: std::path::PathBuf| async move {
+            let flags = keyward::config::ServeFlags {
+                data_dir: Some(dir),
+                https: Some("127.0.0.1:0".into()),
+                quic: Some("off".into()),
+                ..Default::default()
+            };
+            let file: keyward::config::FileConfig =
+                toml::from_str("[kdf]\nm_cost_kib = 64\nt_cost = 1\np_cost = 1\n[throttle]\nfree_attempts = 3\nbase_ms = 1500\nmax_ms = 60000\n")
+                    .unwrap();
+            keyward::serve::start(keyward::config::resolve(file, flags).unwrap()).await.unwrap()
+        };
+        let data = dir.path().join("kw");
+        let running = start(data.clone()).await;
+        let tls_dir = keyward::serve::tls_dir(&data);
+        let target = keyward_tests::Target::Https { addr: running.https.unwrap(), tls: tls::client_config(&tls_dir).unwrap() };
+        let mut s = Session::open(&target, 1, true).await;
+        s.ok("create_wallet", json!({"name": "vault", "mnemonic": null, "mnemonic_length": 16, "password": "right"})).await;
+        // A burst of 30 guesses: only free_attempts + 1 passwords are ever tried; the rest are refused
+        // before any KDF runs, until the documented wait (1.5 s, doubling per failure) is over.
+        let (mut tried, mut refused) = (0, 0);
+        for i in 0..30 {
+            match s.call("open_wallet", json!({"name": "vault", "password": format!("guess-{i}")})).await {
+                Err(keyward_core::ClientError::Rpc { message, .. }) if message.contains("Error opening wallet") => tried += 1,
+                Err(keyward_core::ClientError::Rpc { message, .. }) if message.contains("too many failed attempts") => {
+                    refused += 1
+                }
+                other => panic!("unexpected answer to a wrong password: {other:?}"),
+            }
+        }
+        assert_eq!((tried, refused), (4, 26));
+        // Even the right password waits its turn.
+        keyward_tests::assert_rpc_error(
+            s.call("open_wallet", json!({"name": "vault", "password": "right"})).await,
+            -32099,
+            "too many failed attempts",
+        );
+        // A restart does not reset the count: the wait starts again from the restart.
+        running.stop().await;
+        let running = start(data.clone()).await;
+        let target = keyward_tests::Target::Https { addr: running.https.unwrap(), tls: tls::client_config(&tls_dir).unwrap() };
+        let mut s = Session::open(&target, 2, true).await;
+        keyward_tests::assert_rpc_error(
+            s.call("open_wallet", json!({"name": "vault", "password": "right"})).await,
+            -32099,
+            "too many failed attempts",
+        );
+        // After the wait, the right password works and clears the count.
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        let token = s.ok("open_wallet", json!({"name": "vault", "password": "right"})).await;
+        assert_eq!(token.as_str().map(str::len), Some(64));
+        assert_eq!(running.core.store().load_failures(&keyward_core::WalletKey { dir: String::new(), name: "vault".into() }).unwrap(), 0);
+        running.stop().await;
+    });
+}
