@@ -240,7 +240,7 @@ impl Server {
                 return Step::Done(plain_error(RawValue::NULL, &error, incoming.session));
             }
         };
-        let id = request.id.unwrap_or(RawValue::NULL);
+        let id = echoable_id(request.id);
         match request.method.as_deref() {
             Some("init_secure_api") => Step::Done(self.handle_plain_init(id, request.params, incoming.now_ms)),
             Some("encrypted_request_v3") => self.handle_encrypted(id, request.params, incoming),
@@ -397,7 +397,7 @@ impl Server {
         let fast =
             if starts_object(plaintext) { serde_json::from_slice::<InnerRequest<'_>>(plaintext).ok() } else { None };
         if let Some(mut request) = fast {
-            let id = request.id.unwrap_or(RawValue::NULL);
+            let id = echoable_id(request.id);
             self.answer_call(id, request.method.as_deref(), request.params.as_mut(), context, &mut after, out);
             if let Some(params) = request.params.as_mut() {
                 wipe_json(params);
@@ -515,6 +515,19 @@ fn accept_error(error: AcceptError, named: bool) -> EnvelopeError {
         ),
         AcceptError::Replay => EnvelopeError::Replay,
     }
+}
+
+/// The request id to echo: a string, a number or `null` as the client wrote it; anything else (an
+/// object, an array, a number no JSON library can hold, like `2e2121`) is answered with `null`, so
+/// every client can parse the answer.
+fn echoable_id(id: Option<&RawValue>) -> &RawValue {
+    let Some(raw) = id else { return RawValue::NULL };
+    let echoable = match serde_json::from_str::<Value>(raw.get()) {
+        Ok(Value::String(_) | Value::Null) => true,
+        Ok(Value::Number(n)) => n.as_f64().is_some_and(f64::is_finite),
+        _ => false,
+    };
+    if echoable { raw } else { RawValue::NULL }
 }
 
 /// Whether a JSON text is an object (serde would also read a struct from an array).

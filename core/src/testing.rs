@@ -477,6 +477,13 @@ fn error_codes(store: Box<dyn Store>) {
     let envelope = br#"{"jsonrpc":"2.0","method":"encrypted_request_v3","params":{"nonce":"000102030405060708090a0b","body_enc":"AAAAAAAAAAAAAAAAAAAAAA=="},"id":5}"#;
     assert_eq!(plain_error(&h.send(None, envelope).body).0, -32001);
     assert_eq!(plain_error(&h.send(None, b"{not json").body).0, -32700);
+    // Ids a client could not parse back (found by fuzzing: 2e2121 overflows every f64) become null.
+    for (id, echoed) in [("2e2121", "null"), ("[1]", "null"), ("{\"a\":1}", "null"), ("\"x\"", "\"x\""), ("-7", "-7")] {
+        let body = format!(r#"{{"id":{id},"jsonrpc":"2.0","method":"accounts"}}"#);
+        let answer = h.send(None, body.as_bytes()).body;
+        assert!(answer.starts_with(format!(r#"{{"id":{echoed},"#).as_bytes()), "{}", String::from_utf8_lossy(&answer));
+        assert!(serde_json::from_slice::<Value>(&answer).is_ok());
+    }
     assert_eq!(plain_error(&h.send(None, b"[1,2]").body).0, -32600);
     let mut c = h.client(1, true);
     assert_rpc_error(h.call(&mut c, "no_such_method", json!({})), -32601, "Method not found");

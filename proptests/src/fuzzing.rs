@@ -1,0 +1,313 @@
+//! The bodies of the fuzz targets in `fuzz/` (each target is one call into this module), kept here
+//! so that `tests/regressions.rs` replays every saved crash and seed with plain `cargo test`.
+//!
+//! Every function panics only when keyward-core breaks a promise: a panic inside the core, an answer
+//! that is not a JSON-RPC object, a codec that accepts what it must refuse or loses a round trip, or
+//! (for [`op_sequence`]) any disagreement with the reference model.
+
+use std::cell::RefCell;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use keyward_core::client::{Client, ClientError};
+use keyward_core::envelope::{self, Cipher};
+use keyward_core::keys;
+use keyward_core::secret::{Password, SharedKey, Token};
+use keyward_core::seed_record::{GrinWalletSeed, SeedRecord};
+use keyward_core::session::SessionLimits;
+use keyward_core::testing::test_config;
+use keyward_core::vault::TokenLimits;
+use keyward_core::{Incoming, MemoryStore, Outgoing, Server, ServerConfig, SessionId};
+use serde_json::{Value, json};
+
+use crate::decode::decode_ops;
+use crate::sut;
+
+/// The fuzz targets, by name (the names of `fuzz/fuzz_targets/*.rs`).
+pub const TARGETS: [&str; 5] = ["server_handle", "inner_request", "op_sequence", "seed_parsing", "codecs"];
+
+/// Runs the target `name` on one input.
+pub fn run_target(name: &str, data: &[u8]) {
+    match name {
+        "server_handle" => server_handle(data),
+        "inner_request" => inner_request(data),
+        "op_sequence" => op_sequence(data),
+        "seed_parsing" => seed_parsing(data),
+        "codecs" => codecs(data),
+        other => panic!("no fuzz target {other}"),
+    }
+}
+
+/// Plaintext error codes (section 12 of spec/protocol.md).
+const PLAIN_CODES: [i64; 6] = [-32700, -32600, -32602, -32001, -32002, -32003];
+
+/// Checks that an answer is one JSON-RPC object, `{"id","jsonrpc":"2.0"}` and a result or an error.
+fn check_answer_shape(out: &Outgoing) -> Value {
+    let answer = crate::answer::parse_answer(&out.body)
+        .unwrap_or_else(|| panic!("answer is not JSON: {}", String::from_utf8_lossy(&out.body)));
+    assert!(answer.is_object() && answer.get("id").is_some(), "not a JSON-RPC answer: {answer}");
+    assert_eq!(answer["jsonrpc"], "2.0", "{answer}");
+    let (result, error) = (answer.get("result"), answer.get("error"));
+    assert!(result.is_some() != error.is_some(), "exactly one of result and error: {answer}");
+    if let Some(error) = error {
+        assert!(error["code"].is_i64() && error["message"].is_string(), "error object: {answer}");
+    }
+    answer
+}
+
+// ---------------------------------------------------------------------------------------------
+// server_handle: arbitrary bodies
+
+struct HandleFixture {
+    server: Server,
+    session: SessionId,
+    now_ms: u64,
+}
+
+thread_local! {
+    static HANDLE: RefCell<Option<HandleFixture>> = const { RefCell::new(None) };
+}
+
+fn handle_fixture() -> HandleFixture {
+    let server = Server::new(test_config(), Box::new(MemoryStore::new()), [1; 32]);
+    let mut client = Client::new([2; 32]);
+    let out = server.handle(Incoming { body: &client.init_request(), session: None, now_ms: 1 });
+    client.handle_init_answer(&out.body).expect("the fixture's init succeeds");
+    HandleFixture { server, session: out.session.expect("a created session"), now_ms: 1 }
+}
+
+/// Target 1: any body, with no session id and with a live session's id. The answer is always one
+/// JSON-RPC object; without the session key nothing but a plaintext `init_secure_api` succeeds.
+pub fn server_handle(data: &[u8]) {
+    HANDLE.with_borrow_mut(|fixture| {
+        let fixture = fixture.get_or_insert_with(handle_fixture);
+        for session in [None, Some(fixture.session)] {
+            fixture.now_ms += 1;
+            let out = fixture.server.handle(Incoming { body: data, session, now_ms: fixture.now_ms });
+            let answer = check_answer_shape(&out);
+            match answer.get("error") {
+                Some(error) => {
+                    let code = error["code"].as_i64().unwrap_or_default();
+                    assert!(PLAIN_CODES.contains(&code), "plaintext error code {code}: {answer}");
+                    assert!(!out.created_session, "an error created a session");
+                }
+                None => {
+                    // Only a plaintext init_secure_api can succeed without a session key.
+                    assert!(out.created_session, "success without a session key: {answer}");
+                    let key = answer["result"]["Ok"].as_str().unwrap_or_default();
+                    assert!(envelope::parse_public_key(key).is_ok(), "init answer: {answer}");
+                }
+            }
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// inner_request: arbitrary inner bodies, sealed with a valid session key
+
+/// The placeholder a fuzz input uses for the fixture's wallet token.
+pub const TOKEN_PLACEHOLDER: &[u8] = b"$TOKEN";
+/// The fixture wallet's name and password.
+pub const FIXTURE_WALLET: (&str, &str) = ("fz", "pw");
+/// Inputs after which the fixture is rebuilt (bounds the session's replay memory and the store).
+const REBUILD_EVERY: u64 = 20_000;
+
+struct InnerFixture {
+    server: Server,
+    client: Client,
+    session: SessionId,
+    token: String,
+    now_ms: u64,
+    inputs: u64,
+}
+
+thread_local! {
+    static INNER: RefCell<Option<InnerFixture>> = const { RefCell::new(None) };
+}
+
+/// A server whose sessions and tokens live as long as the fuzzer runs.
+fn long_lived_config() -> ServerConfig {
+    let forever = u64::MAX / 4;
+    ServerConfig {
+        sessions: SessionLimits { max_sessions: 64, idle_ms: forever, lifetime_ms: forever, max_requests: 1 << 20 },
+        tokens: TokenLimits { idle_ms: forever, lifetime_ms: forever, ..TokenLimits::default() },
+        ..test_config()
+    }
+}
+
+impl InnerFixture {
+    fn new() -> Self {
+        let server = Server::new(long_lived_config(), Box::new(MemoryStore::new()), [3; 32]);
+        let mut client = Client::new([4; 32]);
+        let out = server.handle(Incoming { body: &client.init_request(), session: None, now_ms: 1 });
+        client.handle_init_answer(&out.body).expect("the fixture's init succeeds");
+        let session = out.session.expect("a created session");
+        let mut fixture = Self { server, client, session, token: String::new(), now_ms: 1, inputs: 0 };
+        let (name, password) = FIXTURE_WALLET;
+        let create = json!({"name": name, "mnemonic": null, "mnemonic_length": 16, "password": password});
+        fixture.call("create_wallet", create).expect("the fixture's wallet is created");
+        assert!(fixture.reopen(), "the fixture's wallet opens");
+        fixture
+    }
+
+    fn send(&mut self, body: &[u8]) -> Outgoing {
+        self.now_ms += 1;
+        self.server.handle(Incoming { body, session: Some(self.session), now_ms: self.now_ms })
+    }
+
+    fn call(&mut self, method: &str, params: Value) -> Result<Value, ClientError> {
+        let (body, pending) = self.client.seal(method, params)?;
+        let out = self.send(&body);
+        self.client.open(pending, &out.body)
+    }
+
+    fn reopen(&mut self) -> bool {
+        let (name, password) = FIXTURE_WALLET;
+        match self.call("open_wallet", json!({"name": name, "password": password})) {
+            Ok(Value::String(token)) => {
+                self.token = token;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the session still works and the token still opens the wallet; re-opens it if not.
+    fn healthy(&mut self) -> bool {
+        match self.call("accounts", json!({"token": self.token})) {
+            Ok(_) => true,
+            Err(ClientError::Rpc { code: -32099, .. }) => self.reopen(),
+            Err(_) => false,
+        }
+    }
+}
+
+fn substitute(data: &[u8], token: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 64);
+    let mut rest = data;
+    while !rest.is_empty() {
+        if rest.starts_with(TOKEN_PLACEHOLDER) {
+            out.extend_from_slice(token.as_bytes());
+            rest = &rest[TOKEN_PLACEHOLDER.len()..];
+        } else {
+            out.push(rest[0]);
+            rest = &rest[1..];
+        }
+    }
+    out
+}
+
+/// Target 2: any inner body (with `$TOKEN` replaced by an open wallet's token), sealed under a live
+/// session's key, so the input reaches dispatch and the lifecycle. The envelope is always accepted
+/// and answered under the session key (or, for a non-JSON plaintext, with plaintext −32002).
+pub fn inner_request(data: &[u8]) {
+    INNER.with_borrow_mut(|slot| {
+        if slot.as_ref().is_none_or(|f| f.inputs >= REBUILD_EVERY) {
+            *slot = Some(InnerFixture::new());
+        }
+        let fixture = slot.as_mut().expect("just built");
+        fixture.inputs += 1;
+        let plaintext = substitute(data, &fixture.token);
+        let (body, pending) = fixture.client.seal_raw(&plaintext, 0, None).expect("the fixture client is ready");
+        let out = fixture.send(&body);
+        let answer = check_answer_shape(&out);
+        assert_eq!(out.session, Some(fixture.session), "answered by another session");
+        match fixture.client.open_raw(pending, &out.body) {
+            Ok(inner) => assert!(inner.is_object() || inner.is_array(), "inner answer {inner}"),
+            Err(ClientError::IdMismatch) => {}
+            // Decrypted under the session key, but an inner id outside serde_json's number range was
+            // echoed verbatim (see `crate::answer`).
+            Err(ClientError::Malformed(why)) if why == "inner answer is not JSON" => {}
+            Err(ClientError::Rpc { code: -32002, message }) if message.contains("not UTF-8 JSON") => {}
+            Err(other) => panic!("a sealed request was not answered under its key: {other}: {answer}"),
+        }
+        if !fixture.healthy() {
+            *slot = None;
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// op_sequence: the model test, driven by fuzz bytes
+
+/// Target 3: the input decoded as a sequence of operations (see [`crate::decode`]) and run through
+/// the reference model and the real server, with every check of the model test.
+pub fn op_sequence(data: &[u8]) {
+    sut::run(&decode_ops(data));
+}
+
+// ---------------------------------------------------------------------------------------------
+// seed_parsing
+
+/// Target 4: seed records and grin `wallet.seed` files: parsing never panics, a parsed record
+/// round-trips through its bytes, and opening (with cheap enough parameters) never panics.
+pub fn seed_parsing(data: &[u8]) {
+    if let Ok(record) = SeedRecord::from_bytes(data) {
+        let again = SeedRecord::from_bytes(&record.to_bytes()).expect("a record's own bytes parse");
+        assert_eq!(again, record, "a record round-trips through to_bytes");
+        let kdf = record.kdf;
+        // Bounded so that a record asking for a 1 GiB Argon2 run does not time the fuzzer out; the
+        // bound on what a record may ask is checked in tests/codecs.rs.
+        if kdf.m_cost_kib <= 1024 && kdf.t_cost <= 2 && kdf.p_cost <= 2 {
+            let _ = record.open(&Password::from("pw"));
+        }
+    }
+    if let Ok(seed) = GrinWalletSeed::from_bytes(data) {
+        let _ = seed.open(&Password::from("testpass"));
+    }
+    if let Ok(value) = serde_json::from_slice::<Value>(data)
+        && let Ok(seed) = GrinWalletSeed::from_json(&value)
+    {
+        let _ = seed.open(&Password::from("testpass"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// codecs
+
+/// Target 5: the text codecs (nonce, `body_enc`, public keys, key paths, session ids, tokens), the
+/// client's answer parsing, and the AEAD round trip.
+pub fn codecs(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let text = text.as_ref();
+    if let Ok(nonce) = envelope::parse_nonce(text) {
+        assert!(text.len() >= 24 && text.len() <= 1024 && text.len() % 2 == 0, "nonce {text:?}");
+        assert_eq!(hex::decode(&text[..24]).expect("hex").as_slice(), nonce.as_slice());
+    }
+    if let Ok(bytes) = envelope::decode_body(text) {
+        assert_eq!(BASE64.encode(&bytes), text, "base64 is canonical");
+    }
+    if let Ok(key) = envelope::parse_public_key(text) {
+        assert_eq!(envelope::parse_public_key(&hex::encode(key.serialize())), Ok(key));
+    }
+    if let Ok(path) = keys::parse_path(text) {
+        assert!(path.len() <= keys::MAX_DEPTH);
+        let mut again = String::from("m");
+        for index in &path {
+            let hardened = index & keys::HARDENED != 0;
+            again += &format!("/{}{}", index & !keys::HARDENED, if hardened { "'" } else { "" });
+        }
+        assert_eq!(keys::parse_path(&again), Ok(path), "{text:?}");
+    }
+    if let Some(id) = SessionId::parse(text) {
+        assert_eq!(SessionId::parse(&id.to_string()), Some(id));
+    }
+    if let Some(token) = Token::from_hex(text) {
+        assert_eq!(token.to_hex().as_str(), text.to_ascii_lowercase());
+    }
+    let mut client = Client::new([5; 32]);
+    let _ = client.init_request();
+    let _ = client.handle_init_answer(data);
+    if data.len() >= 44 {
+        let (key, rest) = data.split_at(32);
+        let (nonce, plaintext) = rest.split_at(12);
+        let cipher = Cipher::new(&SharedKey::from_bytes(key.try_into().expect("32 bytes")));
+        let nonce: [u8; 12] = nonce.try_into().expect("12 bytes");
+        let body = cipher.seal(&nonce, plaintext);
+        assert_eq!(cipher.open(&nonce, &body).expect("round trip").as_slice(), plaintext);
+        let mut damaged = BASE64.decode(&body).expect("base64");
+        let at = usize::from(data[0]) % damaged.len();
+        damaged[at] ^= 0x80;
+        assert!(cipher.open_bytes(&nonce, &damaged).is_err(), "a flipped bit authenticates");
+    }
+}

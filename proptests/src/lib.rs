@@ -1,0 +1,21 @@
+//! # keyward-proptests
+//!
+//! Model-based tests of `keyward-core`: a small reference [`model`] of the owner API server and a
+//! driver ([`sut`]) that sends the same operations to the real [`keyward_core::Server`] and checks
+//! every answer and the invariants after every step. The same model is the oracle of the
+//! `op_sequence` fuzz target ([`decode`] turns fuzz bytes into operations), and [`fuzzing`] holds
+//! the bodies of all fuzz targets so that `tests/regressions.rs` can replay every saved crash.
+//!
+//! Tests: `tests/model.rs` (the state machine, `PROPTEST_CASES` cases, 256 by default),
+//! `tests/codecs.rs` (codec properties), `tests/regressions.rs` (fuzz regressions and seeds).
+
+// A test crate: panicking on a broken expectation is its job.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod answer;
+pub mod decode;
+pub mod failing_store;
+pub mod fuzzing;
+pub mod model;
+pub mod peer;
+pub mod sut;
