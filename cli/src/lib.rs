@@ -1,7 +1,8 @@
-//! The `keyward` command as a library: `serve`, `certs`, `call` (and the pieces tests reuse).
+//! The `keyward` command as a library: `serve`, `certs`, `call`, `bench` (and the pieces tests reuse).
 
 #![deny(unsafe_code)]
 
+pub mod bench;
 pub mod call;
 pub mod certs;
 pub mod config;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use keyward::bench::BenchOptions;
 use keyward::call::CallOptions;
 use keyward::config::{self, ServeFlags};
 use keyward::{certs, serve};
@@ -40,6 +41,53 @@ enum Command {
         /// Once listening, write the bound addresses here as JSON (for scripts and `keyward bench`).
         #[arg(long)]
         ready_file: Option<PathBuf>,
+    },
+    /// Measure the server end to end next to an echo floor (about 2 minutes; --quick about 20 s).
+    ///
+    /// Starts its own server on a temporary data directory (unless --url/--quic name a running one)
+    /// and an echo server on the same transports, prints a table of the figures and their ratios to the
+    /// echo floor, and exits non-zero if any call failed. BENCHMARKS.md describes the method.
+    Bench {
+        /// A short run (concurrency 1 and 4, fewer samples): a smoke test, not for figures.
+        #[arg(long)]
+        quick: bool,
+        /// Also write every figure to this file as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Seconds measured per cell (default 2, or 0.5 with --quick).
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// Concurrency levels, e.g. 1,16 (default 1,4,16,64, or 1,4 with --quick).
+        #[arg(long, value_delimiter = ',')]
+        concurrency: Option<Vec<usize>>,
+        /// Transports to measure, e.g. https,quic (default: https, quic and http).
+        #[arg(long, value_delimiter = ',')]
+        transports: Option<Vec<String>>,
+        /// What to measure of the calls: accounts, sign_message, echo (default all; for profiling).
+        #[arg(long, value_delimiter = ',')]
+        calls: Option<Vec<String>>,
+        /// Measure a running server at this URL (https://… or http://…; repeat for both).
+        #[arg(long)]
+        url: Vec<String>,
+        /// Measure a running server over QUIC at this address.
+        #[arg(long)]
+        quic: Option<std::net::SocketAddr>,
+        /// Certificate directory of a running server (default: DATA_DIR/tls).
+        #[arg(long)]
+        tls_dir: Option<PathBuf>,
+        /// Process id of a running server, to read its memory and CPU time.
+        #[arg(long)]
+        pid: Option<u32>,
+    },
+    /// The echo floor `keyward bench` measures against (started by it).
+    #[command(hide = true)]
+    BenchEcho {
+        /// Certificate directory (server.crt, server.key, ca.crt).
+        #[arg(long)]
+        tls_dir: PathBuf,
+        /// Once listening, write the bound addresses here as JSON.
+        #[arg(long)]
+        ready_file: PathBuf,
     },
     /// Manage the private CA and the five certificate files.
     Certs {
@@ -126,6 +174,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("shutting down");
             running.stop().await;
             Ok(())
+        }
+        Command::Bench { quick, json, seconds, concurrency, transports, calls, url, quic, tls_dir, pid } => {
+            init_logging(Some("warn"));
+            let options =
+                BenchOptions { quick, json, seconds, concurrency, transports, calls, urls: url, quic, tls_dir, pid };
+            let report = keyward::bench::run(options).await?;
+            print!("{}", report.table);
+            anyhow::ensure!(report.errors == 0, "{} errors during the run (see the table)", report.errors);
+            Ok(())
+        }
+        Command::BenchEcho { tls_dir, ready_file } => {
+            init_logging(Some("warn"));
+            keyward::bench::echo_server(&tls_dir, &ready_file).await
         }
         Command::Certs { action } => {
             match action {

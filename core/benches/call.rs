@@ -1,9 +1,14 @@
-//! A whole encrypted `accounts` call in process, and the floor of its parts, in one run.
+//! The core's hot path in process, and the floor of its parts, in one run.
 //!
-//! * `call/full_round_trip`: client seal → server handle → client open.
-//! * `call/server_handle`: the server's share only (requests are sealed outside the timing).
+//! * `call/full_round_trip`: client seal → server handle → client open of `accounts`.
+//! * `call/server_handle`: the server's share of `accounts` (requests are sealed outside the timing).
+//! * `call/server_handle_sign`: the server's share of `sign_message` at `m/44h/0h/0h/0/0`.
+//! * `call/server_handle_init`: a plaintext `init_secure_api` (key pair + ECDH + a new session).
+//! * `client/seal`, `client/open`: the client's two halves of `accounts`.
 //! * `floor/aes_gcm_seal_open`: AES-256-GCM seal + open of the request and answer plaintext sizes.
 //! * `floor/json_parse_serialize`: serde_json parse of the inner request + serialize of the answer.
+//! * `floor/ecdsa_sign`: one secp256k1 ECDSA signature, the part of `sign_message` no cache removes.
+//! * `floor/derive_sign_uncached`: BIP32 derivation of the path + signature + public key, nothing cached.
 //!
 //! `cargo bench -p keyward-core --bench call`
 
@@ -11,16 +16,19 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use keyward_core::envelope::Cipher;
+use keyward_core::keys;
 use keyward_core::secret::SharedKey;
 use keyward_core::seed_record::KdfParams;
 use keyward_core::session::SessionLimits;
 use keyward_core::{Client, Incoming, MemoryStore, Server, ServerConfig};
 use serde_json::{Value, json};
 
+const SIGN_PATH: &str = "m/44h/0h/0h/0/0";
+
 fn setup() -> (Server, Client, Value) {
     let config = ServerConfig {
         kdf: KdfParams::INSECURE_FOR_TESTS,
-        sessions: SessionLimits { max_requests: u32::MAX, ..SessionLimits::default() },
+        sessions: SessionLimits { max_requests: u32::MAX, max_sessions: 1 << 20, ..SessionLimits::default() },
         ..ServerConfig::default()
     };
     let server = Server::new(config, Box::new(MemoryStore::new()), [1; 32]);
@@ -39,6 +47,7 @@ fn setup() -> (Server, Client, Value) {
 
 fn bench(c: &mut Criterion) {
     let (server, mut client, token) = setup();
+    let sign_params = json!({"token": token, "path": SIGN_PATH, "message": "a message of the length people sign"});
     let mut group = c.benchmark_group("call");
     group.bench_function("full_round_trip", |b| {
         b.iter(|| {
@@ -54,6 +63,43 @@ fn bench(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    group.bench_function("server_handle_sign", |b| {
+        b.iter_batched(
+            || client.seal("sign_message", sign_params.clone()).expect("seal"),
+            |(body, _pending)| black_box(server.handle(Incoming { body: &body, session: None, now_ms: 0 })),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("server_handle_init", |b| {
+        b.iter_batched(
+            || Client::new([3; 32]).init_request(),
+            |body| {
+                let answer = server.handle(Incoming { body: &body, session: None, now_ms: 0 });
+                if let Some(id) = answer.session {
+                    server.drop_session(&id);
+                }
+                black_box(answer)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("client");
+    group.bench_function("seal", |b| {
+        b.iter(|| black_box(client.seal("accounts", json!({"token": token})).expect("seal")))
+    });
+    let shared = std::cell::RefCell::new(&mut client);
+    group.bench_function("open", |b| {
+        b.iter_batched(
+            || {
+                let (body, pending) = shared.borrow_mut().seal("accounts", json!({"token": token})).expect("seal");
+                (pending, server.handle(Incoming { body: &body, session: None, now_ms: 0 }).body)
+            },
+            |(pending, answer)| black_box(shared.borrow_mut().open(pending, &answer).expect("accounts")),
+            BatchSize::SmallInput,
+        )
+    });
     group.finish();
 
     // The same sizes as the call above: the inner request and the inner answer.
@@ -64,6 +110,9 @@ fn bench(c: &mut Criterion) {
         .expect("json");
     let answer_value: Value = serde_json::from_slice(&answer).expect("json");
     let cipher = Cipher::new(&SharedKey::from_bytes([7; 32]));
+    let master = keys::master_from_seed(&[5; 64]);
+    let path = keys::parse_path(SIGN_PATH).expect("path");
+    let key = keys::derive(&master, &path).expect("derive");
     let mut floor = c.benchmark_group("floor");
     floor.bench_function("aes_gcm_seal_open", |b| {
         b.iter(|| {
@@ -79,6 +128,14 @@ fn bench(c: &mut Criterion) {
             let parsed: Value = serde_json::from_slice(black_box(&request)).expect("json");
             let written = serde_json::to_vec(black_box(&answer_value)).expect("json");
             black_box((parsed, written))
+        })
+    });
+    floor
+        .bench_function("ecdsa_sign", |b| b.iter(|| black_box(keys::sign(&key, black_box(b"message")).expect("sign"))));
+    floor.bench_function("derive_sign_uncached", |b| {
+        b.iter(|| {
+            let key = keys::derive(&master, black_box(&path)).expect("derive");
+            black_box((keys::sign(&key, b"message").expect("sign"), keys::public_key(&key).expect("public")))
         })
     });
     floor.finish();

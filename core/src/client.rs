@@ -8,12 +8,15 @@
 //! send(body)                             → client.open(pending, &answer)?   // the "Ok" value
 //! ```
 
+use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng as _, SeedableRng as _};
 use secp256k1::{PublicKey, SecretKey};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
@@ -197,8 +200,11 @@ impl Client {
     /// Seals an inner call `method(params)`; the params are wiped afterwards.
     pub fn seal(&mut self, method: &str, params: Value) -> Result<(Vec<u8>, Pending), ClientError> {
         let inner_id = self.next_id();
-        let request = WipedJson(json!({"jsonrpc": "2.0", "method": method, "id": inner_id, "params": params}));
-        let plaintext = Zeroizing::new(serde_json::to_vec(&request.0).expect("a JSON value serializes"));
+        let params = WipedJson(params);
+        // Room for every built-in call, so that the plaintext is not reallocated (leaving a copy).
+        let mut plaintext = Zeroizing::new(Vec::with_capacity(1024));
+        let request = InnerCall { id: inner_id, jsonrpc: "2.0", method, params: &params.0 };
+        serde_json::to_writer(&mut *plaintext, &request).expect("a JSON value serializes");
         self.seal_raw(&plaintext, inner_id, None)
     }
 
@@ -228,31 +234,48 @@ impl Client {
         self.rng.fill_bytes(&mut nonce);
         let body_enc = cipher.seal(&nonce, plaintext);
         let outer_id = self.next_id();
-        let request = json!({
-            "jsonrpc": "2.0",
-            "method": "encrypted_request_v3",
-            "id": outer_id,
-            "params": {"nonce": hex::encode(nonce), "body_enc": body_enc},
-        });
-        let body = serde_json::to_vec(&request).expect("a JSON value serializes");
+        let nonce_hex = hex::encode(nonce);
+        let request = OuterCall {
+            id: outer_id,
+            jsonrpc: "2.0",
+            method: "encrypted_request_v3",
+            params: EnvelopeFields { body_enc: Cow::Borrowed(&body_enc), nonce: Cow::Borrowed(&nonce_hex) },
+        };
+        let mut body = Vec::with_capacity(body_enc.len() + 128);
+        serde_json::to_writer(&mut body, &request).expect("a JSON value serializes");
         Ok((body, Pending { outer_id, inner_id, nonce, rekey }))
     }
 
     /// Opens the answer to a sealed call and returns the whole inner JSON-RPC answer.
     pub fn open_raw(&mut self, mut pending: Pending, body: &[u8]) -> Result<Value, ClientError> {
-        let answer: Value = serde_json::from_slice(body).map_err(|_| ClientError::Malformed("not JSON".into()))?;
-        if answer.get("id") != Some(&json!(pending.outer_id)) && answer.get("error").is_none() {
-            return Err(ClientError::IdMismatch);
-        }
-        let envelope = ok_value(answer)?;
-        let nonce = field(&envelope, "nonce")?.as_str().ok_or(ClientError::Malformed("nonce".into()))?;
-        let nonce = envelope::parse_nonce(nonce).map_err(|e| ClientError::Malformed(e.to_string()))?;
+        // The usual answer, `{"id": n, "result": {"Ok": {"nonce", "body_enc"}}}` without an error, is
+        // read in place; anything else takes the general path, which gives the same verdicts.
+        let (nonce, body_enc) = match serde_json::from_slice::<EnvelopeAnswer<'_>>(body) {
+            Ok(EnvelopeAnswer { id, error: None, result }) => {
+                if id != pending.outer_id {
+                    return Err(ClientError::IdMismatch);
+                }
+                (result.ok.nonce, result.ok.body_enc)
+            }
+            _ => {
+                let answer: Value =
+                    serde_json::from_slice(body).map_err(|_| ClientError::Malformed("not JSON".into()))?;
+                if answer.get("id") != Some(&json!(pending.outer_id)) && answer.get("error").is_none() {
+                    return Err(ClientError::IdMismatch);
+                }
+                let envelope = ok_value(answer)?;
+                let nonce = field(&envelope, "nonce")?.as_str().ok_or(ClientError::Malformed("nonce".into()))?;
+                let body_enc =
+                    field(&envelope, "body_enc")?.as_str().ok_or(ClientError::Malformed("body_enc".into()))?;
+                (Cow::Owned(nonce.to_owned()), Cow::Owned(body_enc.to_owned()))
+            }
+        };
+        let nonce = envelope::parse_nonce(&nonce).map_err(|e| ClientError::Malformed(e.to_string()))?;
         if nonce == pending.nonce || self.seen.contains(&nonce) {
             return Err(ClientError::StaleNonce);
         }
-        let body_enc = field(&envelope, "body_enc")?.as_str().ok_or(ClientError::Malformed("body_enc".into()))?;
         let cipher = self.cipher.as_ref().ok_or(ClientError::NotInitialized)?;
-        let plaintext = cipher.open(&nonce, body_enc).map_err(|_| ClientError::Decryption)?;
+        let plaintext = cipher.open(&nonce, &body_enc).map_err(|_| ClientError::Decryption)?;
         self.remember(nonce);
         let inner: Value = serde_json::from_slice(&plaintext)
             .map_err(|_| ClientError::Malformed("inner answer is not JSON".into()))?;
@@ -287,6 +310,48 @@ impl Client {
         self.seen.insert(nonce);
         self.seen_order.push_back(nonce);
     }
+}
+
+/// An inner call as the client writes it (the keys in the order `json!` would give them).
+#[derive(Serialize)]
+struct InnerCall<'a> {
+    id: u64,
+    jsonrpc: &'static str,
+    method: &'a str,
+    params: &'a Value,
+}
+
+/// An `encrypted_request_v3` as the client writes it.
+#[derive(Serialize)]
+struct OuterCall<'a> {
+    id: u64,
+    jsonrpc: &'static str,
+    method: &'static str,
+    params: EnvelopeFields<'a>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EnvelopeFields<'a> {
+    #[serde(borrow)]
+    body_enc: Cow<'a, str>,
+    #[serde(borrow)]
+    nonce: Cow<'a, str>,
+}
+
+/// The usual answer to an `encrypted_request_v3`, read in place.
+#[derive(Deserialize)]
+struct EnvelopeAnswer<'a> {
+    id: u64,
+    #[serde(default)]
+    error: Option<IgnoredAny>,
+    #[serde(borrow)]
+    result: EnvelopeResult<'a>,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeResult<'a> {
+    #[serde(rename = "Ok", borrow)]
+    ok: EnvelopeFields<'a>,
 }
 
 /// Wipes the strings of an answer the caller is done with (mnemonics, tokens).

@@ -151,16 +151,18 @@ impl Server {
             "set_active_account" => self.set_active_account(&self.unlock(&p[0], context)?, string(&p[1], "label")?),
             "get_public_key" => {
                 let unlocked = self.unlock(&p[0], context)?;
-                let key = derive_at(&unlocked.master, string(&p[1], "path")?)?;
-                Ok(Value::String(hex::encode(keys::public_key(&key).map_err(key_error)?.serialize())))
+                let path = keys::parse_path(string(&p[1], "path")?).map_err(key_error)?;
+                let key = derive_at(&unlocked, &path)?;
+                Ok(Value::String(hex::encode(unlocked.public_keys.public_key(&key, &path).map_err(key_error)?)))
             }
             "sign_message" => {
                 let unlocked = self.unlock(&p[0], context)?;
-                let key = derive_at(&unlocked.master, string(&p[1], "path")?)?;
+                let path = keys::parse_path(string(&p[1], "path")?).map_err(key_error)?;
+                let key = derive_at(&unlocked, &path)?;
                 let message = string(&p[2], "message")?;
                 let signature = keys::sign(&key, message.as_bytes()).map_err(key_error)?;
-                let public = keys::public_key(&key).map_err(key_error)?;
-                Ok(json!({"public_key": hex::encode(public.serialize()), "signature": hex::encode(signature)}))
+                let public = unlocked.public_keys.public_key(&key, &path).map_err(key_error)?;
+                Ok(json!({"public_key": hex::encode(public), "signature": hex::encode(signature)}))
             }
             "verify_message" => verify_message(p),
             _ => Err(MethodError::MethodNotFound),
@@ -261,9 +263,10 @@ pub fn account_path(index: u32) -> String {
     hex::encode(bytes)
 }
 
-fn derive_at(master: &MasterKey, path: &str) -> Result<MasterKey, MethodError> {
-    let path = keys::parse_path(path).map_err(key_error)?;
-    keys::derive(master, &path).map_err(key_error)
+/// The key at `path` of an unlocked wallet; the public keys the derivation needs come from (and go
+/// to) the wallet's cache.
+fn derive_at(unlocked: &Unlocked, path: &[u32]) -> Result<MasterKey, MethodError> {
+    keys::derive_cached(&unlocked.master, path, Some(&unlocked.public_keys)).map_err(key_error)
 }
 
 fn key_error(error: keys::KeyPathError) -> MethodError {

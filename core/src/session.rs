@@ -113,6 +113,9 @@ pub struct SessionTable {
     limits: SessionLimits,
     sessions: HashMap<SessionId, Session>,
     last_sweep_ms: u64,
+    /// No live session expires before this (a lower bound, exact after a sweep): `insert` sweeps
+    /// only when some session may have expired, instead of scanning the whole table every time.
+    earliest_expiry_ms: u64,
 }
 
 /// How often `accept` sweeps the whole table for expired sessions (it checks the session it uses
@@ -123,6 +126,14 @@ impl Session {
     fn expired(&self, limits: &SessionLimits, now_ms: u64) -> bool {
         now_ms.saturating_sub(self.last_used_ms) >= limits.idle_ms
             || now_ms.saturating_sub(self.created_ms) >= limits.lifetime_ms
+    }
+
+    /// No instant before this one makes `expired` hold (0 when a zero limit makes it hold always).
+    fn expiry_ms(&self, limits: &SessionLimits) -> u64 {
+        if limits.idle_ms == 0 || limits.lifetime_ms == 0 {
+            return 0;
+        }
+        self.last_used_ms.saturating_add(limits.idle_ms).min(self.created_ms.saturating_add(limits.lifetime_ms))
     }
 }
 
@@ -135,7 +146,7 @@ impl fmt::Debug for SessionTable {
 impl SessionTable {
     /// An empty table.
     pub fn new(limits: SessionLimits) -> Self {
-        Self { limits, sessions: HashMap::new(), last_sweep_ms: 0 }
+        Self { limits, sessions: HashMap::new(), last_sweep_ms: 0, earliest_expiry_ms: u64::MAX }
     }
 
     /// Number of live sessions.
@@ -156,8 +167,16 @@ impl SessionTable {
     /// Drops sessions that are idle too long or too old.
     pub fn expire(&mut self, now_ms: u64) {
         let limits = self.limits;
-        self.sessions.retain(|_, s| !s.expired(&limits, now_ms));
+        let mut earliest = u64::MAX;
+        self.sessions.retain(|_, s| {
+            let live = !s.expired(&limits, now_ms);
+            if live {
+                earliest = earliest.min(s.expiry_ms(&limits));
+            }
+            live
+        });
         self.last_sweep_ms = now_ms;
+        self.earliest_expiry_ms = earliest;
     }
 
     /// The earliest time at which a session will expire, if any is live.
@@ -174,7 +193,12 @@ impl SessionTable {
     /// Adds a session (or replaces the one with this id), evicting the longest idle if full.
     /// Returns the evicted session's id.
     pub fn insert(&mut self, id: SessionId, cipher: Cipher, dir: String, now_ms: u64) -> Option<SessionId> {
-        self.expire(now_ms);
+        // Every expired session goes first, as if the whole table were swept; but the sweep runs only
+        // when one may have expired (using a session only moves its expiry later), so that making a
+        // session does not cost O(table) every time.
+        if now_ms >= self.earliest_expiry_ms {
+            self.expire(now_ms);
+        }
         let mut evicted = None;
         if !self.sessions.contains_key(&id)
             && self.sessions.len() >= self.limits.max_sessions.max(1)
@@ -191,6 +215,7 @@ impl SessionTable {
             requests: 0,
             dir,
         };
+        self.earliest_expiry_ms = self.earliest_expiry_ms.min(session.expiry_ms(&self.limits));
         self.sessions.insert(id, session);
         evicted
     }
@@ -205,6 +230,8 @@ impl SessionTable {
             session.accepted.clear();
             session.requests = 0;
             session.last_used_ms = now_ms;
+            let expiry = session.expiry_ms(&self.limits);
+            self.earliest_expiry_ms = self.earliest_expiry_ms.min(expiry);
         }
     }
 
@@ -274,8 +301,11 @@ impl SessionTable {
         }
         session.requests += 1;
         session.last_used_ms = now_ms;
+        // Only a clock that went back can make an expiry earlier; keep the bound a bound even then.
+        let expiry = session.expiry_ms(&limits);
         let accepted =
             Accepted { id, cipher: Arc::clone(&session.cipher), plaintext: buffer, dir: session.dir.clone() };
+        self.earliest_expiry_ms = self.earliest_expiry_ms.min(expiry);
         if session.requests >= limits.max_requests {
             self.sessions.remove(&id);
         }
@@ -329,6 +359,29 @@ mod tests {
         assert!(table.is_empty());
         let msg = sealed(3, [1; 12]);
         assert_eq!(table.accept(None, &[1; 12], msg, 121).map(|x| x.id), Err(AcceptError::NoSession));
+    }
+
+    #[test]
+    fn insert_drops_every_expired_session_without_sweeping_each_time() {
+        let mut table = SessionTable::new(SessionLimits { max_sessions: 100, ..limits() });
+        let ids: Vec<_> = (1..=5).map(|i| SessionId::from_bytes([i; 16])).collect();
+        table.insert(ids[0], cipher(1), String::new(), 0);
+        table.insert(ids[1], cipher(2), String::new(), 50);
+        // ids[0] is used at 60, so it now expires at 160, after ids[1] (150).
+        assert!(table.accept(Some(&ids[0]), &[1; 12], sealed(1, [1; 12]), 60).is_ok());
+        table.insert(ids[2], cipher(3), String::new(), 149);
+        assert!(table.contains(&ids[0]) && table.contains(&ids[1]));
+        table.insert(ids[3], cipher(4), String::new(), 150);
+        assert!(table.contains(&ids[0]) && !table.contains(&ids[1]));
+        // A clock that goes back and comes forward again still finds what expired.
+        assert!(table.accept(Some(&ids[2]), &[2; 12], sealed(3, [2; 12]), 10).is_ok());
+        table.insert(ids[4], cipher(5), String::new(), 110);
+        assert!(!table.contains(&ids[2]) && table.contains(&ids[0]) && table.contains(&ids[3]));
+        // Zero limits expire everything at once.
+        let mut table = SessionTable::new(SessionLimits { idle_ms: 0, ..limits() });
+        table.insert(ids[0], cipher(1), String::new(), 5);
+        table.insert(ids[1], cipher(2), String::new(), 0);
+        assert!(!table.contains(&ids[0]) && table.len() == 1);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256, Sha512};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use crate::keys::PublicKeyCache;
 use crate::secret::{MasterKey, Token};
 use crate::store::WalletKey;
 
@@ -49,6 +50,8 @@ struct OpenWallet {
     opened_ms: u64,
     last_used_ms: u64,
     active_account: Arc<str>,
+    /// Public keys computed for this wallet (public data; dropped with it).
+    public_keys: Arc<PublicKeyCache>,
 }
 
 impl OpenWallet {
@@ -66,6 +69,8 @@ pub struct Unlocked {
     pub master: MasterKey,
     /// The label of its active account.
     pub active_account: Arc<str>,
+    /// The public keys computed for this wallet since it was opened.
+    pub public_keys: Arc<PublicKeyCache>,
 }
 
 impl fmt::Debug for Unlocked {
@@ -186,6 +191,7 @@ impl Vault {
             opened_ms: now_ms,
             last_used_ms: now_ms,
             active_account: Arc::from("default"),
+            public_keys: Arc::default(),
         };
         self.by_key.insert(key, fingerprint);
         self.by_fingerprint.insert(fingerprint, wallet);
@@ -282,7 +288,12 @@ impl Vault {
             return Err(UnlockError::InvalidToken);
         }
         wallet.last_used_ms = now_ms;
-        Ok(Unlocked { key: Arc::clone(&wallet.key), master, active_account: Arc::clone(&wallet.active_account) })
+        Ok(Unlocked {
+            key: Arc::clone(&wallet.key),
+            master,
+            active_account: Arc::clone(&wallet.active_account),
+            public_keys: Arc::clone(&wallet.public_keys),
+        })
     }
 
     /// Sets the active account of an open wallet.

@@ -20,6 +20,10 @@
 //! * headers must arrive within [`HttpLimits::header_timeout`], bodies within
 //!   [`HttpLimits::body_timeout`], TLS handshakes within [`HttpLimits::handshake_timeout`], and at most
 //!   [`HttpLimits::max_connections`] connections are served at once.
+//!
+//! [`HttpServer::bind_https_echo`] and [`HttpServer::bind_insecure_echo`] bind the same listeners with
+//! the same rules, but answer each request with its own body instead of calling the core: the floor
+//! `keyward bench` measures the owner API against.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -98,9 +102,22 @@ pub enum HttpError {
     },
 }
 
+/// What answers a request once the transport has read and checked it.
+enum Backend {
+    /// The owner API: the core answers.
+    Core {
+        /// The core.
+        core: Arc<Server>,
+        /// The host's clock.
+        clock: Clock,
+    },
+    /// A measuring floor for `keyward bench`: the request body is answered as is. Everything before
+    /// (listener, TLS, connection limits, timeouts, Host/Origin checks, body limit) is the same code.
+    Echo,
+}
+
 struct Shared {
-    core: Arc<Server>,
-    clock: Clock,
+    backend: Backend,
     limits: HttpLimits,
 }
 
@@ -129,10 +146,30 @@ impl HttpServer {
         clock: Clock,
         limits: HttpLimits,
     ) -> Result<Self, HttpError> {
+        Self::https_with(addr, tls, Backend::Core { core, clock }, limits).await
+    }
+
+    /// Binds an HTTPS echo listener: the same listener, TLS, limits and request handling as
+    /// [`HttpServer::bind_https`], but a request's body is answered as is instead of by a core. It is
+    /// the floor `keyward bench` holds the owner API against; never serve it to clients.
+    pub async fn bind_https_echo(
+        addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+        limits: HttpLimits,
+    ) -> Result<Self, HttpError> {
+        Self::https_with(addr, tls, Backend::Echo, limits).await
+    }
+
+    async fn https_with(
+        addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+        backend: Backend,
+        limits: HttpLimits,
+    ) -> Result<Self, HttpError> {
         let mut tls = (*tls).clone();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let listener = TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
-        let shared = Arc::new(Shared { core, clock, limits });
+        let shared = Arc::new(Shared { backend, limits });
         Ok(Self { listener, tls: Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))), shared })
     }
 
@@ -143,11 +180,21 @@ impl HttpServer {
         clock: Clock,
         limits: HttpLimits,
     ) -> Result<Self, HttpError> {
+        Self::insecure_with(addr, Backend::Core { core, clock }, limits).await
+    }
+
+    /// Binds a plain HTTP echo listener (loopback only): [`HttpServer::bind_insecure`]'s listener and
+    /// request handling, answering each request's body as is. A measuring floor for `keyward bench`.
+    pub async fn bind_insecure_echo(addr: SocketAddr, limits: HttpLimits) -> Result<Self, HttpError> {
+        Self::insecure_with(addr, Backend::Echo, limits).await
+    }
+
+    async fn insecure_with(addr: SocketAddr, backend: Backend, limits: HttpLimits) -> Result<Self, HttpError> {
         if !addr.ip().is_loopback() {
             return Err(HttpError::NotLoopback(addr));
         }
         let listener = TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
-        Ok(Self { listener, tls: None, shared: Arc::new(Shared { core, clock, limits }) })
+        Ok(Self { listener, tls: None, shared: Arc::new(Shared { backend, limits }) })
     }
 
     /// The address it listens on.
@@ -369,13 +416,17 @@ async fn answer(request: Request<Body>, shared: Arc<Shared>) -> Response<Full<By
         let message = "Encryption must be enabled. Please call 'init_secure_api` first";
         return json_response(StatusCode::OK, keyward_core::jsonrpc::error_bytes(&serde_null(), -32001, message));
     }
+    let (core, clock) = match &shared.backend {
+        Backend::Core { core, clock } => (core, clock),
+        Backend::Echo => return json_response(StatusCode::OK, body.to_vec()),
+    };
     // Most calls are answered at once (microseconds); one that may run a KDF is finished on the
     // blocking pool, so one client's open_wallet never stalls another client's calls.
-    let now_ms = (shared.clock)();
-    let handled = match shared.core.handle_step(Incoming { body: &body, session, now_ms }) {
+    let now_ms = clock();
+    let handled = match core.handle_step(Incoming { body: &body, session, now_ms }) {
         Step::Done(outgoing) => Ok(outgoing),
         Step::Slow(call) => {
-            let core = Arc::clone(&shared.core);
+            let core = Arc::clone(core);
             tokio::task::spawn_blocking(move || core.finish(call)).await
         }
     };

@@ -14,7 +14,8 @@
 //!   wallets stay open (tokens are not tied to sessions).
 //!
 //! [`QuicServer`] serves a shared [`keyward_core::Server`]; [`QuicClient`] is a small client, used by
-//! the tests and usable by Rust callers.
+//! the tests and usable by Rust callers. [`QuicServer::bind_echo`] is the same server answering each
+//! request with its own bytes: the floor `keyward bench` measures the owner API against.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -34,9 +34,31 @@ pub struct QuicServer {
 
 /// What every connection and stream task shares.
 struct Shared {
-    core: Arc<keyward_core::Server>,
-    clock: Clock,
+    backend: Backend,
     limits: QuicLimits,
+}
+
+/// What answers a request once the stream has been read whole.
+enum Backend {
+    /// The owner API: the core answers.
+    Core {
+        /// The core.
+        core: Arc<keyward_core::Server>,
+        /// The host's clock.
+        clock: Clock,
+    },
+    /// A measuring floor for `keyward bench`: each request is answered with its own bytes. Endpoint,
+    /// TLS, limits, connection and stream handling are the same code as the owner API's.
+    Echo,
+}
+
+impl Backend {
+    fn core(&self) -> Option<&Arc<keyward_core::Server>> {
+        match self {
+            Self::Core { core, .. } => Some(core),
+            Self::Echo => None,
+        }
+    }
 }
 
 impl fmt::Debug for QuicServer {
@@ -66,6 +88,26 @@ impl QuicServer {
         clock: Arc<dyn Fn() -> u64 + Send + Sync>,
         limits: QuicLimits,
     ) -> Result<QuicServer, QuicError> {
+        Self::bind_with(addr, tls, Backend::Core { core, clock }, limits)
+    }
+
+    /// Binds an echo endpoint: the same endpoint, TLS, limits, connection and stream handling as
+    /// [`QuicServer::bind`], but each request is answered with its own bytes instead of by a core. It
+    /// is the floor `keyward bench` holds the owner API against; never serve it to clients.
+    pub fn bind_echo(
+        addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+        limits: QuicLimits,
+    ) -> Result<QuicServer, QuicError> {
+        Self::bind_with(addr, tls, Backend::Echo, limits)
+    }
+
+    fn bind_with(
+        addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+        backend: Backend,
+        limits: QuicLimits,
+    ) -> Result<QuicServer, QuicError> {
         limits.validate()?;
         let mut tls = (*tls).clone();
         tls.alpn_protocols = vec![ALPN.to_vec()];
@@ -86,7 +128,7 @@ impl QuicServer {
         config.transport_config(Arc::new(transport));
 
         let endpoint = quinn::Endpoint::server(config, addr)?;
-        Ok(QuicServer { endpoint, shared: Arc::new(Shared { core, clock, limits }) })
+        Ok(QuicServer { endpoint, shared: Arc::new(Shared { backend, limits }) })
     }
 
     /// The address the endpoint is bound to (with the port picked by the OS for port 0).
@@ -126,7 +168,11 @@ impl QuicServer {
                         }
                     }
                 }
-                _ = sweep.tick() => shared.core.handle_timeout((shared.clock)()),
+                _ = sweep.tick() => {
+                    if let Backend::Core { core, clock } = &shared.backend {
+                        core.handle_timeout(clock());
+                    }
+                }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
         }
@@ -155,7 +201,8 @@ struct SessionSlot {
 
 /// Per-connection state shared by its stream tasks.
 struct ConnState {
-    core: Arc<keyward_core::Server>,
+    /// The core whose sessions this connection binds (none for the echo backend).
+    core: Option<Arc<keyward_core::Server>>,
     slot: Mutex<SessionSlot>,
 }
 
@@ -171,8 +218,8 @@ impl ConnState {
             let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
             if slot.closed { Some(new) } else { slot.current.replace(new).filter(|old| *old != new) }
         };
-        if let Some(old) = dropped {
-            self.core.drop_session(&old);
+        if let (Some(old), Some(core)) = (dropped, &self.core) {
+            core.drop_session(&old);
         }
     }
 
@@ -183,8 +230,8 @@ impl ConnState {
             slot.closed = true;
             slot.current.take()
         };
-        if let Some(old) = dropped {
-            self.core.drop_session(&old);
+        if let (Some(old), Some(core)) = (dropped, &self.core) {
+            core.drop_session(&old);
         }
     }
 }
@@ -248,7 +295,7 @@ async fn serve_connection(
     }
     debug!(%peer, id = connection.stable_id(), "connection established");
 
-    let state = Arc::new(ConnState { core: Arc::clone(&shared.core), slot: Mutex::new(SessionSlot::default()) });
+    let state = Arc::new(ConnState { core: shared.backend.core().cloned(), slot: Mutex::new(SessionSlot::default()) });
     let _guard = CloseGuard(Arc::clone(&state));
     let mut streams = JoinSet::new();
     let stopping_now = loop {
@@ -296,18 +343,23 @@ async fn serve_stream(mut send: SendStream, mut recv: RecvStream, shared: Arc<Sh
     // Most calls are answered at once; one that may run a KDF (~0.1 s) is finished on the blocking
     // pool, so the I/O threads stay free. Plaintext init (the only call that binds a session) is
     // always answered at once, so the binding happens here, before any await.
-    let session = state.session();
-    let now_ms = (shared.clock)();
-    let answered = match shared.core.handle_step(Incoming { body: &request, session, now_ms }) {
-        Step::Done(outgoing) => {
-            if let (true, Some(new)) = (outgoing.created_session, outgoing.session) {
-                state.bind(new);
+    let answered = match &shared.backend {
+        Backend::Echo => Ok(request),
+        Backend::Core { core, clock } => {
+            let session = state.session();
+            let now_ms = clock();
+            match core.handle_step(Incoming { body: &request, session, now_ms }) {
+                Step::Done(outgoing) => {
+                    if let (true, Some(new)) = (outgoing.created_session, outgoing.session) {
+                        state.bind(new);
+                    }
+                    Ok(outgoing.body)
+                }
+                Step::Slow(call) => {
+                    let core = Arc::clone(core);
+                    tokio::task::spawn_blocking(move || core.finish(call).body).await
+                }
             }
-            Ok(outgoing.body)
-        }
-        Step::Slow(call) => {
-            let core = Arc::clone(&shared.core);
-            tokio::task::spawn_blocking(move || core.finish(call).body).await
         }
     };
     let answer = match answered {
