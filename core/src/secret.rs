@@ -142,9 +142,7 @@ pub const SCRUB_STACK_BYTES: usize = 96 * 1024;
 /// secrets scrubs them before it returns, so they do not linger until the stack is reused.
 #[inline(never)]
 pub fn scrub_stack() {
-    let mut area = [0u64; SCRUB_STACK_BYTES / 8];
-    area.zeroize();
-    std::hint::black_box(&area);
+    write_zeros(&mut [0u64; SCRUB_STACK_BYTES / 8]);
 }
 
 /// How much stack [`scrub_stack_shallow`] overwrites: deeper than a call that runs no KDF goes.
@@ -153,9 +151,17 @@ pub const SCRUB_STACK_SHALLOW_BYTES: usize = 16 * 1024;
 /// [`scrub_stack`] for the calls answered in place (no KDF, no BIP39): a shallower area.
 #[inline(never)]
 pub fn scrub_stack_shallow() {
-    let mut area = [0u64; SCRUB_STACK_SHALLOW_BYTES / 8];
-    area.zeroize();
-    std::hint::black_box(&area);
+    write_zeros(&mut [0u64; SCRUB_STACK_SHALLOW_BYTES / 8]);
+}
+
+/// Writes zeros over a stack area with a plain `memset` (several times faster than `zeroize`'s
+/// word-by-word volatile writes), kept from being optimized away by `black_box` on both sides. The
+/// residency test (`cli/tests/residency.rs`) checks the result on a live server, debug and release.
+#[inline(never)]
+fn write_zeros(area: &mut [u64]) {
+    let area = std::hint::black_box(area);
+    area.fill(0);
+    std::hint::black_box(area);
 }
 
 /// A JSON value that is wiped on drop.
