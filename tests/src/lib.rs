@@ -72,6 +72,25 @@ pub async fn start_in(root: &Path) -> Running {
     serve::start(options).await.unwrap()
 }
 
+/// Starts a server with its data directory at `data_dir`, HTTPS and QUIC on ephemeral loopback
+/// ports, and the settings of a config file's text (`""`: the defaults, default Argon2id included).
+pub async fn start_with_config(data_dir: &Path, config: &str) -> Running {
+    let flags = ServeFlags {
+        data_dir: Some(data_dir.to_path_buf()),
+        https: Some("127.0.0.1:0".into()),
+        quic: Some("127.0.0.1:0".into()),
+        ..Default::default()
+    };
+    let file: config::FileConfig = toml::from_str(config).unwrap();
+    serve::start(config::resolve(file, flags).unwrap()).await.unwrap()
+}
+
+/// The HTTPS target of a running server whose data directory is `data_dir`.
+pub fn https_target(running: &Running, data_dir: &Path) -> Target {
+    let tls = keyward::tls::client_config(&serve::tls_dir(data_dir)).unwrap();
+    Target::Https { addr: running.https.unwrap(), tls }
+}
+
 /// How to reach a server.
 #[derive(Clone)]
 pub enum Target {

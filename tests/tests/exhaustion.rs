@@ -23,15 +23,8 @@ fn floods_leave_the_server_answering_a_well_behaved_client() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let flags = keyward::config::ServeFlags {
-            data_dir: Some(dir.path().join("kw")),
-            https: Some("127.0.0.1:0".into()),
-            quic: Some("127.0.0.1:0".into()),
-            ..Default::default()
-        };
-        let file: keyward::config::FileConfig =
-            toml::from_str("[kdf]\nm_cost_kib = 64\nt_cost = 1\np_cost = 1\n[sessions]\nmax = 256\n").unwrap();
-        let running = keyward::serve::start(keyward::config::resolve(file, flags).unwrap()).await.unwrap();
+        let config = "[kdf]\nm_cost_kib = 64\nt_cost = 1\np_cost = 1\n[sessions]\nmax = 256\n";
+        let running = keyward_tests::start_with_config(&dir.path().join("kw"), config).await;
         let https = running.https.unwrap();
         let tls = tls::client_config(&keyward::serve::tls_dir(&dir.path().join("kw"))).unwrap();
         let target = Target::Https { addr: https, tls: Arc::clone(&tls) };

@@ -154,8 +154,7 @@ fn wallets_accounts_and_config_survive_a_restart() {
         let words = s.ok("get_mnemonic", json!({"name": "keep", "password": "p"})).await;
         let dir = server.stop().await;
         let running = keyward_tests::start_in(dir.path()).await;
-        let tls = tls::client_config(&keyward::serve::tls_dir(&dir.path().join("kw"))).unwrap();
-        let target = keyward_tests::Target::Https { addr: running.https.unwrap(), tls };
+        let target = keyward_tests::https_target(&running, &dir.path().join("kw"));
         let mut s = Session::open(&target, 2, true).await;
         // The old token died with the old process; the wallet, its accounts and its mnemonic did not.
         keyward_tests::assert_rpc_error(
@@ -179,17 +178,10 @@ fn one_clients_open_wallet_does_not_stall_another_clients_calls() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let flags = keyward::config::ServeFlags {
-            data_dir: Some(dir.path().join("kw")),
-            https: Some("127.0.0.1:0".into()),
-            quic: Some("off".into()),
-            ..Default::default()
-        };
+        let data = dir.path().join("kw");
         // The default Argon2id parameters (64 MiB, t=3, p=4): seconds in a debug build.
-        let options = keyward::config::resolve(keyward::config::FileConfig::default(), flags).unwrap();
-        let running = keyward::serve::start(options).await.unwrap();
-        let tls = tls::client_config(&keyward::serve::tls_dir(&dir.path().join("kw"))).unwrap();
-        let target = keyward_tests::Target::Https { addr: running.https.unwrap(), tls };
+        let running = keyward_tests::start_with_config(&data, "").await;
+        let target = keyward_tests::https_target(&running, &data);
         let mut a = Session::open(&target, 1, true).await;
         let mut b = Session::open(&target, 2, true).await;
         a.ok("create_wallet", json!({"name": "slow", "mnemonic": null, "mnemonic_length": 16, "password": "p"})).await;
@@ -212,22 +204,10 @@ fn one_clients_open_wallet_does_not_stall_another_clients_calls() {
 fn brute_force_is_slowed_and_the_backoff_survives_a_restart() {
     runtime().block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let start = |dir: std::path::PathBuf| async move {
-            let flags = keyward::config::ServeFlags {
-                data_dir: Some(dir),
-                https: Some("127.0.0.1:0".into()),
-                quic: Some("off".into()),
-                ..Default::default()
-            };
-            let file: keyward::config::FileConfig =
-                toml::from_str("[kdf]\nm_cost_kib = 64\nt_cost = 1\np_cost = 1\n[throttle]\nfree_attempts = 3\nbase_ms = 1500\nmax_ms = 60000\n")
-                    .unwrap();
-            keyward::serve::start(keyward::config::resolve(file, flags).unwrap()).await.unwrap()
-        };
+        let config = "[kdf]\nm_cost_kib = 64\nt_cost = 1\np_cost = 1\n[throttle]\nfree_attempts = 3\nbase_ms = 1500\nmax_ms = 60000\n";
         let data = dir.path().join("kw");
-        let running = start(data.clone()).await;
-        let tls_dir = keyward::serve::tls_dir(&data);
-        let target = keyward_tests::Target::Https { addr: running.https.unwrap(), tls: tls::client_config(&tls_dir).unwrap() };
+        let running = keyward_tests::start_with_config(&data, config).await;
+        let target = keyward_tests::https_target(&running, &data);
         let mut s = Session::open(&target, 1, true).await;
         s.ok("create_wallet", json!({"name": "vault", "mnemonic": null, "mnemonic_length": 16, "password": "right"})).await;
         // A burst of 30 guesses: only free_attempts + 1 passwords are ever tried; the rest are refused
@@ -251,8 +231,8 @@ fn brute_force_is_slowed_and_the_backoff_survives_a_restart() {
         );
         // A restart does not reset the count: the wait starts again from the restart.
         running.stop().await;
-        let running = start(data.clone()).await;
-        let target = keyward_tests::Target::Https { addr: running.https.unwrap(), tls: tls::client_config(&tls_dir).unwrap() };
+        let running = keyward_tests::start_with_config(&data, config).await;
+        let target = keyward_tests::https_target(&running, &data);
         let mut s = Session::open(&target, 2, true).await;
         keyward_tests::assert_rpc_error(
             s.call("open_wallet", json!({"name": "vault", "password": "right"})).await,
