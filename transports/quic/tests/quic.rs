@@ -12,6 +12,13 @@ use serde_json::{Value, json};
 use support::{Ca, Fixture, Usage, eventually, within};
 
 /// The answer of any request the core can parse enough to answer: a JSON object.
+/// A plaintext init on a raw connection gets a JSON answer; then the connection is closed.
+async fn init_answers_and_close(connection: &quinn::Connection) {
+    let answer = within(10, support::raw_call(connection, &Client::new([9; 32]).init_request())).await;
+    assert!(answer.is_ok_and(|a| is_json_answer(&a)));
+    connection.close(VarInt::from_u32(0), b"");
+}
+
 fn is_json_answer(bytes: &[u8]) -> bool {
     matches!(serde_json::from_slice::<Value>(bytes), Ok(Value::Object(_)))
 }
@@ -205,9 +212,7 @@ async fn wrong_or_missing_alpn_is_refused() {
     let endpoint = support::raw_endpoint();
     let connecting = endpoint.connect_with(support::raw_client_config(tls), fx.addr, "localhost").expect("connect");
     let connection = within(10, connecting).await.expect("handshake");
-    let answer = within(10, support::raw_call(&connection, &Client::new([9; 32]).init_request())).await;
-    assert!(answer.is_ok_and(|a| is_json_answer(&a)));
-    connection.close(VarInt::from_u32(0), b"");
+    init_answers_and_close(&connection).await;
     within(5, endpoint.wait_idle()).await;
     fx.stop().await;
 }
@@ -258,9 +263,7 @@ async fn zero_rtt_is_refused() {
             Err(connecting) => connecting,
         };
         let connection = within(10, connecting).await.expect("full handshake");
-        let answer = within(10, support::raw_call(&connection, &Client::new([9; 32]).init_request())).await;
-        assert!(answer.is_ok_and(|a| is_json_answer(&a)));
-        connection.close(VarInt::from_u32(0), b"");
+        init_answers_and_close(&connection).await;
     }
     within(5, endpoint.wait_idle()).await;
     fx.stop().await;
