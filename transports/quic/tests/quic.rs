@@ -393,17 +393,7 @@ async fn connections_beyond_the_maximum_are_refused() {
 
     // A slot frees up when a connection closes.
     within(5, b.quic.close()).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let mut c = loop {
-        if let Ok(Ok(quic)) =
-            tokio::time::timeout(Duration::from_secs(2), QuicClient::connect(fx.addr, "localhost", fx.client_tls()))
-                .await
-        {
-            break support::Caller { quic, keys: Client::new([3; 32]) };
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no slot freed after a close");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let mut c = support::Caller { quic: fx.connect_once_a_slot_frees(5).await, keys: Client::new([3; 32]) };
     c.init().await;
     assert_eq!(c.ok("list_wallets", json!({})).await, json!([]));
     fx.stop().await;
@@ -427,15 +417,7 @@ async fn a_stalled_handshake_holds_a_slot_only_until_the_handshake_timeout() {
     }
     // The slot frees when the handshake timeout (1.5 s) fires; a loaded machine may fire it late.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let quic = loop {
-        match within(10, QuicClient::connect(fx.addr, "localhost", fx.client_tls())).await {
-            Ok(quic) => break quic,
-            Err(e) => assert!(tokio::time::Instant::now() < deadline, "the slot was not freed: {e:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let mut c = support::Caller { quic, keys: Client::new([1; 32]) };
+    let mut c = support::Caller { quic: fx.connect_once_a_slot_frees(10).await, keys: Client::new([1; 32]) };
     c.init().await;
     assert_eq!(c.ok("list_wallets", json!({})).await, json!([]));
     drop(stall);

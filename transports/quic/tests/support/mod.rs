@@ -177,6 +177,23 @@ impl Fixture {
         within(10, QuicClient::connect(self.addr, "localhost", self.client_tls())).await.expect("connect")
     }
 
+    /// Connects as soon as the server has a free connection slot: tries every 100 ms (2 s per try)
+    /// and panics if none frees within `secs`.
+    pub async fn connect_once_a_slot_frees(&self, secs: u64) -> QuicClient {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let attempt = tokio::time::timeout(
+                Duration::from_secs(2),
+                QuicClient::connect(self.addr, "localhost", self.client_tls()),
+            );
+            match attempt.await {
+                Ok(Ok(quic)) => return quic,
+                other => assert!(tokio::time::Instant::now() < deadline, "no slot freed within {secs} s: {other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// A connected core client that has done `init_secure_api`.
     pub async fn caller(&self, seed: u8) -> Caller {
         let mut caller = Caller { quic: self.connect().await, keys: Client::new([seed; 32]) };
