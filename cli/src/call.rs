@@ -8,12 +8,13 @@
 
 use std::io::BufRead;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use keyward_core::{Client, ClientError};
+use keyward_driver::{Link, SecureSession, SessionError};
 use keyward_http::{HttpClient, HttpTarget};
 use keyward_quic::QuicClient;
+use keyward_unix::UnixClient;
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
@@ -28,6 +29,8 @@ pub struct CallOptions {
     pub tls_dir: PathBuf,
     /// Use QUIC to this address instead of the URL.
     pub quic: Option<SocketAddr>,
+    /// Use this Unix socket instead of the URL.
+    pub unix: Option<PathBuf>,
     /// Read passwords from standard input, one line each, instead of prompting.
     pub password_stdin: bool,
 }
@@ -163,102 +166,47 @@ async fn resolve(url: &Url) -> anyhow::Result<SocketAddr> {
     addrs.next().context("the host has no address")
 }
 
-/// A connection to the server.
-pub enum Link {
-    /// HTTP(S), with the session id the server gave (sent back in `Keyward-Session`).
-    Http(HttpClient, Option<String>),
-    /// QUIC: the session belongs to the connection.
-    Quic(QuicClient),
+/// A connection to the server over any transport.
+pub type BoxLink = Box<dyn Link>;
+
+/// Connects over HTTP(S) to a URL.
+pub async fn http_link(url: &str, tls_dir: &Path) -> anyhow::Result<HttpClient> {
+    let url = parse_url(url)?;
+    let addr = resolve(&url).await?;
+    let target = if url.tls { HttpTarget::Tls(tls::client_config(tls_dir)?) } else { HttpTarget::Plain };
+    HttpClient::connect(addr, &url.host, target).await.context("cannot connect to keyward")
 }
 
-impl std::fmt::Debug for Link {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Http(..) => "Link::Http",
-            Self::Quic(_) => "Link::Quic",
-        })
-    }
+/// Connects over QUIC.
+pub async fn quic_link(addr: SocketAddr, tls_dir: &Path) -> anyhow::Result<QuicClient> {
+    let name = if addr.ip().is_ipv6() { "::1" } else { "127.0.0.1" };
+    QuicClient::connect(addr, name, tls::client_config(tls_dir)?)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to keyward over QUIC: {e}"))
 }
 
-impl Link {
-    /// Connects over HTTP(S) to a URL.
-    pub async fn http(url: &str, tls_dir: &std::path::Path) -> anyhow::Result<Self> {
-        let url = parse_url(url)?;
-        let addr = resolve(&url).await?;
-        let target = if url.tls { HttpTarget::Tls(tls::client_config(tls_dir)?) } else { HttpTarget::Plain };
-        let http = HttpClient::connect(addr, &url.host, target).await.context("cannot connect to keyward")?;
-        Ok(Self::Http(http, None))
-    }
-
-    /// Connects over QUIC.
-    pub async fn quic(addr: SocketAddr, tls_dir: &std::path::Path) -> anyhow::Result<Self> {
-        let name = if addr.ip().is_ipv6() { "::1" } else { "127.0.0.1" };
-        let client = QuicClient::connect(addr, name, tls::client_config(tls_dir)?)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to keyward over QUIC: {e}"))?;
-        Ok(Self::Quic(client))
-    }
-
-    /// Sends one JSON-RPC message and returns the answer.
-    pub async fn send(&mut self, body: Vec<u8>) -> anyhow::Result<Vec<u8>> {
-        match self {
-            Self::Http(http, session) => {
-                let answer = http.post(body, session.as_deref()).await.context("the request failed")?;
-                if answer.session.is_some() {
-                    *session = answer.session;
-                }
-                anyhow::ensure!(answer.status == 200, "the server answered HTTP {}", answer.status);
-                Ok(answer.body)
-            }
-            Self::Quic(quic) => quic.call(&body).await.map_err(|e| anyhow::anyhow!("the request failed: {e}")),
-        }
-    }
+/// Connects to a Unix socket.
+pub async fn unix_link(path: &Path) -> anyhow::Result<UnixClient> {
+    UnixClient::connect(path).await.with_context(|| format!("cannot connect to keyward at {}", path.display()))
 }
 
-/// One secure session over a link: init, then any number of calls.
-pub struct SecureSession {
-    link: Link,
-    client: Client,
-}
-
-impl std::fmt::Debug for SecureSession {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecureSession").field("link", &self.link).finish()
-    }
-}
-
-impl SecureSession {
-    /// Runs `init_secure_api` over a link.
-    pub async fn open(mut link: Link) -> anyhow::Result<Self> {
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
-        let mut client = Client::new(seed);
-        zeroize::Zeroize::zeroize(&mut seed);
-        let answer = link.send(client.init_request()).await.context("init_secure_api failed")?;
-        client.handle_init_answer(&answer).context("init_secure_api was refused")?;
-        Ok(Self { link, client })
-    }
-
-    /// One encrypted call; the `Ok` value, or the server's error.
-    pub async fn call(&mut self, method: &str, params: Value) -> anyhow::Result<Result<Value, ClientError>> {
-        let (body, pending) = self.client.seal(method, params)?;
-        let answer = self.link.send(body).await?;
-        Ok(self.client.open(pending, &answer))
-    }
+/// The link `options` name: the Unix socket, else QUIC, else the URL.
+pub async fn link(options: &CallOptions) -> anyhow::Result<BoxLink> {
+    Ok(match (&options.unix, options.quic) {
+        (Some(path), _) => Box::new(unix_link(path).await?),
+        (None, Some(addr)) => Box::new(quic_link(addr, &options.tls_dir).await?),
+        (None, None) => Box::new(http_link(&options.url, &options.tls_dir).await?),
+    })
 }
 
 /// `keyward call`: fills the params, calls, and returns the result.
 pub async fn run(options: &CallOptions, method: &str, params: Option<&str>) -> anyhow::Result<Value> {
     let mut passwords = Passwords::new(options.password_stdin);
     let params = fill_params(method, params, &mut passwords)?;
-    let link = match options.quic {
-        Some(addr) => Link::quic(addr, &options.tls_dir).await?,
-        None => Link::http(&options.url, &options.tls_dir).await?,
-    };
-    let mut session = SecureSession::open(link).await?;
-    match session.call(method, params).await? {
+    let mut session = SecureSession::open(link(options).await?).await.context("init_secure_api failed")?;
+    match session.call(method, params).await {
         Ok(value) => Ok(value),
-        Err(ClientError::Rpc { code, message }) => bail!("{method} failed: {message} (code {code})"),
-        Err(other) => bail!("{method} failed: {other}"),
+        Err(SessionError::Link(error)) => bail!("the request failed: {error}"),
+        Err(error) => bail!("{method} failed: {error}"),
     }
 }

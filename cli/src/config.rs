@@ -10,6 +10,7 @@ use keyward_core::seed_record::KdfParams;
 use keyward_core::session::SessionLimits;
 use keyward_core::throttle::ThrottleConfig;
 use keyward_core::vault::TokenLimits;
+use keyward_driver::DriverConfig;
 use keyward_http::HttpLimits;
 use keyward_quic::QuicLimits;
 use serde::Deserialize;
@@ -29,6 +30,10 @@ pub struct FileConfig {
     pub http_insecure: Option<String>,
     /// QUIC address, or "off".
     pub quic: Option<String>,
+    /// Unix socket path, or "off" (the default).
+    pub unix: Option<String>,
+    /// Uids served over the Unix socket besides the server's own.
+    pub unix_allowed_uids: Option<Vec<u32>>,
     /// Host names accepted in the Host header besides loopback ones.
     pub allowed_hosts: Option<Vec<String>>,
     /// Largest request body in bytes.
@@ -45,6 +50,18 @@ pub struct FileConfig {
     pub throttle: Option<ThrottleFileConfig>,
     /// QUIC limits.
     pub quic_limits: Option<QuicFileConfig>,
+    /// The slow-call pool.
+    pub slow_calls: Option<SlowCallsConfig>,
+}
+
+/// `[slow_calls]`: the pool that runs KDFs and store writes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlowCallsConfig {
+    /// Threads (default: the number of cores).
+    pub threads: Option<usize>,
+    /// Calls that may wait for a thread before more are answered Busy (default 64).
+    pub queue: Option<usize>,
 }
 
 /// `[quic_limits]`.
@@ -128,6 +145,12 @@ pub struct ServeOptions {
     pub http: HttpLimits,
     /// QUIC limits.
     pub quic_limits: QuicLimits,
+    /// Unix socket path.
+    pub unix: Option<PathBuf>,
+    /// Uids served over the Unix socket besides the server's own.
+    pub unix_allowed_uids: Vec<u32>,
+    /// The driver (slow-call pool).
+    pub driver: DriverConfig,
 }
 
 /// The default data directory: `$KEYWARD_DATA_DIR`, else `~/.keyward`.
@@ -165,6 +188,8 @@ pub struct ServeFlags {
     pub http_insecure: Option<String>,
     /// `--quic`.
     pub quic: Option<String>,
+    /// `--unix`.
+    pub unix: Option<String>,
 }
 
 /// Defaults, then the file, then the flags.
@@ -226,5 +251,14 @@ pub fn resolve(file: FileConfig, flags: ServeFlags) -> anyhow::Result<ServeOptio
         quic_limits.idle_timeout = limits.idle_secs.map_or(quic_limits.idle_timeout, Duration::from_secs);
     }
     quic_limits.validate().map_err(|e| anyhow::anyhow!("[quic_limits]: {e}"))?;
-    Ok(ServeOptions { data_dir, https, http_insecure, quic, core, http, quic_limits })
+    let unix = flags.unix.or(file.unix).filter(|p| !p.trim().is_empty() && !p.trim().eq_ignore_ascii_case("off"));
+    let unix_allowed_uids = file.unix_allowed_uids.unwrap_or_default();
+    let mut driver = DriverConfig::default();
+    if let Some(slow) = file.slow_calls {
+        driver.slow_threads = slow.threads.unwrap_or(driver.slow_threads);
+        driver.slow_queue = slow.queue.unwrap_or(driver.slow_queue);
+    }
+    anyhow::ensure!(driver.slow_threads > 0, "[slow_calls] threads must be at least 1");
+    let unix = unix.map(PathBuf::from);
+    Ok(ServeOptions { data_dir, https, http_insecure, quic, core, http, quic_limits, unix, unix_allowed_uids, driver })
 }

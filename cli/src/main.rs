@@ -38,6 +38,10 @@ enum Command {
         /// QUIC address, or "off" (default 127.0.0.1:3420, UDP).
         #[arg(long)]
         quic: Option<String>,
+        /// Also serve on a Unix socket at this path (made 0600 in a 0700 directory; peers must have
+        /// the server's uid or one listed in `unix_allowed_uids`).
+        #[arg(long)]
+        unix: Option<String>,
         /// Once listening, write the bound addresses here as JSON (for scripts and `keyward bench`).
         #[arg(long)]
         ready_file: Option<PathBuf>,
@@ -102,6 +106,9 @@ enum Command {
         /// Call over QUIC at this address (e.g. 127.0.0.1:3420) instead of HTTPS.
         #[arg(long)]
         quic: Option<std::net::SocketAddr>,
+        /// Call over the Unix socket at this path instead of HTTPS.
+        #[arg(long, conflicts_with = "quic")]
+        unix: Option<PathBuf>,
         /// Certificate directory (default: DATA_DIR/tls).
         #[arg(long)]
         tls_dir: Option<PathBuf>,
@@ -159,13 +166,13 @@ fn init_logging(filter: Option<&str>) {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { data_dir, config: file, https, http_insecure, quic, ready_file } => {
+        Command::Serve { data_dir, config: file, https, http_insecure, quic, unix, ready_file } => {
             let file = match file {
                 Some(path) => config::read_file(&path)?,
                 None => config::FileConfig::default(),
             };
             init_logging(file.log.as_deref());
-            let options = config::resolve(file, ServeFlags { data_dir, https, http_insecure, quic })?;
+            let options = config::resolve(file, ServeFlags { data_dir, https, http_insecure, quic, unix })?;
             let running = serve::start(options).await?;
             if let Some(path) = ready_file {
                 running.write_ready_file(&path)?;
@@ -202,10 +209,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Call { url, quic, tls_dir, password_stdin, raw, method, params } => {
+        Command::Call { url, quic, unix, tls_dir, password_stdin, raw, method, params } => {
             init_logging(Some("warn"));
             let tls_dir = tls_dir.unwrap_or_else(|| serve::tls_dir(&config::default_data_dir()));
-            let options = CallOptions { url, tls_dir, quic, password_stdin };
+            let options = CallOptions { url, tls_dir, quic, unix, password_stdin };
             let mut value = keyward::call::run(&options, &method, params.as_deref()).await?;
             match (&value, raw) {
                 (serde_json::Value::String(text), true) => println!("{text}"),

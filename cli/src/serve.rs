@@ -1,16 +1,19 @@
 //! `keyward serve`: the owner server on an embedded default (fjall data directory, certificates made
-//! on first start), HTTPS with required client certificates and, if asked, plain HTTP on loopback.
+//! on first start), HTTPS and QUIC with required client certificates and, if asked, plain HTTP on
+//! loopback and a Unix socket; every listener on one `keyward-driver`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use keyward_core::Server;
-use keyward_http::{Clock, HttpServer};
+use keyward_driver::Driver;
+use keyward_http::HttpServer;
 use keyward_quic::QuicServer;
 use keyward_store::FjallStore;
+use keyward_unix::{UnixLimits, UnixServer};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -25,10 +28,14 @@ pub struct Running {
     pub http_insecure: Option<SocketAddr>,
     /// The QUIC address, if serving QUIC.
     pub quic: Option<SocketAddr>,
+    /// The Unix socket, if serving one.
+    pub unix: Option<PathBuf>,
     /// The data directory.
     pub data_dir: PathBuf,
     /// The core, for probes in tests.
     pub core: Arc<Server>,
+    /// The driver every listener runs on.
+    pub driver: Driver,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -63,10 +70,8 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
         tracing::info!(dir = %tls_dir.display(), "made a new CA, server and client certificate");
     }
     let store = FjallStore::open(&options.data_dir.join("store")).context("cannot open the wallet store")?;
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
-    let core = Arc::new(Server::new(options.core.clone(), Box::new(store), seed));
-    zeroize::Zeroize::zeroize(&mut seed);
+    let driver = Driver::start(options.core.clone(), Box::new(store), options.driver.clone())?;
+    let core = Arc::clone(driver.core().context("a started driver serves a core")?);
     let (addr, len) = core.vault_region();
     match harden::lock(addr, len) {
         Ok(()) => tracing::debug!(bytes = len, "vault memory locked"),
@@ -74,16 +79,13 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
             tracing::warn!(%error, "could not lock the vault's memory (mlock); raise RLIMIT_MEMLOCK to keep it out of swap")
         }
     }
-    let start = Instant::now();
-    let clock: Clock = Arc::new(move || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX));
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
 
     let mut https = None;
     if let Some(addr) = options.https {
         let config = tls::server_config(&tls_dir)?;
-        let server =
-            HttpServer::bind_https(addr, config, Arc::clone(&core), Arc::clone(&clock), options.http.clone()).await?;
+        let server = HttpServer::bind_https(addr, config, driver.clone(), options.http.clone()).await?;
         let bound = server.local_addr()?;
         tracing::info!("keyward listening on https://{bound}/v3/owner (HTTPS, client certificate required)");
         https = Some(bound);
@@ -91,8 +93,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     }
     let mut http_insecure = None;
     if let Some(addr) = options.http_insecure {
-        let server =
-            HttpServer::bind_insecure(addr, Arc::clone(&core), Arc::clone(&clock), options.http.clone()).await?;
+        let server = HttpServer::bind_insecure(addr, driver.clone(), options.http.clone()).await?;
         let bound = server.local_addr()?;
         tracing::warn!(
             "keyward listening on http://{bound}/v3/owner (plain HTTP, loopback only, no client authentication)"
@@ -103,7 +104,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     let mut quic = None;
     if let Some(addr) = options.quic {
         let config = tls::server_config(&tls_dir)?;
-        let server = QuicServer::bind(addr, config, Arc::clone(&core), Arc::clone(&clock), options.quic_limits)
+        let server = QuicServer::bind(addr, config, driver.clone(), options.quic_limits)
             .map_err(|e| anyhow::anyhow!("cannot serve QUIC on {addr}: {e}"))?;
         let bound = server.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?;
         tracing::info!("keyward listening on quic://{bound} (QUIC, ALPN keyward/1, client certificate required)");
@@ -111,20 +112,14 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
         tasks.spawn(server.run(stopped(stop_rx.clone())));
     }
 
-    let timer_core = Arc::clone(&core);
-    let timer_clock = Arc::clone(&clock);
-    let timer_stop = stopped(stop_rx.clone());
-    tasks.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut stop = std::pin::pin!(timer_stop);
-        loop {
-            tokio::select! {
-                () = &mut stop => break,
-                _ = tick.tick() => timer_core.handle_timeout(timer_clock()),
-            }
-        }
-    });
-    Ok(Running { https, http_insecure, quic, data_dir: options.data_dir, core, stop, tasks })
+    let mut unix = None;
+    if let Some(path) = &options.unix {
+        let server = UnixServer::bind(path, &options.unix_allowed_uids, UnixLimits::default()).await?;
+        tracing::info!("keyward listening on unix:{} (peer uid checked)", path.display());
+        unix = Some(server.path().to_owned());
+        tasks.spawn(server.run(driver.clone(), stopped(stop_rx.clone())));
+    }
+    Ok(Running { https, http_insecure, quic, unix, data_dir: options.data_dir, core, driver, stop, tasks })
 }
 
 impl Running {
@@ -135,6 +130,7 @@ impl Running {
             "https": self.https.map(|a| a.to_string()),
             "http_insecure": self.http_insecure.map(|a| a.to_string()),
             "quic": self.quic.map(|a| a.to_string()),
+            "unix": self.unix.as_ref().map(|p| p.display().to_string()),
         });
         certs::write_file(path, text.to_string().as_bytes(), 0o600)
     }
@@ -144,7 +140,8 @@ impl Running {
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
-        self.core.shutdown();
+        self.driver.shutdown();
+        drop(self.driver);
         // Calls still running on the blocking pool hold the core (and so the store); wait for them,
         // so that the store is closed (its lock released) when `stop` returns.
         for _ in 0..1000 {

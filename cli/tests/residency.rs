@@ -15,9 +15,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keyward_core::keys;
-use keyward_core::testing::VECTOR_MNEMONIC;
 use keyward_core::{Client, ClientError};
 use keyward_quic::QuicClient;
+use keyward_testkit::VECTOR_MNEMONIC;
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "residency-password-4f9c2e71b0";
@@ -178,7 +178,7 @@ fn no_secret_stays_in_the_server_process() {
         assert!(open_findings.is_empty(), "the unmasked seed is resident while the wallet is open: {open_findings:#?}");
 
         caller.call("close_wallet", json!({"name": "resident"})).await.unwrap();
-        let session_key = caller.client.session_key().unwrap();
+        let session_key = caller.client.session_key().unwrap().expose().to_vec();
         caller.quic.close().await;
         (token, session_key)
     });

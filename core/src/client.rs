@@ -81,8 +81,7 @@ pub struct Client {
     rng: ChaCha20Rng,
     next_id: u64,
     cipher: Option<Cipher>,
-    /// The session key, kept only for the residency test's search (feature `testing`).
-    #[cfg(feature = "testing")]
+    /// The session key itself (the cipher holds only its expanded form), for [`Client::session_key`].
     key: Option<crate::secret::SharedKey>,
     init_secret: Option<SecretKey>,
     seen: HashSet<[u8; NONCE_LEN]>,
@@ -128,7 +127,6 @@ impl Client {
             rng: ChaCha20Rng::from_seed(rng_seed),
             next_id: 1,
             cipher: None,
-            #[cfg(feature = "testing")]
             key: None,
             init_secret: None,
             seen: HashSet::new(),
@@ -183,18 +181,16 @@ impl Client {
         let mut secret = self.init_secret.take().ok_or(ClientError::NotInitialized)?;
         let key = envelope::shared_key(&server, &secret);
         self.cipher = Some(Cipher::new(&key));
-        #[cfg(feature = "testing")]
-        {
-            self.key = Some(key);
-        }
+        self.key = Some(key);
         secret.non_secure_erase();
         Ok(())
     }
 
-    /// Test probe: the session key, to search a server's memory for it.
-    #[cfg(feature = "testing")]
-    pub fn session_key(&self) -> Option<[u8; 32]> {
-        self.key.as_ref().map(|k| *k.expose())
+    /// The session key (a secret: it decrypts the session's traffic). It exists for the memory
+    /// residency tests, which search a server's memory for it, and for debugging tools; a client
+    /// that only calls needs nothing but [`Client::seal`] and [`Client::open`].
+    pub fn session_key(&self) -> Option<&crate::secret::SharedKey> {
+        self.key.as_ref()
     }
 
     /// Seals an inner call `method(params)`; the params are wiped afterwards.

@@ -86,5 +86,3 @@ pub use methods::{AppCall, AppError};
 pub use server::{Incoming, Outgoing, Server, ServerConfig, SlowCall, Step};
 pub use session::{SessionId, SessionLimits};
 pub use store::{MemoryStore, Store, StoreError, WalletKey};
-#[cfg(feature = "testing")]
-pub mod testing;

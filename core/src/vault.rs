@@ -313,8 +313,8 @@ impl Vault {
         self.by_key.len()
     }
 
-    /// Test probe: every masked seed byte the vault holds (nothing once all wallets are closed).
-    #[cfg(feature = "testing")]
+    /// Every masked seed byte the vault holds (nothing once all wallets are closed), for the
+    /// residency tests; panics if a free slot still holds bytes.
     pub fn masked_bytes(&self) -> Vec<u8> {
         let free_slots_wiped =
             self.free.iter().all(|&i| self.slots[i].masked == [0; 64] && self.slots[i].checksum == [0; 32]);

@@ -1,10 +1,10 @@
-//! The lifecycle scenarios of `keyward_core::testing`, each its own test, on the in-memory store.
+//! The lifecycle scenarios of `keyward_testkit`, each its own test, on the in-memory store.
 
 use keyward_core::MemoryStore;
 use libtest_mimic::{Arguments, Trial};
 
 fn main() {
-    let trials = keyward_core::testing::scenarios()
+    let trials = keyward_testkit::scenarios()
         .into_iter()
         .map(|(name, scenario)| {
             Trial::test(name, move || {

@@ -19,8 +19,8 @@ use std::io::{Read, Seek, SeekFrom};
 use std::sync::mpsc;
 
 use keyward_core::secret::{SCRUB_STACK_BYTES, SCRUB_STACK_SHALLOW_BYTES};
-use keyward_core::testing::{Harness, TestClient, VECTOR_MNEMONIC};
 use keyward_core::{Incoming, MemoryStore, Outgoing, Server, keys};
+use keyward_testkit::{Harness, TestClient, VECTOR_MNEMONIC};
 use serde_json::{Value, json};
 
 const PATTERN: u8 = 0xa5;
@@ -125,7 +125,7 @@ fn every_call_leaves_its_stack_scrubbed() {
             let answer = served(&mut h, None, "init_secure_api", &init.init_request());
             init.handle_init_answer(&answer.body).unwrap();
             let mut c = TestClient { client: init, session: answer.session, names_session: false };
-            keys_out.send(("session key", c.client.session_key().unwrap().to_vec())).unwrap();
+            keys_out.send(("session key", c.client.session_key().unwrap().expose().to_vec())).unwrap();
 
             let call = |h: &mut Harness, c: &mut TestClient, method: &str, params: Value| -> Value {
                 let (body, pending) = c.client.seal(method, params).unwrap();

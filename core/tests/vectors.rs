@@ -11,8 +11,8 @@ use keyward_core::envelope::{self, Cipher};
 use keyward_core::keys;
 use keyward_core::secret::{Entropy, Password, SharedKey};
 use keyward_core::seed_record::GrinWalletSeed;
-use keyward_core::testing::{Harness, test_config};
 use keyward_core::{Client, MemoryStore};
+use keyward_testkit::{Harness, test_config};
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::{Value, json};
 

@@ -15,9 +15,9 @@ use keyward_core::keys;
 use keyward_core::secret::{Password, SharedKey, Token};
 use keyward_core::seed_record::{GrinWalletSeed, SeedRecord};
 use keyward_core::session::SessionLimits;
-use keyward_core::testing::test_config;
 use keyward_core::vault::TokenLimits;
 use keyward_core::{Incoming, MemoryStore, Outgoing, Server, ServerConfig, SessionId};
+use keyward_testkit::test_config;
 use serde_json::{Value, json};
 
 use crate::decode::decode_ops;

@@ -22,8 +22,8 @@ use keyward_core::keys;
 use keyward_core::secret::{Entropy, MasterKey, Password};
 use keyward_core::seed_record::{KdfParams, SeedRecord};
 use keyward_core::store::{Account, StoredWallet};
-use keyward_core::testing::VECTOR_MNEMONIC;
 use keyward_core::{Incoming, MemoryStore, Outgoing, Server, SessionId, Store, WalletKey};
+use keyward_testkit::VECTOR_MNEMONIC;
 use serde_json::{Value, json};
 
 use crate::failing_store::{FailPlan, FailingStore};

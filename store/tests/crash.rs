@@ -28,8 +28,8 @@ use keyward_core::Server;
 use keyward_core::secret::Password;
 use keyward_core::seed_record::SeedRecord;
 use keyward_core::store::{Account, Store};
-use keyward_core::testing::{Harness, test_config};
 use keyward_store::FjallStore;
+use keyward_testkit::{Harness, test_config};
 use serde_json::json;
 
 /// What the child does: `crash` (the loop) or `open` (try to open once and report).

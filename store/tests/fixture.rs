@@ -12,8 +12,8 @@ use std::path::Path;
 
 use common::{all_dirs, all_files, harness, key, open};
 use keyward_core::store::{Account, Store};
-use keyward_core::testing::{VECTOR_MNEMONIC, assert_rpc_error};
 use keyward_store::FjallStore;
+use keyward_testkit::{VECTOR_MNEMONIC, assert_rpc_error};
 use serde_json::{Value, json};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-1");

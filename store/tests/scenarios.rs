@@ -1,4 +1,4 @@
-//! The core's lifecycle scenarios (`keyward_core::testing::scenarios`), each its own test, on a
+//! The core's lifecycle scenarios (`keyward_testkit::scenarios`), each its own test, on a
 //! `FjallStore` in a fresh temporary data directory. The same list runs on the in-memory store in
 //! `core/tests/scenarios.rs`.
 
@@ -6,7 +6,7 @@ use keyward_store::FjallStore;
 use libtest_mimic::{Arguments, Trial};
 
 fn main() {
-    let trials = keyward_core::testing::scenarios()
+    let trials = keyward_testkit::scenarios()
         .into_iter()
         .map(|(name, scenario)| {
             Trial::test(name, move || {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use common::{all_dirs, all_files, create, files_containing, harness, key, open, shared_harness, temp_data_dir};
 use keyward_core::store::{Account, Store, StoreError, StoredWallet};
-use keyward_core::testing::assert_rpc_error;
 use keyward_store::{FORMAT_VERSION, FjallStore, OpenError};
+use keyward_testkit::assert_rpc_error;
 use serde_json::{Value, json};
 
 fn account(label: &str, index: u32) -> Account {
@@ -82,7 +82,7 @@ fn delete_leaves_no_trace_of_the_seed_record_in_any_file() {
     let shared = Arc::new(FjallStore::open(&data).unwrap());
     let mut h = shared_harness(&shared, 3);
     let mut c = h.client(1, true);
-    let load = |h: &keyward_core::testing::Harness, name: &str| {
+    let load = |h: &keyward_testkit::Harness, name: &str| {
         h.server.store().load_wallet(&key("", name)).unwrap().unwrap().seed_record
     };
     create(&mut h, &mut c, "bystander", "b");

@@ -15,8 +15,10 @@ use keyward::config::{self, ServeFlags};
 use keyward::serve::{self, Running};
 use keyward_core::seed_record::KdfParams;
 use keyward_core::{Client, ClientError};
+use keyward_driver::{Link, SecureSession, SessionError, SessionOptions};
 use keyward_http::{HttpClient, HttpTarget};
 use keyward_quic::QuicClient;
+use keyward_unix::UnixClient;
 use serde_json::{Value, json};
 
 /// A server in a temporary data directory.
@@ -55,6 +57,10 @@ impl TestServer {
         Target::Quic { addr: self.running.quic.unwrap(), tls }
     }
 
+    pub fn unix(&self) -> Target {
+        Target::Unix { path: self.running.unix.clone().unwrap() }
+    }
+
     pub async fn stop(self) -> tempfile::TempDir {
         self.running.stop().await;
         self.dir
@@ -68,6 +74,7 @@ pub async fn start_in(root: &Path) -> Running {
         https: Some("127.0.0.1:0".into()),
         http_insecure: Some("127.0.0.1:0".into()),
         quic: Some("127.0.0.1:0".into()),
+        unix: Some(root.join("kw").join("keyward.sock").display().to_string()),
     };
     let mut options = config::resolve(config::FileConfig::default(), flags).unwrap();
     options.core.kdf = KdfParams::INSECURE_FOR_TESTS;
@@ -99,6 +106,7 @@ pub enum Target {
     Https { addr: SocketAddr, tls: Arc<rustls::ClientConfig> },
     Plain { addr: SocketAddr },
     Quic { addr: SocketAddr, tls: Arc<rustls::ClientConfig> },
+    Unix { path: PathBuf },
 }
 
 impl Target {
@@ -107,72 +115,55 @@ impl Target {
             Self::Https { .. } => "https",
             Self::Plain { .. } => "http",
             Self::Quic { .. } => "quic",
+            Self::Unix { .. } => "unix",
         }
     }
 
-    pub async fn link(&self) -> Link {
+    /// A new connection.
+    pub async fn link(&self) -> Box<dyn Link> {
         match self {
             Self::Https { addr, tls } => {
-                Link::Http(HttpClient::connect(*addr, "127.0.0.1", HttpTarget::Tls(Arc::clone(tls))).await.unwrap())
+                Box::new(HttpClient::connect(*addr, "127.0.0.1", HttpTarget::Tls(Arc::clone(tls))).await.unwrap())
             }
-            Self::Plain { addr } => {
-                Link::Http(HttpClient::connect(*addr, "127.0.0.1", HttpTarget::Plain).await.unwrap())
-            }
+            Self::Plain { addr } => Box::new(HttpClient::connect(*addr, "127.0.0.1", HttpTarget::Plain).await.unwrap()),
             Self::Quic { addr, tls } => {
-                Link::Quic(QuicClient::connect(*addr, "127.0.0.1", Arc::clone(tls)).await.unwrap())
+                Box::new(QuicClient::connect(*addr, "127.0.0.1", Arc::clone(tls)).await.unwrap())
             }
+            Self::Unix { path } => Box::new(UnixClient::connect(path).await.unwrap()),
         }
     }
 }
 
-/// One connection.
-pub enum Link {
-    Http(HttpClient),
-    Quic(QuicClient),
-}
-
-impl Link {
-    /// Sends a body; returns the answer body and the session header (HTTP).
-    pub async fn send(&mut self, body: Vec<u8>, session: Option<&str>) -> (Vec<u8>, Option<String>) {
-        match self {
-            Self::Http(http) => {
-                let answer = http.post(body, session).await.unwrap();
-                assert_eq!(answer.status, 200);
-                (answer.body, answer.session)
-            }
-            // QUIC: the session belongs to the connection; no header exists.
-            Self::Quic(quic) => (quic.call(&body).await.unwrap(), None),
-        }
-    }
-}
-
-/// A secure session over a link.
+/// A secure session over a new connection (the driver's `SecureSession`), with test conveniences.
 pub struct Session {
-    pub link: Link,
-    pub client: Client,
-    /// The session id the server gave (HTTP), sent back when `names_session`.
-    pub id: Option<String>,
-    pub names_session: bool,
+    pub inner: SecureSession<Box<dyn Link>>,
 }
 
 impl Session {
+    /// `names_session`: send the session id (HTTP header); `false` behaves as an unmodified V3
+    /// client. The session never re-keys or re-inits by itself here: the scenarios test the server.
     pub async fn open(target: &Target, seed: u8, names_session: bool) -> Self {
-        let mut link = target.link().await;
-        let mut client = Client::new([seed; 32]);
-        let (body, id) = link.send(client.init_request(), None).await;
-        client.handle_init_answer(&body).unwrap();
-        Self { link, client, id, names_session }
+        let options = SessionOptions { names_session, rekey_after: 0, reinit_when_gone: false };
+        Self { inner: SecureSession::open_with(target.link().await, [seed; 32], options).await.unwrap() }
     }
 
+    /// The sans-IO client, to seal and open by hand.
+    pub fn client(&mut self) -> &mut Client {
+        self.inner.client()
+    }
+
+    /// Sends raw bytes as this session does.
     pub async fn send(&mut self, body: Vec<u8>) -> Vec<u8> {
-        let session = if self.names_session { self.id.clone() } else { None };
-        self.link.send(body, session.as_deref()).await.0
+        self.inner.send(body).await.unwrap()
     }
 
     pub async fn call(&mut self, method: &str, params: Value) -> Result<Value, ClientError> {
-        let (body, pending) = self.client.seal(method, params).unwrap();
-        let answer = self.send(body).await;
-        self.client.open(pending, &answer)
+        match self.inner.call(method, params).await {
+            Ok(value) => Ok(value),
+            Err(SessionError::Rpc { code, message }) => Err(ClientError::Rpc { code, message }),
+            Err(SessionError::Protocol(error)) => Err(error),
+            Err(other) => panic!("{method}: {other}"),
+        }
     }
 
     pub async fn ok(&mut self, method: &str, params: Value) -> Value {
@@ -184,7 +175,7 @@ impl Session {
 }
 
 pub fn assert_rpc_error(result: Result<Value, ClientError>, code: i64, text: &str) {
-    keyward_core::testing::assert_rpc_error(result, code, text);
+    keyward_testkit::assert_rpc_error(result, code, text);
 }
 
 pub type ScenarioFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -243,11 +234,11 @@ async fn two_clients(target: Target) {
         assert_ne!(ka, kb);
     }
     // B's token works only for B's wallet, whoever sends it; A's session cannot read B's answers.
-    let (body, pending) = a.client.seal("accounts", json!({"token": ta})).unwrap();
+    let (body, pending) = a.client().seal("accounts", json!({"token": ta})).unwrap();
     let answer = a.send(body).await;
-    let (_, other) = b.client.seal("accounts", json!({"token": tb})).unwrap();
-    assert!(b.client.open(other, &answer).is_err());
-    assert!(a.client.open(pending, &answer).is_ok());
+    let (_, other) = b.client().seal("accounts", json!({"token": tb})).unwrap();
+    assert!(b.client().open(other, &answer).is_err());
+    assert!(a.client().open(pending, &answer).is_ok());
 }
 
 async fn no_session_header(target: Target) {
@@ -260,11 +251,11 @@ async fn no_session_header(target: Target) {
 
 async fn replay(target: Target) {
     let mut s = Session::open(&target, 5, true).await;
-    let (body, pending) = s.client.seal("get_top_level_directory", json!({})).unwrap();
+    let (body, pending) = s.client().seal("get_top_level_directory", json!({})).unwrap();
     let first = s.send(body.clone()).await;
-    assert!(s.client.open(pending, &first).is_ok());
+    assert!(s.client().open(pending, &first).is_ok());
     let again = s.send(body).await;
-    let (code, message) = keyward_core::testing::plain_error(&again);
+    let (code, message) = keyward_testkit::plain_error(&again);
     assert_eq!(code, -32002);
     assert!(message.contains("replay"), "{message}");
 }

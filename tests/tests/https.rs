@@ -83,18 +83,14 @@ fn plain_http_is_refused_on_non_loopback_addresses() {
         let error = keyward::config::resolve(keyward::config::FileConfig::default(), flags).unwrap_err();
         assert!(error.to_string().contains("loopback"), "{error}");
         let core = Arc::new(keyward_core::Server::new(
-            keyward_core::testing::test_config(),
+            keyward_testkit::test_config(),
             Box::new(keyward_core::MemoryStore::new()),
             [1; 32],
         ));
+        let driver = keyward_driver::Driver::new(core, keyward_driver::system_clock(), Default::default());
         for addr in ["0.0.0.0:0", "[::]:0"] {
-            let bound = keyward_http::HttpServer::bind_insecure(
-                addr.parse().unwrap(),
-                Arc::clone(&core),
-                Arc::new(|| 0),
-                keyward_http::HttpLimits::default(),
-            )
-            .await;
+            let limits = keyward_http::HttpLimits::default();
+            let bound = keyward_http::HttpServer::bind_insecure(addr.parse().unwrap(), driver.clone(), limits).await;
             assert!(matches!(bound, Err(keyward_http::HttpError::NotLoopback(_))), "{addr}");
         }
     });

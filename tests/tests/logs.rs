@@ -7,7 +7,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keyward_core::testing::VECTOR_MNEMONIC;
+use keyward_testkit::VECTOR_MNEMONIC;
 use keyward_tests::{Session, TestServer, scenarios};
 use serde_json::json;
 
@@ -64,7 +64,7 @@ fn trace_logs_of_the_whole_suite_hold_no_secret() {
             let _ = s.call("open_wallet", json!({"name": "logged", "password": PASSWORD})).await;
             s.ok("close_wallet", json!({"name": "logged"})).await;
             secrets.push(token.as_str().unwrap().to_owned());
-            let key = s.client.session_key().unwrap();
+            let key = *s.client().session_key().unwrap().expose();
             secrets.push(hex::encode(key));
             secrets.push(format!("{key:?}"));
             server.stop().await;

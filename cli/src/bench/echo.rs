@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use keyward_driver::{Driver, DriverConfig};
 use keyward_http::{HttpLimits, HttpServer};
 use keyward_quic::{QuicLimits, QuicServer};
 use serde_json::json;
@@ -19,9 +20,10 @@ use crate::{certs, serve, tls};
 pub async fn echo_server(tls_dir: &Path, ready_file: &Path) -> anyhow::Result<()> {
     let local: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
     let server_tls = tls::server_config(tls_dir)?;
-    let https = HttpServer::bind_https_echo(local, Arc::clone(&server_tls), HttpLimits::default()).await?;
-    let http = HttpServer::bind_insecure_echo(local, HttpLimits::default()).await?;
-    let quic = QuicServer::bind_echo(local, server_tls, QuicLimits::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let echo = Driver::service(Arc::new(Echo), DriverConfig::default());
+    let https = HttpServer::bind_https(local, Arc::clone(&server_tls), echo.clone(), HttpLimits::default()).await?;
+    let http = HttpServer::bind_insecure(local, echo.clone(), HttpLimits::default()).await?;
+    let quic = QuicServer::bind(local, server_tls, echo, QuicLimits::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let tcp = tokio::net::TcpListener::bind(local).await?;
     let ready = json!({
         "pid": std::process::id(),
@@ -80,5 +82,15 @@ async fn tcp_echo(mut stream: tokio::net::TcpStream) {
         if stream.read_exact(&mut buffer[4..]).await.is_err() || stream.write_all(&buffer).await.is_err() {
             return;
         }
+    }
+}
+
+/// The echo floor's service: each request is answered with its own bytes, behind the transports'
+/// usual listener, TLS, limits and request handling.
+struct Echo;
+
+impl keyward_driver::Service for Echo {
+    fn answer(&self, request: &[u8]) -> Vec<u8> {
+        request.to_vec()
     }
 }

@@ -5,50 +5,45 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use keyward_core::Client;
+use keyward_driver::{SecureSession, SessionOptions};
 use keyward_http::{HttpClient, HttpTarget};
 use keyward_quic::QuicClient;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::plan::Transport;
-use crate::call::Link;
+use crate::call::BoxLink;
 
-/// One worker's secure session over its own link.
+/// One worker's secure session over its own link; it never re-keys by itself (the server under
+/// test takes any number of requests per session) and counts its requests.
 pub(super) struct Session {
-    pub(super) link: Link,
-    pub(super) client: Client,
+    inner: SecureSession<BoxLink>,
     pub(super) requests: u64,
 }
 
 impl Session {
-    pub(super) async fn open(link: Link) -> anyhow::Result<Self> {
-        let mut session = Self { link, client: Client::new([0; 32]), requests: 0 };
-        session.init().await?;
-        Ok(session)
+    pub(super) async fn open(link: BoxLink) -> anyhow::Result<Self> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
+        let options = SessionOptions { names_session: true, rekey_after: 0, reinit_when_gone: false };
+        let inner = SecureSession::open_with(link, seed, options).await.context("init_secure_api failed")?;
+        Ok(Self { inner, requests: 0 })
     }
 
     pub(super) async fn init(&mut self) -> anyhow::Result<()> {
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
-        self.client = Client::new(seed);
-        let answer = self.link.send(self.client.init_request()).await.context("init_secure_api failed")?;
-        self.client.handle_init_answer(&answer).context("init_secure_api was refused")?;
+        self.inner.init().await.context("init_secure_api failed")?;
         self.requests = 0;
         Ok(())
     }
 
     pub(super) async fn call(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
-        let (body, pending) = self.client.seal(method, params)?;
-        let answer = self.link.send(body).await?;
+        let value = self.inner.call(method, params).await.map_err(|e| anyhow::anyhow!("{method}: {e}"))?;
         self.requests += 1;
-        self.client.open(pending, &answer).map_err(|e| anyhow::anyhow!("{method}: {e}"))
+        Ok(value)
     }
 
     pub(super) async fn close(self) {
-        if let Link::Quic(quic) = self.link {
-            quic.close().await;
-        }
+        self.inner.close().await;
     }
 }
 
@@ -63,14 +58,14 @@ pub(super) struct Endpoint {
 }
 
 impl Endpoint {
-    pub(super) async fn link(&self) -> anyhow::Result<Link> {
+    pub(super) async fn link(&self) -> anyhow::Result<BoxLink> {
         Ok(match self.transport {
             Transport::Https => {
                 let target = HttpTarget::Tls(Arc::clone(&self.tls));
-                Link::Http(HttpClient::connect(self.addr, &self.name, target).await?, None)
+                Box::new(HttpClient::connect(self.addr, &self.name, target).await?)
             }
-            Transport::Http => Link::Http(HttpClient::connect(self.addr, &self.name, HttpTarget::Plain).await?, None),
-            Transport::Quic => Link::Quic(
+            Transport::Http => Box::new(HttpClient::connect(self.addr, &self.name, HttpTarget::Plain).await?),
+            Transport::Quic => Box::new(
                 QuicClient::connect(self.addr, &self.name, Arc::clone(&self.tls))
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?,

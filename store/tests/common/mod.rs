@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use keyward_core::Server;
 use keyward_core::store::{Account, Store, StoreError, StoredWallet, WalletKey};
-use keyward_core::testing::{Harness, TestClient, test_config};
 use keyward_store::FjallStore;
+use keyward_testkit::{Harness, TestClient, test_config};
 use serde_json::{Value, json};
 
 /// A wallet key.

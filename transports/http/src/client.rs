@@ -137,3 +137,18 @@ impl HttpClient {
         Ok(HttpAnswer { status, session, body })
     }
 }
+
+/// HTTP(S) as a [`keyward_driver::Link`]: `session` goes in the `Keyward-Session` header, and the
+/// answer's header comes back in [`keyward_driver::Exchange::session`]. A status other than 200
+/// is a link error.
+impl keyward_driver::Link for HttpClient {
+    fn exchange<'a>(&'a mut self, body: Vec<u8>, session: Option<&'a str>) -> keyward_driver::LinkFuture<'a> {
+        Box::pin(async move {
+            let answer = self.post(body, session).await.map_err(|e| keyward_driver::LinkError(e.to_string()))?;
+            if answer.status != StatusCode::OK {
+                return Err(keyward_driver::LinkError(format!("the server answered HTTP {}", answer.status)));
+            }
+            Ok(keyward_driver::Exchange { body: answer.body, session: answer.session })
+        })
+    }
+}

@@ -15,15 +15,15 @@
 //!   `init_secure_api` carries the new session's id in the same header. Without it, the core matches
 //!   V3 clients by key, so grin-wallet clients work unchanged;
 //! * every JSON-RPC answer is HTTP 200, as grin-wallet does;
-//! * KDF-heavy calls run on tokio's blocking pool (the core's `handle_step`/`finish`), so one client's
-//!   `open_wallet` (Argon2id) never stalls another; every other call is answered in microseconds in place;
+//! * requests are answered through `keyward-driver` (a [`Connection`] per TCP connection): KDF and
+//!   store-writing calls run on its bounded slow-call pool, so one client's `open_wallet` (Argon2id)
+//!   never stalls another; every other call is answered in microseconds in place;
 //! * headers must arrive within [`HttpLimits::header_timeout`], bodies within
 //!   [`HttpLimits::body_timeout`], TLS handshakes within [`HttpLimits::handshake_timeout`], and at most
 //!   [`HttpLimits::max_connections`] connections are served at once.
 //!
-//! [`HttpServer::bind_https_echo`] and [`HttpServer::bind_insecure_echo`] bind the same listeners with
-//! the same rules, but answer each request with its own body instead of calling the core: the floor
-//! `keyward bench` measures the owner API against.
+//! The listener serves whatever the [`Driver`] it is given answers with: a core, or a
+//! [`keyward_driver::Service`] such as the echo `keyward bench` measures the owner API against.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -42,9 +42,9 @@ use hyper::body::Incoming as Body;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use keyward_core::{Incoming, Server, SessionId, Step};
+use keyward_core::SessionId;
+use keyward_driver::{Connection, Driver, Listener, Naming, Peer, ServeLimits, Stopping, WhenFull};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 pub use client::{ClientError, HttpAnswer, HttpClient, HttpTarget};
 
@@ -83,9 +83,6 @@ impl Default for HttpLimits {
     }
 }
 
-/// The host's clock: milliseconds on a monotonic clock.
-pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
-
 /// Why a listener could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -102,22 +99,8 @@ pub enum HttpError {
     },
 }
 
-/// What answers a request once the transport has read and checked it.
-enum Backend {
-    /// The owner API: the core answers.
-    Core {
-        /// The core.
-        core: Arc<Server>,
-        /// The host's clock.
-        clock: Clock,
-    },
-    /// A measuring floor for `keyward bench`: the request body is answered as is. Everything before
-    /// (listener, TLS, connection limits, timeouts, Host/Origin checks, body limit) is the same code.
-    Echo,
-}
-
 struct Shared {
-    backend: Backend,
+    driver: Driver,
     limits: HttpLimits,
 }
 
@@ -138,63 +121,29 @@ impl std::fmt::Debug for HttpServer {
 }
 
 impl HttpServer {
-    /// Binds an HTTPS listener. `tls` must require client certificates (Keyward's CA, clientAuth).
+    /// Binds an HTTPS listener serving `driver`. `tls` must require client certificates (Keyward's
+    /// CA, clientAuth). A driver made with [`Driver::service`] answers with its service instead of
+    /// a core (the echo floor `keyward bench` measures against).
     pub async fn bind_https(
         addr: SocketAddr,
         tls: Arc<rustls::ServerConfig>,
-        core: Arc<Server>,
-        clock: Clock,
-        limits: HttpLimits,
-    ) -> Result<Self, HttpError> {
-        Self::https_with(addr, tls, Backend::Core { core, clock }, limits).await
-    }
-
-    /// Binds an HTTPS echo listener: the same listener, TLS, limits and request handling as
-    /// [`HttpServer::bind_https`], but a request's body is answered as is instead of by a core. It is
-    /// the floor `keyward bench` holds the owner API against; never serve it to clients.
-    pub async fn bind_https_echo(
-        addr: SocketAddr,
-        tls: Arc<rustls::ServerConfig>,
-        limits: HttpLimits,
-    ) -> Result<Self, HttpError> {
-        Self::https_with(addr, tls, Backend::Echo, limits).await
-    }
-
-    async fn https_with(
-        addr: SocketAddr,
-        tls: Arc<rustls::ServerConfig>,
-        backend: Backend,
+        driver: Driver,
         limits: HttpLimits,
     ) -> Result<Self, HttpError> {
         let mut tls = (*tls).clone();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let listener = TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
-        let shared = Arc::new(Shared { backend, limits });
+        let shared = Arc::new(Shared { driver, limits });
         Ok(Self { listener, tls: Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))), shared })
     }
 
-    /// Binds a plain HTTP listener; refuses any address that is not loopback.
-    pub async fn bind_insecure(
-        addr: SocketAddr,
-        core: Arc<Server>,
-        clock: Clock,
-        limits: HttpLimits,
-    ) -> Result<Self, HttpError> {
-        Self::insecure_with(addr, Backend::Core { core, clock }, limits).await
-    }
-
-    /// Binds a plain HTTP echo listener (loopback only): [`HttpServer::bind_insecure`]'s listener and
-    /// request handling, answering each request's body as is. A measuring floor for `keyward bench`.
-    pub async fn bind_insecure_echo(addr: SocketAddr, limits: HttpLimits) -> Result<Self, HttpError> {
-        Self::insecure_with(addr, Backend::Echo, limits).await
-    }
-
-    async fn insecure_with(addr: SocketAddr, backend: Backend, limits: HttpLimits) -> Result<Self, HttpError> {
+    /// Binds a plain HTTP listener serving `driver`; refuses any address that is not loopback.
+    pub async fn bind_insecure(addr: SocketAddr, driver: Driver, limits: HttpLimits) -> Result<Self, HttpError> {
         if !addr.ip().is_loopback() {
             return Err(HttpError::NotLoopback(addr));
         }
         let listener = TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
-        Ok(Self { listener, tls: None, shared: Arc::new(Shared { backend, limits }) })
+        Ok(Self { listener, tls: None, shared: Arc::new(Shared { driver, limits }) })
     }
 
     /// The address it listens on.
@@ -205,46 +154,33 @@ impl HttpServer {
     /// Serves until `shutdown` completes; then stops accepting and gives open connections up to
     /// five seconds to finish their current request.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let permits = Arc::new(Semaphore::new(self.shared.limits.max_connections.max(1)));
-        let mut connections = tokio::task::JoinSet::new();
-        let (stop, stopping) = tokio::sync::watch::channel(false);
-        tokio::pin!(shutdown);
-        loop {
-            let permit = tokio::select! {
-                () = &mut shutdown => break,
-                permit = Arc::clone(&permits).acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-            };
-            let accepted = tokio::select! {
-                () = &mut shutdown => break,
-                accepted = self.listener.accept() => accepted,
-            };
-            let (stream, peer) = match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
+        let Self { listener, tls, shared } = self;
+        let limits = ServeLimits {
+            max_connections: shared.limits.max_connections,
+            when_full: WhenFull::Wait,
+            grace: SHUTDOWN_GRACE,
+        };
+        keyward_driver::serve(Accept(listener), limits, shutdown, |(stream, peer), stopping| {
+            serve_connection(stream, peer, tls.clone(), Arc::clone(&shared), stopping)
+        })
+        .await;
+    }
+}
+
+/// How long requests in flight get to finish when the server stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+struct Accept(TcpListener);
+
+impl Listener for Accept {
+    type Conn = (tokio::net::TcpStream, SocketAddr);
+
+    async fn accept(&mut self) -> Option<std::io::Result<Self::Conn>> {
+        let accepted = self.0.accept().await;
+        if let Ok((stream, _)) = &accepted {
             let _ = stream.set_nodelay(true);
-            let shared = Arc::clone(&self.shared);
-            let tls = self.tls.clone();
-            let stopping = stopping.clone();
-            connections.spawn(async move {
-                let _permit = permit;
-                serve_connection(stream, peer, tls, shared, stopping).await;
-            });
-            while connections.try_join_next().is_some() {}
         }
-        // Idle keep-alive connections close now; requests in flight get five seconds to finish.
-        let _ = stop.send(true);
-        let drain = async { while connections.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
-            connections.shutdown().await;
-        }
+        Some(accepted)
     }
 }
 
@@ -253,15 +189,11 @@ async fn serve_connection(
     peer: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
-    mut stopping: tokio::sync::watch::Receiver<bool>,
+    mut stopping: Stopping,
 ) {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(shared.limits.header_timeout).keep_alive(true);
-    let service_shared = Arc::clone(&shared);
-    let service = hyper::service::service_fn(move |request| {
-        let shared = Arc::clone(&service_shared);
-        async move { Ok::<_, Infallible>(answer(request, shared).await) }
-    });
+    let tls_used = tls.is_some();
     let io: Box<dyn Io> = match tls {
         Some(acceptor) => {
             let handshake = tokio::time::timeout(shared.limits.handshake_timeout, acceptor.accept(stream)).await;
@@ -279,12 +211,17 @@ async fn serve_connection(
         }
         None => Box::new(stream),
     };
+    let conn = Arc::new(shared.driver.connection(Peer::Net { addr: peer, authenticated: tls_used }, false));
+    let service = hyper::service::service_fn(move |request| {
+        let (shared, conn) = (Arc::clone(&shared), Arc::clone(&conn));
+        async move { Ok::<_, Infallible>(answer(request, &shared, &conn).await) }
+    });
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     // When the server stops, the request in flight is finished and the connection closed.
     let result = tokio::select! {
         result = connection.as_mut() => result,
-        () = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
+        () = stopping.wait() => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }
@@ -366,7 +303,7 @@ fn origin_allowed(origin: &str, limits: &HttpLimits) -> bool {
     !rest.contains('/') && host_allowed(rest, limits)
 }
 
-async fn answer(request: Request<Body>, shared: Arc<Shared>) -> Response<Full<Bytes>> {
+async fn answer(request: Request<Body>, shared: &Shared, conn: &Connection) -> Response<Full<Bytes>> {
     let limits = &shared.limits;
     let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok());
     if !host.is_some_and(|h| host_allowed(h, limits)) {
@@ -392,8 +329,10 @@ async fn answer(request: Request<Body>, shared: Arc<Shared>) -> Response<Full<By
         response
     };
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let session = request.headers().get(SESSION_HEADER).and_then(|v| SessionId::parse(v.to_str().ok()?));
-    let named_bad_session = request.headers().contains_key(SESSION_HEADER) && session.is_none();
+    let naming = match request.headers().get(SESSION_HEADER) {
+        None => Naming::Unnamed,
+        Some(value) => value.to_str().ok().and_then(SessionId::parse).map_or(Naming::Malformed, Naming::Session),
+    };
     let mut body = request.into_body();
     if declared.is_some_and(|len| len > limits.max_body_bytes as u64) {
         drain(&mut body, limits).await;
@@ -412,37 +351,14 @@ async fn answer(request: Request<Body>, shared: Arc<Shared>) -> Response<Full<By
             return refusal(StatusCode::REQUEST_TIMEOUT, -32600, "Request timeout: the body did not arrive in time");
         }
     };
-    if named_bad_session {
-        let message = "Encryption must be enabled. Please call 'init_secure_api` first";
-        return json_response(StatusCode::OK, keyward_core::jsonrpc::error_bytes(&serde_null(), -32001, message));
+    let answer = conn.answer_named(&body, naming).await;
+    let mut response = json_response(StatusCode::OK, answer.body);
+    if let Some(id) = answer.new_session
+        && let Ok(value) = HeaderValue::from_str(&id.to_string())
+    {
+        response.headers_mut().insert(SESSION_HEADER, value);
     }
-    let (core, clock) = match &shared.backend {
-        Backend::Core { core, clock } => (core, clock),
-        Backend::Echo => return json_response(StatusCode::OK, body.to_vec()),
-    };
-    // Most calls are answered at once (microseconds); one that may run a KDF is finished on the
-    // blocking pool, so one client's open_wallet never stalls another client's calls.
-    let now_ms = clock();
-    let handled = match core.handle_step(Incoming { body: &body, session, now_ms }) {
-        Step::Done(outgoing) => Ok(outgoing),
-        Step::Slow(call) => {
-            let core = Arc::clone(core);
-            tokio::task::spawn_blocking(move || core.finish(call)).await
-        }
-    };
-    match handled {
-        Ok(outgoing) => {
-            let created = outgoing.created_session.then_some(outgoing.session).flatten();
-            let mut response = json_response(StatusCode::OK, outgoing.body);
-            if let Some(id) = created
-                && let Ok(value) = HeaderValue::from_str(&id.to_string())
-            {
-                response.headers_mut().insert(SESSION_HEADER, value);
-            }
-            response
-        }
-        Err(_) => refusal(StatusCode::INTERNAL_SERVER_ERROR, -32603, "Internal error"),
-    }
+    response
 }
 
 #[cfg(test)]

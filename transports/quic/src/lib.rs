@@ -7,15 +7,15 @@
 //!   `clientAuth` extended key usage, no 0-RTT, no session resumption.
 //! * One JSON-RPC message per client-initiated bidirectional stream: the client writes the request
 //!   and finishes its side; the server reads to the end (bounded), hands the bytes to
-//!   [`keyward_core::Server::handle`], writes the answer and finishes its side.
+//!   the driver's connection handle, writes the answer and finishes its side.
 //! * A stream the server cannot answer is reset (and stopped) with one of the [`codes`].
 //! * A session belongs to its connection: a plaintext `init_secure_api` on a connection binds the new
 //!   session to it (dropping the one it had), and closing the connection drops its session. Open
 //!   wallets stay open (tokens are not tied to sessions).
 //!
-//! [`QuicServer`] serves a shared [`keyward_core::Server`]; [`QuicClient`] is a small client, used by
-//! the tests and usable by Rust callers. [`QuicServer::bind_echo`] is the same server answering each
-//! request with its own bytes: the floor `keyward bench` measures the owner API against.
+//! [`QuicServer`] serves what a `keyward_driver::Driver` answers with (a core, or the echo service
+//! `keyward bench` measures the owner API against); [`QuicClient`] is a small client and a
+//! `keyward_driver::Link`, used by `keyward call`, the tests and usable by Rust callers.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -26,7 +26,7 @@ mod server;
 use std::time::Duration;
 
 pub use client::{DEFAULT_MAX_ANSWER_SIZE, KEEP_ALIVE_INTERVAL, QuicClient};
-pub use server::{Clock, QuicServer};
+pub use server::QuicServer;
 
 /// The one ALPN protocol id both sides must agree on.
 pub const ALPN: &[u8] = b"keyward/1";

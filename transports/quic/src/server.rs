@@ -4,24 +4,17 @@
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use keyward_core::{Incoming, SessionId, Step};
+use keyward_driver::{Connection, Driver, Listener, Peer, ServeLimits, Stopping, WhenFull};
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use quinn::{ReadError, ReadToEndError, RecvStream, SendStream, VarInt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{ALPN, QuicError, QuicLimits, codes};
-
-/// The host's clock, in milliseconds on any monotonic scale (handed to the core as `now_ms`).
-pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
-
-/// How often the server expires idle sessions and tokens in the core.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How long `run` waits for closed connections to drain before returning.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -34,31 +27,8 @@ pub struct QuicServer {
 
 /// What every connection and stream task shares.
 struct Shared {
-    backend: Backend,
+    driver: Driver,
     limits: QuicLimits,
-}
-
-/// What answers a request once the stream has been read whole.
-enum Backend {
-    /// The owner API: the core answers.
-    Core {
-        /// The core.
-        core: Arc<keyward_core::Server>,
-        /// The host's clock.
-        clock: Clock,
-    },
-    /// A measuring floor for `keyward bench`: each request is answered with its own bytes. Endpoint,
-    /// TLS, limits, connection and stream handling are the same code as the owner API's.
-    Echo,
-}
-
-impl Backend {
-    fn core(&self) -> Option<&Arc<keyward_core::Server>> {
-        match self {
-            Self::Core { core, .. } => Some(core),
-            Self::Echo => None,
-        }
-    }
 }
 
 impl fmt::Debug for QuicServer {
@@ -80,32 +50,14 @@ impl QuicServer {
     /// client certificate. Connections that still arrive without a certificate are closed with
     /// [`codes::CLIENT_CERT_REQUIRED`].
     ///
+    /// A driver made with [`Driver::service`] answers with its service instead of a core (the echo
+    /// floor `keyward bench` measures against).
+    ///
     /// Must be called within a Tokio runtime.
     pub fn bind(
         addr: SocketAddr,
         tls: Arc<rustls::ServerConfig>,
-        core: Arc<keyward_core::Server>,
-        clock: Arc<dyn Fn() -> u64 + Send + Sync>,
-        limits: QuicLimits,
-    ) -> Result<QuicServer, QuicError> {
-        Self::bind_with(addr, tls, Backend::Core { core, clock }, limits)
-    }
-
-    /// Binds an echo endpoint: the same endpoint, TLS, limits, connection and stream handling as
-    /// [`QuicServer::bind`], but each request is answered with its own bytes instead of by a core. It
-    /// is the floor `keyward bench` holds the owner API against; never serve it to clients.
-    pub fn bind_echo(
-        addr: SocketAddr,
-        tls: Arc<rustls::ServerConfig>,
-        limits: QuicLimits,
-    ) -> Result<QuicServer, QuicError> {
-        Self::bind_with(addr, tls, Backend::Echo, limits)
-    }
-
-    fn bind_with(
-        addr: SocketAddr,
-        tls: Arc<rustls::ServerConfig>,
-        backend: Backend,
+        driver: Driver,
         limits: QuicLimits,
     ) -> Result<QuicServer, QuicError> {
         limits.validate()?;
@@ -128,7 +80,7 @@ impl QuicServer {
         config.transport_config(Arc::new(transport));
 
         let endpoint = quinn::Endpoint::server(config, addr)?;
-        Ok(QuicServer { endpoint, shared: Arc::new(Shared { backend, limits }) })
+        Ok(QuicServer { endpoint, shared: Arc::new(Shared { driver, limits }) })
     }
 
     /// The address the endpoint is bound to (with the port picked by the OS for port 0).
@@ -139,123 +91,42 @@ impl QuicServer {
     /// Serves until `shutdown` completes, then stops accepting connections, lets streams already being
     /// served finish (up to [`QuicLimits::shutdown_grace`]), closes every connection with
     /// [`codes::NO_ERROR`], drops their sessions and returns.
-    ///
-    /// Every few seconds it also calls [`keyward_core::Server::handle_timeout`] to expire idle
-    /// sessions and tokens.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Self { endpoint, shared } = self;
-        let permits = Arc::new(Semaphore::new(shared.limits.max_connections));
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let mut connections = JoinSet::new();
-        let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
-        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut shutdown = std::pin::pin!(shutdown);
         info!(addr = ?endpoint.local_addr().ok(), "QUIC transport serving");
-
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                incoming = endpoint.accept() => {
-                    let Some(incoming) = incoming else { break };
-                    match Arc::clone(&permits).try_acquire_owned() {
-                        Ok(permit) => {
-                            let task = serve_connection(incoming, permit, Arc::clone(&shared), stop_rx.clone());
-                            connections.spawn(task);
-                        }
-                        Err(_) => {
-                            debug!(peer = %incoming.remote_address(), "refusing a connection: at max_connections");
-                            incoming.refuse();
-                        }
-                    }
-                }
-                _ = sweep.tick() => {
-                    if let Backend::Core { core, clock } = &shared.backend {
-                        core.handle_timeout(clock());
-                    }
-                }
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            }
-        }
-
-        info!(connections = connections.len(), "QUIC transport shutting down");
+        let limits = ServeLimits {
+            max_connections: shared.limits.max_connections,
+            when_full: WhenFull::Refuse,
+            grace: shared.limits.shutdown_grace + DRAIN_TIMEOUT,
+        };
+        let accept = Accept(endpoint.clone());
+        keyward_driver::serve(accept, limits, shutdown, |incoming, stopping| {
+            serve_connection(incoming, Arc::clone(&shared), stopping)
+        })
+        .await;
         endpoint.set_server_config(None);
-        let _ = stop_tx.send(true);
-        let grace = shared.limits.shutdown_grace + DRAIN_TIMEOUT;
-        let all_closed = async { while connections.join_next().await.is_some() {} };
-        if timeout(grace, all_closed).await.is_err() {
-            warn!("connections did not close in time; aborting them");
-            connections.shutdown().await;
-        }
         endpoint.close(VarInt::from_u32(0), b"server shutting down");
         let _ = timeout(DRAIN_TIMEOUT, endpoint.wait_idle()).await;
         info!("QUIC transport stopped");
     }
 }
 
-/// The session a connection owns, and whether the connection is gone.
-#[derive(Default)]
-struct SessionSlot {
-    current: Option<SessionId>,
-    closed: bool,
-}
+struct Accept(quinn::Endpoint);
 
-/// Per-connection state shared by its stream tasks.
-struct ConnState {
-    /// The core whose sessions this connection binds (none for the echo backend).
-    core: Option<Arc<keyward_core::Server>>,
-    slot: Mutex<SessionSlot>,
-}
+impl Listener for Accept {
+    type Conn = quinn::Incoming;
 
-impl ConnState {
-    fn session(&self) -> Option<SessionId> {
-        self.slot.lock().unwrap_or_else(PoisonError::into_inner).current
+    async fn accept(&mut self) -> Option<std::io::Result<quinn::Incoming>> {
+        self.0.accept().await.map(Ok)
     }
 
-    /// Binds a session a plaintext `init_secure_api` created on this connection, dropping the one it
-    /// replaces; if the connection is already gone, drops the new one.
-    fn bind(&self, new: SessionId) {
-        let dropped = {
-            let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
-            if slot.closed { Some(new) } else { slot.current.replace(new).filter(|old| *old != new) }
-        };
-        if let (Some(old), Some(core)) = (dropped, &self.core) {
-            core.drop_session(&old);
-        }
-    }
-
-    /// Marks the connection gone and drops its session.
-    fn close(&self) {
-        let dropped = {
-            let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
-            slot.closed = true;
-            slot.current.take()
-        };
-        if let (Some(old), Some(core)) = (dropped, &self.core) {
-            core.drop_session(&old);
-        }
+    fn refuse(&mut self, incoming: quinn::Incoming) {
+        debug!(peer = %incoming.remote_address(), "refusing a connection: at max_connections");
+        incoming.refuse();
     }
 }
 
-/// Drops the connection's session however the connection task ends (returns, or is aborted).
-struct CloseGuard(Arc<ConnState>);
-
-impl Drop for CloseGuard {
-    fn drop(&mut self) {
-        self.0.close();
-    }
-}
-
-/// Completes once the server is stopping (or the server task went away).
-async fn stopping(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
-}
-
-async fn serve_connection(
-    incoming: quinn::Incoming,
-    _permit: OwnedSemaphorePermit,
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>, mut stop: Stopping) {
     let peer = incoming.remote_address();
     let connecting = match incoming.accept() {
         Ok(connecting) => connecting,
@@ -276,7 +147,7 @@ async fn serve_connection(
                 return;
             }
         },
-        () = stopping(&mut stop) => return,
+        () = stop.wait() => return,
     };
 
     let alpn = connection
@@ -295,15 +166,15 @@ async fn serve_connection(
     }
     debug!(%peer, id = connection.stable_id(), "connection established");
 
-    let state = Arc::new(ConnState { core: shared.backend.core().cloned(), slot: Mutex::new(SessionSlot::default()) });
-    let _guard = CloseGuard(Arc::clone(&state));
+    // Dropped (with the session bound to it) when the connection task ends, however it ends.
+    let conn = Arc::new(shared.driver.connection(Peer::Net { addr: peer, authenticated: true }, true));
     let mut streams = JoinSet::new();
     let stopping_now = loop {
         tokio::select! {
-            () = stopping(&mut stop) => break true,
+            () = stop.wait() => break true,
             accepted = connection.accept_bi() => match accepted {
                 Ok((send, recv)) => {
-                    streams.spawn(serve_stream(send, recv, Arc::clone(&shared), Arc::clone(&state)));
+                    streams.spawn(serve_stream(send, recv, Arc::clone(&shared), Arc::clone(&conn)));
                 }
                 Err(e) => {
                     debug!(%peer, reason = %e, "connection closed");
@@ -321,7 +192,7 @@ async fn serve_connection(
 }
 
 /// One request on one stream: read it whole (bounded in size and time), answer it, finish.
-async fn serve_stream(mut send: SendStream, mut recv: RecvStream, shared: Arc<Shared>, state: Arc<ConnState>) {
+async fn serve_stream(mut send: SendStream, mut recv: RecvStream, shared: Arc<Shared>, conn: Arc<Connection>) {
     let limits = shared.limits;
     let request = match timeout(limits.read_timeout, recv.read_to_end(limits.max_message_size)).await {
         Ok(Ok(request)) => request,
@@ -340,36 +211,7 @@ async fn serve_stream(mut send: SendStream, mut recv: RecvStream, shared: Arc<Sh
         }
     };
 
-    // Most calls are answered at once; one that may run a KDF (~0.1 s) is finished on the blocking
-    // pool, so the I/O threads stay free. Plaintext init (the only call that binds a session) is
-    // always answered at once, so the binding happens here, before any await.
-    let answered = match &shared.backend {
-        Backend::Echo => Ok(request),
-        Backend::Core { core, clock } => {
-            let session = state.session();
-            let now_ms = clock();
-            match core.handle_step(Incoming { body: &request, session, now_ms }) {
-                Step::Done(outgoing) => {
-                    if let (true, Some(new)) = (outgoing.created_session, outgoing.session) {
-                        state.bind(new);
-                    }
-                    Ok(outgoing.body)
-                }
-                Step::Slow(call) => {
-                    let core = Arc::clone(core);
-                    tokio::task::spawn_blocking(move || core.finish(call).body).await
-                }
-            }
-        }
-    };
-    let answer = match answered {
-        Ok(answer) => answer,
-        Err(e) => {
-            error!(stream = %send.id(), error = %e, "the core failed to answer");
-            return refuse(&mut send, &mut recv, codes::INTERNAL_ERROR);
-        }
-    };
-
+    let answer = conn.answer(&request).await.body;
     match timeout(limits.write_timeout, send.write_all(&answer)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {

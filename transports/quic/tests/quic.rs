@@ -44,7 +44,7 @@ async fn whole_lifecycle_over_quic_and_wallets_outlive_connections() {
     assert_eq!(c.ok("verify_message", verify).await, json!(true));
 
     // Closing the connection drops its session, not the open wallet: the token works elsewhere.
-    within(5, c.quic.close()).await;
+    within(5, c.quic().close()).await;
     eventually("the closed connection's session is dropped", || fx.core.session_count() == 0).await;
     assert_eq!(fx.core.open_wallet_count(), 1);
     let mut c = fx.caller(2).await;
@@ -68,23 +68,23 @@ async fn sessions_belong_to_their_connection() {
     }
 
     // B's connection names B's session: a request sealed under A's key does not authenticate there.
-    let (body, pending) = a.keys.seal("list_wallets", json!({})).expect("seal");
-    let answer = within(10, b.quic.call(&body)).await.expect("an answer");
-    assert!(a.keys.open(pending, &answer).is_err());
+    let (body, pending) = a.keys().seal("list_wallets", json!({})).expect("seal");
+    let answer = within(10, b.quic().call(&body)).await.expect("an answer");
+    assert!(a.keys().open(pending, &answer).is_err());
     assert_eq!(a.ok("list_wallets", json!({})).await, json!([]));
 
     // A second plaintext init on A's connection replaces A's session.
-    let mut old = std::mem::replace(&mut a.keys, Client::new([3; 32]));
+    let mut old = std::mem::replace(a.keys(), Client::new([3; 32]));
     a.init().await;
     assert_eq!(fx.core.session_count(), 2, "the replaced session is dropped");
     let (body, pending) = old.seal("list_wallets", json!({})).expect("seal");
-    let answer = within(10, a.quic.call(&body)).await.expect("an answer");
+    let answer = within(10, a.quic().call(&body)).await.expect("an answer");
     assert!(old.open(pending, &answer).is_err(), "the old key no longer works on this connection");
     assert_eq!(a.ok("list_wallets", json!({})).await, json!([]));
     assert_eq!(b.ok("list_wallets", json!({})).await, json!([]));
 
     // Closing a connection drops its session, and only its session.
-    within(5, a.quic.close()).await;
+    within(5, a.quic().close()).await;
     eventually("A's session is dropped", || fx.core.session_count() == 1).await;
     assert_eq!(b.ok("get_top_level_directory", json!({})).await, json!("/srv/keyward"));
     // Dropping the client without close() also ends the connection (implicit close).
@@ -111,7 +111,7 @@ async fn many_concurrent_connections_without_errors() {
             }
             c.call("get_top_level_directory", json!({})).await?;
             c.call("close_wallet", json!({"name": name})).await?;
-            c.quic.close().await;
+            c.quic().close().await;
             Ok::<(), String>(())
         });
     }
@@ -128,8 +128,8 @@ async fn many_concurrent_connections_without_errors() {
 async fn one_connection_carries_concurrent_calls() {
     let fx = Fixture::start(QuicLimits::default()).await;
     let caller = fx.caller(7).await;
-    let quic = Arc::new(caller.quic);
-    let keys = Arc::new(Mutex::new(caller.keys));
+    let (quic, keys) = caller.session.into_parts();
+    let (quic, keys) = (Arc::new(quic), Arc::new(Mutex::new(keys)));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..32 {
         let (quic, keys) = (Arc::clone(&quic), Arc::clone(&keys));
@@ -272,7 +272,7 @@ async fn zero_rtt_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_message_is_refused_and_everything_else_keeps_working() {
     let fx = Arc::new(Fixture::start(QuicLimits::default()).await);
-    let big = fx.caller(1).await;
+    let mut big = fx.caller(1).await;
     let other = fx.caller(2).await;
 
     let background = {
@@ -286,7 +286,7 @@ async fn oversized_message_is_refused_and_everything_else_keeps_working() {
     };
     let oversized = vec![b' '; QuicLimits::default().max_message_size + 1];
     for _ in 0..3 {
-        let refused = within(30, big.quic.call(&oversized)).await;
+        let refused = within(30, big.quic().call(&oversized)).await;
         assert_eq!(
             refused.as_ref().err().and_then(QuicError::stream_code),
             Some(codes::MESSAGE_TOO_LARGE),
@@ -296,7 +296,6 @@ async fn oversized_message_is_refused_and_everything_else_keeps_working() {
     let mut other = within(60, background).await.expect("other client");
     assert_eq!(other.ok("list_wallets", json!({})).await, json!([]));
     // The same connection (and its session) still works.
-    let mut big = big;
     assert_eq!(big.ok("list_wallets", json!({})).await, json!([]));
     drop((big, other));
     let fx = Arc::into_inner(fx).expect("no other owner");
@@ -323,7 +322,7 @@ async fn unfinished_request_times_out_and_the_connection_survives() {
     let limits = QuicLimits { read_timeout: Duration::from_millis(300), ..QuicLimits::default() };
     let fx = Fixture::start(limits).await;
     let mut caller = fx.caller(1).await;
-    let (mut send, mut recv) = within(5, caller.quic.connection().open_bi()).await.expect("stream");
+    let (mut send, mut recv) = within(5, caller.quic().connection().open_bi()).await.expect("stream");
     within(5, send.write_all(b"{\"jsonrpc\": \"2.0\"")).await.expect("partial write");
     let outcome = within(5, recv.read_to_end(1024)).await;
     match outcome {
@@ -368,10 +367,10 @@ async fn streams_per_connection_are_limited() {
 async fn idle_connections_time_out_and_lose_their_session() {
     let limits = QuicLimits { idle_timeout: Duration::from_millis(400), ..QuicLimits::default() };
     let fx = Fixture::start(limits).await;
-    let caller = fx.caller(1).await;
+    let mut caller = fx.caller(1).await;
     assert_eq!(fx.core.session_count(), 1);
     eventually("the idle connection's session is dropped", || fx.core.session_count() == 0).await;
-    let outcome = within(5, caller.quic.call(b"{}")).await;
+    let outcome = within(5, caller.quic().call(b"{}")).await;
     assert!(matches!(outcome, Err(QuicError::Connection(ConnectionError::TimedOut))), "{outcome:?}");
     fx.stop().await;
 }
@@ -381,7 +380,7 @@ async fn connections_beyond_the_maximum_are_refused() {
     let limits = QuicLimits { max_connections: 2, ..QuicLimits::default() };
     let fx = Fixture::start(limits).await;
     let mut a = fx.caller(1).await;
-    let b = fx.caller(2).await;
+    let mut b = fx.caller(2).await;
     let refused = within(10, QuicClient::connect(fx.addr, "localhost", fx.client_tls())).await;
     match refused {
         Err(QuicError::Connection(ConnectionError::ConnectionClosed(close))) => {
@@ -392,9 +391,8 @@ async fn connections_beyond_the_maximum_are_refused() {
     assert_eq!(a.ok("list_wallets", json!({})).await, json!([]));
 
     // A slot frees up when a connection closes.
-    within(5, b.quic.close()).await;
-    let mut c = support::Caller { quic: fx.connect_once_a_slot_frees(5).await, keys: Client::new([3; 32]) };
-    c.init().await;
+    within(5, b.quic().close()).await;
+    let mut c = support::Caller::new(fx.connect_once_a_slot_frees(5).await, 3).await;
     assert_eq!(c.ok("list_wallets", json!({})).await, json!([]));
     fx.stop().await;
 }
@@ -417,8 +415,7 @@ async fn a_stalled_handshake_holds_a_slot_only_until_the_handshake_timeout() {
     }
     // The slot frees when the handshake timeout (1.5 s) fires; a loaded machine may fire it late.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let mut c = support::Caller { quic: fx.connect_once_a_slot_frees(10).await, keys: Client::new([1; 32]) };
-    c.init().await;
+    let mut c = support::Caller::new(fx.connect_once_a_slot_frees(10).await, 1).await;
     assert_eq!(c.ok("list_wallets", json!({})).await, json!([]));
     drop(stall);
     fx.stop().await;
@@ -427,7 +424,7 @@ async fn a_stalled_handshake_holds_a_slot_only_until_the_handshake_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_streams_in_flight_then_closes() {
     let mut fx = Fixture::start(QuicLimits::default()).await;
-    let idle = fx.caller(1).await;
+    let mut idle = fx.caller(1).await;
     let busy = fx.connect().await;
     let request = Client::new([2; 32]).init_request();
     let (head, tail) = request.split_at(10);
@@ -443,7 +440,7 @@ async fn shutdown_finishes_streams_in_flight_then_closes() {
     let answer = within(10, recv.read_to_end(1 << 20)).await.expect("the request in flight is answered");
     assert!(is_json_answer(&answer));
 
-    let closed = within(10, idle.quic.connection().closed()).await;
+    let closed = within(10, idle.quic().connection().closed()).await;
     match closed {
         ConnectionError::ApplicationClosed(close) => assert_eq!(close.error_code.into_inner(), codes::NO_ERROR),
         other => panic!("expected an application close, got {other:?}"),
@@ -472,8 +469,7 @@ async fn limits_are_validated() {
         let bound = keyward_quic::QuicServer::bind(
             "127.0.0.1:0".parse().expect("addr"),
             tls,
-            support::core(),
-            support::clock(),
+            support::driver(support::core()),
             limits,
         );
         assert!(matches!(bound, Err(QuicError::Config(_))), "{limits:?}");

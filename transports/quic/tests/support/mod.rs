@@ -7,13 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keyward_core::{Client, MemoryStore, Server};
+use keyward_driver::{Driver, DriverConfig, SecureSession, SessionOptions};
 use keyward_quic::{QuicClient, QuicLimits, QuicServer};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+pub use keyward_testkit::pki::{Ca, Identity, Usage, client_config, provider, server_tls};
+use rustls::{ClientConfig, ServerConfig};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -35,106 +32,19 @@ pub async fn eventually(what: &str, condition: impl Fn() -> bool) {
     }
 }
 
-pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// A certificate chain and its key.
-pub struct Identity {
-    pub chain: Vec<CertificateDer<'static>>,
-    pub key: PrivateKeyDer<'static>,
-}
-
-impl Identity {
-    fn key(&self) -> PrivateKeyDer<'static> {
-        self.key.clone_key()
-    }
-}
-
-/// A certificate authority.
-pub struct Ca {
-    pub cert: CertificateDer<'static>,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-/// What a leaf certificate is for.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Usage {
-    Server,
-    Client,
-}
-
-impl Ca {
-    pub fn new(name: &str) -> Self {
-        let key = KeyPair::generate().expect("CA key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let cert = params.self_signed(&key).expect("CA certificate");
-        Self { cert: cert.der().clone(), issuer: Issuer::new(params, key) }
-    }
-
-    /// A leaf certificate; `expired` puts its validity in the past.
-    pub fn leaf(&self, name: &str, sans: &[&str], usage: Usage, expired: bool) -> Identity {
-        let key = KeyPair::generate().expect("leaf key");
-        let sans: Vec<String> = sans.iter().map(|s| (*s).to_owned()).collect();
-        let mut params = CertificateParams::new(sans).expect("leaf params");
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![match usage {
-            Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
-            Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
-        }];
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        }
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf certificate");
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        Identity { chain: vec![cert.der().clone()], key }
-    }
-
-    pub fn roots(&self) -> Arc<RootCertStore> {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.cert.clone()).expect("CA root");
-        Arc::new(roots)
-    }
-}
-
-/// The server's rustls configuration: TLS 1.3, client certificates required and checked against `ca`.
-pub fn server_tls(ca: &Ca, identity: &Identity) -> Arc<ServerConfig> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(ca.roots(), provider()).build().expect("verifier");
-    let config = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(identity.chain.clone(), identity.key())
-        .expect("server certificate");
-    Arc::new(config)
-}
-
-/// A client configuration trusting `ca` for the server, presenting `identity` (or nothing).
-pub fn client_config(ca: &Ca, identity: Option<&Identity>) -> ClientConfig {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .with_root_certificates(ca.roots());
-    match identity {
-        Some(identity) => builder.with_client_auth_cert(identity.chain.clone(), identity.key()).expect("client cert"),
-        None => builder.with_no_client_auth(),
-    }
-}
-
 /// A core with the fast test KDF.
 pub fn core() -> Arc<Server> {
-    Arc::new(Server::new(keyward_core::testing::test_config(), Box::new(MemoryStore::new()), [0x42; 32]))
+    Arc::new(Server::new(keyward_testkit::test_config(), Box::new(MemoryStore::new()), [0x42; 32]))
 }
 
-pub fn clock() -> Arc<dyn Fn() -> u64 + Send + Sync> {
+pub fn clock() -> keyward_driver::Clock {
     let start = Instant::now();
     Arc::new(move || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX).saturating_add(1_000))
+}
+
+/// A driver over a fresh test core.
+pub fn driver(core: Arc<Server>) -> Driver {
+    Driver::new(core, clock(), DriverConfig::default())
 }
 
 /// A running server on loopback with its own CA.
@@ -158,7 +68,7 @@ impl Fixture {
     pub async fn start_with(ca: Ca, server_identity: Identity, tls: Arc<ServerConfig>, limits: QuicLimits) -> Self {
         let core = core();
         let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        let server = QuicServer::bind(addr, tls, Arc::clone(&core), clock(), limits).expect("bind");
+        let server = QuicServer::bind(addr, tls, driver(Arc::clone(&core)), limits).expect("bind");
         let addr = server.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async {
@@ -196,9 +106,7 @@ impl Fixture {
 
     /// A connected core client that has done `init_secure_api`.
     pub async fn caller(&self, seed: u8) -> Caller {
-        let mut caller = Caller { quic: self.connect().await, keys: Client::new([seed; 32]) };
-        caller.init().await;
-        caller
+        Caller::new(self.connect().await, seed).await
     }
 
     /// Asks the server to shut down, without waiting.
@@ -217,24 +125,37 @@ impl Fixture {
     }
 }
 
-/// A `keyward_core::Client` talking over a `QuicClient`.
+/// The driver's secure session over a `QuicClient`, with test conveniences.
 pub struct Caller {
-    pub quic: QuicClient,
-    pub keys: Client,
+    pub session: SecureSession<QuicClient>,
 }
 
 impl Caller {
+    /// Runs `init_secure_api` on `quic`; the session never re-keys or re-inits by itself.
+    pub async fn new(quic: QuicClient, seed: u8) -> Self {
+        let options = SessionOptions { names_session: false, rekey_after: 0, reinit_when_gone: false };
+        let session = within(10, SecureSession::open_with(quic, [seed; 32], options)).await;
+        Self { session: session.expect("init_secure_api over QUIC") }
+    }
+
+    /// The connection.
+    pub fn quic(&mut self) -> &mut QuicClient {
+        self.session.link()
+    }
+
+    /// The sans-IO client.
+    pub fn keys(&mut self) -> &mut Client {
+        self.session.client()
+    }
+
+    /// A new plaintext `init_secure_api` on the same connection.
     pub async fn init(&mut self) {
-        let request = self.keys.init_request();
-        let answer = within(10, self.quic.call(&request)).await.expect("init_secure_api over QUIC");
-        self.keys.handle_init_answer(&answer).expect("init answer");
+        within(10, self.session.init()).await.expect("init_secure_api over QUIC");
     }
 
     /// One encrypted call; transport and RPC errors as text.
     pub async fn call(&mut self, method: &str, params: Value) -> Result<Value, String> {
-        let (body, pending) = self.keys.seal(method, params).map_err(|e| e.to_string())?;
-        let answer = within(10, self.quic.call(&body)).await.map_err(|e| e.to_string())?;
-        self.keys.open(pending, &answer).map_err(|e| e.to_string())
+        within(10, self.session.call(method, params)).await.map_err(|e| e.to_string())
     }
 
     pub async fn ok(&mut self, method: &str, params: Value) -> Value {

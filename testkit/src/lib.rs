@@ -1,18 +1,26 @@
-//! Test support (feature `testing`, never in release builds): a harness that drives a [`Server`] with
-//! [`Client`]s on a virtual clock, and the lifecycle scenario list that every [`Store`] must pass.
+//! # keyward-testkit
+//!
+//! Keyward's test kit, a crate of its own (`publish = false`) so that no Cargo feature of a
+//! production crate changes a type for tests:
+//!
+//! * a harness that drives a [`Server`] with [`Client`]s on a virtual clock, and the lifecycle
+//!   scenario list that every [`Store`] must pass (this file);
+//! * [`pki`]: a throwaway certificate authority and rustls configurations for transport tests.
 //!
 //! Each scenario takes a fresh, empty store and panics on failure. `keyward-core` runs them on the
-//! [`MemoryStore`](crate::MemoryStore); `keyward-store` runs the same list on fjall.
+//! [`MemoryStore`](keyward_core::MemoryStore); `keyward-store` runs the same list on fjall.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use serde_json::{Value, json};
 
-use crate::client::{Client, ClientError};
-use crate::methods::AppError;
-use crate::seed_record::KdfParams;
-use crate::server::{Incoming, Outgoing, Server, ServerConfig};
-use crate::session::SessionId;
-use crate::store::Store;
+pub mod pki;
+
+use keyward_core::client::{Client, ClientError};
+use keyward_core::methods::AppError;
+use keyward_core::seed_record::KdfParams;
+use keyward_core::server::{Incoming, Outgoing, Server, ServerConfig};
+use keyward_core::session::SessionId;
+use keyward_core::store::Store;
 
 /// The mnemonic of the shared vectors (24 words).
 pub const VECTOR_MNEMONIC: &str = "fat twenty mean degree forget shell check candy immense awful flame next during february bulb bike sun wink theory day kiwi embrace peace lunch";
@@ -213,9 +221,9 @@ fn restore_from_mnemonic(store: Box<dyn Store>) {
     assert_eq!(h.ok(&mut c, "get_mnemonic", json!({"name": "r", "password": "pw"})), json!(VECTOR_MNEMONIC));
     let token = open(&mut h, &mut c, json!("r"), "pw");
     let public = h.ok(&mut c, "get_public_key", json!({"token": token, "path": "m/0'/1"}));
-    let entropy = crate::keys::entropy_of(VECTOR_MNEMONIC).unwrap();
-    let key = crate::keys::derive(&crate::keys::master_key(&entropy), &[0x8000_0000, 1]).unwrap();
-    assert_eq!(public, json!(hex::encode(crate::keys::public_key(&key).unwrap().serialize())));
+    let entropy = keyward_core::keys::entropy_of(VECTOR_MNEMONIC).unwrap();
+    let key = keyward_core::keys::derive(&keyward_core::keys::master_key(&entropy), &[0x8000_0000, 1]).unwrap();
+    assert_eq!(public, json!(hex::encode(keyward_core::keys::public_key(&key).unwrap().serialize())));
     let params = json!({"name": "r", "mnemonic": VECTOR_MNEMONIC, "mnemonic_length": 0, "password": "pw"});
     assert_rpc_error(h.call(&mut c, "create_wallet", params), -32099, "WalletSeedExists");
     // Like grin, a restore ignores mnemonic_length (V3 clients often send 32 with any mnemonic).
@@ -279,7 +287,7 @@ fn tampered_refused(store: Box<dyn Store>) {
     let (body, _pending) = c.client.seal("create_account_path", json!({"token": token, "label": "x"})).unwrap();
     let mut request: Value = serde_json::from_slice(&body).unwrap();
     let body_enc = request["params"]["body_enc"].as_str().unwrap().to_owned();
-    let mut raw = crate::envelope::decode_body(&body_enc).unwrap();
+    let mut raw = keyward_core::envelope::decode_body(&body_enc).unwrap();
     raw[3] ^= 0x40;
     let tampered = base64_encode(&raw);
     let truncated = base64_encode(&raw[..10]);
@@ -586,8 +594,8 @@ fn grin_import(store: Box<dyn Store>) {
     let params = json!({"name": "grin", "wallet_seed": file.to_string(), "password": "testpass"});
     assert_eq!(h.ok(&mut c, "import_grin_wallet", params), Value::Null);
     assert_eq!(h.ok(&mut c, "get_mnemonic", json!({"name": "grin", "password": "testpass"})), json!(mnemonic));
-    let stored = h.server.store().load_wallet(&crate::WalletKey { dir: String::new(), name: "grin".into() });
-    let record = crate::seed_record::SeedRecord::from_bytes(&stored.unwrap().unwrap().seed_record).unwrap();
+    let stored = h.server.store().load_wallet(&keyward_core::WalletKey { dir: String::new(), name: "grin".into() });
+    let record = keyward_core::seed_record::SeedRecord::from_bytes(&stored.unwrap().unwrap().seed_record).unwrap();
     assert_eq!(record.kdf, KdfParams::INSECURE_FOR_TESTS);
     let params = json!({"name": "grin", "wallet_seed": file, "password": "testpass"});
     assert_rpc_error(h.call(&mut c, "import_grin_wallet", params), -32099, "WalletSeedExists");
@@ -611,7 +619,7 @@ fn change_password(store: Box<dyn Store>) {
 }
 
 fn slow_calls_set_aside(store: Box<dyn Store>) {
-    use crate::server::Step;
+    use keyward_core::server::Step;
     let mut h = Harness::new(store);
     let mut c = h.client(1, true);
     create(&mut h, &mut c, Value::Null, "pw");

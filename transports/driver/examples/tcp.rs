@@ -1,0 +1,57 @@
+//! A whole Keyward transport in a few lines: length-prefixed JSON-RPC over loopback TCP, on the
+//! driver. (No authentication: a real one adds TLS or a peer check, as keyward-unix does.)
+//!
+//! `cargo run -p keyward-driver --example tcp` serves until Ctrl-C, with wallets in memory.
+
+use std::time::Duration;
+
+use keyward_core::{MemoryStore, ServerConfig};
+use keyward_driver::frame::{self, FrameLimits};
+use keyward_driver::{Driver, DriverConfig, Listener, Peer, ServeLimits, WhenFull};
+use tokio::net::{TcpListener, TcpStream};
+
+const LIMITS: FrameLimits =
+    FrameLimits { max_bytes: 1 << 20, idle: Duration::from_secs(60), read: Duration::from_secs(10) };
+
+/// The listener, as the driver's accept loop sees it.
+#[derive(Debug)]
+pub struct Tcp(pub TcpListener);
+
+impl Listener for Tcp {
+    type Conn = TcpStream;
+    async fn accept(&mut self) -> Option<std::io::Result<TcpStream>> {
+        Some(self.0.accept().await.map(|(stream, _)| stream))
+    }
+}
+
+/// Serves `driver` on `listener` until `shutdown`.
+pub async fn serve(driver: Driver, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let limits = ServeLimits { max_connections: 64, when_full: WhenFull::Wait, grace: Duration::from_secs(5) };
+    keyward_driver::serve(Tcp(listener), limits, shutdown, move |mut stream: TcpStream, mut stopping| {
+        let peer = stream.peer_addr().map_or(Peer::Local, |addr| Peer::Net { addr, authenticated: false });
+        let conn = driver.connection(peer, true);
+        async move {
+            loop {
+                let request = tokio::select! {
+                    read = frame::read_frame(&mut stream, LIMITS) => read,
+                    () = stopping.wait() => return,
+                };
+                let Ok(Some(request)) = request else { return };
+                let answer = conn.answer(&request).await;
+                if frame::write_frame(&mut stream, &answer.body).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let driver = Driver::start(ServerConfig::default(), Box::new(MemoryStore::new()), DriverConfig::default())?;
+    let listener = TcpListener::bind("127.0.0.1:3425").await?;
+    eprintln!("serving on {}", listener.local_addr()?);
+    serve(driver, listener, async { tokio::signal::ctrl_c().await.unwrap_or_default() }).await;
+    Ok(())
+}

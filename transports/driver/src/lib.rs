@@ -1,0 +1,196 @@
+//! # keyward-driver
+//!
+//! The one tokio driver every Keyward transport is built on, as quinn is built on quinn-proto: the
+//! sans-IO [`keyward_core::Server`] knows no sockets, clocks, threads or OS randomness; this crate
+//! owns them once, so a transport keeps only what is its own (hyper and TLS, quinn and ALPN, a
+//! Unix socket and its peer check).
+//!
+//! What it owns:
+//! * the `Arc<Server>`, built from an OS seed ([`Driver::start`]) or handed in ([`Driver::new`]);
+//! * the host clock (milliseconds on a monotonic clock, [`Driver::now_ms`]);
+//! * the expiry timer: one task calls [`Server::handle_timeout`] at [`Server::poll_timeout`] (at
+//!   least every second), so idle sessions and tokens leave memory on time whatever transport runs;
+//! * the bounded slow-call pool ([`DriverConfig::slow_threads`] threads, [`DriverConfig::slow_queue`]
+//!   waiting calls; a call beyond both is answered `Busy` at once, never queued without bound);
+//! * the per-connection handle, [`Connection`]: its peer, the session bound to it, and
+//!   [`Connection::answer`]; dropping it drops the bound session;
+//! * the accept loop with a connection limit and graceful shutdown, [`serve`];
+//! * length-prefixed framing, [`frame`];
+//! * the client side: the [`Link`] trait ("send these bytes, get those bytes") and one
+//!   [`SecureSession`] over any link.
+//!
+//! An embedder's transport is: accept a connection, make a [`Connection`], read a message,
+//! `conn.answer(&bytes).await`, write the answer back. `examples/tcp.rs` is a whole one.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod client;
+mod connection;
+pub mod frame;
+mod pool;
+mod serve;
+
+use std::fmt;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use keyward_core::{Server, ServerConfig, Store};
+
+pub use client::{Exchange, Link, LinkError, LinkFuture, SecureSession, SessionError, SessionOptions};
+pub use connection::{Answer, Connection, Naming, Peer};
+pub use pool::on_slow_pool;
+pub use serve::{Listener, ServeLimits, Stopping, WhenFull, serve};
+
+/// The host's clock: milliseconds on a monotonic clock, handed to the core as `now_ms`.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// A monotonic clock counting milliseconds from its creation.
+pub fn system_clock() -> Clock {
+    let start = Instant::now();
+    Arc::new(move || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX))
+}
+
+/// What answers messages instead of a core: the floor `keyward bench` measures transports against
+/// (an echo), or an embedder's own handler. Everything before it (listener, TLS, limits, framing)
+/// is the transport's usual code.
+pub trait Service: Send + Sync + 'static {
+    /// The answer to one message.
+    fn answer(&self, request: &[u8]) -> Vec<u8>;
+}
+
+/// The driver's settings.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// Threads that run slow calls (a KDF or a store write). Default: the number of cores. Each
+    /// running KDF holds its memory cost (64 MiB by default), so this bounds that memory too.
+    pub slow_threads: usize,
+    /// Slow calls that may wait for a thread. Default 64. A slow call beyond `slow_threads +
+    /// slow_queue` is answered at once with −32099 `Busy` and does not run.
+    pub slow_queue: usize,
+    /// The longest the expiry timer sleeps. Default 1 s.
+    pub max_timer_sleep: Duration,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        Self { slow_threads: cores, slow_queue: 64, max_timer_sleep: Duration::from_secs(1) }
+    }
+}
+
+enum Backend {
+    Core(Arc<Server>),
+    Service(Arc<dyn Service>),
+}
+
+struct Inner {
+    backend: Backend,
+    clock: Clock,
+    pool: pool::SlowPool,
+    timer: std::sync::OnceLock<tokio::task::AbortHandle>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(timer) = self.timer.get() {
+            timer.abort();
+        }
+    }
+}
+
+/// The driver: share it (it is a cheap handle) between the transports that serve one core.
+#[derive(Clone)]
+pub struct Driver {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Driver").field("serves_core", &self.core().is_some()).finish_non_exhaustive()
+    }
+}
+
+/// Why a driver could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The OS gave no randomness for the core's seed.
+    #[error("no OS randomness: {0}")]
+    Random(String),
+}
+
+impl Driver {
+    /// Builds the core over `store` with a seed from the OS, and drives it. Call within a tokio
+    /// runtime (the expiry timer is a task).
+    pub fn start(server: ServerConfig, store: Box<dyn Store>, config: DriverConfig) -> Result<Self, StartError> {
+        let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::fill(&mut *seed).map_err(|e| StartError::Random(e.to_string()))?;
+        Ok(Self::new(Arc::new(Server::new(server, store, *seed)), system_clock(), config))
+    }
+
+    /// Drives a core built by the caller, on `clock`. Call within a tokio runtime.
+    pub fn new(core: Arc<Server>, clock: Clock, config: DriverConfig) -> Self {
+        let driver = Self::build(Backend::Core(core), clock, &config, true);
+        let timer = tokio::spawn(expiry_timer(Arc::downgrade(&driver.inner), config.max_timer_sleep));
+        let _ = driver.inner.timer.set(timer.abort_handle());
+        driver
+    }
+
+    /// A driver whose connections are answered by `service` instead of a core.
+    pub fn service(service: Arc<dyn Service>, config: DriverConfig) -> Self {
+        Self::build(Backend::Service(service), system_clock(), &config, false)
+    }
+
+    fn build(backend: Backend, clock: Clock, config: &DriverConfig, pool: bool) -> Self {
+        let threads = if pool { config.slow_threads } else { 0 };
+        let pool = pool::SlowPool::new(threads, config.slow_queue);
+        Self { inner: Arc::new(Inner { backend, clock, pool, timer: std::sync::OnceLock::new() }) }
+    }
+
+    /// The core, unless a [`Service`] answers instead.
+    pub fn core(&self) -> Option<&Arc<Server>> {
+        match &self.inner.backend {
+            Backend::Core(core) => Some(core),
+            Backend::Service(_) => None,
+        }
+    }
+
+    /// The host clock.
+    pub fn now_ms(&self) -> u64 {
+        (self.inner.clock)()
+    }
+
+    /// Slow calls admitted and not yet finished (running or waiting).
+    pub fn slow_calls_in_flight(&self) -> usize {
+        self.inner.pool.in_flight()
+    }
+
+    /// A handle for a new connection. `binds_sessions`: a plaintext `init_secure_api` on it binds
+    /// its session to the connection and dropping the handle drops it (QUIC, Unix); HTTP, whose
+    /// clients name their session in a header, passes `false`.
+    pub fn connection(&self, peer: Peer, binds_sessions: bool) -> Connection {
+        Connection::new(self.clone(), peer, binds_sessions)
+    }
+
+    /// Closes every wallet (the vault is wiped) and forgets every session.
+    pub fn shutdown(&self) {
+        if let Some(core) = self.core() {
+            core.shutdown();
+        }
+    }
+}
+
+/// Expires sessions and tokens when the core says something is due (at least every `max_sleep`),
+/// until the driver is gone.
+async fn expiry_timer(driver: Weak<Inner>, max_sleep: Duration) {
+    loop {
+        let sleep = {
+            let Some(inner) = driver.upgrade() else { return };
+            let Backend::Core(core) = &inner.backend else { return };
+            let now = (inner.clock)();
+            core.handle_timeout(now);
+            core.poll_timeout().map_or(max_sleep, |due| Duration::from_millis(due.saturating_sub(now)))
+        };
+        tokio::time::sleep(sleep.clamp(Duration::from_millis(10), max_sleep)).await;
+    }
+}

@@ -1,0 +1,211 @@
+//! The driver end to end: the example transport carries a whole lifecycle with a `SecureSession`;
+//! no store write ever runs on an I/O thread; the slow-call pool is bounded and answers `Busy`
+//! beyond it; a connection's session goes with it; the expiry timer runs by itself.
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/tcp.rs"]
+mod example;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keyward_core::store::{Account, StoredWallet};
+use keyward_core::{AppError, MemoryStore, Server, ServerConfig, Store, StoreError, WalletKey};
+use keyward_driver::frame::{self, FrameLimits};
+use keyward_driver::{Driver, DriverConfig, Exchange, Link, LinkError, LinkFuture, Peer, SecureSession, on_slow_pool};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+
+const LIMITS: FrameLimits =
+    FrameLimits { max_bytes: 1 << 20, idle: Duration::from_secs(10), read: Duration::from_secs(10) };
+
+/// The client half of the example transport.
+struct FrameLink(TcpStream);
+
+impl Link for FrameLink {
+    fn exchange<'a>(&'a mut self, body: Vec<u8>, _session: Option<&'a str>) -> LinkFuture<'a> {
+        Box::pin(async move {
+            frame::write_frame(&mut self.0, &body).await.map_err(|e| LinkError(e.to_string()))?;
+            match frame::read_frame(&mut self.0, LIMITS).await {
+                Ok(Some(body)) => Ok(Exchange { body, session: None }),
+                Ok(None) => Err(LinkError("closed".into())),
+                Err(e) => Err(LinkError(e.to_string())),
+            }
+        })
+    }
+}
+
+/// A store that notes every write made off the driver's slow-call threads.
+struct IoThreadWatch {
+    inner: MemoryStore,
+    on_io_thread: Arc<Mutex<Vec<&'static str>>>,
+}
+
+impl IoThreadWatch {
+    fn write(&self, what: &'static str) {
+        if !on_slow_pool() {
+            self.on_io_thread.lock().unwrap().push(what);
+        }
+    }
+}
+
+impl Store for IoThreadWatch {
+    fn load_wallet(&self, key: &WalletKey) -> Result<Option<StoredWallet>, StoreError> {
+        self.inner.load_wallet(key)
+    }
+    fn load_accounts(&self, key: &WalletKey) -> Result<Option<Vec<Account>>, StoreError> {
+        self.inner.load_accounts(key)
+    }
+    fn load_failures(&self, key: &WalletKey) -> Result<u32, StoreError> {
+        self.inner.load_failures(key)
+    }
+    fn save_failures(&self, key: &WalletKey, failures: u32) -> Result<(), StoreError> {
+        self.write("save_failures");
+        self.inner.save_failures(key, failures)
+    }
+    fn create_wallet(&self, key: &WalletKey, wallet: &StoredWallet) -> Result<(), StoreError> {
+        self.write("create_wallet");
+        self.inner.create_wallet(key, wallet)
+    }
+    fn replace_seed_record(&self, key: &WalletKey, expected: &[u8], new: &[u8]) -> Result<(), StoreError> {
+        self.write("replace_seed_record");
+        self.inner.replace_seed_record(key, expected, new)
+    }
+    fn add_account(&self, key: &WalletKey, account: &Account) -> Result<(), StoreError> {
+        self.write("add_account");
+        self.inner.add_account(key, account)
+    }
+    fn delete_wallet(&self, key: &WalletKey) -> Result<(), StoreError> {
+        self.write("delete_wallet");
+        self.inner.delete_wallet(key)
+    }
+    fn list_wallets(&self, dir: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.list_wallets(dir)
+    }
+    fn save_config(&self, dir: &str, config: &[u8]) -> Result<(), StoreError> {
+        self.write("save_config");
+        self.inner.save_config(dir, config)
+    }
+    fn load_config(&self, dir: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.load_config(dir)
+    }
+}
+
+async fn serve_example(driver: Driver) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(example::serve(driver, listener, async {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
+async fn session(addr: std::net::SocketAddr, seed: u8) -> SecureSession<FrameLink> {
+    let link = FrameLink(TcpStream::connect(addr).await.unwrap());
+    SecureSession::open_with(link, [seed; 32], Default::default()).await.unwrap()
+}
+
+/// Every store-writing method, through the example transport, with a store that notes writes made
+/// off the slow-call threads: none may be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_store_write_runs_on_an_io_thread() {
+    let on_io_thread = Arc::new(Mutex::new(Vec::new()));
+    let store = IoThreadWatch { inner: MemoryStore::new(), on_io_thread: Arc::clone(&on_io_thread) };
+    let core = Arc::new(Server::new(keyward_testkit::test_config(), Box::new(store), [3; 32]));
+    let driver = Driver::new(Arc::clone(&core), keyward_driver::system_clock(), DriverConfig::default());
+    let (addr, _stop) = serve_example(driver).await;
+    let mut s = session(addr, 1).await;
+    let config = json!({"chain_type": "Mainnet", "wallet_config": null, "logging_config": null, "tor_config": null});
+    s.call("create_config", config).await.unwrap();
+    s.call("create_wallet", json!({"name": "w", "mnemonic": null, "mnemonic_length": 16, "password": "p"}))
+        .await
+        .unwrap();
+    assert!(s.call("open_wallet", json!({"name": "w", "password": "wrong"})).await.is_err());
+    let token = s.call("open_wallet", json!({"name": "w", "password": "p"})).await.unwrap();
+    s.call("create_account_path", json!({"token": token, "label": "spend"})).await.unwrap();
+    s.call("set_active_account", json!({"token": token, "label": "spend"})).await.unwrap();
+    s.call("change_password", json!({"name": "w", "old": "p", "new": "q"})).await.unwrap();
+    s.call("delete_wallet", json!({"name": "w", "password": "q"})).await.unwrap();
+    let writes = on_io_thread.lock().unwrap().clone();
+    assert!(writes.is_empty(), "store writes ran on an I/O thread: {writes:?}");
+
+    // The watch can fail: the same write made in place on a runtime thread is noted.
+    let mut c = keyward_core::Client::new([9; 32]);
+    let answer = core.handle(keyward_core::Incoming { body: &c.init_request(), session: None, now_ms: 1 });
+    c.handle_init_answer(&answer.body).unwrap();
+    let (body, _) = c
+        .seal("create_wallet", json!({"name": "x", "mnemonic": null, "mnemonic_length": 16, "password": "p"}))
+        .unwrap();
+    core.handle(keyward_core::Incoming { body: &body, session: answer.session, now_ms: 2 });
+    assert_eq!(on_io_thread.lock().unwrap().as_slice(), ["create_wallet"]);
+}
+
+/// One slow thread, no queue: while an embedder's slow method holds the thread, another slow call
+/// is answered `Busy` at once and does not run; fast calls are answered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_calls_beyond_the_pool_are_busy() {
+    let (entered, wait_entered) = std::sync::mpsc::channel::<()>();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = Mutex::new(released);
+    let entered = Mutex::new(entered);
+    let mut core = Server::new(keyward_testkit::test_config(), Box::new(MemoryStore::new()), [4; 32]);
+    core.register_method("hold", &[], move |_| {
+        let _ = entered.lock().unwrap().send(());
+        let _ = released.lock().unwrap().recv_timeout(Duration::from_secs(20));
+        Ok::<Value, AppError>(Value::Null)
+    })
+    .unwrap();
+    let config = DriverConfig { slow_threads: 1, slow_queue: 0, ..DriverConfig::default() };
+    let driver = Driver::new(Arc::new(core), keyward_driver::system_clock(), config);
+    let (addr, _stop) = serve_example(driver.clone()).await;
+    let mut a = session(addr, 1).await;
+    a.call("create_wallet", json!({"name": null, "mnemonic": null, "mnemonic_length": 16, "password": "p"}))
+        .await
+        .unwrap();
+    let token = a.call("open_wallet", json!({"name": null, "password": "p"})).await.unwrap();
+    let held = tokio::spawn(async move { a.call("hold", json!({"token": token})).await });
+    tokio::task::spawn_blocking(move || wait_entered.recv_timeout(Duration::from_secs(20))).await.unwrap().unwrap();
+    assert_eq!(driver.slow_calls_in_flight(), 1);
+
+    let mut b = session(addr, 2).await;
+    let busy = b.call("create_wallet", json!({"name": "b", "mnemonic": null, "mnemonic_length": 16, "password": "p"}));
+    let busy = busy.await.unwrap_err();
+    assert_eq!(busy.code(), Some(-32099), "{busy}");
+    assert!(busy.to_string().contains("Busy"), "{busy}");
+    assert!(b.call("list_wallets", json!({})).await.unwrap().as_array().unwrap().len() == 1, "b was not created");
+
+    release.send(()).unwrap();
+    held.await.unwrap().unwrap();
+    assert_eq!(driver.slow_calls_in_flight(), 0);
+    b.call("create_wallet", json!({"name": "b", "mnemonic": null, "mnemonic_length": 16, "password": "p"}))
+        .await
+        .unwrap();
+}
+
+/// A session bound to a connection goes when the connection goes; the timer expires idle sessions
+/// without any traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_go_with_their_connection_and_expire_by_themselves() {
+    let mut config: ServerConfig = keyward_testkit::test_config();
+    config.sessions.idle_ms = 300;
+    let core = Arc::new(Server::new(config, Box::new(MemoryStore::new()), [5; 32]));
+    let driver = Driver::new(Arc::clone(&core), keyward_driver::system_clock(), DriverConfig::default());
+    let conn = driver.connection(Peer::Local, true);
+    let mut client = keyward_core::Client::new([6; 32]);
+    let answer = conn.answer(&client.init_request()).await;
+    assert_eq!(conn.session(), answer.new_session);
+    assert_eq!(core.session_count(), 1);
+    drop(conn);
+    assert_eq!(core.session_count(), 0);
+
+    let (addr, _stop) = serve_example(driver).await;
+    let _idle = session(addr, 7).await;
+    assert_eq!(core.session_count(), 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while core.session_count() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the idle session was not expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,221 @@
+//! # keyward-unix
+//!
+//! Keyward's owner API over a Unix-domain socket, written only against `keyward-driver`'s public
+//! API. The wire contract is `spec/transport-unix.md`: one length-prefixed JSON-RPC message each
+//! way (4-byte big-endian length, then the bytes), any number per connection, answered in order;
+//! a session belongs to its connection. The socket file is 0600 in a 0700 directory, and the
+//! peer's uid (`SO_PEERCRED`) must be the server's own or one listed in `allowed_uids`: any other
+//! peer is closed without an answer, and logged.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use keyward_driver::frame::{self, FrameError, FrameLimits};
+use keyward_driver::{Driver, Exchange, Link, LinkError, LinkFuture, Listener, Peer, ServeLimits, WhenFull};
+use tokio::net::{UnixListener, UnixStream};
+
+/// Limits of the Unix transport.
+#[derive(Debug, Clone, Copy)]
+pub struct UnixLimits {
+    /// Most connections served at once (default 64); more wait in the kernel's queue.
+    pub max_connections: usize,
+    /// Largest message in bytes (default 1 MiB); a larger one closes the connection.
+    pub max_message_bytes: usize,
+    /// A connection with no message starting for this long is closed (default 60 s).
+    pub idle_timeout: Duration,
+    /// A started message must arrive whole, and an answer be taken, within this long (default 10 s).
+    pub io_timeout: Duration,
+    /// On shutdown, connections get this long to finish the message in flight (default 5 s).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for UnixLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 64,
+            max_message_bytes: 1024 * 1024,
+            idle_timeout: Duration::from_secs(60),
+            io_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why the socket could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum UnixError {
+    /// The socket's directory is open to other users.
+    #[error("{0} is readable or writable by other users; use a directory only its owner can open (mode 0700)")]
+    OpenDirectory(PathBuf),
+    /// A server already answers on the path.
+    #[error("another server is listening on {0}")]
+    InUse(PathBuf),
+    /// Something that is not a socket is in the way.
+    #[error("{0} exists and is not a socket")]
+    NotSocket(PathBuf),
+    /// Creating, binding or inspecting failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> UnixError + '_ {
+    move |source| UnixError::Io { path: path.to_owned(), source }
+}
+
+/// A bound Unix-socket listener.
+#[derive(Debug)]
+pub struct UnixServer {
+    listener: UnixListener,
+    path: PathBuf,
+    allowed: Vec<u32>,
+    limits: UnixLimits,
+}
+
+impl UnixServer {
+    /// Binds `path`: makes its directory (0700) if missing and refuses one that others can open,
+    /// replaces a stale socket left by a crash (never a live one, never another file), and sets
+    /// the socket to 0600. Peers with the server's own uid or one of `allowed_uids` are served.
+    pub async fn bind(path: &Path, allowed_uids: &[u32], limits: UnixLimits) -> Result<Self, UnixError> {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !dir.exists() {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io(dir))?;
+        }
+        if std::fs::metadata(dir).map_err(io(dir))?.mode() & 0o077 != 0 {
+            return Err(UnixError::OpenDirectory(dir.to_owned()));
+        }
+        if let Ok(existing) = std::fs::symlink_metadata(path) {
+            use std::os::unix::fs::FileTypeExt as _;
+            if !existing.file_type().is_socket() {
+                return Err(UnixError::NotSocket(path.to_owned()));
+            }
+            if UnixStream::connect(path).await.is_ok() {
+                return Err(UnixError::InUse(path.to_owned()));
+            }
+            std::fs::remove_file(path).map_err(io(path))?;
+        }
+        let listener = UnixListener::bind(path).map_err(io(path))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io(path))?;
+        // The socket file is ours: its owner is this process's effective uid.
+        let own = std::fs::metadata(path).map_err(io(path))?.uid();
+        let mut allowed = vec![own];
+        allowed.extend_from_slice(allowed_uids);
+        Ok(Self { listener, path: path.to_owned(), allowed, limits })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Serves `driver` until `shutdown` completes; then removes the socket file.
+    pub async fn run(self, driver: Driver, shutdown: impl Future<Output = ()>) {
+        let Self { listener, path, allowed, limits } = self;
+        let serve_limits = ServeLimits {
+            max_connections: limits.max_connections,
+            when_full: WhenFull::Wait,
+            grace: limits.shutdown_grace,
+        };
+        keyward_driver::serve(Accept(listener), serve_limits, shutdown, |stream, mut stopping| {
+            let admitted = admit(&stream, &allowed);
+            let driver = driver.clone();
+            async move {
+                let Some(peer) = admitted else { return };
+                let conn = driver.connection(peer, true);
+                let (mut reader, mut writer) = stream.into_split();
+                let frames = FrameLimits {
+                    max_bytes: limits.max_message_bytes,
+                    idle: limits.idle_timeout,
+                    read: limits.io_timeout,
+                };
+                loop {
+                    let read = tokio::select! {
+                        read = frame::read_frame(&mut reader, frames) => read,
+                        () = stopping.wait() => return,
+                    };
+                    let request = match read {
+                        Ok(Some(request)) => request,
+                        Ok(None) => return,
+                        Err(error @ (FrameError::TooLarge { .. } | FrameError::Truncated | FrameError::Timeout)) => {
+                            tracing::debug!(peer = %conn.peer(), %error, "closing a Unix connection");
+                            return;
+                        }
+                        Err(FrameError::Io(_)) => return,
+                    };
+                    let answer = conn.answer(&request).await;
+                    let written =
+                        tokio::time::timeout(limits.io_timeout, frame::write_frame(&mut writer, &answer.body));
+                    if !matches!(written.await, Ok(Ok(()))) {
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+/// The peer, if its uid may be served; a refused peer is logged (and closed by the caller).
+fn admit(stream: &UnixStream, allowed: &[u32]) -> Option<Peer> {
+    let cred = match stream.peer_cred() {
+        Ok(cred) => cred,
+        Err(error) => {
+            tracing::warn!(%error, "refusing a Unix connection: no peer credentials");
+            return None;
+        }
+    };
+    let peer = Peer::Unix { uid: cred.uid(), gid: cred.gid(), pid: cred.pid() };
+    if allowed.contains(&cred.uid()) {
+        Some(peer)
+    } else {
+        tracing::warn!(%peer, "refusing a Unix connection from a uid that is not allowed");
+        None
+    }
+}
+
+struct Accept(UnixListener);
+
+impl Listener for Accept {
+    type Conn = UnixStream;
+
+    async fn accept(&mut self) -> Option<std::io::Result<UnixStream>> {
+        Some(self.0.accept().await.map(|(stream, _)| stream))
+    }
+}
+
+/// A client connection: a [`Link`] for [`keyward_driver::SecureSession`].
+#[derive(Debug)]
+pub struct UnixClient {
+    stream: UnixStream,
+    limits: FrameLimits,
+}
+
+impl UnixClient {
+    /// Connects to the socket at `path`.
+    pub async fn connect(path: &Path) -> std::io::Result<Self> {
+        let limits = FrameLimits { max_bytes: 16 << 20, idle: Duration::from_secs(60), read: Duration::from_secs(60) };
+        Ok(Self { stream: UnixStream::connect(path).await?, limits })
+    }
+}
+
+impl Link for UnixClient {
+    fn exchange<'a>(&'a mut self, body: Vec<u8>, _session: Option<&'a str>) -> LinkFuture<'a> {
+        Box::pin(async move {
+            frame::write_frame(&mut self.stream, &body).await.map_err(|e| LinkError(format!("send: {e}")))?;
+            match frame::read_frame(&mut self.stream, self.limits).await {
+                Ok(Some(body)) => Ok(Exchange { body, session: None }),
+                Ok(None) => Err(LinkError("the server closed the connection without an answer".into())),
+                Err(e) => Err(LinkError(format!("receive: {e}"))),
+            }
+        })
+    }
+}
