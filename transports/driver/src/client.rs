@@ -75,7 +75,7 @@ impl Default for SessionOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     /// The transport failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Link(#[from] LinkError),
     /// The server answered with an error (`code`, `message`): an envelope error or the call's own.
     #[error("{message} (code {code})")]

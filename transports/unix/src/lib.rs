@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -210,12 +211,19 @@ impl UnixClient {
 impl Link for UnixClient {
     fn exchange<'a>(&'a mut self, body: Vec<u8>, _session: Option<&'a str>) -> LinkFuture<'a> {
         Box::pin(async move {
-            frame::write_frame(&mut self.stream, &body).await.map_err(|e| LinkError(format!("send: {e}")))?;
-            match frame::read_frame(&mut self.stream, self.limits).await {
-                Ok(Some(body)) => Ok(Exchange { body, session: None }),
-                Ok(None) => Err(LinkError("the server closed the connection without an answer".into())),
-                Err(e) => Err(LinkError(format!("receive: {e}"))),
+            let sent = frame::write_frame(&mut self.stream, &body).await;
+            match (sent, frame::read_frame(&mut self.stream, self.limits).await) {
+                (Ok(()), Ok(Some(body))) => Ok(Exchange { body, session: None }),
+                (Ok(()), Ok(None) | Err(FrameError::Truncated)) => Err(LinkError(CLOSED.into())),
+                (Err(e), _) if matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) => {
+                    Err(LinkError(CLOSED.into()))
+                }
+                (Err(e), _) => Err(LinkError(format!("send: {e}"))),
+                (Ok(()), Err(e)) => Err(LinkError(format!("receive: {e}"))),
             }
         })
     }
 }
+
+/// What a client sees when the server closes without answering (e.g. its uid is not allowed).
+const CLOSED: &str = "the server closed the connection without an answer (is this user allowed to connect?)";

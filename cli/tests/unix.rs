@@ -1,0 +1,190 @@
+//! `keyward serve --unix` and `keyward call --unix` as a person uses them, and the peer check: a
+//! process of another uid is closed without an answer (and logged) unless its uid is allowed.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The uid and gid of `nobody` on Debian and most Linux systems.
+const NOBODY: u32 = 65534;
+
+fn keyward() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_keyward"))
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+/// `keyward serve` with only the Unix socket, until dropped; its log goes to `log`.
+struct Serve(std::process::Child);
+
+impl Serve {
+    fn start(home: &Path, socket: &Path, config: Option<&Path>, log: &Path) -> Self {
+        let ready = home.join("ready.json");
+        let _ = std::fs::remove_file(&ready);
+        let mut command = keyward();
+        command.env("HOME", home).env_remove("KEYWARD_DATA_DIR").env("RUST_LOG", "info");
+        command.args(["serve", "--https", "off", "--quic", "off", "--unix"]).arg(socket).arg("--ready-file").arg(&ready);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let log = std::fs::File::create(log).unwrap();
+        let child = command.stdout(Stdio::null()).stderr(log.try_clone().unwrap()).spawn().unwrap();
+        let mut serve = Self(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ready.exists() {
+            let exited = serve.0.try_wait().unwrap();
+            assert!(exited.is_none() && Instant::now() < deadline, "keyward serve did not start: {exited:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        serve
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn call(command: &mut Command, socket: &Path, args: &[&str], stdin: Option<&str>, token: Option<&str>) -> Output {
+    command.arg("call").arg("--unix").arg(socket).args(args);
+    if let Some(token) = token {
+        command.env("KEYWARD_TOKEN", token);
+    }
+    let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn own_call(home: &Path, socket: &Path, args: &[&str], stdin: Option<&str>, token: Option<&str>) -> Output {
+    let mut command = keyward();
+    command.env("HOME", home).env_remove("KEYWARD_DATA_DIR");
+    call(&mut command, socket, args, stdin, token)
+}
+
+#[test]
+fn serve_and_call_over_a_unix_socket() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let socket = h.join("run").join("keyward.sock");
+    let serve = Serve::start(h, &socket, None, &h.join("serve.log"));
+    assert_eq!(std::fs::metadata(&socket).unwrap().mode() & 0o777, 0o600, "the socket is 0600");
+    assert_eq!(std::fs::metadata(socket.parent().unwrap()).unwrap().mode() & 0o777, 0o700, "its directory 0700");
+
+    let created = own_call(h, &socket, &["--password-stdin", "create_wallet", r#"{"name":"u"}"#], Some("pw\n"), None);
+    assert!(created.status.success(), "{}", text(&created));
+    let opened = own_call(h, &socket, &["--password-stdin", "--raw", "open_wallet", r#"{"name":"u"}"#], Some("pw\n"), None);
+    assert!(opened.status.success(), "{}", text(&opened));
+    let token = String::from_utf8_lossy(&opened.stdout).trim().to_owned();
+    let accounts = own_call(h, &socket, &["accounts"], None, Some(&token));
+    assert!(accounts.status.success(), "{}", text(&accounts));
+    let accounts: serde_json::Value = serde_json::from_slice(&accounts.stdout).unwrap();
+    assert_eq!(accounts, serde_json::json!([{"label": "default", "path": "0200000000000000000000000000000000"}]));
+    let closed = own_call(h, &socket, &["close_wallet", r#"{"name":"u"}"#], None, None);
+    assert_eq!(String::from_utf8_lossy(&closed.stdout), "null\n", "{}", text(&closed));
+    let refused = own_call(h, &socket, &["accounts"], None, Some(&token));
+    assert!(text(&refused).contains("Wallet has not been opened"), "{}", text(&refused));
+
+    // A second server on the same path is refused; after a crash (SIGKILL) the stale socket is
+    // replaced by the next start.
+    let log = h.join("second.log");
+    let second = keyward()
+        .env("HOME", h)
+        .env_remove("KEYWARD_DATA_DIR")
+        .args(["serve", "--https", "off", "--quic", "off", "--data-dir"])
+        .arg(h.join("other-data"))
+        .arg("--unix")
+        .arg(&socket)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
+    assert!(!second.success());
+    assert!(std::fs::read_to_string(&log).unwrap().contains("another server is listening"));
+    drop(serve);
+    assert!(socket.exists(), "a killed server leaves its socket behind");
+    let _again = Serve::start(h, &socket, None, &h.join("again.log"));
+    let listed = own_call(h, &socket, &["list_wallets"], None, None);
+    assert!(listed.status.success(), "{}", text(&listed));
+}
+
+/// A copy of the keyward binary that `nobody` can run, in a directory it can reach.
+fn binary_for_nobody(dir: &Path) -> PathBuf {
+    let copy = dir.join("keyward");
+    std::fs::copy(env!("CARGO_BIN_EXE_keyward"), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    copy
+}
+
+fn call_as_nobody(binary: &Path, home: &Path, socket: &Path) -> Output {
+    let mut command = Command::new(binary);
+    command.uid(NOBODY).gid(NOBODY).env("HOME", home).env_remove("KEYWARD_DATA_DIR");
+    call(&mut command, socket, &["list_wallets"], None, None)
+}
+
+#[test]
+fn another_uid_is_closed_without_an_answer_unless_allowed() {
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        let message = "SKIPPED another_uid_is_closed_without_an_answer_unless_allowed: needs root to run a client as nobody";
+        assert!(std::env::var_os("CI").is_none(), "{message}");
+        eprintln!("{message}");
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    std::fs::set_permissions(h, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let binary = binary_for_nobody(h);
+    let socket = h.join("run").join("keyward.sock");
+    let log = h.join("serve.log");
+    let serve = Serve::start(h, &socket, None, &log);
+    // Open the door on purpose, so that only the peer check stands between nobody and the server.
+    std::fs::set_permissions(socket.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+
+    let refused = call_as_nobody(&binary, h, &socket);
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(text(&refused).contains("closed the connection without an answer"), "{}", text(&refused));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logged = std::fs::read_to_string(&log).unwrap();
+        if logged.contains("refusing a Unix connection from a uid that is not allowed") && logged.contains("uid 65534") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the refusal was not logged: {logged}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let own = own_call(h, &socket, &["list_wallets"], None, None);
+    assert!(own.status.success(), "the server's own uid is served: {}", text(&own));
+    drop(serve);
+
+    // A directory others can open is refused at start, naming the fix.
+    let open_dir = keyward()
+        .env("HOME", h)
+        .args(["serve", "--https", "off", "--quic", "off", "--unix"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert!(!open_dir.status.success());
+    assert!(text(&open_dir).contains("mode 0700"), "{}", text(&open_dir));
+
+    // The same client is served once its uid is listed in `unix_allowed_uids`.
+    std::fs::set_permissions(socket.parent().unwrap(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let config = h.join("keyward.toml");
+    std::fs::write(&config, format!("unix_allowed_uids = [{NOBODY}]\n")).unwrap();
+    let _serve = Serve::start(h, &socket, Some(&config), &h.join("allowed.log"));
+    std::fs::set_permissions(socket.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let allowed = call_as_nobody(&binary, h, &socket);
+    assert!(allowed.status.success(), "{}", text(&allowed));
+    assert_eq!(String::from_utf8_lossy(&allowed.stdout), "[]\n");
+}
