@@ -83,7 +83,7 @@ pub fn fill_params(method: &str, given: Option<&str>, passwords: &mut Passwords)
             bail!("passwords are not taken from the command line: leave '{name}' out and you will be asked for it");
         }
     }
-    let Some((_, names)) = keyward_core::methods::METHODS.iter().find(|(m, _)| *m == method) else {
+    let Some(names) = keyward_core::methods::find(method).map(keyward_core::Method::params) else {
         // An embedder's method: send what was given, with the token if one is set.
         if !given.contains_key("token")
             && let Ok(token) = std::env::var("KEYWARD_TOKEN")
@@ -93,7 +93,7 @@ pub fn fill_params(method: &str, given: Option<&str>, passwords: &mut Passwords)
         return Ok(Value::Object(given));
     };
     let mut params = Map::new();
-    for name in *names {
+    for name in names {
         if let Some(value) = given.remove(*name) {
             let value = match (*name, value) {
                 ("wallet_seed", Value::String(path)) if path.starts_with('@') => {

@@ -29,7 +29,11 @@ impl Serve {
         let _ = std::fs::remove_file(&ready);
         let mut command = keyward();
         command.env("HOME", home).env_remove("KEYWARD_DATA_DIR").env("RUST_LOG", "info");
-        command.args(["serve", "--https", "off", "--quic", "off", "--unix"]).arg(socket).arg("--ready-file").arg(&ready);
+        command
+            .args(["serve", "--https", "off", "--quic", "off", "--unix"])
+            .arg(socket)
+            .arg("--ready-file")
+            .arg(&ready);
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }
@@ -84,7 +88,8 @@ fn serve_and_call_over_a_unix_socket() {
 
     let created = own_call(h, &socket, &["--password-stdin", "create_wallet", r#"{"name":"u"}"#], Some("pw\n"), None);
     assert!(created.status.success(), "{}", text(&created));
-    let opened = own_call(h, &socket, &["--password-stdin", "--raw", "open_wallet", r#"{"name":"u"}"#], Some("pw\n"), None);
+    let opened =
+        own_call(h, &socket, &["--password-stdin", "--raw", "open_wallet", r#"{"name":"u"}"#], Some("pw\n"), None);
     assert!(opened.status.success(), "{}", text(&opened));
     let token = String::from_utf8_lossy(&opened.stdout).trim().to_owned();
     let accounts = own_call(h, &socket, &["accounts"], None, Some(&token));
@@ -135,7 +140,8 @@ fn call_as_nobody(binary: &Path, home: &Path, socket: &Path) -> Output {
 #[test]
 fn another_uid_is_closed_without_an_answer_unless_allowed() {
     if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
-        let message = "SKIPPED another_uid_is_closed_without_an_answer_unless_allowed: needs root to run a client as nobody";
+        let message =
+            "SKIPPED another_uid_is_closed_without_an_answer_unless_allowed: needs root to run a client as nobody";
         assert!(std::env::var_os("CI").is_none(), "{message}");
         eprintln!("{message}");
         return;
@@ -157,7 +163,8 @@ fn another_uid_is_closed_without_an_answer_unless_allowed() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let logged = std::fs::read_to_string(&log).unwrap();
-        if logged.contains("refusing a Unix connection from a uid that is not allowed") && logged.contains("uid 65534") {
+        if logged.contains("refusing a Unix connection from a uid that is not allowed") && logged.contains("uid 65534")
+        {
             break;
         }
         assert!(Instant::now() < deadline, "the refusal was not logged: {logged}");

@@ -80,6 +80,9 @@ pub enum MethodError {
     },
     /// Storage failed; details go to the host's logs, never to the client (−32099 `StoreError`).
     Storage,
+    /// The call was set aside as slow and the transport's pool of slow calls is full: it did not
+    /// run (−32099 `Busy: …`).
+    Busy,
     /// An embedder's method failed (−32099 `Variant: detail`).
     Application {
         /// The variant name.
@@ -113,6 +116,7 @@ impl MethodError {
                 ),
             ),
             Self::Storage => (-32099, "StoreError: the wallet store failed; see the server log".into()),
+            Self::Busy => (-32099, "Busy: too many slow calls at once, try again shortly".into()),
             Self::Application { variant, detail } if detail.is_empty() => (-32099, variant.clone()),
             Self::Application { variant, detail } => (-32099, format!("{variant}: {detail}")),
         }

@@ -18,11 +18,13 @@
 //!    the transport knows (the `Keyward-Session` header, the QUIC connection's session) or `None`,
 //!    and `now_ms`. Send back [`Outgoing::body`] as is. When [`Outgoing::created_session`] is set,
 //!    tell the client [`Outgoing::session`] (HTTP header) or bind it to the connection (QUIC).
-//! 3. `handle` may run a KDF (about 0.1 s with the default Argon2id parameters). A transport that
-//!    keeps its I/O threads free calls [`Server::handle_step`] instead: it answers most calls at once
-//!    (microseconds) and returns [`Step::Slow`] for a KDF-heavy or embedder call, which the transport
-//!    passes to [`Server::finish`] on a blocking thread. The internal locks cover table look-ups and
-//!    microsecond-scale crypto only, never a KDF or a store write, so calls run in parallel.
+//! 3. `handle` may run a KDF (about 0.1 s with the default Argon2id parameters) or a store write. A
+//!    transport that keeps its I/O threads free calls [`Server::handle_step`] instead: it answers most
+//!    calls at once (microseconds) and returns [`Step::Slow`] for a call the method table marks
+//!    [`Speed::Slow`] (a KDF or a store write) and for an embedder's call, which the transport passes
+//!    to [`Server::finish`] on a blocking thread, or to [`Server::refuse_busy`] when its bounded pool
+//!    of such calls is full. The internal locks cover table look-ups and microsecond-scale crypto
+//!    only, never a KDF or a store write, so calls run in parallel.
 //! 4. Call [`Server::handle_timeout`] at [`Server::poll_timeout`] (or every few seconds) to expire idle
 //!    sessions and tokens; `handle` expires lazily too. Call [`Server::drop_session`] when a
 //!    connection that owned a session closes, and [`Server::shutdown`] on exit.
@@ -77,12 +79,13 @@ pub mod secret;
 pub mod seed_record;
 pub mod server;
 pub mod session;
+mod state;
 pub mod store;
 pub mod throttle;
 pub mod vault;
 
 pub use client::{Client, ClientError};
-pub use methods::{AppCall, AppError};
+pub use methods::{AppCall, AppError, Method, Role, Speed};
 pub use server::{Incoming, Outgoing, Server, ServerConfig, SlowCall, Step};
 pub use session::{SessionId, SessionLimits};
 pub use store::{MemoryStore, Store, StoreError, WalletKey};

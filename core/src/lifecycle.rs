@@ -7,10 +7,9 @@ use serde_json::{Value, json};
 
 use crate::jsonrpc::{MethodError, OPEN_ERROR, opt_string, string, u32_param};
 use crate::keys;
-use crate::methods::store_error;
 use crate::secret::{Entropy, Password, Token};
 use crate::seed_record::{GrinWalletSeed, SeedRecord, SeedRecordError};
-use crate::server::{CallContext, Server, lock};
+use crate::state::{CallContext, State, lock, store_error};
 use crate::store::{Account, StoreError, StoredWallet, WalletKey};
 
 /// The name used when a method's `name` is `null`.
@@ -42,276 +41,274 @@ fn password(value: &Value, name: &str) -> Result<Password, MethodError> {
     Ok(Password::new(string(value, name)?.to_owned()))
 }
 
-impl Server {
-    fn wallet_key(&self, name: &Value, context: &CallContext) -> Result<WalletKey, MethodError> {
-        let name = opt_string(name, "name")?.unwrap_or(DEFAULT_WALLET);
-        validate_name(name)?;
-        Ok(WalletKey { dir: context.dir.clone(), name: name.to_owned() })
-    }
+fn wallet_key(name: &Value, context: &CallContext) -> Result<WalletKey, MethodError> {
+    let name = opt_string(name, "name")?.unwrap_or(DEFAULT_WALLET);
+    validate_name(name)?;
+    Ok(WalletKey { dir: context.dir.clone(), name: name.to_owned() })
+}
 
-    pub(crate) fn top_level_directory(&self, dir: &str) -> String {
-        if dir.is_empty() { self.config.data_root.clone() } else { format!("{}/{dir}", self.config.data_root) }
-    }
+pub(crate) fn top_level_directory(state: &State, dir: &str) -> String {
+    if dir.is_empty() { state.config.data_root.clone() } else { format!("{}/{dir}", state.config.data_root) }
+}
 
-    /// Resolves a requested top-level directory to a path relative to the data root. Absolute paths
-    /// must lie under the data root; `..` and anything that is not a valid name are refused.
-    pub(crate) fn set_top_level_directory(&self, requested: &str) -> Result<String, MethodError> {
-        let outside = || MethodError::Argument("the directory must be inside the server's data root".into());
-        let root = self.config.data_root.trim_end_matches('/');
-        let relative = if requested == root {
-            ""
-        } else if let Some(rest) = requested.strip_prefix(root).and_then(|r| r.strip_prefix('/')) {
-            rest
-        } else if requested.starts_with('/') || requested.starts_with('\\') || requested.contains(':') {
-            return Err(outside());
-        } else {
-            requested
-        };
-        let mut parts = Vec::new();
-        for part in relative.split('/') {
-            match part {
-                "" | "." => {}
-                ".." => return Err(outside()),
-                _ => {
-                    validate_name(part).map_err(|_| outside())?;
-                    parts.push(part);
-                }
+/// Resolves a requested top-level directory to a path relative to the data root. Absolute paths
+/// must lie under the data root; `..` and anything that is not a valid name are refused.
+pub(crate) fn set_top_level_directory(state: &State, requested: &str) -> Result<String, MethodError> {
+    let outside = || MethodError::Argument("the directory must be inside the server's data root".into());
+    let root = state.config.data_root.trim_end_matches('/');
+    let relative = if requested == root {
+        ""
+    } else if let Some(rest) = requested.strip_prefix(root).and_then(|r| r.strip_prefix('/')) {
+        rest
+    } else if requested.starts_with('/') || requested.starts_with('\\') || requested.contains(':') {
+        return Err(outside());
+    } else {
+        requested
+    };
+    let mut parts = Vec::new();
+    for part in relative.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err(outside()),
+            _ => {
+                validate_name(part).map_err(|_| outside())?;
+                parts.push(part);
             }
         }
-        if parts.len() > MAX_DIR_DEPTH {
-            return Err(outside());
-        }
-        Ok(parts.join("/"))
     }
+    if parts.len() > MAX_DIR_DEPTH {
+        return Err(outside());
+    }
+    Ok(parts.join("/"))
+}
 
-    pub(crate) fn create_config(&self, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
-        let chain_type = string(&p[0], "chain_type")?;
-        if !CHAIN_TYPES.contains(&chain_type) {
-            return Err(MethodError::Argument(format!("chain_type must be one of {CHAIN_TYPES:?}")));
+pub(crate) fn create_config(state: &State, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
+    let chain_type = string(&p[0], "chain_type")?;
+    if !CHAIN_TYPES.contains(&chain_type) {
+        return Err(MethodError::Argument(format!("chain_type must be one of {CHAIN_TYPES:?}")));
+    }
+    for (value, name) in p[1..].iter().zip(["wallet_config", "logging_config", "tor_config"]) {
+        if !(value.is_null() || value.is_object()) {
+            return Err(MethodError::InvalidParams(format!("'{name}' must be an object or null")));
         }
-        for (value, name) in p[1..].iter().zip(["wallet_config", "logging_config", "tor_config"]) {
-            if !(value.is_null() || value.is_object()) {
-                return Err(MethodError::InvalidParams(format!("'{name}' must be an object or null")));
+    }
+    let config = json!({
+        "chain_type": chain_type,
+        "wallet_config": p[1],
+        "logging_config": p[2],
+        "tor_config": p[3],
+    });
+    let bytes = serde_json::to_vec(&config).map_err(|_| MethodError::Argument("config is not JSON".into()))?;
+    if bytes.len() > 64 * 1024 {
+        return Err(MethodError::Argument("config is larger than 64 KiB".into()));
+    }
+    state.store.save_config(&context.dir, &bytes).map_err(store_error)?;
+    Ok(Value::Null)
+}
+
+pub(crate) fn create_wallet(state: &State, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
+    let key = wallet_key(&p[0], context)?;
+    let mnemonic = opt_string(&p[1], "mnemonic")?;
+    let length = u32_param(&p[2], "mnemonic_length")? as usize;
+    let password = password(&p[3], "password")?;
+    let entropy = match mnemonic {
+        Some(words) => {
+            let entropy = keys::entropy_of(words)
+                .ok_or_else(|| MethodError::Argument("mnemonic is not a valid English BIP39 mnemonic".into()))?;
+            // Like grin, a restore takes the length from the mnemonic and ignores mnemonic_length.
+            let _ = length;
+            entropy
+        }
+        None => {
+            if !Entropy::LENGTHS.contains(&length) {
+                return Err(MethodError::Argument(
+                    "mnemonic_length must be 16, 20, 24, 28 or 32 (bytes of entropy: 12 to 24 words)".into(),
+                ));
             }
+            let bytes = state.random_secret::<32>();
+            // The length was checked against `Entropy::LENGTHS` just above.
+            Entropy::from_bytes(bytes[..length].to_vec()).expect("length is a BIP39 length")
         }
-        let config = json!({
-            "chain_type": chain_type,
-            "wallet_config": p[1],
-            "logging_config": p[2],
-            "tor_config": p[3],
-        });
-        let bytes = serde_json::to_vec(&config).map_err(|_| MethodError::Argument("config is not JSON".into()))?;
-        if bytes.len() > 64 * 1024 {
-            return Err(MethodError::Argument("config is larger than 64 KiB".into()));
-        }
-        self.store.save_config(&context.dir, &bytes).map_err(store_error)?;
-        Ok(Value::Null)
-    }
+    };
+    store_new_wallet(state, &key, &entropy, &password)
+}
 
-    pub(crate) fn create_wallet(&self, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
-        let key = self.wallet_key(&p[0], context)?;
-        let mnemonic = opt_string(&p[1], "mnemonic")?;
-        let length = u32_param(&p[2], "mnemonic_length")? as usize;
-        let password = password(&p[3], "password")?;
-        let entropy = match mnemonic {
-            Some(words) => {
-                let entropy = keys::entropy_of(words)
-                    .ok_or_else(|| MethodError::Argument("mnemonic is not a valid English BIP39 mnemonic".into()))?;
-                // Like grin, a restore takes the length from the mnemonic and ignores mnemonic_length.
-                let _ = length;
-                entropy
-            }
-            None => {
-                if !Entropy::LENGTHS.contains(&length) {
-                    return Err(MethodError::Argument(
-                        "mnemonic_length must be 16, 20, 24, 28 or 32 (bytes of entropy: 12 to 24 words)".into(),
-                    ));
-                }
-                let bytes = self.random_secret::<32>();
-                // The length was checked against `Entropy::LENGTHS` just above.
-                Entropy::from_bytes(bytes[..length].to_vec()).expect("length is a BIP39 length")
-            }
-        };
-        self.store_new_wallet(&key, &entropy, &password)
+/// Imports grin-wallet's `wallet.seed` (the file's JSON, as an object or a string): decrypts it
+/// with its password and stores it as a Keyward record (Argon2id) under the same password.
+pub(crate) fn import_grin_wallet(state: &State, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
+    let key = wallet_key(&p[0], context)?;
+    let file = match &p[1] {
+        Value::String(text) => GrinWalletSeed::from_bytes(text.as_bytes()),
+        Value::Object(_) => GrinWalletSeed::from_json(&p[1]),
+        _ => return Err(MethodError::InvalidParams("'wallet_seed' must be an object or a string".into())),
     }
-
-    /// Imports grin-wallet's `wallet.seed` (the file's JSON, as an object or a string): decrypts it
-    /// with its password and stores it as a Keyward record (Argon2id) under the same password.
-    pub(crate) fn import_grin_wallet(&self, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
-        let key = self.wallet_key(&p[0], context)?;
-        let file = match &p[1] {
-            Value::String(text) => GrinWalletSeed::from_bytes(text.as_bytes()),
-            Value::Object(_) => GrinWalletSeed::from_json(&p[1]),
-            _ => return Err(MethodError::InvalidParams("'wallet_seed' must be an object or a string".into())),
+    .map_err(|_| MethodError::Argument("wallet_seed is not a grin-wallet wallet.seed file".into()))?;
+    let password = password(&p[2], "password")?;
+    let entropy = file.open(&password).map_err(|e| match e {
+        SeedRecordError::WrongPassword => {
+            MethodError::Argument("wallet_seed does not decrypt with this password".into())
         }
-        .map_err(|_| MethodError::Argument("wallet_seed is not a grin-wallet wallet.seed file".into()))?;
-        let password = password(&p[2], "password")?;
-        let entropy = file.open(&password).map_err(|e| match e {
-            SeedRecordError::WrongPassword => {
-                MethodError::Argument("wallet_seed does not decrypt with this password".into())
-            }
-            SeedRecordError::Malformed => {
-                MethodError::Argument("wallet_seed is not a grin-wallet wallet.seed file".into())
-            }
-        })?;
-        self.store_new_wallet(&key, &entropy, &password)
+        SeedRecordError::Malformed => MethodError::Argument("wallet_seed is not a grin-wallet wallet.seed file".into()),
+    })?;
+    store_new_wallet(state, &key, &entropy, &password)
+}
+
+fn store_new_wallet(
+    state: &State,
+    key: &WalletKey,
+    entropy: &Entropy,
+    password: &Password,
+) -> Result<Value, MethodError> {
+    let guard = state.wallet_lock(key);
+    let _held = lock(&guard);
+    if state.store.load_wallet(key).map_err(store_error)?.is_some() {
+        return Err(MethodError::WalletSeedExists);
     }
-
-    fn store_new_wallet(&self, key: &WalletKey, entropy: &Entropy, password: &Password) -> Result<Value, MethodError> {
-        let guard = self.wallet_lock(key);
-        let _held = lock(&guard);
-        if self.store.load_wallet(key).map_err(store_error)?.is_some() {
-            return Err(MethodError::WalletSeedExists);
-        }
-        let record = self.seal_record(entropy, password)?;
-        let wallet = StoredWallet {
-            seed_record: record.to_bytes(),
-            accounts: vec![Account { label: "default".into(), index: 0 }],
-        };
-        match self.store.create_wallet(key, &wallet) {
-            Ok(()) => Ok(Value::Null),
-            Err(StoreError::AlreadyExists) => Err(MethodError::WalletSeedExists),
-            Err(e) => Err(store_error(e)),
-        }
+    let record = seal_record(state, entropy, password)?;
+    let wallet =
+        StoredWallet { seed_record: record.to_bytes(), accounts: vec![Account { label: "default".into(), index: 0 }] };
+    match state.store.create_wallet(key, &wallet) {
+        Ok(()) => Ok(Value::Null),
+        Err(StoreError::AlreadyExists) => Err(MethodError::WalletSeedExists),
+        Err(e) => Err(store_error(e)),
     }
+}
 
-    fn seal_record(&self, entropy: &Entropy, password: &Password) -> Result<SeedRecord, MethodError> {
-        SeedRecord::seal(entropy, password, self.config.kdf, self.random(), self.random())
-            .map_err(|_| MethodError::Argument("the configured KDF parameters are invalid".into()))
+fn seal_record(state: &State, entropy: &Entropy, password: &Password) -> Result<SeedRecord, MethodError> {
+    SeedRecord::seal(entropy, password, state.config.kdf, state.random(), state.random())
+        .map_err(|_| MethodError::Argument("the configured KDF parameters are invalid".into()))
+}
+
+/// Checks a wallet's password, under the unlock throttle. Returns the stored wallet, the parsed
+/// record and the entropy. A missing wallet costs one KDF too and fails the same way.
+fn check_password(
+    state: &State,
+    key: &WalletKey,
+    password: &Password,
+    now_ms: u64,
+) -> Result<(StoredWallet, SeedRecord, Entropy), MethodError> {
+    if !lock(&state.throttle).knows(key) {
+        // After a restart, the persisted count of failures applies again.
+        let failures = state.store.load_failures(key).map_err(store_error)?;
+        lock(&state.throttle).restore(key, failures, now_ms);
     }
-
-    /// Checks a wallet's password, under the unlock throttle. Returns the stored wallet, the parsed
-    /// record and the entropy. A missing wallet costs one KDF too and fails the same way.
-    fn check_password(
-        &self,
-        key: &WalletKey,
-        password: &Password,
-        now_ms: u64,
-    ) -> Result<(StoredWallet, SeedRecord, Entropy), MethodError> {
-        if !lock(&self.throttle).knows(key) {
-            // After a restart, the persisted count of failures applies again.
-            let failures = self.store.load_failures(key).map_err(store_error)?;
-            lock(&self.throttle).restore(key, failures, now_ms);
-        }
-        if let Err(wait) = lock(&self.throttle).check(key, now_ms) {
-            return Err(MethodError::Throttled { retry_after_ms: wait });
-        }
-        let stored = self.store.load_wallet(key).map_err(store_error)?;
-        let outcome = match stored {
-            Some(stored) => match SeedRecord::from_bytes(&stored.seed_record) {
-                Ok(record) => match record.open(password) {
-                    Ok(entropy) => Ok((stored, record, entropy)),
-                    Err(_) => Err(MethodError::Lifecycle(OPEN_ERROR.into())),
-                },
-                Err(SeedRecordError::Malformed | SeedRecordError::WrongPassword) => {
-                    tracing::error!(wallet = %key.name, "seed record is damaged or of an unknown version");
-                    let _ = self.config.kdf.derive(password, &[0u8; 16]);
-                    Err(MethodError::Lifecycle(OPEN_ERROR.into()))
-                }
+    if let Err(wait) = lock(&state.throttle).check(key, now_ms) {
+        return Err(MethodError::Throttled { retry_after_ms: wait });
+    }
+    let stored = state.store.load_wallet(key).map_err(store_error)?;
+    let outcome = match stored {
+        Some(stored) => match SeedRecord::from_bytes(&stored.seed_record) {
+            Ok(record) => match record.open(password) {
+                Ok(entropy) => Ok((stored, record, entropy)),
+                Err(_) => Err(MethodError::Lifecycle(OPEN_ERROR.into())),
             },
-            None => {
-                // Same cost as a real attempt, so timing does not tell which wallets exist.
-                let _ = self.config.kdf.derive(password, &[0u8; 16]);
+            Err(SeedRecordError::Malformed | SeedRecordError::WrongPassword) => {
+                tracing::error!(wallet = %key.name, "seed record is damaged or of an unknown version");
+                let _ = state.config.kdf.derive(password, &[0u8; 16]);
                 Err(MethodError::Lifecycle(OPEN_ERROR.into()))
             }
-        };
-        let (before, after) = {
-            let mut throttle = lock(&self.throttle);
-            let before = throttle.failures(key);
-            match &outcome {
-                Ok(_) => throttle.success(key),
-                Err(_) => throttle.failure(key, now_ms),
-            }
-            (before, throttle.failures(key))
-        };
-        if before != after {
-            // Persist the count so a restart does not reset the backoff. A store failure here is
-            // logged; the in-memory throttle still applies.
-            let _ = self.store.save_failures(key, after).map_err(store_error);
+        },
+        None => {
+            // Same cost as a real attempt, so timing does not tell which wallets exist.
+            let _ = state.config.kdf.derive(password, &[0u8; 16]);
+            Err(MethodError::Lifecycle(OPEN_ERROR.into()))
         }
-        outcome
-    }
-
-    pub(crate) fn open_wallet(&self, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
-        let key = self.wallet_key(&p[0], context)?;
-        let password = password(&p[1], "password")?;
-        let guard = self.wallet_lock(&key);
-        let _held = lock(&guard);
-        let (stored, record, entropy) = self.check_password(&key, &password, context.now_ms)?;
-        if self.config.kdf.stronger_than(&record.kdf) {
-            // Upgrade the record to the configured parameters; a failure leaves the old record.
-            if let Ok(new) = self.seal_record(&entropy, &password) {
-                let _ = self.store.replace_seed_record(&key, &stored.seed_record, &new.to_bytes());
-            }
+    };
+    let (before, after) = {
+        let mut throttle = lock(&state.throttle);
+        let before = throttle.failures(key);
+        match &outcome {
+            Ok(_) => throttle.success(key),
+            Err(_) => throttle.failure(key, now_ms),
         }
-        let master = keys::master_key(&entropy);
-        let token = loop {
-            let candidate = Token::from_bytes(*self.random_secret());
-            if secp256k1::SecretKey::from_secret_bytes(*candidate.expose()).is_ok() {
-                break candidate;
-            }
-        };
-        let limit = self.config.tokens.max_open_wallets;
-        lock(&self.vault)
-            .open(key, &master, &token, context.now_ms)
-            .map_err(|_| MethodError::Lifecycle(format!("too many open wallets (at most {limit}): close one first")))?;
-        Ok(Value::String(token.to_hex().to_string()))
+        (before, throttle.failures(key))
+    };
+    if before != after {
+        // Persist the count so a restart does not reset the backoff. A store failure here is
+        // logged; the in-memory throttle still applies.
+        let _ = state.store.save_failures(key, after).map_err(store_error);
     }
+    outcome
+}
 
-    pub(crate) fn close_wallet(&self, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
-        let key = self.wallet_key(&p[0], context)?;
-        lock(&self.vault).close(&key);
-        Ok(Value::Null)
-    }
-
-    pub(crate) fn get_mnemonic(&self, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
-        let key = self.wallet_key(&p[0], context)?;
-        let password = password(&p[1], "password")?;
-        // Under the wallet's lock like every password check, so parallel guesses are serialized
-        // through the throttle.
-        let guard = self.wallet_lock(&key);
-        let _held = lock(&guard);
-        let (_, _, entropy) = self.check_password(&key, &password, context.now_ms)?;
-        Ok(Value::String(keys::mnemonic_of(&entropy).to_string()))
-    }
-
-    pub(crate) fn change_password(&self, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
-        let key = self.wallet_key(&p[0], context)?;
-        let old = password(&p[1], "old")?;
-        let new = password(&p[2], "new")?;
-        let guard = self.wallet_lock(&key);
-        let _held = lock(&guard);
-        let (stored, _, entropy) = self.check_password(&key, &old, context.now_ms)?;
-        let record = self.seal_record(&entropy, &new)?;
-        self.store.replace_seed_record(&key, &stored.seed_record, &record.to_bytes()).map_err(store_error)?;
-        Ok(Value::Null)
-    }
-
-    pub(crate) fn delete_wallet(&self, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
-        let key = self.wallet_key(&p[0], context)?;
-        let password = password(&p[1], "password")?;
-        let guard = self.wallet_lock(&key);
-        let _held = lock(&guard);
-        self.check_password(&key, &password, context.now_ms)?;
-        lock(&self.vault).close(&key);
-        match self.store.delete_wallet(&key) {
-            Ok(()) | Err(StoreError::NotFound) => Ok(Value::Null),
-            Err(e) => Err(store_error(e)),
+pub(crate) fn open_wallet(state: &State, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
+    let key = wallet_key(&p[0], context)?;
+    let password = password(&p[1], "password")?;
+    let guard = state.wallet_lock(&key);
+    let _held = lock(&guard);
+    let (stored, record, entropy) = check_password(state, &key, &password, context.now_ms)?;
+    if state.config.kdf.stronger_than(&record.kdf) {
+        // Upgrade the record to the configured parameters; a failure leaves the old record.
+        if let Ok(new) = seal_record(state, &entropy, &password) {
+            let _ = state.store.replace_seed_record(&key, &stored.seed_record, &new.to_bytes());
         }
     }
+    let master = keys::master_key(&entropy);
+    let token = loop {
+        let candidate = Token::from_bytes(*state.random_secret());
+        if secp256k1::SecretKey::from_secret_bytes(*candidate.expose()).is_ok() {
+            break candidate;
+        }
+    };
+    let limit = state.config.tokens.max_open_wallets;
+    lock(&state.vault)
+        .open(key, &master, &token, context.now_ms)
+        .map_err(|_| MethodError::Lifecycle(format!("too many open wallets (at most {limit}): close one first")))?;
+    Ok(Value::String(token.to_hex().to_string()))
+}
 
-    pub(crate) fn list_wallets(&self, context: &CallContext) -> Result<Value, MethodError> {
-        let names = self.store.list_wallets(&context.dir).map_err(store_error)?;
-        let vault = lock(&self.vault);
-        Ok(Value::Array(
-            names
-                .into_iter()
-                .map(|name| {
-                    let open =
-                        vault.is_open(&WalletKey { dir: context.dir.clone(), name: name.clone() }, context.now_ms);
-                    json!({"name": name, "open": open})
-                })
-                .collect(),
-        ))
+pub(crate) fn close_wallet(state: &State, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
+    let key = wallet_key(&p[0], context)?;
+    lock(&state.vault).close(&key);
+    Ok(Value::Null)
+}
+
+pub(crate) fn get_mnemonic(state: &State, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
+    let key = wallet_key(&p[0], context)?;
+    let password = password(&p[1], "password")?;
+    // Under the wallet's lock like every password check, so parallel guesses are serialized
+    // through the throttle.
+    let guard = state.wallet_lock(&key);
+    let _held = lock(&guard);
+    let (_, _, entropy) = check_password(state, &key, &password, context.now_ms)?;
+    Ok(Value::String(keys::mnemonic_of(&entropy).to_string()))
+}
+
+pub(crate) fn change_password(state: &State, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
+    let key = wallet_key(&p[0], context)?;
+    let old = password(&p[1], "old")?;
+    let new = password(&p[2], "new")?;
+    let guard = state.wallet_lock(&key);
+    let _held = lock(&guard);
+    let (stored, _, entropy) = check_password(state, &key, &old, context.now_ms)?;
+    let record = seal_record(state, &entropy, &new)?;
+    state.store.replace_seed_record(&key, &stored.seed_record, &record.to_bytes()).map_err(store_error)?;
+    Ok(Value::Null)
+}
+
+pub(crate) fn delete_wallet(state: &State, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
+    let key = wallet_key(&p[0], context)?;
+    let password = password(&p[1], "password")?;
+    let guard = state.wallet_lock(&key);
+    let _held = lock(&guard);
+    check_password(state, &key, &password, context.now_ms)?;
+    lock(&state.vault).close(&key);
+    match state.store.delete_wallet(&key) {
+        Ok(()) | Err(StoreError::NotFound) => Ok(Value::Null),
+        Err(e) => Err(store_error(e)),
     }
+}
+
+pub(crate) fn list_wallets(state: &State, context: &CallContext) -> Result<Value, MethodError> {
+    let names = state.store.list_wallets(&context.dir).map_err(store_error)?;
+    let vault = lock(&state.vault);
+    Ok(Value::Array(
+        names
+            .into_iter()
+            .map(|name| {
+                let open = vault.is_open(&WalletKey { dir: context.dir.clone(), name: name.clone() }, context.now_ms);
+                json!({"name": name, "open": open})
+            })
+            .collect(),
+    ))
 }

@@ -1,41 +1,281 @@
-//! Method dispatch: the inner JSON-RPC methods, their params, the token methods, and methods that
-//! an embedder registers.
+//! The method table: every built-in method's name, params, role, speed and handler, in one place
+//! that dispatch, the slow/fast split and the OpenRPC check all read. Also the token methods'
+//! handlers, and the methods an embedder registers.
 
 use std::fmt;
 
 use serde_json::{Value, json};
 
+use crate::envelope::Cipher;
 use crate::jsonrpc::{self, MethodError, string, take_params};
 use crate::keys;
-use crate::secret::{MasterKey, Token};
-use crate::server::{AfterAnswer, CallContext, Server, lock};
+use crate::lifecycle;
+use crate::secret::{MasterKey, wipe_json};
+use crate::state::{CallContext, State, lock, store_error};
 use crate::store::{Account, StoreError, WalletKey};
-use crate::vault::{UnlockError, Unlocked};
+use crate::vault::Unlocked;
+use Role::Owner;
+use Speed::{Fast, Slow};
 
-/// Every built-in method and its params, in grin-wallet's order.
-pub const METHODS: &[(&str, &[&str])] = &[
-    ("init_secure_api", &["ecdh_pubkey"]),
-    ("get_top_level_directory", &[]),
-    ("set_top_level_directory", &["dir"]),
-    ("create_config", &["chain_type", "wallet_config", "logging_config", "tor_config"]),
-    ("create_wallet", &["name", "mnemonic", "mnemonic_length", "password"]),
-    ("open_wallet", &["name", "password"]),
-    ("close_wallet", &["name"]),
-    ("get_mnemonic", &["name", "password"]),
-    ("change_password", &["name", "old", "new"]),
-    ("delete_wallet", &["name", "password"]),
-    ("import_grin_wallet", &["name", "wallet_seed", "password"]),
-    ("list_wallets", &[]),
-    ("accounts", &["token"]),
-    ("create_account_path", &["token", "label"]),
-    ("set_active_account", &["token", "label"]),
-    ("get_public_key", &["token", "path"]),
-    ("sign_message", &["token", "path", "message"]),
-    ("verify_message", &["public_key", "message", "signature"]),
+/// The least role a caller needs to call a method.
+///
+/// Only `Owner` exists yet; the `reader` and `signer` roles come with the client registry, and the
+/// table will then name the methods they may call. New roles will be added as variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Role {
+    /// Everything: the lifecycle, the keys, and (later) client administration and the audit log.
+    Owner,
+}
+
+impl Role {
+    /// The role's name as `spec/openrpc.json` (`x-keyward-role`) and the client registry write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+        }
+    }
+}
+
+/// Whether a call may be answered on a transport's I/O thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Speed {
+    /// Microseconds of work: no KDF, no store write. Answered by [`Server::handle_step`] at once.
+    ///
+    /// [`Server::handle_step`]: crate::Server::handle_step
+    Fast,
+    /// Runs a KDF or writes to the store (an fsync, in `keyward-store`): set aside as a
+    /// [`SlowCall`](crate::SlowCall) for a blocking thread.
+    Slow,
+}
+
+impl Speed {
+    /// The speed's name as `spec/openrpc.json` (`x-keyward-speed`) writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fast => "fast",
+            Self::Slow => "slow",
+        }
+    }
+}
+
+/// What one inner request asks of the envelope layer after it is answered.
+#[derive(Default)]
+pub(crate) struct AfterAnswer {
+    /// A new session key (`init_secure_api` inside an envelope), used from the next request on.
+    pub(crate) rekey: Option<Cipher>,
+    /// A new top-level directory (`set_top_level_directory`), used from the next request on.
+    pub(crate) dir: Option<String>,
+}
+
+/// A built-in method's code: the shared state, the params in the table's order, the call's context.
+type Handler = fn(&State, &[Value], &CallContext, &mut AfterAnswer) -> Result<Value, MethodError>;
+
+/// One built-in method: everything the server knows about it.
+pub struct Method {
+    name: &'static str,
+    params: &'static [&'static str],
+    role: Role,
+    speed: Speed,
+    handler: Handler,
+}
+
+impl Method {
+    /// The method's name on the wire.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Its params, in grin-wallet's order (positional params are taken in this order).
+    pub fn params(&self) -> &'static [&'static str] {
+        self.params
+    }
+
+    /// The least role that may call it.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Whether it is answered at once or set aside for a blocking thread.
+    pub fn speed(&self) -> Speed {
+        self.speed
+    }
+
+    /// Takes the params by grin's rules, runs the handler, and wipes the params (they may hold
+    /// passwords and mnemonics).
+    pub(crate) fn call(
+        &self,
+        state: &State,
+        params: Option<&mut Value>,
+        context: &CallContext,
+        after: &mut AfterAnswer,
+    ) -> Result<Value, MethodError> {
+        let mut p = take_params(params, self.params)?;
+        let result = (self.handler)(state, &p, context, after);
+        p.iter_mut().for_each(wipe_json);
+        result
+    }
+}
+
+impl fmt::Debug for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Method")
+            .field("name", &self.name)
+            .field("params", &self.params)
+            .field("role", &self.role)
+            .field("speed", &self.speed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every built-in method. `encrypted_request_v3` is not here: it is the envelope, which the server
+/// opens before any method is looked up. Slow: runs a KDF or writes to the store.
+pub const METHODS: &[Method] = &[
+    method("init_secure_api", &["ecdh_pubkey"], Owner, Fast, init_secure_api),
+    method("get_top_level_directory", &[], Owner, Fast, get_top_level_directory),
+    method("set_top_level_directory", &["dir"], Owner, Fast, set_top_level_directory),
+    method(
+        "create_config",
+        &["chain_type", "wallet_config", "logging_config", "tor_config"],
+        Owner,
+        Slow,
+        |s, p, c, _| lifecycle::create_config(s, p, c),
+    ),
+    method("create_wallet", &["name", "mnemonic", "mnemonic_length", "password"], Owner, Slow, |s, p, c, _| {
+        lifecycle::create_wallet(s, p, c)
+    }),
+    method("open_wallet", &["name", "password"], Owner, Slow, |s, p, c, _| lifecycle::open_wallet(s, p, c)),
+    method("close_wallet", &["name"], Owner, Fast, |s, p, c, _| lifecycle::close_wallet(s, p, c)),
+    method("get_mnemonic", &["name", "password"], Owner, Slow, |s, p, c, _| lifecycle::get_mnemonic(s, p, c)),
+    method("change_password", &["name", "old", "new"], Owner, Slow, |s, p, c, _| lifecycle::change_password(s, p, c)),
+    method("delete_wallet", &["name", "password"], Owner, Slow, |s, p, c, _| lifecycle::delete_wallet(s, p, c)),
+    method("import_grin_wallet", &["name", "wallet_seed", "password"], Owner, Slow, |s, p, c, _| {
+        lifecycle::import_grin_wallet(s, p, c)
+    }),
+    method("list_wallets", &[], Owner, Fast, |s, _, c, _| lifecycle::list_wallets(s, c)),
+    method("accounts", &["token"], Owner, Fast, accounts),
+    method("create_account_path", &["token", "label"], Owner, Slow, create_account_path),
+    method("set_active_account", &["token", "label"], Owner, Fast, set_active_account),
+    method("get_public_key", &["token", "path"], Owner, Fast, get_public_key),
+    method("sign_message", &["token", "path", "message"], Owner, Fast, sign_message),
+    method("verify_message", &["public_key", "message", "signature"], Owner, Fast, |_, p, _, _| verify_message(p)),
 ];
 
-fn param_names(method: &str) -> Option<&'static [&'static str]> {
-    METHODS.iter().find(|(name, _)| *name == method).map(|(_, params)| *params)
+/// A row of [`METHODS`].
+const fn method(
+    name: &'static str,
+    params: &'static [&'static str],
+    role: Role,
+    speed: Speed,
+    handler: Handler,
+) -> Method {
+    Method { name, params, role, speed, handler }
+}
+
+/// The built-in method called `name`.
+pub fn find(name: &str) -> Option<&'static Method> {
+    METHODS.iter().find(|method| method.name == name)
+}
+
+fn init_secure_api(state: &State, p: &[Value], _: &CallContext, after: &mut AfterAnswer) -> Result<Value, MethodError> {
+    let (public, cipher) = state.new_session_key(Some(Value::Array(p.to_vec()))).map_err(MethodError::InvalidParams)?;
+    after.rekey = Some(cipher);
+    Ok(Value::String(hex::encode(public.serialize())))
+}
+
+fn get_top_level_directory(
+    state: &State,
+    _: &[Value],
+    context: &CallContext,
+    _: &mut AfterAnswer,
+) -> Result<Value, MethodError> {
+    Ok(Value::String(lifecycle::top_level_directory(state, &context.dir)))
+}
+
+fn set_top_level_directory(
+    state: &State,
+    p: &[Value],
+    _: &CallContext,
+    after: &mut AfterAnswer,
+) -> Result<Value, MethodError> {
+    after.dir = Some(lifecycle::set_top_level_directory(state, string(&p[0], "dir")?)?);
+    Ok(Value::Null)
+}
+
+fn accounts(state: &State, p: &[Value], context: &CallContext, _: &mut AfterAnswer) -> Result<Value, MethodError> {
+    let unlocked = state.unlock(&p[0], context)?;
+    let mut accounts = state.store.load_accounts(&unlocked.key).map_err(store_error)?.unwrap_or_default();
+    accounts.sort_by(|a, b| a.label.cmp(&b.label));
+    Ok(Value::Array(accounts.iter().map(|a| json!({"label": a.label, "path": account_path(a.index)})).collect()))
+}
+
+fn create_account_path(
+    state: &State,
+    p: &[Value],
+    context: &CallContext,
+    _: &mut AfterAnswer,
+) -> Result<Value, MethodError> {
+    let unlocked = state.unlock(&p[0], context)?;
+    let label = string(&p[1], "label")?;
+    validate_label(label)?;
+    let guard = state.wallet_lock(&unlocked.key);
+    let _held = lock(&guard);
+    let accounts = state
+        .store
+        .load_accounts(&unlocked.key)
+        .map_err(store_error)?
+        .ok_or_else(|| MethodError::Lifecycle("Wallet has not been opened".into()))?;
+    if accounts.iter().any(|a| a.label == label) {
+        return Err(MethodError::AccountLabelAlreadyExists(label.to_owned()));
+    }
+    if accounts.len() >= MAX_ACCOUNTS {
+        return Err(MethodError::Argument(format!("a wallet holds at most {MAX_ACCOUNTS} accounts")));
+    }
+    let index = accounts.iter().map(|a| a.index).max().map_or(0, |m| m + 1);
+    let account = Account { label: label.to_owned(), index };
+    match state.store.add_account(&unlocked.key, &account) {
+        Ok(()) => Ok(Value::String(account_path(index))),
+        Err(StoreError::AlreadyExists) => Err(MethodError::AccountLabelAlreadyExists(label.to_owned())),
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+fn set_active_account(
+    state: &State,
+    p: &[Value],
+    context: &CallContext,
+    _: &mut AfterAnswer,
+) -> Result<Value, MethodError> {
+    let unlocked = state.unlock(&p[0], context)?;
+    let label = string(&p[1], "label")?;
+    let accounts = state.store.load_accounts(&unlocked.key).map_err(store_error)?;
+    if !accounts.is_some_and(|accounts| accounts.iter().any(|a| a.label == label)) {
+        return Err(MethodError::UnknownAccountLabel(label.chars().take(64).collect()));
+    }
+    lock(&state.vault).set_active_account(&unlocked.key, label);
+    Ok(Value::Null)
+}
+
+fn get_public_key(
+    state: &State,
+    p: &[Value],
+    context: &CallContext,
+    _: &mut AfterAnswer,
+) -> Result<Value, MethodError> {
+    let unlocked = state.unlock(&p[0], context)?;
+    let path = keys::parse_path(string(&p[1], "path")?).map_err(key_error)?;
+    let key = derive_at(&unlocked, &path)?;
+    Ok(Value::String(hex::encode(unlocked.public_keys.public_key(&key, &path).map_err(key_error)?)))
+}
+
+fn sign_message(state: &State, p: &[Value], context: &CallContext, _: &mut AfterAnswer) -> Result<Value, MethodError> {
+    let unlocked = state.unlock(&p[0], context)?;
+    let path = keys::parse_path(string(&p[1], "path")?).map_err(key_error)?;
+    let key = derive_at(&unlocked, &path)?;
+    let message = string(&p[2], "message")?;
+    let signature = keys::sign(&key, message.as_bytes()).map_err(key_error)?;
+    let public = unlocked.public_keys.public_key(&key, &path).map_err(key_error)?;
+    Ok(json!({"public_key": hex::encode(public), "signature": hex::encode(signature)}))
 }
 
 /// What an embedder's method receives: the wallet, its master key (only for this call), the params.
@@ -65,12 +305,52 @@ pub struct AppError {
     pub detail: String,
 }
 
+/// The role every embedder method needs: `register_method` takes no role yet, so that embedders'
+/// code does not change when the `reader` and `signer` roles arrive.
+pub const APP_METHOD_ROLE: Role = Role::Owner;
+
+/// The speed of every embedder method: its code is unknown, so it is run off the I/O threads.
+pub const APP_METHOD_SPEED: Speed = Speed::Slow;
+
 type AppHandler = Box<dyn Fn(&AppCall<'_>) -> Result<Value, AppError> + Send + Sync>;
 
 /// A registered embedder method.
 pub(crate) struct AppMethod {
     params: Vec<String>,
     handler: AppHandler,
+}
+
+impl AppMethod {
+    pub(crate) fn new<F>(params: &[&str], handler: F) -> Self
+    where
+        F: Fn(&AppCall<'_>) -> Result<Value, AppError> + Send + Sync + 'static,
+    {
+        Self { params: params.iter().map(|p| (*p).to_owned()).collect(), handler: Box::new(handler) }
+    }
+
+    /// Takes `token` and the registered params, runs the handler with the wallet's master key
+    /// unmasked, and wipes the params.
+    pub(crate) fn call(
+        &self,
+        state: &State,
+        params: Option<&mut Value>,
+        context: &CallContext,
+    ) -> Result<Value, MethodError> {
+        let mut names: Vec<&str> = vec!["token"];
+        names.extend(self.params.iter().map(String::as_str));
+        let mut p = take_params(params, &names)?;
+        let result = state.unlock(&p[0], context).and_then(|unlocked| {
+            let call = AppCall {
+                wallet: &unlocked.key,
+                master: &unlocked.master,
+                active_account: &unlocked.active_account,
+                params: &p[1..],
+            };
+            (self.handler)(&call).map_err(|e| MethodError::Application { variant: e.variant, detail: e.detail })
+        });
+        p.iter_mut().for_each(wipe_json);
+        result
+    }
 }
 
 /// Why a method could not be registered.
@@ -82,167 +362,6 @@ pub enum RegisterError {
     /// `token` is added by Keyward; do not list it.
     #[error("do not list 'token'; it is always the first param")]
     TokenListed,
-}
-
-impl Server {
-    /// Registers an embedder's method. Its params are `token` followed by `params`; the handler
-    /// runs with the wallet's unmasked master key, which is wiped when it returns.
-    pub fn register_method<F>(&mut self, name: &str, params: &[&str], handler: F) -> Result<(), RegisterError>
-    where
-        F: Fn(&AppCall<'_>) -> Result<Value, AppError> + Send + Sync + 'static,
-    {
-        if param_names(name).is_some() || self.app_methods.contains_key(name) || name == "encrypted_request_v3" {
-            return Err(RegisterError::NameTaken);
-        }
-        if params.contains(&"token") {
-            return Err(RegisterError::TokenListed);
-        }
-        let method = AppMethod { params: params.iter().map(|p| (*p).to_owned()).collect(), handler: Box::new(handler) };
-        self.app_methods.insert(name.to_owned(), method);
-        Ok(())
-    }
-
-    pub(crate) fn dispatch(
-        &self,
-        method: &str,
-        params: Option<&mut Value>,
-        context: &CallContext,
-        after: &mut AfterAnswer,
-    ) -> Result<Value, MethodError> {
-        let Some(names) = param_names(method) else {
-            return self.dispatch_app(method, params, context);
-        };
-        let mut p = take_params(params, names)?;
-        let result = self.dispatch_builtin(method, &p, context, after);
-        p.iter_mut().for_each(crate::secret::wipe_json);
-        result
-    }
-
-    fn dispatch_builtin(
-        &self,
-        method: &str,
-        p: &[Value],
-        context: &CallContext,
-        after: &mut AfterAnswer,
-    ) -> Result<Value, MethodError> {
-        match method {
-            "init_secure_api" => {
-                let (public, cipher) =
-                    self.new_session_key(Some(Value::Array(p.to_vec()))).map_err(MethodError::InvalidParams)?;
-                after.rekey = Some(cipher);
-                Ok(Value::String(hex::encode(public.serialize())))
-            }
-            "get_top_level_directory" => Ok(Value::String(self.top_level_directory(&context.dir))),
-            "set_top_level_directory" => {
-                after.dir = Some(self.set_top_level_directory(string(&p[0], "dir")?)?);
-                Ok(Value::Null)
-            }
-            "create_config" => self.create_config(p, context),
-            "create_wallet" => self.create_wallet(p, context),
-            "open_wallet" => self.open_wallet(p, context),
-            "close_wallet" => self.close_wallet(p, context),
-            "get_mnemonic" => self.get_mnemonic(p, context),
-            "change_password" => self.change_password(p, context),
-            "delete_wallet" => self.delete_wallet(p, context),
-            "import_grin_wallet" => self.import_grin_wallet(p, context),
-            "list_wallets" => self.list_wallets(context),
-            "accounts" => self.accounts(&self.unlock(&p[0], context)?),
-            "create_account_path" => self.create_account_path(&self.unlock(&p[0], context)?, string(&p[1], "label")?),
-            "set_active_account" => self.set_active_account(&self.unlock(&p[0], context)?, string(&p[1], "label")?),
-            "get_public_key" => {
-                let unlocked = self.unlock(&p[0], context)?;
-                let path = keys::parse_path(string(&p[1], "path")?).map_err(key_error)?;
-                let key = derive_at(&unlocked, &path)?;
-                Ok(Value::String(hex::encode(unlocked.public_keys.public_key(&key, &path).map_err(key_error)?)))
-            }
-            "sign_message" => {
-                let unlocked = self.unlock(&p[0], context)?;
-                let path = keys::parse_path(string(&p[1], "path")?).map_err(key_error)?;
-                let key = derive_at(&unlocked, &path)?;
-                let message = string(&p[2], "message")?;
-                let signature = keys::sign(&key, message.as_bytes()).map_err(key_error)?;
-                let public = unlocked.public_keys.public_key(&key, &path).map_err(key_error)?;
-                Ok(json!({"public_key": hex::encode(public), "signature": hex::encode(signature)}))
-            }
-            "verify_message" => verify_message(p),
-            _ => Err(MethodError::MethodNotFound),
-        }
-    }
-
-    fn dispatch_app(
-        &self,
-        method: &str,
-        params: Option<&mut Value>,
-        context: &CallContext,
-    ) -> Result<Value, MethodError> {
-        let app = self.app_methods.get(method).ok_or(MethodError::MethodNotFound)?;
-        let mut names: Vec<&str> = vec!["token"];
-        names.extend(app.params.iter().map(String::as_str));
-        let mut p = take_params(params, &names)?;
-        let result = self.unlock(&p[0], context).and_then(|unlocked| {
-            let call = AppCall {
-                wallet: &unlocked.key,
-                master: &unlocked.master,
-                active_account: &unlocked.active_account,
-                params: &p[1..],
-            };
-            (app.handler)(&call).map_err(|e| MethodError::Application { variant: e.variant, detail: e.detail })
-        });
-        p.iter_mut().for_each(crate::secret::wipe_json);
-        result
-    }
-
-    /// Checks a token and unmasks its wallet's master key for this call.
-    pub(crate) fn unlock(&self, token: &Value, context: &CallContext) -> Result<Unlocked, MethodError> {
-        let token = match token {
-            Value::String(text) => Token::from_hex(text).ok_or(MethodError::InvalidKeychainMask)?,
-            Value::Null => return Err(MethodError::InvalidKeychainMask),
-            _ => return Err(MethodError::InvalidKeychainMask),
-        };
-        lock(&self.vault).unlock(&token, context.now_ms).map_err(|e| match e {
-            UnlockError::InvalidToken => MethodError::InvalidKeychainMask,
-            UnlockError::Closed => MethodError::Lifecycle("Wallet has not been opened".into()),
-        })
-    }
-
-    fn accounts(&self, unlocked: &Unlocked) -> Result<Value, MethodError> {
-        let mut accounts = self.store.load_accounts(&unlocked.key).map_err(store_error)?.unwrap_or_default();
-        accounts.sort_by(|a, b| a.label.cmp(&b.label));
-        Ok(Value::Array(accounts.iter().map(|a| json!({"label": a.label, "path": account_path(a.index)})).collect()))
-    }
-
-    fn create_account_path(&self, unlocked: &Unlocked, label: &str) -> Result<Value, MethodError> {
-        validate_label(label)?;
-        let _guard = self.wallet_lock(&unlocked.key);
-        let _held = lock(&_guard);
-        let accounts = self
-            .store
-            .load_accounts(&unlocked.key)
-            .map_err(store_error)?
-            .ok_or_else(|| MethodError::Lifecycle("Wallet has not been opened".into()))?;
-        if accounts.iter().any(|a| a.label == label) {
-            return Err(MethodError::AccountLabelAlreadyExists(label.to_owned()));
-        }
-        if accounts.len() >= MAX_ACCOUNTS {
-            return Err(MethodError::Argument(format!("a wallet holds at most {MAX_ACCOUNTS} accounts")));
-        }
-        let index = accounts.iter().map(|a| a.index).max().map_or(0, |m| m + 1);
-        let account = Account { label: label.to_owned(), index };
-        match self.store.add_account(&unlocked.key, &account) {
-            Ok(()) => Ok(Value::String(account_path(index))),
-            Err(StoreError::AlreadyExists) => Err(MethodError::AccountLabelAlreadyExists(label.to_owned())),
-            Err(e) => Err(store_error(e)),
-        }
-    }
-
-    fn set_active_account(&self, unlocked: &Unlocked, label: &str) -> Result<Value, MethodError> {
-        let accounts = self.store.load_accounts(&unlocked.key).map_err(store_error)?;
-        if !accounts.is_some_and(|accounts| accounts.iter().any(|a| a.label == label)) {
-            return Err(MethodError::UnknownAccountLabel(label.chars().take(64).collect()));
-        }
-        lock(&self.vault).set_active_account(&unlocked.key, label);
-        Ok(Value::Null)
-    }
 }
 
 /// Most accounts in one wallet.
@@ -271,11 +390,6 @@ fn derive_at(unlocked: &Unlocked, path: &[u32]) -> Result<MasterKey, MethodError
 
 fn key_error(error: keys::KeyPathError) -> MethodError {
     MethodError::Argument(error.to_string())
-}
-
-pub(crate) fn store_error(error: StoreError) -> MethodError {
-    tracing::error!(%error, "wallet store failure");
-    MethodError::Storage
 }
 
 fn verify_message(p: &[Value]) -> Result<Value, MethodError> {

@@ -1,55 +1,26 @@
-//! The server side of the protocol: one `handle` call per request body, nothing else.
+//! The server side of the protocol: one `handle` call per request body. This is the envelope layer
+//! (sessions, decryption, sealing, the slow/fast split) on top of the method table (`methods`) and the
+//! state every call shares (`state`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Mutex;
 
-use rand_chacha::ChaCha20Rng;
-use rand_core::{Rng as _, SeedableRng as _};
-use secp256k1::{PublicKey, SecretKey};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
-use zeroize::{Zeroize, Zeroizing};
 
-use crate::envelope::{self, Cipher};
+use crate::envelope;
 use crate::jsonrpc::{self, EnvelopeError, MethodError};
-use crate::methods::AppMethod;
+use crate::methods::{self, APP_METHOD_SPEED, AfterAnswer, AppCall, AppError, AppMethod, RegisterError, Speed};
 use crate::secret::{WipedJson, wipe_json};
-use crate::seed_record::KdfParams;
-use crate::session::{AcceptError, Accepted, SessionId, SessionLimits, SessionTable};
-use crate::store::{Store, WalletKey};
-use crate::throttle::{Throttle, ThrottleConfig};
-use crate::vault::{TokenLimits, Vault};
+use crate::session::{AcceptError, Accepted, SessionId, SessionTable};
+use crate::state::{State, lock};
+use crate::store::Store;
 
-/// Everything a server is configured with. Times are milliseconds on the host's clock.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// The data root as shown to clients by `get_top_level_directory` (the core never touches it).
-    pub data_root: String,
-    /// Session table limits.
-    pub sessions: SessionLimits,
-    /// Token lifetimes.
-    pub tokens: TokenLimits,
-    /// Argon2id parameters for new and re-encrypted seed records.
-    pub kdf: KdfParams,
-    /// Unlock throttling.
-    pub throttle: ThrottleConfig,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            data_root: "keyward-data".into(),
-            sessions: SessionLimits::default(),
-            tokens: TokenLimits::default(),
-            kdf: KdfParams::DEFAULT,
-            throttle: ThrottleConfig::default(),
-        }
-    }
-}
+pub use crate::state::{CallContext, ServerConfig};
 
 /// One request, as the transport hands it in.
 #[derive(Debug, Clone, Copy)]
@@ -74,139 +45,66 @@ pub struct Outgoing {
     pub created_session: bool,
 }
 
-/// What the dispatcher knows about the call it is handling.
-#[derive(Debug, Clone)]
-pub struct CallContext {
-    /// The caller's session.
-    pub session: SessionId,
-    /// The session's top-level directory.
-    pub dir: String,
-    /// The host's clock.
-    pub now_ms: u64,
-}
-
 /// The sans-IO owner API server. Share it between threads (`Arc<Server>`): every method takes `&self`.
 /// Its locks are held for table look-ups and the microsecond-scale crypto tied to them (the AES-GCM
 /// check of an envelope, unmasking a seed), never during a KDF or a store write.
 pub struct Server {
-    pub(crate) config: ServerConfig,
-    pub(crate) store: Box<dyn Store>,
-    pub(crate) sessions: Mutex<SessionTable>,
-    pub(crate) vault: Mutex<Vault>,
-    pub(crate) throttle: Mutex<Throttle>,
-    rng: Mutex<ChaCha20Rng>,
-    secret_rng: Mutex<ChaCha20Rng>,
-    wallet_locks: Mutex<HashMap<WalletKey, Arc<Mutex<()>>>>,
-    pub(crate) app_methods: HashMap<String, AppMethod>,
+    state: State,
+    sessions: Mutex<SessionTable>,
+    app_methods: HashMap<String, AppMethod>,
 }
 
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Server").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Server").field("config", &self.state.config).finish_non_exhaustive()
     }
 }
-
-/// Locks a mutex; a panic in another thread while holding it leaves consistent tables behind
-/// (every update is a single insert or remove), so keep serving.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Size of the ChaCha20 generator's output buffer (64 words): drawing this many bytes replaces it.
-const RNG_BUFFER_BYTES: usize = 256;
 
 /// Initial capacity of an inner answer buffer: large enough for every built-in answer, so that it does
 /// not reallocate (and leave a plaintext copy behind in freed memory).
 const ANSWER_CAPACITY: usize = 4096;
 
-/// What one inner request asks of the envelope layer after it is answered.
-#[derive(Default)]
-pub(crate) struct AfterAnswer {
-    pub(crate) rekey: Option<Cipher>,
-    pub(crate) dir: Option<String>,
-}
-
 impl Server {
     /// A server over `store`, with randomness from `rng_seed` (give it 32 bytes from the OS in
     /// production, a constant in tests for byte-identical transcripts).
     pub fn new(config: ServerConfig, store: Box<dyn Store>, rng_seed: [u8; 32]) -> Self {
-        let mut rng = ChaCha20Rng::from_seed(rng_seed);
-        let mut vault_key = [0u8; 32];
-        rng.fill_bytes(&mut vault_key);
-        let mut secret_seed = [0u8; 32];
-        rng.fill_bytes(&mut secret_seed);
-        let secret_rng = ChaCha20Rng::from_seed(secret_seed);
-        secret_seed.zeroize();
-        // Later draws come from blocks generated later, not from the one that held these keys.
-        let mut flush = [0u8; RNG_BUFFER_BYTES];
-        rng.fill_bytes(&mut flush);
-        flush.zeroize();
-        let server = Self {
-            sessions: Mutex::new(SessionTable::new(config.sessions)),
-            vault: Mutex::new(Vault::new(vault_key, config.tokens)),
-            throttle: Mutex::new(Throttle::new(config.throttle)),
-            rng: Mutex::new(rng),
-            secret_rng: Mutex::new(secret_rng),
-            wallet_locks: Mutex::new(HashMap::new()),
-            app_methods: HashMap::new(),
-            config,
-            store,
-        };
-        vault_key.zeroize();
-        server
+        let state = State::new(config, store, rng_seed);
+        Self { sessions: Mutex::new(SessionTable::new(state.config.sessions)), state, app_methods: HashMap::new() }
     }
 
     /// The configuration.
     pub fn config(&self) -> &ServerConfig {
-        &self.config
+        &self.state.config
     }
 
     /// The store.
     pub fn store(&self) -> &dyn Store {
-        &*self.store
+        &*self.state.store
     }
 
-    /// Secret random bytes (keys, tokens, entropy), from their own generator, drawn so that no copy
-    /// stays behind in it: its buffer is flushed before the draw (the bytes come from a block
-    /// generated now, on this thread, whose stack the call scrubs) and after it (the buffer no
-    /// longer holds them).
-    pub(crate) fn random_secret<const N: usize>(&self) -> Zeroizing<[u8; N]> {
-        let mut out = Zeroizing::new([0u8; N]);
-        let mut rng = lock(&self.secret_rng);
-        let mut flush = [0u8; RNG_BUFFER_BYTES];
-        rng.fill_bytes(&mut flush);
-        rng.fill_bytes(&mut *out);
-        rng.fill_bytes(&mut flush);
-        flush.zeroize();
-        out
-    }
-
-    /// Public random bytes (nonces, session ids, salts).
-    pub(crate) fn random<const N: usize>(&self) -> [u8; N] {
-        let mut out = [0u8; N];
-        lock(&self.rng).fill_bytes(&mut out);
-        out
-    }
-
-    pub(crate) fn random_secret_key(&self) -> SecretKey {
-        loop {
-            let bytes = self.random_secret::<32>();
-            if let Ok(key) = SecretKey::from_secret_bytes(*bytes) {
-                return key;
-            }
+    /// Registers an embedder's method. Its params are `token` followed by `params`; the handler
+    /// runs with the wallet's unmasked master key, which is wiped when it returns. Embedder methods
+    /// are always [`Speed::Slow`] (run off the I/O threads) and need the [`Role::Owner`] role
+    /// ([`methods::APP_METHOD_ROLE`]): this takes no role argument yet.
+    ///
+    /// [`Role::Owner`]: crate::Role::Owner
+    pub fn register_method<F>(&mut self, name: &str, params: &[&str], handler: F) -> Result<(), RegisterError>
+    where
+        F: Fn(&AppCall<'_>) -> Result<Value, AppError> + Send + Sync + 'static,
+    {
+        if methods::find(name).is_some() || self.app_methods.contains_key(name) || name == "encrypted_request_v3" {
+            return Err(RegisterError::NameTaken);
         }
-    }
-
-    /// A lock that serializes the slow operations (KDF + store write) on one wallet, so that two
-    /// password changes cannot interleave; other wallets and other clients are not held up.
-    pub(crate) fn wallet_lock(&self, key: &WalletKey) -> Arc<Mutex<()>> {
-        let mut locks = lock(&self.wallet_locks);
-        locks.retain(|_, l| Arc::strong_count(l) > 1);
-        Arc::clone(locks.entry(key.clone()).or_default())
+        if params.contains(&"token") {
+            return Err(RegisterError::TokenListed);
+        }
+        self.app_methods.insert(name.to_owned(), AppMethod::new(params, handler));
+        Ok(())
     }
 
     /// Handles one request body and returns the answer. Never panics on any input. It may run a KDF
-    /// (about 0.1 s); a transport that wants its I/O threads free uses [`Server::handle_step`].
+    /// (about 0.1 s) or a store write; a transport that wants its I/O threads free uses
+    /// [`Server::handle_step`].
     pub fn handle(&self, incoming: Incoming<'_>) -> Outgoing {
         match self.handle_step(incoming) {
             Step::Done(outgoing) => outgoing,
@@ -214,23 +112,31 @@ impl Server {
         }
     }
 
-    /// Finishes a call that [`Server::handle_step`] set aside (a KDF-heavy lifecycle method or an
-    /// embedder's method). Call it off the I/O threads.
+    /// Finishes a call that [`Server::handle_step`] set aside (a method that runs a KDF or writes to
+    /// the store, or an embedder's method). Call it off the I/O threads.
     pub fn finish(&self, call: SlowCall) -> Outgoing {
-        let outgoing = self.answer_accepted(&call.id, &call.accepted, call.now_ms);
+        let outgoing = self.answer_accepted(&call.id, &call.accepted, call.now_ms, Run::Dispatch);
         drop(call);
         crate::secret::scrub_stack();
         outgoing
     }
 
-    /// PLACEHOLDER until the method-table change lands: answers a set-aside call as busy.
+    /// Answers a call that [`Server::handle_step`] set aside without running it: each request in
+    /// it gets −32099 `Busy: …`, sealed under the session's key like any answer. A transport calls
+    /// this instead of [`Server::finish`] when its bounded pool of slow calls is full; the client
+    /// may send the call again in a new envelope.
     pub fn refuse_busy(&self, call: SlowCall) -> Outgoing {
-        self.finish(call)
+        let outgoing = self.answer_accepted(&call.id, &call.accepted, call.now_ms, Run::RefuseBusy);
+        drop(call);
+        // The decrypted request (it may hold a password) was parsed here; nothing ran a KDF.
+        crate::secret::scrub_stack_shallow();
+        outgoing
     }
 
     /// Handles one request body without running anything slow: most calls are answered at once
-    /// (microseconds); a call that may run a KDF or an embedder's code is authenticated, decrypted
-    /// and returned as [`Step::Slow`], to be passed to [`Server::finish`] on a blocking thread.
+    /// (microseconds); a call that may run a KDF, write to the store or run an embedder's code (see
+    /// [`Speed`]) is authenticated, decrypted and returned as [`Step::Slow`], to be passed to
+    /// [`Server::finish`] on a blocking thread (or to [`Server::refuse_busy`]).
     /// Never panics on any input.
     pub fn handle_step(&self, incoming: Incoming<'_>) -> Step {
         let parsed = if starts_object(incoming.body) { serde_json::from_slice(incoming.body).ok() } else { None };
@@ -262,13 +168,13 @@ impl Server {
     /// Expires idle sessions and tokens. Call it at `poll_timeout()`, or whenever convenient.
     pub fn handle_timeout(&self, now_ms: u64) {
         lock(&self.sessions).expire(now_ms);
-        lock(&self.vault).expire(now_ms);
+        lock(&self.state.vault).expire(now_ms);
     }
 
     /// When `handle_timeout` next has something to do.
     pub fn poll_timeout(&self) -> Option<u64> {
         let sessions = lock(&self.sessions).next_expiry();
-        let tokens = lock(&self.vault).next_expiry();
+        let tokens = lock(&self.state.vault).next_expiry();
         match (sessions, tokens) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -277,8 +183,8 @@ impl Server {
 
     /// Closes every wallet and forgets every session (shutdown).
     pub fn shutdown(&self) {
-        lock(&self.vault).close_all();
-        *lock(&self.sessions) = SessionTable::new(self.config.sessions);
+        lock(&self.state.vault).close_all();
+        *lock(&self.sessions) = SessionTable::new(self.state.config.sessions);
     }
 
     /// Number of live sessions.
@@ -289,35 +195,18 @@ impl Server {
     /// The block of memory that holds the vault's masked seeds (address, length), for the host to
     /// lock in memory. It stays where it is for the server's life.
     pub fn vault_region(&self) -> (usize, usize) {
-        lock(&self.vault).region()
+        lock(&self.state.vault).region()
     }
 
     /// Number of open wallets, i.e. masked seeds held in the vault.
     pub fn open_wallet_count(&self) -> usize {
-        lock(&self.vault).open_count()
+        lock(&self.state.vault).open_count()
     }
 
     /// Every masked seed byte the vault holds (empty once every wallet is closed); panics if a free
     /// slot still holds bytes. For the residency tests: masked bytes tell nothing without the token.
     pub fn vault_masked_bytes(&self) -> Vec<u8> {
-        lock(&self.vault).masked_bytes()
-    }
-
-    /// A fresh server key pair for `init_secure_api` and the shared key with the client's key.
-    pub(crate) fn new_session_key(&self, params: Option<Value>) -> Result<(PublicKey, Cipher), String> {
-        let mut params = params;
-        let mut values = jsonrpc::take_params(params.as_mut(), &["ecdh_pubkey"]).map_err(|e| match e {
-            MethodError::InvalidParams(why) => why,
-            other => other.wire().1,
-        })?;
-        let text = values[0].take();
-        let text = text.as_str().ok_or("'ecdh_pubkey' must be a hex string")?;
-        let client = envelope::parse_public_key(text).map_err(|e| e.to_string())?;
-        let mut secret = self.random_secret_key();
-        let shared = envelope::shared_key(&client, &secret);
-        let public = PublicKey::from_secret_key(&secret);
-        secret.non_secure_erase();
-        Ok((public, Cipher::new(&shared)))
+        lock(&self.state.vault).masked_bytes()
     }
 
     fn handle_plain_init(&self, id: &RawValue, params: Option<&RawValue>, now_ms: u64) -> Outgoing {
@@ -328,11 +217,11 @@ impl Server {
 
     fn plain_init(&self, id: &RawValue, params: Option<&RawValue>, now_ms: u64) -> Outgoing {
         let params = params.and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok());
-        let (public, cipher) = match self.new_session_key(params) {
+        let (public, cipher) = match self.state.new_session_key(params) {
             Ok(pair) => pair,
             Err(why) => return plain_error(id, &EnvelopeError::InitParams(why), None),
         };
-        let session = SessionId::from_bytes(self.random());
+        let session = SessionId::from_bytes(self.state.random());
         lock(&self.sessions).insert(session, cipher, String::new(), now_ms);
         let mut body = Vec::with_capacity(128);
         jsonrpc::write_ok(id, &hex::encode(public.serialize()), &mut body);
@@ -361,24 +250,25 @@ impl Server {
         if is_slow(&accepted.plaintext, &self.app_methods) {
             return Step::Slow(SlowCall { id: id.to_owned(), accepted, now_ms: incoming.now_ms });
         }
-        let outgoing = self.answer_accepted(id, &accepted, incoming.now_ms);
+        let outgoing = self.answer_accepted(id, &accepted, incoming.now_ms, Run::Dispatch);
         drop(accepted);
         // The decrypted request (a token) and the answer passed through AES-GCM's stack buffers.
         crate::secret::scrub_stack_shallow();
         Step::Done(outgoing)
     }
 
-    /// Answers an accepted, decrypted request: dispatch, seal, and the session updates it asks for.
-    fn answer_accepted(&self, id: &RawValue, accepted: &Accepted, now_ms: u64) -> Outgoing {
+    /// Answers an accepted, decrypted request: dispatch (or refuse), seal, and the session updates
+    /// it asks for.
+    fn answer_accepted(&self, id: &RawValue, accepted: &Accepted, now_ms: u64, run: Run) -> Outgoing {
         let session = Some(accepted.id);
         let context = CallContext { session: accepted.id, dir: accepted.dir.clone(), now_ms };
         // Encrypted in place below: the plaintext answer is overwritten by its ciphertext.
         let mut answer = Vec::with_capacity(ANSWER_CAPACITY);
-        let Some(after) = self.answer_inner(&accepted.plaintext, &context, &mut answer) else {
+        let Some(after) = self.answer_inner(&accepted.plaintext, &context, run, &mut answer) else {
             let why = "the decrypted body is not UTF-8 JSON";
             return plain_error(id, &EnvelopeError::Decryption(why.into()), session);
         };
-        let reply_nonce: [u8; envelope::NONCE_LEN] = self.random();
+        let reply_nonce: [u8; envelope::NONCE_LEN] = self.state.random();
         let body_enc = accepted.cipher.seal_in_place(&reply_nonce, &mut answer);
         if body_enc.is_empty() {
             return plain_error(id, &EnvelopeError::Encryption, session);
@@ -397,13 +287,20 @@ impl Server {
 
     /// Answers a decrypted inner body: one request (the fast path, parsed in place) or anything else
     /// JSON (a batch, a non-request). `None` if the plaintext is not JSON at all.
-    fn answer_inner(&self, plaintext: &[u8], context: &CallContext, out: &mut Vec<u8>) -> Option<AfterAnswer> {
+    fn answer_inner(
+        &self,
+        plaintext: &[u8],
+        context: &CallContext,
+        run: Run,
+        out: &mut Vec<u8>,
+    ) -> Option<AfterAnswer> {
         let mut after = AfterAnswer::default();
         let fast =
             if starts_object(plaintext) { serde_json::from_slice::<InnerRequest<'_>>(plaintext).ok() } else { None };
         if let Some(mut request) = fast {
             let id = echoable_id(request.id);
-            self.answer_call(id, request.method.as_deref(), request.params.as_mut(), context, &mut after, out);
+            let call = Call { method: request.method.as_deref(), params: request.params.as_mut(), context, run };
+            self.answer_call(id, call, &mut after, out);
             if let Some(params) = request.params.as_mut() {
                 wipe_json(params);
             }
@@ -425,7 +322,8 @@ impl Server {
                     let id = request.get("id").cloned().unwrap_or(Value::Null);
                     let method = request.get("method").and_then(Value::as_str).map(str::to_owned);
                     let params = request.get_mut("params");
-                    self.answer_call(&id, method.as_deref(), params, context, &mut after, out);
+                    let call = Call { method: method.as_deref(), params, context, run };
+                    self.answer_call(&id, call, &mut after, out);
                 }
                 out.push(b']');
             }
@@ -437,20 +335,16 @@ impl Server {
         Some(after)
     }
 
-    fn answer_call<I: Serialize + ?Sized>(
-        &self,
-        id: &I,
-        method: Option<&str>,
-        params: Option<&mut Value>,
-        context: &CallContext,
-        after: &mut AfterAnswer,
-        out: &mut Vec<u8>,
-    ) {
-        let Some(method) = method else {
+    fn answer_call<I: Serialize + ?Sized>(&self, id: &I, call: Call<'_>, after: &mut AfterAnswer, out: &mut Vec<u8>) {
+        let Some(method) = call.method else {
             let (code, message) = MethodError::InvalidRequest("no method".into()).wire();
             return jsonrpc::write_error(id, code, &message, out);
         };
-        match self.dispatch(method, params, context, after) {
+        let result = match call.run {
+            Run::Dispatch => self.dispatch(method, call.params, call.context, after),
+            Run::RefuseBusy => Err(MethodError::Busy),
+        };
+        match result {
             Ok(mut value) => {
                 jsonrpc::write_ok(id, &value, out);
                 wipe_json(&mut value);
@@ -461,6 +355,38 @@ impl Server {
             }
         }
     }
+
+    /// Runs a built-in method from the table, or else an embedder's method.
+    fn dispatch(
+        &self,
+        method: &str,
+        params: Option<&mut Value>,
+        context: &CallContext,
+        after: &mut AfterAnswer,
+    ) -> Result<Value, MethodError> {
+        if let Some(builtin) = methods::find(method) {
+            return builtin.call(&self.state, params, context, after);
+        }
+        match self.app_methods.get(method) {
+            Some(app) => app.call(&self.state, params, context),
+            None => Err(MethodError::MethodNotFound),
+        }
+    }
+}
+
+/// Whether the inner requests of an envelope are run or refused.
+#[derive(Debug, Clone, Copy)]
+enum Run {
+    Dispatch,
+    RefuseBusy,
+}
+
+/// One inner request as `answer_call` needs it.
+struct Call<'a> {
+    method: Option<&'a str>,
+    params: Option<&'a mut Value>,
+    context: &'a CallContext,
+    run: Run,
 }
 
 /// What [`Server::handle_step`] returns.
@@ -486,11 +412,8 @@ impl fmt::Debug for SlowCall {
     }
 }
 
-/// Lifecycle methods that run Argon2id (or a store write after it).
-const SLOW_METHODS: [&str; 6] =
-    ["create_wallet", "open_wallet", "get_mnemonic", "change_password", "delete_wallet", "import_grin_wallet"];
-
-/// Whether an inner body may be slow: a KDF-heavy method, an embedder's method, or a batch.
+/// Whether an inner body may be slow: a [`Speed::Slow`] method of the table, an embedder's method,
+/// or a batch.
 fn is_slow(plaintext: &[u8], app_methods: &HashMap<String, AppMethod>) -> bool {
     #[derive(Deserialize)]
     struct MethodOnly<'a> {
@@ -501,10 +424,16 @@ fn is_slow(plaintext: &[u8], app_methods: &HashMap<String, AppMethod>) -> bool {
         return plaintext.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     }
     match serde_json::from_slice::<MethodOnly<'_>>(plaintext) {
-        Ok(MethodOnly { method: Some(method) }) => {
-            SLOW_METHODS.contains(&method.as_ref()) || app_methods.contains_key(method.as_ref())
-        }
+        Ok(MethodOnly { method: Some(method) }) => speed(&method, app_methods) == Some(Speed::Slow),
         _ => false,
+    }
+}
+
+/// A method's speed: from the table, or [`APP_METHOD_SPEED`] for an embedder's; `None` if unknown.
+fn speed(method: &str, app_methods: &HashMap<String, AppMethod>) -> Option<Speed> {
+    match methods::find(method) {
+        Some(builtin) => Some(builtin.speed()),
+        None => app_methods.contains_key(method).then_some(APP_METHOD_SPEED),
     }
 }
 

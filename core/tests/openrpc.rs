@@ -1,6 +1,8 @@
 //! `spec/openrpc.json` describes exactly the methods the core dispatches: the same names as
-//! `keyward_core::methods::METHODS` plus `encrypted_request_v3`, and the same params in the same
-//! order (positional params are taken in that order, so the order is part of the wire format).
+//! the method table (`keyward_core::methods::METHODS`) plus `encrypted_request_v3`, the same params in
+//! the same order (positional params are taken in that order, so the order is part of the wire
+//! format), and each method's role (`x-keyward-role`) and speed (`x-keyward-speed`) as the table has
+//! them. `spec/protocol.md` section 7 lists the same roles and speeds.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -8,7 +10,8 @@ use std::path::PathBuf;
 use keyward_core::methods::METHODS;
 use serde_json::Value;
 
-/// The envelope method: handled by the server before dispatch, so it is not in `METHODS`.
+/// The envelope method: handled by the server before dispatch, so it is not in `METHODS` (and has
+/// no role or speed of its own: those of the call inside it apply).
 const ENVELOPE: (&str, &[&str]) = ("encrypted_request_v3", &["nonce", "body_enc"]);
 
 fn document() -> Value {
@@ -26,7 +29,7 @@ fn name(method: &Value) -> &str {
 }
 
 fn expected() -> Vec<(&'static str, &'static [&'static str])> {
-    METHODS.iter().copied().chain([ENVELOPE]).collect()
+    METHODS.iter().map(|method| (method.name(), method.params())).chain([ENVELOPE]).collect()
 }
 
 #[test]
@@ -55,10 +58,7 @@ fn method_names_equal_the_dispatchers() {
 fn params_equal_the_dispatchers_in_order() {
     let document = document();
     for (method_name, params) in expected() {
-        let method = methods(&document)
-            .iter()
-            .find(|m| name(m) == method_name)
-            .unwrap_or_else(|| panic!("{method_name} is not in the document"));
+        let method = method(&document, method_name);
         let listed: Vec<&str> = method["params"]
             .as_array()
             .unwrap_or_else(|| panic!("{method_name}: params is not an array"))
@@ -71,6 +71,56 @@ fn params_equal_the_dispatchers_in_order() {
             assert_eq!(param["required"], true, "{method_name}.{}: must be required", param["name"]);
             assert!(param["schema"].is_object(), "{method_name}.{}: no schema", param["name"]);
         }
+    }
+}
+
+fn method<'a>(document: &'a Value, method_name: &str) -> &'a Value {
+    methods(document)
+        .iter()
+        .find(|m| name(m) == method_name)
+        .unwrap_or_else(|| panic!("{method_name} is not in the document"))
+}
+
+#[test]
+fn roles_and_speeds_equal_the_tables() {
+    let document = document();
+    for builtin in METHODS {
+        let listed = method(&document, builtin.name());
+        assert_eq!(listed["x-keyward-role"], builtin.role().as_str(), "{}: x-keyward-role", builtin.name());
+        assert_eq!(listed["x-keyward-speed"], builtin.speed().as_str(), "{}: x-keyward-speed", builtin.name());
+    }
+    let envelope = method(&document, ENVELOPE.0);
+    assert!(envelope.get("x-keyward-role").is_none() && envelope.get("x-keyward-speed").is_none());
+}
+
+/// The rows of `spec/protocol.md`'s method table (section 7): method, params, role, speed.
+fn protocol_rows() -> Vec<[String; 4]> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spec/protocol.md");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{} is not readable: {e}", path.display()));
+    let header = "| method | params | role | speed |";
+    let start = text.find(header).unwrap_or_else(|| panic!("protocol.md has no row {header:?}"));
+    text[start..]
+        .lines()
+        .skip(2)
+        .take_while(|line| line.starts_with('|'))
+        .map(|line| {
+            let cells: Vec<String> = line.split('|').skip(1).take(4).map(|cell| cell.trim().replace('`', "")).collect();
+            cells.try_into().unwrap_or_else(|cells| panic!("a row without four cells: {cells:?}"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_protocol_documents_table_equals_the_method_table() {
+    let rows = protocol_rows();
+    let listed: Vec<&str> = rows.iter().map(|[name, ..]| name.as_str()).collect();
+    let table: Vec<&str> = METHODS.iter().map(|m| m.name()).collect();
+    assert_eq!(listed, table, "protocol.md lists other methods, or in another order");
+    for (builtin, [name, params, role, speed]) in METHODS.iter().zip(&rows) {
+        let expected = if builtin.params().is_empty() { "—".to_owned() } else { builtin.params().join(", ") };
+        assert_eq!(*params, expected, "{name}: params");
+        assert_eq!(role, builtin.role().as_str(), "{name}: role");
+        assert_eq!(speed, builtin.speed().as_str(), "{name}: speed");
     }
 }
 

@@ -154,6 +154,7 @@ pub fn scenarios() -> Vec<Scenario> {
         ("tokens_expire_after_their_lifetime_however_busy", token_lifetime),
         ("sessions_expire_after_their_lifetime_however_busy", session_lifetime),
         ("open_wallets_are_limited_by_the_vault", vault_capacity),
+        ("busy_refusal_runs_nothing", busy_refusal_runs_nothing),
     ]
 }
 
@@ -691,4 +692,40 @@ fn vault_capacity(store: Box<dyn Store>) {
     open(&mut h, &mut c, json!("v3"), "pw");
     assert_eq!(h.server.open_wallet_count(), 2);
     assert_eq!(h.server.vault_masked_bytes().len(), 128);
+}
+
+fn busy_refusal_runs_nothing(store: Box<dyn Store>) {
+    use keyward_core::server::Step;
+    let mut h = Harness::new(store);
+    let mut c = h.client(1, true);
+    create(&mut h, &mut c, Value::Null, "pw");
+    let busy = "Busy: too many slow calls at once, try again shortly";
+    let (body, pending) = c.client.seal("open_wallet", json!({"name": null, "password": "pw"})).unwrap();
+    let step = h.server.handle_step(Incoming { body: &body, session: c.session, now_ms: h.now_ms });
+    let Step::Slow(call) = step else { panic!("open_wallet must be set aside for a blocking thread") };
+    let refused = h.server.refuse_busy(call);
+    assert_eq!(refused.session, c.session);
+    assert_rpc_error(c.client.open(pending, &refused.body), -32099, busy);
+    assert_eq!(h.server.open_wallet_count(), 0);
+    // A batch: each request is refused under its own id; create_account_path adds no account.
+    let token = open(&mut h, &mut c, Value::Null, "pw");
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": "a", "method": "create_account_path", "params": {"token": token, "label": "x"}},
+        {"jsonrpc": "2.0", "id": 7, "method": "close_wallet", "params": {"name": null}},
+    ]);
+    let (body, pending) = c.client.seal_raw(&serde_json::to_vec(&batch).unwrap(), 0, None).unwrap();
+    let step = h.server.handle_step(Incoming { body: &body, session: c.session, now_ms: h.now_ms });
+    let Step::Slow(call) = step else { panic!("a batch must be set aside for a blocking thread") };
+    let inner = c.client.open_raw(pending, &h.server.refuse_busy(call).body).unwrap();
+    let error = json!({"code": -32099, "message": busy});
+    assert_eq!(
+        inner,
+        json!([{"id": "a", "jsonrpc": "2.0", "error": error}, {"id": 7, "jsonrpc": "2.0", "error": error}])
+    );
+    assert_eq!(h.server.open_wallet_count(), 1);
+    assert_eq!(h.ok(&mut c, "accounts", json!({"token": token})).as_array().map(Vec::len), Some(1));
+    // The refused envelope stays spent; the same call in a new envelope runs.
+    let replay = h.send_as(&c, &body);
+    assert_eq!(plain_error(&replay.body).0, -32002);
+    h.ok(&mut c, "create_account_path", json!({"token": token, "label": "x"}));
 }
