@@ -83,6 +83,7 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, body: &[u8]) -> 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

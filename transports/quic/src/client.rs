@@ -134,6 +134,21 @@ fn local_bind_address(peer: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, 0)
 }
 
+/// QUIC as a [`keyward_driver::Link`]: one stream per message; the session belongs to the
+/// connection, so `session` is not sent.
+impl keyward_driver::Link for QuicClient {
+    fn exchange<'a>(&'a mut self, body: Vec<u8>, _session: Option<&'a str>) -> keyward_driver::LinkFuture<'a> {
+        Box::pin(async move {
+            let body = self.call(&body).await.map_err(|e| keyward_driver::LinkError(e.to_string()))?;
+            Ok(keyward_driver::Exchange { body, session: None })
+        })
+    }
+
+    fn close(&mut self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(QuicClient::close(self))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,20 +165,5 @@ mod tests {
             let peer: SocketAddr = peer.parse().expect("peer");
             assert_eq!(local_bind_address(peer).to_string(), local);
         }
-    }
-}
-
-/// QUIC as a [`keyward_driver::Link`]: one stream per message; the session belongs to the
-/// connection, so `session` is not sent.
-impl keyward_driver::Link for QuicClient {
-    fn exchange<'a>(&'a mut self, body: Vec<u8>, _session: Option<&'a str>) -> keyward_driver::LinkFuture<'a> {
-        Box::pin(async move {
-            let body = self.call(&body).await.map_err(|e| keyward_driver::LinkError(e.to_string()))?;
-            Ok(keyward_driver::Exchange { body, session: None })
-        })
-    }
-
-    fn close(&mut self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(QuicClient::close(self))
     }
 }
