@@ -3,22 +3,17 @@
 //! outputs the README shows.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
+mod common;
+
+use common::{keyward, run, text};
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn keyward() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_keyward"))
-}
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-}
-
-fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
 
 #[test]
@@ -77,16 +72,7 @@ impl Drop for Serve {
 fn call(home: &Path, url: &str, args: &[&str], stdin: Option<&str>, token: Option<&str>) -> Output {
     let mut command = keyward();
     command.env("HOME", home).env_remove("KEYWARD_DATA_DIR").args(["call", "--url", url]).args(args);
-    if let Some(token) = token {
-        command.env("KEYWARD_TOKEN", token);
-    }
-    let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
+    run(&mut command, stdin, token)
 }
 
 #[test]

@@ -2,7 +2,10 @@
 //! process of another uid is closed without an answer (and logged) unless its uid is allowed.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
+mod common;
+
+use common::{keyward, run, text};
+
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -11,14 +14,6 @@ use std::time::{Duration, Instant};
 
 /// The uid and gid of `nobody` on Debian and most Linux systems.
 const NOBODY: u32 = 65534;
-
-fn keyward() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_keyward"))
-}
-
-fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
-}
 
 /// `keyward serve` with only the Unix socket, until dropped; its log goes to `log`.
 struct Serve(std::process::Child);
@@ -59,16 +54,7 @@ impl Drop for Serve {
 
 fn call(command: &mut Command, socket: &Path, args: &[&str], stdin: Option<&str>, token: Option<&str>) -> Output {
     command.arg("call").arg("--unix").arg(socket).args(args);
-    if let Some(token) = token {
-        command.env("KEYWARD_TOKEN", token);
-    }
-    let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
+    run(command, stdin, token)
 }
 
 fn own_call(home: &Path, socket: &Path, args: &[&str], stdin: Option<&str>, token: Option<&str>) -> Output {

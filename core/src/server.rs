@@ -248,6 +248,9 @@ impl Server {
             Err(error) => return Step::Done(plain_error(id, &accept_error(error, hint.is_some()), hint)),
         };
         if is_slow(&accepted.plaintext, &self.app_methods) {
+            // The request (it may hold a password) was decrypted on this thread, which goes on to
+            // serve other clients: wipe what AES-GCM left on its stack before handing the call on.
+            crate::secret::scrub_stack_shallow();
             return Step::Slow(SlowCall { id: id.to_owned(), accepted, now_ms: incoming.now_ms });
         }
         let outgoing = self.answer_accepted(id, &accepted, incoming.now_ms, Run::Dispatch);

@@ -7,65 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use keyward_core::client::Pending;
 use keyward_core::seed_record::KdfParams;
-use keyward_core::store::{Account, StoredWallet};
-use keyward_core::{
-    Client, Incoming, MemoryStore, Server, ServerConfig, SessionId, Speed, Step, Store, StoreError, WalletKey,
-};
+use keyward_core::{Client, Incoming, Server, ServerConfig, SessionId, Speed, Step};
+use keyward_testkit::WatchedStore;
 use serde_json::{Value, json};
-
-/// A memory store that counts the calls that change what it holds.
-struct CountingStore {
-    inner: MemoryStore,
-    writes: Arc<AtomicUsize>,
-}
-
-impl CountingStore {
-    fn write(&self) {
-        self.writes.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-impl Store for CountingStore {
-    fn load_wallet(&self, key: &WalletKey) -> Result<Option<StoredWallet>, StoreError> {
-        self.inner.load_wallet(key)
-    }
-    fn load_accounts(&self, key: &WalletKey) -> Result<Option<Vec<Account>>, StoreError> {
-        self.inner.load_accounts(key)
-    }
-    fn load_failures(&self, key: &WalletKey) -> Result<u32, StoreError> {
-        self.inner.load_failures(key)
-    }
-    fn save_failures(&self, key: &WalletKey, failures: u32) -> Result<(), StoreError> {
-        self.write();
-        self.inner.save_failures(key, failures)
-    }
-    fn create_wallet(&self, key: &WalletKey, wallet: &StoredWallet) -> Result<(), StoreError> {
-        self.write();
-        self.inner.create_wallet(key, wallet)
-    }
-    fn replace_seed_record(&self, key: &WalletKey, expected: &[u8], new: &[u8]) -> Result<(), StoreError> {
-        self.write();
-        self.inner.replace_seed_record(key, expected, new)
-    }
-    fn add_account(&self, key: &WalletKey, account: &Account) -> Result<(), StoreError> {
-        self.write();
-        self.inner.add_account(key, account)
-    }
-    fn delete_wallet(&self, key: &WalletKey) -> Result<(), StoreError> {
-        self.write();
-        self.inner.delete_wallet(key)
-    }
-    fn list_wallets(&self, dir: &str) -> Result<Vec<String>, StoreError> {
-        self.inner.list_wallets(dir)
-    }
-    fn save_config(&self, dir: &str, config: &[u8]) -> Result<(), StoreError> {
-        self.write();
-        self.inner.save_config(dir, config)
-    }
-    fn load_config(&self, dir: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.load_config(dir)
-    }
-}
 
 struct Rig {
     server: Server,
@@ -78,7 +22,10 @@ struct Rig {
 impl Rig {
     fn new() -> Self {
         let writes = Arc::new(AtomicUsize::new(0));
-        let store = CountingStore { inner: MemoryStore::new(), writes: Arc::clone(&writes) };
+        let counter = Arc::clone(&writes);
+        let store = WatchedStore::new(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
         let config = ServerConfig { kdf: KdfParams::INSECURE_FOR_TESTS, ..ServerConfig::default() };
         let server = Server::new(config, Box::new(store), [3; 32]);
         let mut client = Client::new([4; 32]);

@@ -5,7 +5,8 @@
 //!
 //! * a harness that drives a [`Server`] with [`Client`]s on a virtual clock, and the lifecycle
 //!   scenario list that every [`Store`] must pass (this file);
-//! * [`pki`]: a throwaway certificate authority and rustls configurations for transport tests.
+//! * [`pki`]: a throwaway certificate authority and rustls configurations for transport tests;
+//! * [`WatchedStore`]: a memory store that reports every write (where and when writes happen).
 //!
 //! Each scenario takes a fresh, empty store and panics on failure. `keyward-core` runs them on the
 //! [`MemoryStore`](keyward_core::MemoryStore); `keyward-store` runs the same list on fjall.
@@ -14,6 +15,9 @@
 use serde_json::{Value, json};
 
 pub mod pki;
+mod watched_store;
+
+pub use watched_store::{OnWrite, WatchedStore};
 
 use keyward_core::client::{Client, ClientError};
 use keyward_core::methods::AppError;

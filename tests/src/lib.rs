@@ -178,6 +178,21 @@ pub fn assert_rpc_error(result: Result<Value, ClientError>, code: i64, text: &st
     keyward_testkit::assert_rpc_error(result, code, text);
 }
 
+/// Runs the whole scenario list against `target`, each scenario within 60 s.
+pub async fn run_scenarios(target: &Target) {
+    for (name, scenario) in scenarios() {
+        eprintln!("scenario {name} over {}", target.name());
+        tokio::time::timeout(std::time::Duration::from_secs(60), scenario(target.clone()))
+            .await
+            .unwrap_or_else(|_| panic!("{name} over {} timed out", target.name()));
+    }
+}
+
+/// A multi-threaded runtime like the server's, on two threads.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
 pub type ScenarioFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub type Scenario = (&'static str, fn(Target) -> ScenarioFuture);
 

@@ -20,7 +20,7 @@ fn rss_kib() -> u64 {
 
 #[test]
 fn floods_leave_the_server_answering_a_well_behaved_client() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = keyward_tests::runtime();
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let config = "[kdf]\nm_cost_kib = 64\nt_cost = 1\np_cost = 1\n[sessions]\nmax = 256\n";

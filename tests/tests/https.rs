@@ -6,12 +6,8 @@ use std::time::Duration;
 
 use keyward::{certs, tls};
 use keyward_http::{HttpClient, HttpTarget};
-use keyward_tests::{Session, TestServer, scenarios};
+use keyward_tests::{Session, TestServer, run_scenarios, runtime};
 use serde_json::{Value, json};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
 
 #[test]
 fn scenario_list_over_https_and_plain_http() {
@@ -20,12 +16,7 @@ fn scenario_list_over_https_and_plain_http() {
             // A fresh server for each transport: the scenarios use fixed wallet names.
             let server = TestServer::start().await;
             let target = if plain { server.plain() } else { server.https() };
-            for (name, scenario) in scenarios() {
-                eprintln!("scenario {name} over {}", target.name());
-                tokio::time::timeout(Duration::from_secs(60), scenario(target.clone()))
-                    .await
-                    .unwrap_or_else(|_| panic!("{name} over {} timed out", target.name()));
-            }
+            run_scenarios(&target).await;
             server.stop().await;
         }
     });

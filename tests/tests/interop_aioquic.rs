@@ -13,7 +13,7 @@ use keyward_tests::{TestServer, interop};
 #[test]
 fn aioquic_client_runs_the_lifecycle() {
     let Some(python) = interop::python_with_aioquic("interop_aioquic") else { return };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = keyward_tests::runtime();
     let server = runtime.block_on(TestServer::start());
     let port = server.running.quic.unwrap().port();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop/quic_client.py");

@@ -13,7 +13,7 @@ use keyward_tests::{TestServer, interop};
 #[test]
 fn node_v3_client_runs_the_lifecycle() {
     let Some(node) = interop::node("interop_node") else { return };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = keyward_tests::runtime();
     let server = runtime.block_on(TestServer::start());
     let port = server.running.http_insecure.unwrap().port();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop/v3_client.mjs");

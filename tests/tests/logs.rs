@@ -36,7 +36,7 @@ fn trace_logs_of_the_whole_suite_hold_no_secret() {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = keyward_tests::runtime();
     let mut secrets: Vec<String> =
         vec![PASSWORD.into(), NEW_PASSWORD.into(), VECTOR_MNEMONIC.into(), VECTOR_MNEMONIC[..24].into()];
     runtime.block_on(async {

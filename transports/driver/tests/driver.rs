@@ -10,10 +10,10 @@ mod example;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keyward_core::store::{Account, StoredWallet};
-use keyward_core::{AppError, MemoryStore, Server, ServerConfig, Store, StoreError, WalletKey};
+use keyward_core::{AppError, MemoryStore, Server, ServerConfig};
 use keyward_driver::frame::{self, FrameLimits};
 use keyward_driver::{Driver, DriverConfig, Exchange, Link, LinkError, LinkFuture, Peer, SecureSession, on_slow_pool};
+use keyward_testkit::WatchedStore;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 
@@ -36,62 +36,6 @@ impl Link for FrameLink {
     }
 }
 
-/// A store that notes every write made off the driver's slow-call threads.
-struct IoThreadWatch {
-    inner: MemoryStore,
-    on_io_thread: Arc<Mutex<Vec<&'static str>>>,
-}
-
-impl IoThreadWatch {
-    fn write(&self, what: &'static str) {
-        if !on_slow_pool() {
-            self.on_io_thread.lock().unwrap().push(what);
-        }
-    }
-}
-
-impl Store for IoThreadWatch {
-    fn load_wallet(&self, key: &WalletKey) -> Result<Option<StoredWallet>, StoreError> {
-        self.inner.load_wallet(key)
-    }
-    fn load_accounts(&self, key: &WalletKey) -> Result<Option<Vec<Account>>, StoreError> {
-        self.inner.load_accounts(key)
-    }
-    fn load_failures(&self, key: &WalletKey) -> Result<u32, StoreError> {
-        self.inner.load_failures(key)
-    }
-    fn save_failures(&self, key: &WalletKey, failures: u32) -> Result<(), StoreError> {
-        self.write("save_failures");
-        self.inner.save_failures(key, failures)
-    }
-    fn create_wallet(&self, key: &WalletKey, wallet: &StoredWallet) -> Result<(), StoreError> {
-        self.write("create_wallet");
-        self.inner.create_wallet(key, wallet)
-    }
-    fn replace_seed_record(&self, key: &WalletKey, expected: &[u8], new: &[u8]) -> Result<(), StoreError> {
-        self.write("replace_seed_record");
-        self.inner.replace_seed_record(key, expected, new)
-    }
-    fn add_account(&self, key: &WalletKey, account: &Account) -> Result<(), StoreError> {
-        self.write("add_account");
-        self.inner.add_account(key, account)
-    }
-    fn delete_wallet(&self, key: &WalletKey) -> Result<(), StoreError> {
-        self.write("delete_wallet");
-        self.inner.delete_wallet(key)
-    }
-    fn list_wallets(&self, dir: &str) -> Result<Vec<String>, StoreError> {
-        self.inner.list_wallets(dir)
-    }
-    fn save_config(&self, dir: &str, config: &[u8]) -> Result<(), StoreError> {
-        self.write("save_config");
-        self.inner.save_config(dir, config)
-    }
-    fn load_config(&self, dir: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.load_config(dir)
-    }
-}
-
 async fn serve_example(driver: Driver) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -111,8 +55,13 @@ async fn session(addr: std::net::SocketAddr, seed: u8) -> SecureSession<FrameLin
 /// off the slow-call threads: none may be.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_store_write_runs_on_an_io_thread() {
-    let on_io_thread = Arc::new(Mutex::new(Vec::new()));
-    let store = IoThreadWatch { inner: MemoryStore::new(), on_io_thread: Arc::clone(&on_io_thread) };
+    let on_io_thread = Arc::new(Mutex::new(Vec::<&'static str>::new()));
+    let noted = Arc::clone(&on_io_thread);
+    let store = WatchedStore::new(move |write| {
+        if !on_slow_pool() {
+            noted.lock().unwrap().push(write);
+        }
+    });
     let core = Arc::new(Server::new(keyward_testkit::test_config(), Box::new(store), [3; 32]));
     let driver = Driver::new(Arc::clone(&core), keyward_driver::system_clock(), DriverConfig::default());
     let (addr, _stop) = serve_example(driver).await;
