@@ -11,7 +11,7 @@ use keyward_driver::{Driver, DriverConfig, Listener, Peer, ServeLimits, WhenFull
 use tokio::net::{TcpListener, TcpStream};
 
 const LIMITS: FrameLimits =
-    FrameLimits { max_bytes: 1 << 20, idle: Duration::from_secs(60), read: Duration::from_secs(10) };
+    FrameLimits { max_bytes: 1 << 20, idle: Duration::from_secs(60), io: Duration::from_secs(10) };
 
 /// The listener, as the driver's accept loop sees it.
 #[derive(Debug)]
@@ -30,19 +30,7 @@ pub async fn serve(driver: Driver, listener: TcpListener, shutdown: impl Future<
     keyward_driver::serve(Tcp(listener), limits, shutdown, move |mut stream: TcpStream, mut stopping| {
         let peer = stream.peer_addr().map_or(Peer::Local, |addr| Peer::Net { addr, authenticated: false });
         let conn = driver.connection(peer, true);
-        async move {
-            loop {
-                let request = tokio::select! {
-                    read = frame::read_frame(&mut stream, LIMITS) => read,
-                    () = stopping.wait() => return,
-                };
-                let Ok(Some(request)) = request else { return };
-                let answer = conn.answer(&request).await;
-                if frame::write_frame(&mut stream, &answer.body).await.is_err() {
-                    return;
-                }
-            }
-        }
+        async move { frame::serve_stream(&conn, &mut stream, LIMITS, &mut stopping).await }
     })
     .await;
 }

@@ -1,9 +1,13 @@
 //! Length-prefixed framing for stream transports: each message is a 4-byte big-endian length, then
 //! that many bytes. The reader checks the length against its limit before it allocates anything.
+//!
+//! [`serve_stream`] is a whole server side of such a connection, [`exchange`] a client's call.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::{Connection, LinkError, Stopping};
 
 /// Bytes of the length prefix.
 pub const PREFIX_LEN: usize = 4;
@@ -37,8 +41,8 @@ pub struct FrameLimits {
     pub max_bytes: usize,
     /// How long to wait for a message to start.
     pub idle: Duration,
-    /// How long a started message may take to arrive whole.
-    pub read: Duration,
+    /// How long a started message may take to arrive whole, and an answer to be written.
+    pub io: Duration,
 }
 
 /// Reads one frame; `Ok(None)` when the stream ends cleanly between frames.
@@ -63,7 +67,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         reader.read_exact(&mut body).await?;
         Ok(body)
     };
-    match tokio::time::timeout(limits.read, rest).await {
+    match tokio::time::timeout(limits.io, rest).await {
         Ok(Ok(body)) => Ok(Some(body)),
         Ok(Err(FrameError::Io(error))) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
             Err(FrameError::Truncated)
@@ -82,13 +86,63 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, body: &[u8]) -> 
     writer.flush().await
 }
 
+/// Serves one framed connection: reads a message, answers it through `conn`, writes the answer,
+/// until the peer closes, a message breaks a limit (the connection is closed without an answer), or
+/// the server stops (after the message in flight).
+pub async fn serve_stream<S>(conn: &Connection, stream: &mut S, limits: FrameLimits, stopping: &mut Stopping)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let read = tokio::select! {
+            read = read_frame(stream, limits) => read,
+            () = stopping.wait() => return,
+        };
+        let request = match read {
+            Ok(Some(request)) => request,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::debug!(peer = %conn.peer(), %error, "closing a framed connection");
+                return;
+            }
+        };
+        let answer = conn.answer(&request).await;
+        if !matches!(tokio::time::timeout(limits.io, write_frame(stream, &answer.body)).await, Ok(Ok(()))) {
+            return;
+        }
+    }
+}
+
+/// What a client sees when the server closes without answering (a refused peer, a broken limit).
+pub const CLOSED_WITHOUT_ANSWER: &str =
+    "the server closed the connection without an answer (is this client allowed to connect?)";
+
+/// A client's call on a framed connection: writes `body`, reads the answer.
+pub async fn exchange<S>(stream: &mut S, body: &[u8], limits: FrameLimits) -> Result<Vec<u8>, LinkError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
+    let closed = || LinkError(CLOSED_WITHOUT_ANSWER.into());
+    match write_frame(stream, body).await {
+        Ok(()) => {}
+        Err(e) if matches!(e.kind(), BrokenPipe | ConnectionReset) => return Err(closed()),
+        Err(e) => return Err(LinkError(format!("send: {e}"))),
+    }
+    match read_frame(stream, limits).await {
+        Ok(Some(answer)) => Ok(answer),
+        Ok(None) | Err(FrameError::Truncated) => Err(closed()),
+        Err(FrameError::Io(e)) if e.kind() == ConnectionReset => Err(closed()),
+        Err(e) => Err(LinkError(format!("receive: {e}"))),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
-    const LIMITS: FrameLimits =
-        FrameLimits { max_bytes: 16, idle: Duration::from_secs(5), read: Duration::from_secs(5) };
+    const LIMITS: FrameLimits = FrameLimits { max_bytes: 16, idle: Duration::from_secs(5), io: Duration::from_secs(5) };
 
     #[tokio::test]
     async fn round_trip_and_refusals() {

@@ -12,27 +12,22 @@ use std::time::Duration;
 
 use keyward_core::{AppError, MemoryStore, Server, ServerConfig};
 use keyward_driver::frame::{self, FrameLimits};
-use keyward_driver::{Driver, DriverConfig, Exchange, Link, LinkError, LinkFuture, Peer, SecureSession, on_slow_pool};
+use keyward_driver::{Driver, DriverConfig, Exchange, Link, LinkFuture, Peer, SecureSession, on_slow_pool};
 use keyward_testkit::WatchedStore;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 
 const LIMITS: FrameLimits =
-    FrameLimits { max_bytes: 1 << 20, idle: Duration::from_secs(10), read: Duration::from_secs(10) };
+    FrameLimits { max_bytes: 1 << 20, idle: Duration::from_secs(10), io: Duration::from_secs(10) };
 
 /// The client half of the example transport.
 struct FrameLink(TcpStream);
 
 impl Link for FrameLink {
     fn exchange<'a>(&'a mut self, body: Vec<u8>, _session: Option<&'a str>) -> LinkFuture<'a> {
-        Box::pin(async move {
-            frame::write_frame(&mut self.0, &body).await.map_err(|e| LinkError(e.to_string()))?;
-            match frame::read_frame(&mut self.0, LIMITS).await {
-                Ok(Some(body)) => Ok(Exchange { body, session: None }),
-                Ok(None) => Err(LinkError("closed".into())),
-                Err(e) => Err(LinkError(e.to_string())),
-            }
-        })
+        Box::pin(
+            async move { Ok(Exchange { body: frame::exchange(&mut self.0, &body, LIMITS).await?, session: None }) },
+        )
     }
 }
 

@@ -10,13 +10,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use keyward_driver::frame::{self, FrameError, FrameLimits};
-use keyward_driver::{Driver, Exchange, Link, LinkError, LinkFuture, Listener, Peer, ServeLimits, WhenFull};
+use keyward_driver::frame::{self, FrameLimits};
+use keyward_driver::{Driver, Exchange, Link, LinkFuture, Listener, Peer, ServeLimits, WhenFull};
 use tokio::net::{UnixListener, UnixStream};
 
 /// Limits of the Unix transport.
@@ -125,39 +124,15 @@ impl UnixServer {
             when_full: WhenFull::Wait,
             grace: limits.shutdown_grace,
         };
-        keyward_driver::serve(Accept(listener), serve_limits, shutdown, |stream, mut stopping| {
+        let frames =
+            FrameLimits { max_bytes: limits.max_message_bytes, idle: limits.idle_timeout, io: limits.io_timeout };
+        keyward_driver::serve(Accept(listener), serve_limits, shutdown, |mut stream, mut stopping| {
             let admitted = admit(&stream, &allowed);
             let driver = driver.clone();
             async move {
                 let Some(peer) = admitted else { return };
                 let conn = driver.connection(peer, true);
-                let (mut reader, mut writer) = stream.into_split();
-                let frames = FrameLimits {
-                    max_bytes: limits.max_message_bytes,
-                    idle: limits.idle_timeout,
-                    read: limits.io_timeout,
-                };
-                loop {
-                    let read = tokio::select! {
-                        read = frame::read_frame(&mut reader, frames) => read,
-                        () = stopping.wait() => return,
-                    };
-                    let request = match read {
-                        Ok(Some(request)) => request,
-                        Ok(None) => return,
-                        Err(error @ (FrameError::TooLarge { .. } | FrameError::Truncated | FrameError::Timeout)) => {
-                            tracing::debug!(peer = %conn.peer(), %error, "closing a Unix connection");
-                            return;
-                        }
-                        Err(FrameError::Io(_)) => return,
-                    };
-                    let answer = conn.answer(&request).await;
-                    let written =
-                        tokio::time::timeout(limits.io_timeout, frame::write_frame(&mut writer, &answer.body));
-                    if !matches!(written.await, Ok(Ok(()))) {
-                        return;
-                    }
-                }
+                frame::serve_stream(&conn, &mut stream, frames, &mut stopping).await;
             }
         })
         .await;
@@ -203,7 +178,7 @@ pub struct UnixClient {
 impl UnixClient {
     /// Connects to the socket at `path`.
     pub async fn connect(path: &Path) -> std::io::Result<Self> {
-        let limits = FrameLimits { max_bytes: 16 << 20, idle: Duration::from_secs(60), read: Duration::from_secs(60) };
+        let limits = FrameLimits { max_bytes: 16 << 20, idle: Duration::from_secs(60), io: Duration::from_secs(60) };
         Ok(Self { stream: UnixStream::connect(path).await?, limits })
     }
 }
@@ -211,19 +186,7 @@ impl UnixClient {
 impl Link for UnixClient {
     fn exchange<'a>(&'a mut self, body: Vec<u8>, _session: Option<&'a str>) -> LinkFuture<'a> {
         Box::pin(async move {
-            let sent = frame::write_frame(&mut self.stream, &body).await;
-            match (sent, frame::read_frame(&mut self.stream, self.limits).await) {
-                (Ok(()), Ok(Some(body))) => Ok(Exchange { body, session: None }),
-                (Ok(()), Ok(None) | Err(FrameError::Truncated)) => Err(LinkError(CLOSED.into())),
-                (Err(e), _) if matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) => {
-                    Err(LinkError(CLOSED.into()))
-                }
-                (Err(e), _) => Err(LinkError(format!("send: {e}"))),
-                (Ok(()), Err(e)) => Err(LinkError(format!("receive: {e}"))),
-            }
+            Ok(Exchange { body: frame::exchange(&mut self.stream, &body, self.limits).await?, session: None })
         })
     }
 }
-
-/// What a client sees when the server closes without answering (e.g. its uid is not allowed).
-const CLOSED: &str = "the server closed the connection without an answer (is this user allowed to connect?)";
