@@ -1,0 +1,337 @@
+//! Inner calls: what each method of an accepted envelope does to the model and must answer
+//! (wallet lifecycle, passwords and the throttle, the store's armed failure, token methods).
+
+use keyward_core::methods::account_path;
+use serde_json::{Value, json};
+
+use super::{
+    Answer, Call, CreateKind, DATA_ROOT, DIRS, E_ARG, E_EXISTS, E_LABEL_EXISTS, E_MASK, E_NOT_OPEN, E_OPEN, E_PARAMS,
+    E_STORE, E_THROTTLED, E_UNKNOWN_LABEL, LABELS, LENGTHS, Model, NAME_PARAMS, OkVal, OpenM, Origin, PASSWORDS, PATHS,
+    RAW_BODIES, Resolved, SET_DIRS, THROTTLE, ThrottleM, TokenArg, TokenM, TokenMethod, TokenStatus, WALLET_NAMES,
+    WalletM,
+};
+
+fn name_key(name: u8) -> Option<u8> {
+    match NAME_PARAMS[usize::from(name) % NAME_PARAMS.len()] {
+        None | Some("default") => Some(0),
+        Some("w1") => Some(1),
+        Some(_) => None,
+    }
+}
+
+impl Model {
+    pub(super) fn dispatch(&mut self, call: &Resolved, dir: u8, now: u64) -> (Answer, After) {
+        let mut after = After::default();
+        let answer = match call {
+            Resolved::Token(method, arg) => self.token_call(*method, *arg, now),
+            Resolved::Plain(call) => match *call {
+                Call::Reinit { bad_key: true } => Answer::Err(vec![E_PARAMS]),
+                Call::Reinit { bad_key: false } => {
+                    after.rekey = true;
+                    Answer::Ok(OkVal::ServerKey)
+                }
+                Call::TopDir => Answer::Ok(OkVal::Exact(json!(top_level_directory(dir)))),
+                Call::SetDir(i) => match SET_DIRS[usize::from(i) % SET_DIRS.len()].1 {
+                    Some(new_dir) => {
+                        after.dir = Some(new_dir);
+                        Answer::Ok(OkVal::Null)
+                    }
+                    None => Answer::Err(vec![E_ARG]),
+                },
+                Call::CreateConfig { valid: false } => Answer::Err(vec![E_ARG]),
+                Call::CreateConfig { valid: true } => {
+                    if self.write() {
+                        self.configs.insert(dir);
+                        Answer::Ok(OkVal::Null)
+                    } else {
+                        Answer::Err(vec![E_STORE])
+                    }
+                }
+                Call::Create { name, kind, pw } => self.create(dir, name, kind, pw),
+                Call::ImportGrin { name, right_pw } => self.import_grin(dir, name, right_pw),
+                Call::Open { name, pw } => self.open(dir, name, pw, now),
+                Call::Close { name } => match name_key(name) {
+                    None => Answer::Err(vec![E_ARG]),
+                    Some(name) => {
+                        self.close_wallet((dir, name));
+                        Answer::Ok(OkVal::Null)
+                    }
+                },
+                Call::Mnemonic { name, pw } => self.with_password(dir, name, pw, now, |model, key| {
+                    let wallet = &model.wallets[&key];
+                    Answer::Ok(OkVal::Mnemonic { incarnation: wallet.incarnation, origin: wallet.origin })
+                }),
+                Call::ChangePassword { name, old, new } => self.with_password(dir, name, old, now, |model, key| {
+                    if model.write() {
+                        if let Some(wallet) = model.wallets.get_mut(&key) {
+                            wallet.password = new % PASSWORDS.len() as u8;
+                            wallet.legacy = false;
+                        }
+                        Answer::Ok(OkVal::Null)
+                    } else {
+                        Answer::Err(vec![E_STORE])
+                    }
+                }),
+                Call::Delete { name, pw } => self.with_password(dir, name, pw, now, |model, key| {
+                    model.close_wallet(key);
+                    if model.write() {
+                        model.wallets.remove(&key);
+                        Answer::Ok(OkVal::Null)
+                    } else {
+                        Answer::Err(vec![E_STORE])
+                    }
+                }),
+                Call::ListWallets => Answer::Ok(OkVal::Exact(self.list_wallets(dir))),
+                Call::Raw(i) => self.raw_answer(i, dir),
+                Call::Token { .. } => unreachable!("token calls are resolved"),
+            },
+        };
+        (answer, after)
+    }
+
+    /// One store write; `false` if it is the armed failure.
+    fn write(&mut self) -> bool {
+        match self.armed {
+            Some(1) => {
+                self.armed = None;
+                false
+            }
+            Some(k) => {
+                self.armed = Some(k - 1);
+                true
+            }
+            None => true,
+        }
+    }
+
+    pub(super) fn new_wallet(&mut self, key: (u8, u8), pw: u8, origin: Origin) {
+        let incarnation = self.incarnations;
+        self.incarnations += 1;
+        let wallet = WalletM {
+            password: pw,
+            origin,
+            incarnation,
+            accounts: vec![("default".into(), 0)],
+            open: None,
+            legacy: false,
+        };
+        self.wallets.insert(key, wallet);
+    }
+
+    fn create(&mut self, dir: u8, name: u8, kind: CreateKind, pw: u8) -> Answer {
+        let Some(name) = name_key(name) else {
+            return Answer::Err(vec![E_ARG]);
+        };
+        let origin = match kind {
+            CreateKind::BadLength | CreateKind::BadMnemonic => return Answer::Err(vec![E_ARG]),
+            CreateKind::Random(i) => Origin::Random(LENGTHS[usize::from(i) % LENGTHS.len()]),
+            CreateKind::Restore { .. } => Origin::Restored,
+        };
+        self.store_new(dir, name, pw % PASSWORDS.len() as u8, origin)
+    }
+
+    fn import_grin(&mut self, dir: u8, name: u8, right_pw: bool) -> Answer {
+        let Some(name) = name_key(name) else {
+            return Answer::Err(vec![E_ARG]);
+        };
+        if !right_pw {
+            return Answer::Err(vec![E_ARG]);
+        }
+        self.store_new(dir, name, 3, Origin::Grin)
+    }
+
+    fn store_new(&mut self, dir: u8, name: u8, pw: u8, origin: Origin) -> Answer {
+        if self.wallets.contains_key(&(dir, name)) {
+            return Answer::Err(vec![E_EXISTS]);
+        }
+        if !self.write() {
+            return Answer::Err(vec![E_STORE]);
+        }
+        self.new_wallet((dir, name), pw, origin);
+        Answer::Ok(OkVal::Null)
+    }
+
+    /// Checks a password as the server does (throttle first, a missing wallet like a wrong
+    /// password), then runs `then` on success.
+    fn with_password(
+        &mut self,
+        dir: u8,
+        name: u8,
+        pw: u8,
+        now: u64,
+        then: impl FnOnce(&mut Self, (u8, u8)) -> Answer,
+    ) -> Answer {
+        let Some(name) = name_key(name) else {
+            return Answer::Err(vec![E_ARG]);
+        };
+        let key = (dir, name);
+        if self.throttle.get(&key).is_some_and(|t| t.next_allowed > now) {
+            return Answer::Err(vec![E_THROTTLED]);
+        }
+        let pw = pw % PASSWORDS.len() as u8;
+        if self.wallets.get(&key).is_some_and(|w| w.password == pw) {
+            self.throttle.remove(&key);
+            then(self, key)
+        } else {
+            let entry = self.throttle.entry(key).or_insert(ThrottleM { failures: 0, next_allowed: 0 });
+            entry.failures += 1;
+            if entry.failures > THROTTLE.free_attempts {
+                let doublings = (entry.failures - THROTTLE.free_attempts - 1).min(40);
+                entry.next_allowed = now + THROTTLE.base_ms.saturating_mul(1 << doublings).min(THROTTLE.max_ms);
+            }
+            Answer::Err(vec![E_OPEN])
+        }
+    }
+
+    fn open(&mut self, dir: u8, name: u8, pw: u8, now: u64) -> Answer {
+        self.with_password(dir, name, pw, now, |model, key| {
+            // An upgrade of a legacy record is one write; its failure keeps the old record and does
+            // not fail the call.
+            if model.wallets[&key].legacy && model.write() {
+                model.wallets.get_mut(&key).expect("checked").legacy = false;
+            }
+            for token in model.tokens.iter_mut().filter(|t| t.wallet == key) {
+                token.status = match token.status {
+                    TokenStatus::Current => TokenStatus::Stale,
+                    TokenStatus::ExpiredUnswept => TokenStatus::StaleOrClosed,
+                    other => other,
+                };
+            }
+            let token = model.tokens.len() as u32;
+            model.tokens.push(TokenM { wallet: key, status: TokenStatus::Current });
+            let wallet = model.wallets.get_mut(&key).expect("checked");
+            wallet.open = Some(OpenM { token, opened: now, last_used: now });
+            Answer::Ok(OkVal::Token(token))
+        })
+    }
+
+    /// Closes a wallet in the vault (close, delete, shutdown): its token, current or expired, is closed.
+    pub(super) fn close_wallet(&mut self, key: (u8, u8)) {
+        if let Some(wallet) = self.wallets.get_mut(&key) {
+            wallet.open = None;
+        }
+        for token in self.tokens.iter_mut().filter(|t| t.wallet == key) {
+            if matches!(token.status, TokenStatus::Current | TokenStatus::ExpiredUnswept) {
+                token.status = TokenStatus::Closed;
+            }
+        }
+    }
+
+    fn token_call(&mut self, method: TokenMethod, arg: TokenArg, now: u64) -> Answer {
+        let key = match arg {
+            TokenArg::Missing => return Answer::Err(vec![E_PARAMS]),
+            // The specification says −32602 for a token that is neither a string nor null; the code
+            // answers InvalidKeychainMask. Either refuses the call, which is what matters here.
+            TokenArg::Number => return Answer::Err(vec![E_MASK, E_PARAMS]),
+            TokenArg::Flipped(_) | TokenArg::Wrong | TokenArg::Null | TokenArg::Malformed => {
+                return Answer::Err(vec![E_MASK]);
+            }
+            TokenArg::Issued { index, .. } => {
+                let token = &mut self.tokens[index as usize];
+                match token.status {
+                    TokenStatus::Current => token.wallet,
+                    TokenStatus::Stale => return Answer::Err(vec![E_MASK]),
+                    TokenStatus::Closed => return Answer::Err(vec![E_NOT_OPEN]),
+                    TokenStatus::ExpiredUnswept => {
+                        token.status = TokenStatus::Closed;
+                        return Answer::Err(vec![E_NOT_OPEN]);
+                    }
+                    TokenStatus::StaleOrClosed => return Answer::Err(vec![E_MASK, E_NOT_OPEN]),
+                }
+            }
+        };
+        let wallet = self.wallets.get_mut(&key).expect("a current token's wallet is stored");
+        wallet.open.as_mut().expect("a current token's wallet is open").last_used = now;
+        let (incarnation, origin) = (wallet.incarnation, wallet.origin);
+        match method {
+            TokenMethod::Accounts => {
+                let mut accounts = wallet.accounts.clone();
+                accounts.sort();
+                let list: Vec<Value> =
+                    accounts.iter().map(|(label, i)| json!({"label": label, "path": account_path(*i)})).collect();
+                Answer::Ok(OkVal::Exact(Value::Array(list)))
+            }
+            TokenMethod::CreateAccount(i) => {
+                let label = LABELS[usize::from(i) % LABELS.len()];
+                if label.is_empty() {
+                    return Answer::Err(vec![E_ARG]);
+                }
+                if wallet.accounts.iter().any(|(l, _)| l == label) {
+                    return Answer::Err(vec![E_LABEL_EXISTS]);
+                }
+                let index = wallet.accounts.iter().map(|(_, i)| *i).max().map_or(0, |m| m + 1);
+                if !self.write() {
+                    return Answer::Err(vec![E_STORE]);
+                }
+                let wallet = self.wallets.get_mut(&key).expect("still stored");
+                wallet.accounts.push((label.to_owned(), index));
+                Answer::Ok(OkVal::Exact(json!(account_path(index))))
+            }
+            TokenMethod::SetActive(i) => {
+                let label = LABELS[usize::from(i) % LABELS.len()];
+                if wallet.accounts.iter().any(|(l, _)| l == label) {
+                    Answer::Ok(OkVal::Null)
+                } else {
+                    Answer::Err(vec![E_UNKNOWN_LABEL])
+                }
+            }
+            TokenMethod::PublicKey(path) => {
+                let path = path % PATHS.len() as u8;
+                if path == 2 {
+                    return Answer::Err(vec![E_ARG]);
+                }
+                Answer::Ok(OkVal::PublicKey { incarnation, origin, path })
+            }
+            TokenMethod::Sign(path) => {
+                let path = path % PATHS.len() as u8;
+                if path == 2 {
+                    return Answer::Err(vec![E_ARG]);
+                }
+                Answer::Ok(OkVal::Signature { incarnation, origin, path })
+            }
+        }
+    }
+}
+
+/// What an inner call asks of the session after it is answered.
+#[derive(Debug, Default)]
+pub(super) struct After {
+    pub(super) rekey: bool,
+    pub(super) dir: Option<u8>,
+}
+
+/// `get_top_level_directory` for a directory.
+pub fn top_level_directory(dir: u8) -> String {
+    match DIRS[usize::from(dir)] {
+        "" => DATA_ROOT.to_owned(),
+        d => format!("{DATA_ROOT}/{d}"),
+    }
+}
+
+impl Model {
+    fn list_wallets(&self, dir: u8) -> Value {
+        let list = self
+            .wallets
+            .iter()
+            .filter(|((d, _), _)| *d == dir)
+            .map(|((_, n), w)| json!({"name": WALLET_NAMES[usize::from(*n)], "open": w.open.is_some()}))
+            .collect();
+        Value::Array(list)
+    }
+
+    /// The whole inner answer to `RAW_BODIES[i]`.
+    fn raw_answer(&self, i: u8, dir: u8) -> Answer {
+        let error = |id: Value, code: i64, message: &str| json!({"id": id, "jsonrpc": "2.0", "error": {"code": code, "message": message}});
+        match i % RAW_BODIES.len() as u8 {
+            0 => Answer::NotJson,
+            1 => Answer::Whole(error(Value::Null, -32600, "Invalid Request: not a JSON-RPC request")),
+            2 => Answer::Whole(error(json!(7), -32601, "Method not found")),
+            3 => Answer::Whole(error(Value::Null, -32600, "Invalid Request: not a JSON-RPC request")),
+            4 => Answer::Whole(json!([
+                {"id": 1, "jsonrpc": "2.0", "result": {"Ok": self.list_wallets(dir)}},
+                error(json!(2), -32601, "Method not found"),
+            ])),
+            _ => Answer::Whole(error(json!(7), -32602, "Invalid params: unexpected param 'x'")),
+        }
+    }
+}
