@@ -90,6 +90,12 @@ pub struct SessionsConfig {
     pub lifetime_secs: Option<u64>,
     /// Most requests per session (the anti-replay memory bound).
     pub max_requests: Option<u32>,
+    /// Most nonces all sessions remember together.
+    pub max_nonces: Option<usize>,
+    /// Largest request that may leave its session unnamed (looked up by trying keys).
+    pub max_unnamed_bytes: Option<usize>,
+    /// Sessions one HTTP connection may make and keep.
+    pub per_connection: Option<usize>,
 }
 
 /// `[tokens]`.
@@ -212,7 +218,10 @@ pub fn resolve(file: FileConfig, flags: ServeFlags) -> anyhow::Result<ServeOptio
         idle_ms: sessions.idle_secs.map_or(defaults.idle_ms, |s| s.saturating_mul(1000)),
         lifetime_ms: sessions.lifetime_secs.map_or(defaults.lifetime_ms, |s| s.saturating_mul(1000)),
         max_requests: sessions.max_requests.unwrap_or(defaults.max_requests),
+        max_nonces: sessions.max_nonces.unwrap_or(defaults.max_nonces),
+        max_unnamed_bytes: sessions.max_unnamed_bytes.unwrap_or(defaults.max_unnamed_bytes),
     };
+    let sessions_per_connection = sessions.per_connection;
     let tokens = file.tokens.unwrap_or_default();
     let defaults = TokenLimits::default();
     core.tokens = TokenLimits {
@@ -254,6 +263,7 @@ pub fn resolve(file: FileConfig, flags: ServeFlags) -> anyhow::Result<ServeOptio
     let unix = flags.unix.or(file.unix).filter(|p| !p.trim().is_empty() && !p.trim().eq_ignore_ascii_case("off"));
     let unix_allowed_uids = file.unix_allowed_uids.unwrap_or_default();
     let mut driver = DriverConfig::default();
+    driver.max_sessions_per_connection = sessions_per_connection.unwrap_or(driver.max_sessions_per_connection);
     if let Some(slow) = file.slow_calls {
         driver.slow_threads = slow.threads.unwrap_or(driver.slow_threads);
         driver.slow_queue = slow.queue.unwrap_or(driver.slow_queue);

@@ -73,6 +73,8 @@ pub enum OpenError {
 #[derive(Clone)]
 pub struct Cipher {
     aead: Aes256Gcm,
+    /// The same key as a bare block cipher, to decrypt one block ahead of the AEAD check.
+    block: aes::Aes256,
 }
 
 impl std::fmt::Debug for Cipher {
@@ -85,7 +87,26 @@ impl Cipher {
     /// Keys AES-256-GCM with a shared key.
     pub fn new(key: &SharedKey) -> Self {
         let key = Key::<Aes256Gcm>::from(*key.expose());
-        Self { aead: Aes256Gcm::new(&key) }
+        let block = <aes::Aes256 as aes::cipher::KeyInit>::new(&key);
+        Self { aead: Aes256Gcm::new(&key), block }
+    }
+
+    /// Whether `ciphertext ‖ tag` under this key can be a JSON request: its first plaintext byte,
+    /// decrypted alone (GCM's first counter block is `nonce ‖ 00000002`), is `{`, `[` or JSON white
+    /// space. It authenticates nothing: a `true` must still pass [`Cipher::open_bytes`]; a `false`
+    /// saves a pass over the body for a key that would decrypt it to garbage (all but about 6 in 256).
+    pub fn may_start_json(&self, nonce: &[u8; NONCE_LEN], ciphertext: &[u8]) -> bool {
+        use aes::cipher::BlockCipherEncrypt as _;
+        let Some(&first) = ciphertext.len().checked_sub(TAG_LEN).filter(|n| *n > 0).map(|_| &ciphertext[0]) else {
+            return true;
+        };
+        let mut counter = aes::Block::default();
+        counter[..NONCE_LEN].copy_from_slice(nonce);
+        counter[15] = 2;
+        self.block.encrypt_block(&mut counter);
+        let byte = first ^ counter[0];
+        zeroize::Zeroize::zeroize(counter.as_mut_slice());
+        matches!(byte, b'{' | b'[' | b' ' | b'\t' | b'\n' | b'\r')
     }
 
     /// Encrypts `plaintext` in place (it becomes ciphertext ‖ tag) and returns `body_enc`.

@@ -11,12 +11,13 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
+use zeroize::Zeroizing;
 
 use crate::envelope;
 use crate::jsonrpc::{self, EnvelopeError, MethodError};
 use crate::methods::{self, APP_METHOD_SPEED, AfterAnswer, AppCall, AppError, AppMethod, RegisterError, Speed};
 use crate::secret::{WipedJson, wipe_json};
-use crate::session::{AcceptError, Accepted, SessionId, SessionTable};
+use crate::session::{self, AcceptError, Accepted, SessionId, SessionTable};
 use crate::state::{State, lock};
 use crate::store::Store;
 
@@ -30,6 +31,9 @@ pub struct Incoming<'a> {
     /// The session the transport knows this request belongs to (`Keyward-Session` header, QUIC
     /// connection); `None` for V3 clients that name none.
     pub session: Option<SessionId>,
+    /// For a request that names no session: the session its connection used last, whose key is
+    /// tried first (so an unmodified V3 client's cost does not grow with other clients' sessions).
+    pub recent: Option<SessionId>,
     /// The host's clock, in milliseconds from any fixed origin.
     pub now_ms: u64,
 }
@@ -242,7 +246,7 @@ impl Server {
             Ok(bytes) => bytes,
             Err(e) => return Step::Done(plain_error(id, &EnvelopeError::Format(e.to_string()), hint)),
         };
-        let accepted = lock(&self.sessions).accept(hint.as_ref(), &nonce, ciphertext, incoming.now_ms);
+        let accepted = self.accept_envelope(incoming, &nonce, ciphertext);
         let accepted = match accepted {
             Ok(accepted) => accepted,
             Err(error) => return Step::Done(plain_error(id, &accept_error(error, hint.is_some()), hint)),
@@ -258,6 +262,44 @@ impl Server {
         // The decrypted request (a token) and the answer passed through AES-GCM's stack buffers.
         crate::secret::scrub_stack_shallow();
         Step::Done(outgoing)
+    }
+
+    /// Finds the envelope's session, authenticates and decrypts it, and records its nonce. Keys are
+    /// tried with the session table unlocked (it is locked only to pick candidates and to commit),
+    /// so a stranger's trials never hold up other clients' calls.
+    fn accept_envelope(
+        &self,
+        incoming: Incoming<'_>,
+        nonce: &[u8; envelope::NONCE_LEN],
+        ciphertext: Vec<u8>,
+    ) -> Result<Accepted, AcceptError> {
+        let now_ms = incoming.now_ms;
+        let mut buffer = Zeroizing::new(ciphertext);
+        let id = match incoming.session {
+            Some(id) => {
+                let cipher = lock(&self.sessions).cipher(&id, now_ms).ok_or(AcceptError::NoSession)?;
+                session::open_in_place(&cipher, nonce, &mut buffer)?;
+                id
+            }
+            None => {
+                if buffer.len() > self.state.config.sessions.max_unnamed_bytes {
+                    return Err(AcceptError::MustName);
+                }
+                let recent = incoming.recent.and_then(|id| Some((id, lock(&self.sessions).cipher(&id, now_ms)?)));
+                let found = match recent.map(|pair| session::try_keys(&[pair], nonce, &buffer)) {
+                    Some(Ok(found)) => found,
+                    Some(Err(error @ AcceptError::Format(_))) => return Err(error),
+                    _ => {
+                        let others = lock(&self.sessions).by_recent_use(incoming.recent.as_ref(), now_ms);
+                        session::try_keys(&others, nonce, &buffer)?
+                    }
+                };
+                buffer = found.1;
+                found.0
+            }
+        };
+        let (cipher, dir) = lock(&self.sessions).commit(&id, nonce, now_ms)?;
+        Ok(Accepted { id, cipher, plaintext: buffer, dir })
     }
 
     /// Answers an accepted, decrypted request: dispatch (or refuse), seal, and the session updates
@@ -447,10 +489,11 @@ fn accept_error(error: AcceptError, named: bool) -> EnvelopeError {
         AcceptError::Decryption if named => {
             EnvelopeError::Decryption("authentication failed under this session's key".into())
         }
-        AcceptError::Decryption => EnvelopeError::Decryption(
-            "no live session's key authenticates this request (call init_secure_api again if yours expired)".into(),
-        ),
+        AcceptError::Decryption => EnvelopeError::EncryptionRequired,
         AcceptError::Replay => EnvelopeError::Replay,
+        AcceptError::MustName => EnvelopeError::Format(
+            "a request this large must name its session (the Keyward-Session header, or its connection's)".into(),
+        ),
     }
 }
 

@@ -2,13 +2,19 @@
 //!
 //! * A session is made by a plaintext `init_secure_api` and re-keyed by an encrypted one.
 //! * It is found by the id the transport passes in (the `Keyward-Session` header, a QUIC connection),
-//!   or, for V3 clients that send none, by trying the live sessions' keys: AES-GCM authentication makes
-//!   a wrong match practically impossible, and the table bound keeps the cost bounded.
-//! * Anti-replay: a session remembers every request nonce it accepted. To keep memory bounded it
-//!   accepts at most `max_requests` requests; then it is dropped and the client must call
-//!   `init_secure_api` again (a replay of any of its envelopes then finds no session at all).
+//!   or, for V3 clients that send none, by trying keys: first the session the same connection used
+//!   last, then the others most recently used first. AES-GCM authentication makes a wrong match
+//!   practically impossible. The table lock is held only to pick the candidates and to record the
+//!   accepted nonce, never while keys are tried (the server does the trials, see
+//!   `Server::handle_step`), and a body above `max_unnamed_bytes` is never tried at all.
+//! * Anti-replay: a session remembers every request nonce it accepted (8-byte fingerprints), exactly,
+//!   for as long as it lives. Memory is bounded twice: a session accepts at most `max_requests`
+//!   requests (about a million by default) and then ends; and all sessions together remember at most
+//!   `max_nonces`: past it, the least recently used other sessions end until it fits. A client whose
+//!   session ended gets −32001 and calls `init_secure_api` again.
 //! * Expiry: a session idle for `idle_ms`, or older than `lifetime_ms`, is dropped. When the table is
-//!   full, a new session evicts the one idle the longest.
+//!   full, a new session evicts a never-used session first (the one idle the longest), else the one
+//!   idle the longest.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -56,13 +62,26 @@ pub struct SessionLimits {
     pub idle_ms: u64,
     /// A session older than this is dropped, however busy.
     pub lifetime_ms: u64,
-    /// Most requests one session accepts (the anti-replay memory bound).
+    /// Most requests one session accepts (its anti-replay memory bound); then it ends.
     pub max_requests: u32,
+    /// Most nonces all sessions together remember; past it, the least recently used other
+    /// sessions end. Never below `max_requests` (it is raised to it).
+    pub max_nonces: usize,
+    /// Largest body whose session is looked up by trying keys; a larger request must name its
+    /// session (header or connection), so a stranger's big body costs one look-up, not one per session.
+    pub max_unnamed_bytes: usize,
 }
 
 impl Default for SessionLimits {
     fn default() -> Self {
-        Self { max_sessions: 1024, idle_ms: 30 * 60 * 1000, lifetime_ms: 24 * 3600 * 1000, max_requests: 8192 }
+        Self {
+            max_sessions: 1024,
+            idle_ms: 30 * 60 * 1000,
+            lifetime_ms: 24 * 3600 * 1000,
+            max_requests: 1 << 20,
+            max_nonces: 1 << 21,
+            max_unnamed_bytes: 64 * 1024,
+        }
     }
 }
 
@@ -77,6 +96,8 @@ pub enum AcceptError {
     Decryption,
     /// Its nonce was accepted before on this session (−32002, replay).
     Replay,
+    /// It names no session and is larger than `max_unnamed_bytes` (−32002).
+    MustName,
 }
 
 struct Session {
@@ -87,7 +108,23 @@ struct Session {
     /// a session sharing 8 bytes would at worst refuse a request as a replay, never accept one).
     accepted: HashSet<u64>,
     requests: u32,
+    /// Whether any envelope was ever accepted on it (re-keying does not clear this).
+    used: bool,
     dir: String,
+}
+
+impl Session {
+    fn new(cipher: Cipher, dir: String, now_ms: u64) -> Self {
+        Self {
+            cipher: Arc::new(cipher),
+            created_ms: now_ms,
+            last_used_ms: now_ms,
+            accepted: HashSet::new(),
+            requests: 0,
+            used: false,
+            dir,
+        }
+    }
 }
 
 /// What an accepted envelope gives the dispatcher.
@@ -112,6 +149,8 @@ impl fmt::Debug for Accepted {
 pub struct SessionTable {
     limits: SessionLimits,
     sessions: HashMap<SessionId, Session>,
+    /// Nonces remembered by all sessions together.
+    nonces: usize,
     last_sweep_ms: u64,
     /// No live session expires before this (a lower bound, exact after a sweep): `insert` sweeps
     /// only when some session may have expired, instead of scanning the whole table every time.
@@ -146,7 +185,28 @@ impl fmt::Debug for SessionTable {
 impl SessionTable {
     /// An empty table.
     pub fn new(limits: SessionLimits) -> Self {
-        Self { limits, sessions: HashMap::new(), last_sweep_ms: 0, earliest_expiry_ms: u64::MAX }
+        let limits = SessionLimits { max_nonces: limits.max_nonces.max(limits.max_requests as usize), ..limits };
+        Self { limits, sessions: HashMap::new(), nonces: 0, last_sweep_ms: 0, earliest_expiry_ms: u64::MAX }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &SessionLimits {
+        &self.limits
+    }
+
+    /// Nonces remembered by all sessions together.
+    pub fn remembered_nonces(&self) -> usize {
+        self.nonces
+    }
+
+    fn remove_session(&mut self, id: &SessionId) -> bool {
+        match self.sessions.remove(id) {
+            Some(session) => {
+                self.nonces -= session.accepted.len();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Number of live sessions.
@@ -168,13 +228,17 @@ impl SessionTable {
     pub fn expire(&mut self, now_ms: u64) {
         let limits = self.limits;
         let mut earliest = u64::MAX;
+        let mut forgotten = 0;
         self.sessions.retain(|_, s| {
             let live = !s.expired(&limits, now_ms);
             if live {
                 earliest = earliest.min(s.expiry_ms(&limits));
+            } else {
+                forgotten += s.accepted.len();
             }
             live
         });
+        self.nonces -= forgotten;
         self.last_sweep_ms = now_ms;
         self.earliest_expiry_ms = earliest;
     }
@@ -202,22 +266,22 @@ impl SessionTable {
         let mut evicted = None;
         if !self.sessions.contains_key(&id)
             && self.sessions.len() >= self.limits.max_sessions.max(1)
-            && let Some(oldest) = self.sessions.iter().min_by_key(|(_, s)| s.last_used_ms).map(|(id, _)| *id)
+            && let Some(victim) = self.eviction_victim()
         {
-            self.sessions.remove(&oldest);
-            evicted = Some(oldest);
+            self.remove_session(&victim);
+            evicted = Some(victim);
         }
-        let session = Session {
-            cipher: Arc::new(cipher),
-            created_ms: now_ms,
-            last_used_ms: now_ms,
-            accepted: HashSet::new(),
-            requests: 0,
-            dir,
-        };
+        self.remove_session(&id);
+        let session = Session::new(cipher, dir, now_ms);
         self.earliest_expiry_ms = self.earliest_expiry_ms.min(session.expiry_ms(&self.limits));
         self.sessions.insert(id, session);
         evicted
+    }
+
+    /// The session a full table gives up: a never-used one if any (idle the longest), else the one
+    /// idle the longest. A flood of inits that are never used evicts its own kind first.
+    fn eviction_victim(&self) -> Option<SessionId> {
+        self.sessions.iter().min_by_key(|(_, s)| (s.used, s.last_used_ms)).map(|(id, _)| *id)
     }
 
     /// Replaces a session's key (an encrypted re-init): its nonce memory and request count restart,
@@ -227,7 +291,8 @@ impl SessionTable {
     pub fn rekey(&mut self, id: SessionId, cipher: Cipher, now_ms: u64) {
         if let Some(session) = self.sessions.get_mut(&id) {
             session.cipher = Arc::new(cipher);
-            session.accepted.clear();
+            self.nonces -= session.accepted.len();
+            session.accepted = HashSet::new();
             session.requests = 0;
             session.last_used_ms = now_ms;
             let expiry = session.expiry_ms(&self.limits);
@@ -237,7 +302,7 @@ impl SessionTable {
 
     /// Removes a session (a QUIC connection closed, a client went away).
     pub fn remove(&mut self, id: &SessionId) -> bool {
-        self.sessions.remove(id).is_some()
+        self.remove_session(id)
     }
 
     /// Sets a session's top-level directory.
@@ -247,8 +312,87 @@ impl SessionTable {
         }
     }
 
-    /// Authenticates and decrypts an envelope: finds the session (by `hint`, or by trying keys),
-    /// refuses replays, and only then records the nonce. A refused envelope changes nothing.
+    /// A live session's cipher (an expired one is dropped on the way).
+    pub fn cipher(&mut self, id: &SessionId, now_ms: u64) -> Option<Arc<Cipher>> {
+        if now_ms.saturating_sub(self.last_sweep_ms) >= SWEEP_EVERY_MS {
+            self.expire(now_ms);
+        }
+        let session = self.sessions.get(id)?;
+        if session.expired(&self.limits, now_ms) {
+            self.remove_session(id);
+            return None;
+        }
+        Some(Arc::clone(&session.cipher))
+    }
+
+    /// The live sessions other than `except`, most recently used first: the order in which to try
+    /// their keys on a request that names no session.
+    pub fn by_recent_use(&self, except: Option<&SessionId>, now_ms: u64) -> Vec<(SessionId, Arc<Cipher>)> {
+        let mut live: Vec<_> = self
+            .sessions
+            .iter()
+            .filter(|(id, s)| Some(*id) != except && !s.expired(&self.limits, now_ms))
+            .map(|(id, s)| (s.last_used_ms, *id, Arc::clone(&s.cipher)))
+            .collect();
+        live.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        live.into_iter().map(|(_, id, cipher)| (id, cipher)).collect()
+    }
+
+    /// Records an authenticated envelope's nonce on its session: refuses a replay, counts the
+    /// request, ends the session at `max_requests`, and keeps all sessions' nonces within
+    /// `max_nonces` by ending the least recently used others. A refusal changes nothing.
+    /// Returns the session's cipher (to seal the answer) and top-level directory.
+    pub fn commit(
+        &mut self,
+        id: &SessionId,
+        nonce: &[u8; NONCE_LEN],
+        now_ms: u64,
+    ) -> Result<(Arc<Cipher>, String), AcceptError> {
+        let limits = self.limits;
+        let session = self.sessions.get_mut(id).ok_or(AcceptError::NoSession)?;
+        if session.expired(&limits, now_ms) {
+            self.remove_session(id);
+            return Err(AcceptError::NoSession);
+        }
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&nonce[..8]);
+        if !session.accepted.insert(u64::from_le_bytes(head)) {
+            return Err(AcceptError::Replay);
+        }
+        session.requests += 1;
+        session.used = true;
+        session.last_used_ms = now_ms;
+        let committed = (Arc::clone(&session.cipher), session.dir.clone());
+        // Only a clock that went back can make an expiry earlier; keep the bound a bound even then.
+        let expiry = session.expiry_ms(&limits);
+        let at_cap = session.requests >= limits.max_requests;
+        self.earliest_expiry_ms = self.earliest_expiry_ms.min(expiry);
+        self.nonces += 1;
+        if at_cap {
+            self.remove_session(id);
+        }
+        while self.nonces > limits.max_nonces {
+            let lru = self
+                .sessions
+                .iter()
+                .filter(|(other, s)| *other != id && !s.accepted.is_empty())
+                .min_by_key(|(_, s)| s.last_used_ms)
+                .map(|(other, _)| *other);
+            match lru {
+                Some(lru) => {
+                    self.remove_session(&lru);
+                }
+                None => break,
+            }
+        }
+        Ok(committed)
+    }
+
+    /// Authenticates, decrypts and records an envelope in one step, under the caller's hold of the
+    /// table: by `hint`, or by trying every live session's key. The server uses
+    /// [`SessionTable::cipher`], [`SessionTable::by_recent_use`] and [`SessionTable::commit`] so that
+    /// no key is tried while the table is locked; this is the same logic for single-threaded hosts
+    /// and tests. A refused envelope changes nothing.
     pub fn accept(
         &mut self,
         hint: Option<&SessionId>,
@@ -256,61 +400,57 @@ impl SessionTable {
         ciphertext: Vec<u8>,
         now_ms: u64,
     ) -> Result<Accepted, AcceptError> {
-        if now_ms.saturating_sub(self.last_sweep_ms) >= SWEEP_EVERY_MS {
-            self.expire(now_ms);
-        }
-        let limits = self.limits;
         let mut buffer = Zeroizing::new(ciphertext);
         let id = match hint {
             Some(id) => {
-                let session = self.sessions.get(id).ok_or(AcceptError::NoSession)?;
-                if session.expired(&limits, now_ms) {
-                    self.sessions.remove(id);
-                    return Err(AcceptError::NoSession);
-                }
-                session.cipher.open_in_place(nonce, &mut buffer).map_err(|e| match e {
-                    OpenError::Authentication => AcceptError::Decryption,
-                    other => AcceptError::Format(other),
-                })?;
+                let cipher = self.cipher(id, now_ms).ok_or(AcceptError::NoSession)?;
+                open_in_place(&cipher, nonce, &mut buffer)?;
                 *id
             }
             None => {
-                if self.sessions.values().all(|s| s.expired(&limits, now_ms)) {
-                    return Err(AcceptError::NoSession);
+                if buffer.len() > self.limits.max_unnamed_bytes {
+                    return Err(AcceptError::MustName);
                 }
-                if buffer.len() < crate::envelope::TAG_LEN {
-                    return Err(AcceptError::Format(OpenError::Truncated));
-                }
-                let (id, plaintext) = self
-                    .sessions
-                    .iter()
-                    .filter(|(_, s)| !s.expired(&limits, now_ms))
-                    .find_map(|(id, s)| s.cipher.open_bytes(nonce, &buffer).ok().map(|p| (*id, p)))
-                    .ok_or(AcceptError::Decryption)?;
+                let candidates = self.by_recent_use(None, now_ms);
+                let (id, plaintext) = try_keys(&candidates, nonce, &buffer)?;
                 buffer = plaintext;
                 id
             }
         };
-        let Some(session) = self.sessions.get_mut(&id) else {
-            return Err(AcceptError::NoSession);
-        };
-        let mut head = [0u8; 8];
-        head.copy_from_slice(&nonce[..8]);
-        if !session.accepted.insert(u64::from_le_bytes(head)) {
-            return Err(AcceptError::Replay);
-        }
-        session.requests += 1;
-        session.last_used_ms = now_ms;
-        // Only a clock that went back can make an expiry earlier; keep the bound a bound even then.
-        let expiry = session.expiry_ms(&limits);
-        let accepted =
-            Accepted { id, cipher: Arc::clone(&session.cipher), plaintext: buffer, dir: session.dir.clone() };
-        self.earliest_expiry_ms = self.earliest_expiry_ms.min(expiry);
-        if session.requests >= limits.max_requests {
-            self.sessions.remove(&id);
-        }
-        Ok(accepted)
+        let (cipher, dir) = self.commit(&id, nonce, now_ms)?;
+        Ok(Accepted { id, cipher, plaintext: buffer, dir })
     }
+}
+
+/// Decrypts under one session's key.
+pub fn open_in_place(cipher: &Cipher, nonce: &[u8; NONCE_LEN], buffer: &mut Vec<u8>) -> Result<(), AcceptError> {
+    cipher.open_in_place(nonce, buffer).map_err(|e| match e {
+        OpenError::Authentication => AcceptError::Decryption,
+        other => AcceptError::Format(other),
+    })
+}
+
+/// Tries `candidates`' keys in order on a request that named no session: each key first decrypts
+/// one block to see whether the plaintext can start a JSON request (`{`, `[` or white space), and
+/// only then runs the whole AES-GCM check, so a stranger's garbage costs about one block per
+/// session, not one pass over the body per session. −32001 when nothing matches (the client's
+/// session ended, or never was), as V3 clients expect.
+pub fn try_keys(
+    candidates: &[(SessionId, Arc<Cipher>)],
+    nonce: &[u8; NONCE_LEN],
+    ciphertext: &[u8],
+) -> Result<(SessionId, Zeroizing<Vec<u8>>), AcceptError> {
+    if candidates.is_empty() {
+        return Err(AcceptError::NoSession);
+    }
+    if ciphertext.len() < crate::envelope::TAG_LEN {
+        return Err(AcceptError::Format(OpenError::Truncated));
+    }
+    candidates
+        .iter()
+        .filter(|(_, cipher)| cipher.may_start_json(nonce, ciphertext))
+        .find_map(|(id, cipher)| cipher.open_bytes(nonce, ciphertext).ok().map(|plaintext| (*id, plaintext)))
+        .ok_or(AcceptError::NoSession)
 }
 
 #[cfg(test)]
@@ -328,7 +468,7 @@ mod tests {
     }
 
     fn limits() -> SessionLimits {
-        SessionLimits { max_sessions: 2, idle_ms: 100, lifetime_ms: 1000, max_requests: 3 }
+        SessionLimits { max_sessions: 2, idle_ms: 100, lifetime_ms: 1000, max_requests: 3, ..SessionLimits::default() }
     }
 
     #[test]
@@ -396,5 +536,91 @@ mod tests {
         assert!(!table.contains(&id));
         let msg = sealed(1, [0; 12]);
         assert_eq!(table.accept(Some(&id), &[0; 12], msg, 1).map(|x| x.id), Err(AcceptError::NoSession));
+    }
+
+    fn limits_big() -> SessionLimits {
+        SessionLimits { max_sessions: 100, idle_ms: 1000, lifetime_ms: 10_000, ..SessionLimits::default() }
+    }
+
+    #[test]
+    fn unnamed_requests_try_recent_use_first_and_garbage_matches_nothing() {
+        let mut table = SessionTable::new(limits_big());
+        for i in 1..=20u8 {
+            table.insert(SessionId::from_bytes([i; 16]), cipher(i), String::new(), u64::from(i));
+        }
+        let order: Vec<_> = table.by_recent_use(None, 30).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(order.first(), Some(&SessionId::from_bytes([20; 16])));
+        assert_eq!(order.last(), Some(&SessionId::from_bytes([1; 16])));
+        let except = SessionId::from_bytes([20; 16]);
+        assert!(!table.by_recent_use(Some(&except), 30).iter().any(|(id, _)| *id == except));
+        // Garbage authenticates under no key: -32001 for a client that names no session.
+        let garbage = vec![0x5a; 4096];
+        let candidates = table.by_recent_use(None, 30);
+        assert!(matches!(try_keys(&candidates, &[1; 12], &garbage), Err(AcceptError::NoSession)));
+        // The one-block check turns away about 250 keys in 256 before the AEAD pass.
+        let passed = candidates.iter().filter(|(_, c)| c.may_start_json(&[1; 12], &garbage)).count();
+        assert!(passed <= 4, "{passed} of 20 keys would be tried in full");
+        let (id, plaintext) = try_keys(&candidates, &[7; 12], &sealed(3, [7; 12])).unwrap();
+        assert_eq!((id, plaintext.as_slice()), (SessionId::from_bytes([3; 16]), &b"{}"[..]));
+    }
+
+    #[test]
+    fn a_large_unnamed_body_is_never_tried() {
+        let mut table = SessionTable::new(SessionLimits { max_unnamed_bytes: 64, ..limits_big() });
+        let id = SessionId::from_bytes([1; 16]);
+        table.insert(id, cipher(1), String::new(), 0);
+        let body = crate::envelope::decode_body(&cipher(1).seal(&[2; 12], &[b' '; 100])).unwrap();
+        assert_eq!(table.accept(None, &[2; 12], body.clone(), 1).map(|a| a.id), Err(AcceptError::MustName));
+        assert_eq!(table.accept(Some(&id), &[2; 12], body, 1).map(|a| a.id), Ok(id));
+    }
+
+    #[test]
+    fn a_full_table_evicts_never_used_sessions_first() {
+        let mut table = SessionTable::new(SessionLimits { max_sessions: 3, ..limits_big() });
+        let ids: Vec<_> = (1..=5).map(|i| SessionId::from_bytes([i; 16])).collect();
+        table.insert(ids[0], cipher(1), String::new(), 0);
+        assert!(table.accept(Some(&ids[0]), &[1; 12], sealed(1, [1; 12]), 1).is_ok());
+        table.insert(ids[1], cipher(2), String::new(), 2);
+        table.insert(ids[2], cipher(3), String::new(), 3);
+        // ids[0] is idle the longest but was used: the never-used ids[1] goes first, then ids[2].
+        assert_eq!(table.insert(ids[3], cipher(4), String::new(), 4), Some(ids[1]));
+        assert_eq!(table.insert(ids[4], cipher(5), String::new(), 5), Some(ids[2]));
+        assert!(table.contains(&ids[0]));
+    }
+
+    #[test]
+    fn anti_replay_is_exact_and_bounded_in_total() {
+        let limits = SessionLimits { max_requests: 50, max_nonces: 60, ..limits_big() };
+        let mut table = SessionTable::new(limits);
+        let (a, b) = (SessionId::from_bytes([1; 16]), SessionId::from_bytes([2; 16]));
+        table.insert(a, cipher(1), String::new(), 0);
+        table.insert(b, cipher(2), String::new(), 0);
+        let nonce = |n: u32| {
+            let mut bytes = [0u8; 12];
+            bytes[..4].copy_from_slice(&n.to_le_bytes());
+            bytes
+        };
+        for n in 0..40 {
+            assert!(table.accept(Some(&a), &nonce(n), sealed(1, nonce(n)), 1).is_ok());
+        }
+        // Every accepted nonce is refused again, and a refusal records nothing.
+        for n in 0..40 {
+            assert_eq!(
+                table.accept(Some(&a), &nonce(n), sealed(1, nonce(n)), 2).map(|x| x.id),
+                Err(AcceptError::Replay)
+            );
+        }
+        assert_eq!(table.remembered_nonces(), 40);
+        // b's 21st nonce passes the total of 60: a, the least recently used other, ends.
+        for n in 0..20 {
+            assert!(table.accept(Some(&b), &nonce(n), sealed(2, nonce(n)), 3).is_ok());
+        }
+        assert!(table.contains(&a));
+        assert!(table.accept(Some(&b), &nonce(20), sealed(2, nonce(20)), 4).is_ok());
+        assert!(!table.contains(&a) && table.contains(&b));
+        assert_eq!(table.remembered_nonces(), 21);
+        // max_nonces is never below max_requests.
+        let table = SessionTable::new(SessionLimits { max_requests: 100, max_nonces: 10, ..limits_big() });
+        assert_eq!(table.limits().max_nonces, 100);
     }
 }

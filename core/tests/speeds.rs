@@ -29,7 +29,7 @@ impl Rig {
         let config = ServerConfig { kdf: KdfParams::INSECURE_FOR_TESTS, ..ServerConfig::default() };
         let server = Server::new(config, Box::new(store), [3; 32]);
         let mut client = Client::new([4; 32]);
-        let answer = server.handle(Incoming { body: &client.init_request(), session: None, now_ms: 1 });
+        let answer = server.handle(Incoming { body: &client.init_request(), session: None, recent: None, now_ms: 1 });
         client.handle_init_answer(&answer.body).expect("init answer");
         Self { server, client, session: answer.session, writes, now_ms: 1 }
     }
@@ -40,7 +40,7 @@ impl Rig {
         let speed = keyward_core::methods::find(method).map(keyward_core::Method::speed);
         self.now_ms += 1;
         let before = self.writes.load(Ordering::SeqCst);
-        let incoming = Incoming { body: &body, session: self.session, now_ms: self.now_ms };
+        let incoming = Incoming { body: &body, session: self.session, recent: None, now_ms: self.now_ms };
         let answer = match self.server.handle_step(incoming) {
             Step::Done(answer) => {
                 assert_eq!(speed, Some(Speed::Fast), "{method} was answered at once");

@@ -71,7 +71,7 @@ thread_local! {
 fn handle_fixture() -> HandleFixture {
     let server = Server::new(test_config(), Box::new(MemoryStore::new()), [1; 32]);
     let mut client = Client::new([2; 32]);
-    let out = server.handle(Incoming { body: &client.init_request(), session: None, now_ms: 1 });
+    let out = server.handle(Incoming { body: &client.init_request(), session: None, recent: None, now_ms: 1 });
     client.handle_init_answer(&out.body).expect("the fixture's init succeeds");
     HandleFixture { server, session: out.session.expect("a created session"), now_ms: 1 }
 }
@@ -83,7 +83,7 @@ pub fn server_handle(data: &[u8]) {
         let fixture = fixture.get_or_insert_with(handle_fixture);
         for session in [None, Some(fixture.session)] {
             fixture.now_ms += 1;
-            let out = fixture.server.handle(Incoming { body: data, session, now_ms: fixture.now_ms });
+            let out = fixture.server.handle(Incoming { body: data, session, recent: None, now_ms: fixture.now_ms });
             let answer = check_answer_shape(&out);
             match answer.get("error") {
                 Some(error) => {
@@ -129,7 +129,13 @@ thread_local! {
 fn long_lived_config() -> ServerConfig {
     let forever = u64::MAX / 4;
     ServerConfig {
-        sessions: SessionLimits { max_sessions: 64, idle_ms: forever, lifetime_ms: forever, max_requests: 1 << 20 },
+        sessions: SessionLimits {
+            max_sessions: 64,
+            idle_ms: forever,
+            lifetime_ms: forever,
+            max_requests: 1 << 20,
+            ..SessionLimits::default()
+        },
         tokens: TokenLimits { idle_ms: forever, lifetime_ms: forever, ..TokenLimits::default() },
         ..test_config()
     }
@@ -139,7 +145,7 @@ impl InnerFixture {
     fn new() -> Self {
         let server = Server::new(long_lived_config(), Box::new(MemoryStore::new()), [3; 32]);
         let mut client = Client::new([4; 32]);
-        let out = server.handle(Incoming { body: &client.init_request(), session: None, now_ms: 1 });
+        let out = server.handle(Incoming { body: &client.init_request(), session: None, recent: None, now_ms: 1 });
         client.handle_init_answer(&out.body).expect("the fixture's init succeeds");
         let session = out.session.expect("a created session");
         let mut fixture = Self { server, client, session, token: String::new(), now_ms: 1, inputs: 0 };
@@ -152,7 +158,7 @@ impl InnerFixture {
 
     fn send(&mut self, body: &[u8]) -> Outgoing {
         self.now_ms += 1;
-        self.server.handle(Incoming { body, session: Some(self.session), now_ms: self.now_ms })
+        self.server.handle(Incoming { body, session: Some(self.session), recent: None, now_ms: self.now_ms })
     }
 
     fn call(&mut self, method: &str, params: Value) -> Result<Value, ClientError> {

@@ -13,8 +13,14 @@ pub const CLIENTS: usize = 3;
 /// The data root the server is configured with.
 pub const DATA_ROOT: &str = "/srv/keyward";
 /// Session limits of the model's server: small, so that eviction, expiry and the request cap happen.
-pub const SESSIONS: SessionLimits =
-    SessionLimits { max_sessions: 3, idle_ms: 6_000, lifetime_ms: 25_000, max_requests: 24 };
+pub const SESSIONS: SessionLimits = SessionLimits {
+    max_sessions: 3,
+    idle_ms: 6_000,
+    lifetime_ms: 25_000,
+    max_requests: 24,
+    max_nonces: 1 << 20,
+    max_unnamed_bytes: 64 * 1024,
+};
 /// Token limits of the model's server (other limits, such as how many wallets may be open, stay at
 /// their defaults: the model never has more than four wallets).
 pub fn tokens() -> TokenLimits {

@@ -12,8 +12,9 @@ pub struct ClientM {
     pub key: Option<u32>,
     /// Its latest session (maybe gone).
     pub session: Option<u32>,
-    /// Its accepted envelopes: (session, key), oldest first.
-    pub envelopes: Vec<(u32, u32)>,
+    /// Its accepted envelopes: (session, key, whether the plaintext can start a JSON request),
+    /// oldest first.
+    pub envelopes: Vec<(u32, u32, bool)>,
 }
 
 /// A live session.
@@ -29,6 +30,8 @@ pub struct SessionM {
     pub last_used: u64,
     /// Envelopes accepted under the current key.
     pub requests: u32,
+    /// Whether any envelope was ever accepted on it (a full table evicts unused sessions first).
+    pub used: bool,
     /// Its top-level directory (index into [`DIRS`](super::DIRS)).
     pub dir: u8,
 }

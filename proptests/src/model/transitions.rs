@@ -109,12 +109,14 @@ impl Model {
         let (session, key) = (self.session_count, self.key_count);
         if !bad_key {
             if self.sessions.len() >= SESSIONS.max_sessions
-                && let Some(oldest) = self.sessions.iter().min_by_key(|(_, s)| s.last_used).map(|(id, _)| *id)
+                && let Some(oldest) = self.sessions.iter().min_by_key(|(_, s)| (s.used, s.last_used)).map(|(id, _)| *id)
             {
                 self.sessions.remove(&oldest);
             }
-            self.sessions
-                .insert(session, SessionM { owner: c, key, created: now, last_used: now, requests: 0, dir: 0 });
+            self.sessions.insert(
+                session,
+                SessionM { owner: c, key, created: now, last_used: now, requests: 0, used: false, dir: 0 },
+            );
             self.session_count += 1;
             self.key_count += 1;
             let client = &mut self.clients[usize::from(c)];
@@ -134,11 +136,12 @@ impl Model {
             },
             Hint::Bogus => Route::NoSession,
             Hint::None if self.sessions.is_empty() => Route::NoSession,
+            // Nothing matches a request that names no session: -32001, so V3 clients init again.
             Hint::None => self
                 .sessions
                 .iter()
                 .find(|(_, s)| s.key == key)
-                .map_or(Route::Decryption, |(id, _)| Route::Accepted(*id)),
+                .map_or(Route::NoSession, |(id, _)| Route::Accepted(*id)),
         }
     }
 
@@ -147,8 +150,12 @@ impl Model {
         match how {
             Tamper::ShortNonce | Tamper::BadBase64 => Route::Format,
             Tamper::TruncateBody(_) => Route::Parse,
-            _ if found == Route::NoSession => Route::NoSession,
+            // Unnamed: with no live session nothing is tried; else a body shorter than a tag is
+            // malformed, and anything else matches no key (-32001).
+            _ if hint == Hint::None && self.sessions.is_empty() => Route::NoSession,
+            _ if hint != Hint::None && found == Route::NoSession => Route::NoSession,
             Tamper::TruncateCipher { short: true, .. } => Route::Format,
+            _ if hint == Hint::None => Route::NoSession,
             _ => Route::Decryption,
         }
     }
@@ -164,9 +171,16 @@ impl Model {
             None if Self::names_session(c) => state.session.map_or(Hint::Bogus, Hint::Session),
             None => Hint::None,
         };
+        // A request that names no session is tried only under keys that decrypt its first byte to
+        // something a JSON request can start with; the odd bodies that cannot match no session.
+        let json = !matches!(call, Call::Raw(0 | 1));
         let resolved = self.resolve(call);
         let route = match tamper {
             Some(how) => self.tamper_route(hint, key, how),
+            None if hint == Hint::None && !json => match self.route(hint, key) {
+                Route::Accepted(_) => Route::NoSession,
+                other => other,
+            },
             None => self.route(hint, key),
         };
         let mut step = EnvStep {
@@ -180,7 +194,7 @@ impl Model {
             rekey_to: None,
         };
         if let Route::Accepted(s) = route {
-            let dir = self.accept(c, s, key, now);
+            let dir = self.accept(c, s, key, json, now);
             let (answer, after) = self.dispatch(&resolved, dir, now);
             if let Some(new_dir) = after.dir
                 && let Some(session) = self.sessions.get_mut(&s)
@@ -205,9 +219,10 @@ impl Model {
 
     /// An envelope accepted by session `s`: counted, remembered for replays; the session is dropped
     /// at the request cap. Returns the session's directory.
-    fn accept(&mut self, c: u8, s: u32, key: u32, now: u64) -> u8 {
+    fn accept(&mut self, c: u8, s: u32, key: u32, json: bool, now: u64) -> u8 {
         let session = self.sessions.get_mut(&s).expect("routed to a live session");
         session.requests += 1;
+        session.used = true;
         session.last_used = now;
         let dir = session.dir;
         if session.requests >= SESSIONS.max_requests {
@@ -217,7 +232,7 @@ impl Model {
         if kept.len() >= KEPT_ENVELOPES {
             kept.remove(0);
         }
-        kept.push((s, key));
+        kept.push((s, key, json));
         dir
     }
 
@@ -228,9 +243,10 @@ impl Model {
             return;
         }
         let index = kept.len() - 1 - usize::from(back) % kept.len();
-        let (session, key) = kept[index];
+        let (session, key, json) = kept[index];
         let hint = if hint { Hint::Session(session) } else { Hint::None };
         let route = match self.route(hint, key) {
+            Route::Accepted(_) if hint == Hint::None && !json => Route::NoSession,
             Route::Accepted(_) => Route::Replay,
             other => other,
         };
@@ -259,7 +275,7 @@ impl Model {
                 } else if *len < 16 {
                     Route::Format
                 } else {
-                    Route::Decryption
+                    Route::NoSession
                 };
                 (None, Some(route))
             }

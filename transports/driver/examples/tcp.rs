@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use keyward_core::{MemoryStore, ServerConfig};
 use keyward_driver::frame::{self, FrameLimits};
-use keyward_driver::{Driver, DriverConfig, Listener, Peer, ServeLimits, WhenFull};
+use keyward_driver::{Driver, DriverConfig, Listener, Peer, ServeLimits};
 use tokio::net::{TcpListener, TcpStream};
 
 const LIMITS: FrameLimits =
@@ -19,14 +19,20 @@ pub struct Tcp(pub TcpListener);
 
 impl Listener for Tcp {
     type Conn = TcpStream;
+    type Ready = TcpStream;
     async fn accept(&mut self) -> Option<std::io::Result<TcpStream>> {
         Some(self.0.accept().await.map(|(stream, _)| stream))
+    }
+    // Nothing to authenticate here; a real transport runs its TLS handshake or peer check.
+    fn handshake(&self, stream: TcpStream) -> impl Future<Output = Option<TcpStream>> + Send + 'static {
+        std::future::ready(Some(stream))
     }
 }
 
 /// Serves `driver` on `listener` until `shutdown`.
 pub async fn serve(driver: Driver, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    let limits = ServeLimits { max_connections: 64, when_full: WhenFull::Wait, grace: Duration::from_secs(5) };
+    let (handshake_timeout, grace) = (Duration::from_secs(5), Duration::from_secs(5));
+    let limits = ServeLimits { max_connections: 64, max_handshakes: 64, handshake_timeout, grace };
     keyward_driver::serve(Tcp(listener), limits, shutdown, move |mut stream: TcpStream, mut stopping| {
         let peer = stream.peer_addr().map_or(Peer::Local, |addr| Peer::Net { addr, authenticated: false });
         let conn = driver.connection(peer, true);

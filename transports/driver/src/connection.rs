@@ -1,6 +1,7 @@
 //! A connection's handle: its peer, the session bound to it, and the one call a transport makes
 //! per message, [`Connection::answer`].
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Mutex, PoisonError};
 
@@ -66,7 +67,12 @@ pub struct Answer {
 
 #[derive(Default)]
 struct Slot {
+    /// The session bound to the connection (QUIC, Unix).
     bound: Option<SessionId>,
+    /// The session the connection's last request used: tried first for a request naming none.
+    recent: Option<SessionId>,
+    /// Sessions made on a connection that does not bind them (HTTP), oldest first.
+    made: VecDeque<SessionId>,
 }
 
 /// One connection of a transport. Make it with [`Driver::connection`] when a connection is
@@ -113,6 +119,7 @@ impl Connection {
             Backend::Core(core) => core,
             Backend::Service(service) => return Answer { body: service.answer(body), new_session: None },
         };
+        let recent = self.slot.lock().unwrap_or_else(PoisonError::into_inner).recent;
         let session = match naming {
             Naming::Session(id) => Some(id),
             Naming::Unnamed => self.session(),
@@ -125,7 +132,7 @@ impl Connection {
         // Most calls are answered here at once (microseconds); a KDF or store write goes to the
         // bounded pool, so the I/O threads stay free. A plaintext init, the only call that creates
         // a session, is always answered here, so binding happens before any await.
-        let outgoing = match core.handle_step(Incoming { body, session, now_ms }) {
+        let outgoing = match core.handle_step(Incoming { body, session, recent, now_ms }) {
             Step::Done(outgoing) => outgoing,
             Step::Slow(call) => match self.driver.inner.pool.admit() {
                 Some(admission) => {
@@ -143,18 +150,29 @@ impl Connection {
             },
         };
         let new_session = outgoing.created_session.then_some(outgoing.session).flatten();
-        if let (true, Some(new)) = (self.binds_sessions, new_session) {
-            self.bind(new);
+        if let Some(old) = self.record(outgoing.session, new_session) {
+            core.drop_session(&old);
         }
         Answer { body: outgoing.body, new_session }
     }
 
-    fn bind(&self, new: SessionId) {
-        let dropped =
-            self.slot.lock().unwrap_or_else(PoisonError::into_inner).bound.replace(new).filter(|old| *old != new);
-        if let (Some(old), Backend::Core(core)) = (dropped, &self.driver.inner.backend) {
-            core.drop_session(&old);
+    /// Notes the session a request used, and one it made: a binding connection binds it (and gives
+    /// up the one it had); another keeps at most `max_sessions_per_connection` and gives up its
+    /// oldest, so one connection's flood of inits ends its own sessions, not other clients'.
+    fn record(&self, used: Option<SessionId>, made: Option<SessionId>) -> Option<SessionId> {
+        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if used.is_some() {
+            slot.recent = used;
         }
+        let made = made?;
+        if self.binds_sessions {
+            return slot.bound.replace(made).filter(|old| *old != made);
+        }
+        slot.made.push_back(made);
+        if slot.made.len() > self.driver.inner.max_sessions_per_connection.max(1) {
+            return slot.made.pop_front();
+        }
+        None
     }
 }
 

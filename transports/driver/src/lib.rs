@@ -40,7 +40,7 @@ use keyward_core::{Server, ServerConfig, Store};
 pub use client::{Exchange, Link, LinkError, LinkFuture, SecureSession, SessionError, SessionOptions};
 pub use connection::{Answer, Connection, Naming, Peer};
 pub use pool::on_slow_pool;
-pub use serve::{Listener, ServeLimits, Stopping, WhenFull, serve};
+pub use serve::{Listener, ServeLimits, Stopping, serve};
 
 /// The host's clock: milliseconds on a monotonic clock, handed to the core as `now_ms`.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -70,12 +70,20 @@ pub struct DriverConfig {
     pub slow_queue: usize,
     /// The longest the expiry timer sleeps. Default 1 s.
     pub max_timer_sleep: Duration,
+    /// Sessions one connection that does not bind sessions (HTTP) may make and keep; one more ends
+    /// its own oldest. Default 8. (QUIC and Unix connections hold one session each.)
+    pub max_sessions_per_connection: usize,
 }
 
 impl Default for DriverConfig {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
-        Self { slow_threads: cores, slow_queue: 64, max_timer_sleep: Duration::from_secs(1) }
+        Self {
+            slow_threads: cores,
+            slow_queue: 64,
+            max_timer_sleep: Duration::from_secs(1),
+            max_sessions_per_connection: 8,
+        }
     }
 }
 
@@ -88,6 +96,7 @@ struct Inner {
     backend: Backend,
     clock: Clock,
     pool: pool::SlowPool,
+    max_sessions_per_connection: usize,
     timer: std::sync::OnceLock<tokio::task::AbortHandle>,
 }
 
@@ -144,7 +153,9 @@ impl Driver {
     fn build(backend: Backend, clock: Clock, config: &DriverConfig, pool: bool) -> Self {
         let threads = if pool { config.slow_threads } else { 0 };
         let pool = pool::SlowPool::new(threads, config.slow_queue);
-        Self { inner: Arc::new(Inner { backend, clock, pool, timer: std::sync::OnceLock::new() }) }
+        let max_sessions_per_connection = config.max_sessions_per_connection;
+        let timer = std::sync::OnceLock::new();
+        Self { inner: Arc::new(Inner { backend, clock, pool, max_sessions_per_connection, timer }) }
     }
 
     /// The core, unless a [`Service`] answers instead.

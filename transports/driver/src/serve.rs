@@ -1,44 +1,56 @@
-//! The accept loop every transport shares: a connection limit, a task per connection, and a
-//! graceful shutdown.
+//! The accept loop every transport shares: authentication (a handshake) bounded in number and
+//! time, a connection limit counted only after it, a task per connection, and a graceful shutdown.
+//!
+//! A connection slot is taken only once the peer has authenticated, so peers that connect and say
+//! nothing (or stall a TLS handshake) hold no slot: they wait in the handshake stage, which has its
+//! own deadline and bound, and when that bound is reached the oldest pending handshake is dropped
+//! to make room. A silent flood therefore delays an honest client by at most one handshake.
 
+use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::{AbortHandle, JoinSet};
 
 /// What a transport accepts connections from.
 pub trait Listener: Send + 'static {
-    /// An accepted connection (before any handshake).
+    /// An accepted connection, before any handshake.
     type Conn: Send + 'static;
+    /// A connection whose peer has authenticated.
+    type Ready: Send + 'static;
 
     /// The next connection; `None` once the listener is closed for good. An `Err` is logged and
     /// the loop goes on after a short pause (e.g. out of file descriptors).
     fn accept(&mut self) -> impl Future<Output = Option<std::io::Result<Self::Conn>>> + Send;
 
-    /// Turns away a connection that arrived while every slot was taken ([`WhenFull::Refuse`]).
-    /// By default it is dropped (closed).
+    /// Authenticates a connection (a TLS handshake, a peer check); `None` if it failed or was
+    /// refused. It runs on its own task within [`ServeLimits::handshake_timeout`].
+    fn handshake(&self, conn: Self::Conn) -> impl Future<Output = Option<Self::Ready>> + Send + 'static;
+
+    /// Turns away a connection that arrived while every connection slot was taken, before any
+    /// handshake is spent on it. By default it is dropped (closed).
     fn refuse(&mut self, conn: Self::Conn) {
         drop(conn);
     }
-}
 
-/// What to do with a connection when [`ServeLimits::max_connections`] are being served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WhenFull {
-    /// Stop accepting until a slot frees: new connections wait in the kernel's queue (TCP, Unix).
-    Wait,
-    /// Accept and turn them away at once (QUIC: `CONNECTION_REFUSED`).
-    Refuse,
+    /// Turns away an authenticated connection for which no slot is left (slots filled during its
+    /// handshake). By default it is dropped (closed).
+    fn turn_away(&mut self, ready: Self::Ready) {
+        drop(ready);
+    }
 }
 
 /// The accept loop's limits.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeLimits {
-    /// Most connections served at once.
+    /// Most authenticated connections served at once; more are turned away.
     pub max_connections: usize,
-    /// What happens to one more.
-    pub when_full: WhenFull,
+    /// Most handshakes in progress at once; one more drops the oldest pending one.
+    pub max_handshakes: usize,
+    /// A handshake must complete within this long.
+    pub handshake_timeout: Duration,
     /// On shutdown, how long connections get to finish before they are aborted.
     pub grace: Duration,
 }
@@ -60,61 +72,80 @@ impl Stopping {
     }
 }
 
-/// Accepts connections from `listener` until `shutdown` completes, running `handle` on its own
-/// task for each one, at most [`ServeLimits::max_connections`] at a time. Then it stops accepting,
-/// tells every connection through its [`Stopping`], gives them [`ServeLimits::grace`] to finish and
-/// aborts the rest.
+/// Accepts connections from `listener` until `shutdown` completes: each is authenticated on its
+/// own task ([`Listener::handshake`], at most [`ServeLimits::max_handshakes`] at once, each within
+/// [`ServeLimits::handshake_timeout`]), then served by `handle` on its own task while it holds one
+/// of [`ServeLimits::max_connections`] slots. Then it stops accepting, tells every connection
+/// through its [`Stopping`], gives them [`ServeLimits::grace`] to finish and aborts the rest.
 pub async fn serve<L, H, F>(mut listener: L, limits: ServeLimits, shutdown: impl Future<Output = ()>, handle: H)
 where
     L: Listener,
-    H: Fn(L::Conn, Stopping) -> F,
+    H: Fn(L::Ready, Stopping) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
-    let permits = std::sync::Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (stop, stopping) = watch::channel(false);
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<L::Ready>();
+    let mut handshakes = JoinSet::new();
+    let mut pending: VecDeque<AbortHandle> = VecDeque::new();
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let waited: Option<OwnedSemaphorePermit> = match limits.when_full {
-            WhenFull::Wait => tokio::select! {
-                () = &mut shutdown => break,
-                permit = std::sync::Arc::clone(&permits).acquire_owned() => permit.ok(),
-            },
-            WhenFull::Refuse => None,
-        };
-        let accepted = tokio::select! {
+        tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-        };
-        let conn = match accepted {
-            None => break,
-            Some(Ok(conn)) => conn,
-            Some(Err(error)) => {
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let permit = match waited {
-            Some(permit) => permit,
-            None => match std::sync::Arc::clone(&permits).try_acquire_owned() {
-                Ok(permit) => permit,
-                Err(_) => {
+            accepted = listener.accept() => {
+                let conn = match accepted {
+                    None => break,
+                    Some(Ok(conn)) => conn,
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if slots.available_permits() == 0 {
                     tracing::debug!("refusing a connection: at max_connections");
                     listener.refuse(conn);
                     continue;
                 }
-            },
-        };
-        let task = handle(conn, Stopping(stopping.clone()));
-        connections.spawn(async move {
-            let _permit = permit;
-            task.await;
-        });
-        while connections.try_join_next().is_some() {}
+                pending.retain(|task| !task.is_finished());
+                while pending.len() >= limits.max_handshakes.max(1) {
+                    if let Some(oldest) = pending.pop_front() {
+                        tracing::debug!("dropping the oldest pending handshake: at max_handshakes");
+                        oldest.abort();
+                    }
+                }
+                let handshake = listener.handshake(conn);
+                let ready_tx = ready_tx.clone();
+                let deadline = limits.handshake_timeout;
+                pending.push_back(handshakes.spawn(async move {
+                    match tokio::time::timeout(deadline, handshake).await {
+                        Ok(Some(ready)) => {
+                            let _ = ready_tx.send(ready);
+                        }
+                        Ok(None) => {}
+                        Err(_) => tracing::debug!("handshake not complete within the handshake timeout"),
+                    }
+                }));
+            }
+            Some(ready) = ready_rx.recv() => {
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    tracing::debug!("turning away an authenticated connection: at max_connections");
+                    listener.turn_away(ready);
+                    continue;
+                };
+                let task = handle(ready, Stopping(stopping.clone()));
+                connections.spawn(async move {
+                    let _slot = slot;
+                    task.await;
+                });
+            }
+            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
     }
     drop(listener);
+    handshakes.shutdown().await;
     let _ = stop.send(true);
     let drain = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(limits.grace, drain).await.is_err() {

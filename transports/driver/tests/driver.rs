@@ -77,12 +77,13 @@ async fn no_store_write_runs_on_an_io_thread() {
 
     // The watch can fail: the same write made in place on a runtime thread is noted.
     let mut c = keyward_core::Client::new([9; 32]);
-    let answer = core.handle(keyward_core::Incoming { body: &c.init_request(), session: None, now_ms: 1 });
+    let answer =
+        core.handle(keyward_core::Incoming { body: &c.init_request(), session: None, recent: None, now_ms: 1 });
     c.handle_init_answer(&answer.body).unwrap();
     let (body, _) = c
         .seal("create_wallet", json!({"name": "x", "mnemonic": null, "mnemonic_length": 16, "password": "p"}))
         .unwrap();
-    core.handle(keyward_core::Incoming { body: &body, session: answer.session, now_ms: 2 });
+    core.handle(keyward_core::Incoming { body: &body, session: answer.session, recent: None, now_ms: 2 });
     assert_eq!(on_io_thread.lock().unwrap().as_slice(), ["create_wallet"]);
 }
 

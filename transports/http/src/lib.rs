@@ -19,8 +19,10 @@
 //!   store-writing calls run on its bounded slow-call pool, so one client's `open_wallet` (Argon2id)
 //!   never stalls another; every other call is answered in microseconds in place;
 //! * headers must arrive within [`HttpLimits::header_timeout`], bodies within
-//!   [`HttpLimits::body_timeout`], TLS handshakes within [`HttpLimits::handshake_timeout`], and at most
-//!   [`HttpLimits::max_connections`] connections are served at once.
+//!   [`HttpLimits::body_timeout`], TLS handshakes within [`HttpLimits::handshake_timeout`] (at most
+//!   [`HttpLimits::max_handshakes`] at once, the oldest dropped for a new one), and at most
+//!   [`HttpLimits::max_connections`] authenticated connections are served at once: a connection
+//!   takes a slot only after its handshake, so silent connections hold none.
 //!
 //! The listener serves whatever the [`Driver`] it is given answers with: a core, or a
 //! [`keyward_driver::Service`] such as the echo `keyward bench` measures the owner API against.
@@ -43,7 +45,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use keyward_core::SessionId;
-use keyward_driver::{Connection, Driver, Listener, Naming, Peer, ServeLimits, Stopping, WhenFull};
+use keyward_driver::{Connection, Driver, Listener, Naming, Peer, ServeLimits, Stopping};
 use tokio::net::TcpListener;
 
 pub use client::{ClientError, HttpAnswer, HttpClient, HttpTarget};
@@ -60,14 +62,18 @@ pub struct HttpLimits {
     pub max_body_bytes: usize,
     /// Host names (without port) accepted besides the loopback ones.
     pub allowed_hosts: Vec<String>,
-    /// Most connections served at once (default 256); more wait in the kernel's accept queue.
+    /// Most authenticated connections served at once (default 256); more are closed at once.
     pub max_connections: usize,
     /// Time allowed for a request's headers (default 10 s).
     pub header_timeout: Duration,
     /// Time allowed for a request's body (default 10 s).
     pub body_timeout: Duration,
-    /// Time allowed for a TLS handshake (default 10 s).
+    /// Time allowed for a TLS handshake (default 5 s). A connection takes one of
+    /// `max_connections` only once its handshake is done.
     pub handshake_timeout: Duration,
+    /// Most TLS handshakes in progress at once (default 64); one more drops the oldest pending one,
+    /// so connections that stay silent cannot keep an honest client from connecting.
+    pub max_handshakes: usize,
 }
 
 impl Default for HttpLimits {
@@ -78,7 +84,8 @@ impl Default for HttpLimits {
             max_connections: 256,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(5),
+            max_handshakes: 64,
         }
     }
 }
@@ -157,11 +164,12 @@ impl HttpServer {
         let Self { listener, tls, shared } = self;
         let limits = ServeLimits {
             max_connections: shared.limits.max_connections,
-            when_full: WhenFull::Wait,
+            max_handshakes: shared.limits.max_handshakes,
+            handshake_timeout: shared.limits.handshake_timeout,
             grace: SHUTDOWN_GRACE,
         };
-        keyward_driver::serve(Accept(listener), limits, shutdown, |(stream, peer), stopping| {
-            serve_connection(stream, peer, tls.clone(), Arc::clone(&shared), stopping)
+        keyward_driver::serve(Accept { listener, tls }, limits, shutdown, |ready, stopping| {
+            serve_connection(ready, Arc::clone(&shared), stopping)
         })
         .await;
     }
@@ -170,47 +178,57 @@ impl HttpServer {
 /// How long requests in flight get to finish when the server stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-struct Accept(TcpListener);
+struct Accept {
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
 
 impl Listener for Accept {
     type Conn = (tokio::net::TcpStream, SocketAddr);
+    type Ready = Authenticated;
 
     async fn accept(&mut self) -> Option<std::io::Result<Self::Conn>> {
-        let accepted = self.0.accept().await;
+        let accepted = self.listener.accept().await;
         if let Ok((stream, _)) = &accepted {
             let _ = stream.set_nodelay(true);
         }
         Some(accepted)
     }
+
+    fn handshake(&self, (stream, peer): Self::Conn) -> impl Future<Output = Option<Authenticated>> + Send + 'static {
+        handshake(stream, peer, self.tls.clone())
+    }
 }
 
-async fn serve_connection(
+/// The TLS handshake (when serving HTTPS): the driver runs it before the connection takes a slot.
+async fn handshake(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    shared: Arc<Shared>,
-    mut stopping: Stopping,
-) {
+) -> Option<Authenticated> {
+    let Some(acceptor) = tls else {
+        return Some(Authenticated { io: Box::new(stream), peer, tls: false });
+    };
+    match acceptor.accept(stream).await {
+        Ok(stream) => Some(Authenticated { io: Box::new(stream), peer, tls: true }),
+        Err(error) => {
+            tracing::info!(%peer, %error, "TLS handshake refused");
+            None
+        }
+    }
+}
+
+/// A connection past its handshake.
+struct Authenticated {
+    io: Box<dyn Io>,
+    peer: SocketAddr,
+    tls: bool,
+}
+
+async fn serve_connection(ready: Authenticated, shared: Arc<Shared>, mut stopping: Stopping) {
+    let Authenticated { io, peer, tls: tls_used } = ready;
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(shared.limits.header_timeout).keep_alive(true);
-    let tls_used = tls.is_some();
-    let io: Box<dyn Io> = match tls {
-        Some(acceptor) => {
-            let handshake = tokio::time::timeout(shared.limits.handshake_timeout, acceptor.accept(stream)).await;
-            match handshake {
-                Ok(Ok(stream)) => Box::new(stream),
-                Ok(Err(error)) => {
-                    tracing::info!(%peer, %error, "TLS handshake refused");
-                    return;
-                }
-                Err(_) => {
-                    tracing::info!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            }
-        }
-        None => Box::new(stream),
-    };
     let conn = Arc::new(shared.driver.connection(Peer::Net { addr: peer, authenticated: tls_used }, false));
     let service = hyper::service::service_fn(move |request| {
         let (shared, conn) = (Arc::clone(&shared), Arc::clone(&conn));

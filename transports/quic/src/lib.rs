@@ -49,6 +49,8 @@ pub mod codes {
     pub const PROTOCOL_MISMATCH: u64 = 0x10;
     /// Connection: the client presented no certificate.
     pub const CLIENT_CERT_REQUIRED: u64 = 0x11;
+    /// Connection: the server already serves `max_connections` (slots filled during the handshake).
+    pub const SERVER_FULL: u64 = 0x12;
 
     /// A short name for a code, for messages and logs.
     pub fn name(code: u64) -> &'static str {
@@ -60,6 +62,7 @@ pub mod codes {
             ANSWER_TIMEOUT => "answer timeout",
             PROTOCOL_MISMATCH => "protocol mismatch",
             CLIENT_CERT_REQUIRED => "client certificate required",
+            SERVER_FULL => "server full",
             _ => "unknown code",
         }
     }
@@ -69,12 +72,21 @@ pub mod codes {
 /// defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuicLimits {
-    /// Most connections served at once (handshakes included). Further connection attempts are refused
-    /// with the QUIC transport error `CONNECTION_REFUSED`. Default 256.
+    /// Most authenticated connections served at once (a handshake takes no slot). While all are
+    /// taken, new attempts are refused with the QUIC transport error `CONNECTION_REFUSED`. Default 256.
     pub max_connections: usize,
     /// A connection must complete its handshake (client certificate included) within this long, or it
-    /// is dropped and its slot freed. Default 10 s.
+    /// is dropped. Default 5 s.
     pub handshake_timeout: Duration,
+    /// Most handshakes in progress at once; one more drops the oldest pending one. Default 64.
+    pub max_handshakes: usize,
+    /// Answer Initials from unvalidated addresses with a stateless Retry (address validation), so
+    /// an Initial that is never followed up costs no state. Default true.
+    pub validate_addresses: bool,
+    /// Bytes one connection may have in flight to the server over all its streams (QUIC flow
+    /// control); bounds what one connection's unfinished streams can make the server hold.
+    /// Default 4 MiB.
+    pub receive_window: usize,
     /// Most bidirectional streams a client may have open at once on one connection (QUIC stream
     /// flow control: a client's further streams wait for credit). Default 64.
     pub max_streams_per_connection: u32,
@@ -99,7 +111,10 @@ impl Default for QuicLimits {
     fn default() -> Self {
         Self {
             max_connections: 256,
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(5),
+            max_handshakes: 64,
+            validate_addresses: true,
+            receive_window: 4 * 1024 * 1024,
             max_streams_per_connection: 64,
             max_message_size: 1024 * 1024,
             idle_timeout: Duration::from_secs(60),
@@ -118,6 +133,9 @@ impl QuicLimits {
         }
         if self.max_streams_per_connection == 0 {
             return Err(QuicError::Config("max_streams_per_connection must be at least 1"));
+        }
+        if self.max_handshakes == 0 || self.receive_window == 0 {
+            return Err(QuicError::Config("max_handshakes and receive_window must be at least 1"));
         }
         if self.max_message_size == 0 {
             return Err(QuicError::Config("max_message_size must be at least 1"));

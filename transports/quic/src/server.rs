@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyward_driver::{Connection, Driver, Listener, Peer, ServeLimits, Stopping, WhenFull};
+use keyward_driver::{Connection, Driver, Listener, Peer, ServeLimits, Stopping};
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use quinn::{ReadError, ReadToEndError, RecvStream, SendStream, VarInt};
 use tokio::task::JoinSet;
@@ -71,7 +71,11 @@ impl QuicServer {
         let idle = quinn::IdleTimeout::try_from(limits.idle_timeout)
             .map_err(|_| QuicError::Config("idle_timeout must be below 2^62 ms"))?;
         let mut transport = quinn::TransportConfig::default();
+        let window = VarInt::from_u64(limits.receive_window as u64).unwrap_or(VarInt::MAX);
+        let stream_window = VarInt::from_u64(limits.max_message_size as u64).unwrap_or(VarInt::MAX).min(window);
         transport
+            .receive_window(window)
+            .stream_receive_window(stream_window)
             .max_concurrent_bidi_streams(VarInt::from_u32(limits.max_streams_per_connection))
             .max_concurrent_uni_streams(VarInt::from_u32(0))
             .max_idle_timeout(Some(idle))
@@ -96,12 +100,13 @@ impl QuicServer {
         info!(addr = ?endpoint.local_addr().ok(), "QUIC transport serving");
         let limits = ServeLimits {
             max_connections: shared.limits.max_connections,
-            when_full: WhenFull::Refuse,
+            max_handshakes: shared.limits.max_handshakes,
+            handshake_timeout: shared.limits.handshake_timeout,
             grace: shared.limits.shutdown_grace + DRAIN_TIMEOUT,
         };
-        let accept = Accept(endpoint.clone());
-        keyward_driver::serve(accept, limits, shutdown, |incoming, stopping| {
-            serve_connection(incoming, Arc::clone(&shared), stopping)
+        let accept = Accept { endpoint: endpoint.clone(), validate: shared.limits.validate_addresses };
+        keyward_driver::serve(accept, limits, shutdown, |connection, stopping| {
+            serve_connection(connection, Arc::clone(&shared), stopping)
         })
         .await;
         endpoint.set_server_config(None);
@@ -111,45 +116,60 @@ impl QuicServer {
     }
 }
 
-struct Accept(quinn::Endpoint);
+struct Accept {
+    endpoint: quinn::Endpoint,
+    /// Answer an Initial from an unvalidated address with a stateless Retry.
+    validate: bool,
+}
 
 impl Listener for Accept {
     type Conn = quinn::Incoming;
+    type Ready = quinn::Connection;
 
     async fn accept(&mut self) -> Option<std::io::Result<quinn::Incoming>> {
-        self.0.accept().await.map(Ok)
+        loop {
+            let incoming = self.endpoint.accept().await?;
+            // A Retry costs no state: a client that cannot receive at its address (a spoofer, a
+            // stalled or silent sender) never gets past it and holds nothing.
+            if self.validate && !incoming.remote_address_validated() && incoming.may_retry() {
+                let _ = incoming.retry();
+                continue;
+            }
+            return Some(Ok(incoming));
+        }
+    }
+
+    fn handshake(&self, incoming: quinn::Incoming) -> impl Future<Output = Option<quinn::Connection>> + Send + 'static {
+        handshake(incoming)
     }
 
     fn refuse(&mut self, incoming: quinn::Incoming) {
         debug!(peer = %incoming.remote_address(), "refusing a connection: at max_connections");
         incoming.refuse();
     }
+
+    fn turn_away(&mut self, connection: quinn::Connection) {
+        connection.close(code(codes::SERVER_FULL), b"at max_connections");
+    }
 }
 
-async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>, mut stop: Stopping) {
+/// The QUIC and TLS handshake, then the checks only a finished handshake allows (ALPN, a client
+/// certificate). The driver runs it before the connection takes a slot, within the handshake timeout.
+async fn handshake(incoming: quinn::Incoming) -> Option<quinn::Connection> {
     let peer = incoming.remote_address();
-    let connecting = match incoming.accept() {
-        Ok(connecting) => connecting,
-        Err(e) => {
-            debug!(%peer, error = %e, "connection not accepted");
-            return;
-        }
-    };
-    let connection = tokio::select! {
-        result = timeout(shared.limits.handshake_timeout, connecting) => match result {
-            Ok(Ok(connection)) => connection,
-            Ok(Err(e)) => {
+    let connection = match incoming.accept() {
+        Ok(connecting) => match connecting.await {
+            Ok(connection) => connection,
+            Err(e) => {
                 debug!(%peer, error = %e, "handshake failed");
-                return;
-            }
-            Err(_) => {
-                debug!(%peer, "handshake not complete within the handshake timeout");
-                return;
+                return None;
             }
         },
-        () = stop.wait() => return,
+        Err(e) => {
+            debug!(%peer, error = %e, "connection not accepted");
+            return None;
+        }
     };
-
     let alpn = connection
         .handshake_data()
         .and_then(|data| data.downcast::<HandshakeData>().ok())
@@ -157,13 +177,18 @@ async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>, mut st
     if alpn.as_deref() != Some(ALPN) {
         debug!(%peer, "closing a connection without ALPN keyward/1");
         connection.close(code(codes::PROTOCOL_MISMATCH), b"ALPN keyward/1 required");
-        return;
+        return None;
     }
     if connection.peer_identity().is_none() {
         warn!(%peer, "closing a connection without a client certificate (is the TLS config requiring one?)");
         connection.close(code(codes::CLIENT_CERT_REQUIRED), b"client certificate required");
-        return;
+        return None;
     }
+    Some(connection)
+}
+
+async fn serve_connection(connection: quinn::Connection, shared: Arc<Shared>, mut stop: Stopping) {
+    let peer = connection.remote_address();
     debug!(%peer, id = connection.stable_id(), "connection established");
 
     // Dropped (with the session bound to it) when the connection task ends, however it ends.

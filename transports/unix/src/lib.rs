@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use keyward_driver::frame::{self, FrameLimits};
-use keyward_driver::{Driver, Exchange, Link, LinkFuture, Listener, Peer, ServeLimits, WhenFull};
+use keyward_driver::{Driver, Exchange, Link, LinkFuture, Listener, Peer, ServeLimits};
 use tokio::net::{UnixListener, UnixStream};
 
 /// Limits of the Unix transport.
@@ -119,22 +119,24 @@ impl UnixServer {
     /// Serves `driver` until `shutdown` completes; then removes the socket file.
     pub async fn run(self, driver: Driver, shutdown: impl Future<Output = ()>) {
         let Self { listener, path, allowed, limits } = self;
+        let allowed: std::sync::Arc<[u32]> = allowed.into();
         let serve_limits = ServeLimits {
             max_connections: limits.max_connections,
-            when_full: WhenFull::Wait,
+            max_handshakes: limits.max_connections,
+            handshake_timeout: limits.io_timeout,
             grace: limits.shutdown_grace,
         };
         let frames =
             FrameLimits { max_bytes: limits.max_message_bytes, idle: limits.idle_timeout, io: limits.io_timeout };
-        keyward_driver::serve(Accept(listener), serve_limits, shutdown, |mut stream, mut stopping| {
-            let admitted = admit(&stream, &allowed);
-            let driver = driver.clone();
-            async move {
-                let Some(peer) = admitted else { return };
+        keyward_driver::serve(
+            Accept { listener, allowed },
+            serve_limits,
+            shutdown,
+            |(mut stream, peer), mut stopping| {
                 let conn = driver.connection(peer, true);
-                frame::serve_stream(&conn, &mut stream, frames, &mut stopping).await;
-            }
-        })
+                async move { frame::serve_stream(&conn, &mut stream, frames, &mut stopping).await }
+            },
+        )
         .await;
         let _ = std::fs::remove_file(&path);
     }
@@ -158,13 +160,22 @@ fn admit(stream: &UnixStream, allowed: &[u32]) -> Option<Peer> {
     }
 }
 
-struct Accept(UnixListener);
+struct Accept {
+    listener: UnixListener,
+    allowed: std::sync::Arc<[u32]>,
+}
 
 impl Listener for Accept {
     type Conn = UnixStream;
+    type Ready = (UnixStream, Peer);
 
     async fn accept(&mut self) -> Option<std::io::Result<UnixStream>> {
-        Some(self.0.accept().await.map(|(stream, _)| stream))
+        Some(self.listener.accept().await.map(|(stream, _)| stream))
+    }
+
+    /// The peer check: a peer whose uid is not allowed is closed without an answer.
+    fn handshake(&self, stream: UnixStream) -> impl Future<Output = Option<Self::Ready>> + Send + 'static {
+        std::future::ready(admit(&stream, &self.allowed).map(|peer| (stream, peer)))
     }
 }
 
