@@ -334,7 +334,7 @@ impl SessionTable {
             .filter(|(id, s)| Some(*id) != except && !s.expired(&self.limits, now_ms))
             .map(|(id, s)| (s.last_used_ms, *id, Arc::clone(&s.cipher)))
             .collect();
-        live.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        live.sort_unstable_by_key(|entry| std::cmp::Reverse(entry.0));
         live.into_iter().map(|(_, id, cipher)| (id, cipher)).collect()
     }
 
@@ -560,7 +560,7 @@ mod tests {
         // The one-block check turns away about 250 keys in 256 before the AEAD pass.
         let passed = candidates.iter().filter(|(_, c)| c.may_start_json(&[1; 12], &garbage)).count();
         assert!(passed <= 4, "{passed} of 20 keys would be tried in full");
-        let (id, plaintext) = try_keys(&candidates, &[7; 12], &sealed(3, [7; 12])).unwrap();
+        let (id, plaintext) = try_keys(&candidates, &[7; 12], &sealed(3, [7; 12])).expect("session 3 matches");
         assert_eq!((id, plaintext.as_slice()), (SessionId::from_bytes([3; 16]), &b"{}"[..]));
     }
 
@@ -569,7 +569,7 @@ mod tests {
         let mut table = SessionTable::new(SessionLimits { max_unnamed_bytes: 64, ..limits_big() });
         let id = SessionId::from_bytes([1; 16]);
         table.insert(id, cipher(1), String::new(), 0);
-        let body = crate::envelope::decode_body(&cipher(1).seal(&[2; 12], &[b' '; 100])).unwrap();
+        let body = crate::envelope::decode_body(&cipher(1).seal(&[2; 12], &[b' '; 100])).expect("base64");
         assert_eq!(table.accept(None, &[2; 12], body.clone(), 1).map(|a| a.id), Err(AcceptError::MustName));
         assert_eq!(table.accept(Some(&id), &[2; 12], body, 1).map(|a| a.id), Ok(id));
     }

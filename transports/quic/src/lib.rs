@@ -45,6 +45,8 @@ pub mod codes {
     pub const INTERNAL_ERROR: u64 = 3;
     /// Stream: the client did not take the answer within the write timeout.
     pub const ANSWER_TIMEOUT: u64 = 4;
+    /// Stream: the connection's unfinished requests already hold `receive_window` bytes.
+    pub const CONNECTION_BUSY: u64 = 5;
     /// Connection: the connection did not negotiate ALPN `keyward/1`.
     pub const PROTOCOL_MISMATCH: u64 = 0x10;
     /// Connection: the client presented no certificate.
@@ -60,6 +62,7 @@ pub mod codes {
             REQUEST_INCOMPLETE => "request incomplete",
             INTERNAL_ERROR => "internal error",
             ANSWER_TIMEOUT => "answer timeout",
+            CONNECTION_BUSY => "connection busy",
             PROTOCOL_MISMATCH => "protocol mismatch",
             CLIENT_CERT_REQUIRED => "client certificate required",
             SERVER_FULL => "server full",

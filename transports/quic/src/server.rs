@@ -5,11 +5,12 @@ use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use keyward_driver::{Connection, Driver, Listener, Peer, ServeLimits, Stopping};
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
-use quinn::{ReadError, ReadToEndError, RecvStream, SendStream, VarInt};
+use quinn::{ReadError, RecvStream, SendStream, VarInt};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
@@ -193,13 +194,15 @@ async fn serve_connection(connection: quinn::Connection, shared: Arc<Shared>, mu
 
     // Dropped (with the session bound to it) when the connection task ends, however it ends.
     let conn = Arc::new(shared.driver.connection(Peer::Net { addr: peer, authenticated: true }, true));
+    let budget = Arc::new(Budget { held: AtomicUsize::new(0), max: shared.limits.receive_window });
     let mut streams = JoinSet::new();
     let stopping_now = loop {
         tokio::select! {
             () = stop.wait() => break true,
             accepted = connection.accept_bi() => match accepted {
                 Ok((send, recv)) => {
-                    streams.spawn(serve_stream(send, recv, Arc::clone(&shared), Arc::clone(&conn)));
+                    let budget = Arc::clone(&budget);
+                    streams.spawn(serve_stream(send, recv, Arc::clone(&shared), Arc::clone(&conn), budget));
                 }
                 Err(e) => {
                     debug!(%peer, reason = %e, "connection closed");
@@ -217,22 +220,103 @@ async fn serve_connection(connection: quinn::Connection, shared: Arc<Shared>, mu
 }
 
 /// One request on one stream: read it whole (bounded in size and time), answer it, finish.
-async fn serve_stream(mut send: SendStream, mut recv: RecvStream, shared: Arc<Shared>, conn: Arc<Connection>) {
-    let limits = shared.limits;
-    let request = match timeout(limits.read_timeout, recv.read_to_end(limits.max_message_size)).await {
-        Ok(Ok(request)) => request,
-        Ok(Err(ReadToEndError::TooLong)) => {
-            debug!(stream = %send.id(), limit = limits.max_message_size, "request too large");
-            return refuse(&mut send, &mut recv, codes::MESSAGE_TOO_LARGE);
+/// Bytes of unfinished requests a connection's streams hold in the server's memory, against
+/// [`QuicLimits::receive_window`]: with QUIC's own window of the same size, one connection can make
+/// the server hold at most twice that, however many streams it opens.
+struct Budget {
+    held: AtomicUsize,
+    max: usize,
+}
+
+impl Budget {
+    fn take(&self, bytes: usize) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|total| *total <= self.max)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, bytes: usize) {
+        self.held.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+/// Why a request could not be read.
+enum ReadFailure {
+    TooLarge,
+    OverBudget,
+    Incomplete,
+    ConnectionLost,
+}
+
+/// Reads a whole request, counting its bytes against the connection's budget as they arrive (the
+/// caller gives back `held` when done with the request).
+async fn read_request(
+    recv: &mut RecvStream,
+    limits: &QuicLimits,
+    budget: &Budget,
+    held: &mut usize,
+) -> Result<Vec<u8>, ReadFailure> {
+    let mut request = Vec::new();
+    loop {
+        match recv.read_chunk(64 * 1024, true).await {
+            Ok(Some(chunk)) => {
+                if request.len() + chunk.bytes.len() > limits.max_message_size {
+                    return Err(ReadFailure::TooLarge);
+                }
+                if !budget.take(chunk.bytes.len()) {
+                    return Err(ReadFailure::OverBudget);
+                }
+                *held += chunk.bytes.len();
+                request.extend_from_slice(&chunk.bytes);
+            }
+            Ok(None) => return Ok(request),
+            Err(ReadError::ConnectionLost(_)) => return Err(ReadFailure::ConnectionLost),
+            Err(_) => return Err(ReadFailure::Incomplete),
         }
-        Ok(Err(ReadToEndError::Read(ReadError::ConnectionLost(_)))) => return,
-        Ok(Err(ReadToEndError::Read(e))) => {
-            debug!(stream = %send.id(), error = %e, "request incomplete");
-            return refuse(&mut send, &mut recv, codes::REQUEST_INCOMPLETE);
+    }
+}
+
+async fn serve_stream(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    shared: Arc<Shared>,
+    conn: Arc<Connection>,
+    budget: Arc<Budget>,
+) {
+    let mut held = 0;
+    serve_request(&mut send, &mut recv, &shared, &conn, &budget, &mut held).await;
+    budget.give(held);
+}
+
+async fn serve_request(
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+    shared: &Shared,
+    conn: &Connection,
+    budget: &Budget,
+    held: &mut usize,
+) {
+    let limits = shared.limits;
+    let request = match timeout(limits.read_timeout, read_request(recv, &limits, budget, held)).await {
+        Ok(Ok(request)) => request,
+        Ok(Err(ReadFailure::TooLarge)) => {
+            debug!(stream = %send.id(), limit = limits.max_message_size, "request too large");
+            return refuse(send, recv, codes::MESSAGE_TOO_LARGE);
+        }
+        Ok(Err(ReadFailure::OverBudget)) => {
+            debug!(stream = %send.id(), limit = limits.receive_window, "the connection's unfinished requests hold too much");
+            return refuse(send, recv, codes::CONNECTION_BUSY);
+        }
+        Ok(Err(ReadFailure::ConnectionLost)) => return,
+        Ok(Err(ReadFailure::Incomplete)) => {
+            debug!(stream = %send.id(), "request incomplete");
+            return refuse(send, recv, codes::REQUEST_INCOMPLETE);
         }
         Err(_) => {
             debug!(stream = %send.id(), "request not complete within the read timeout");
-            return refuse(&mut send, &mut recv, codes::REQUEST_INCOMPLETE);
+            return refuse(send, recv, codes::REQUEST_INCOMPLETE);
         }
     };
 
@@ -262,4 +346,21 @@ fn refuse(send: &mut SendStream, recv: &mut RecvStream, error: u64) {
 
 fn code(value: u64) -> VarInt {
     VarInt::from_u64(value).unwrap_or(VarInt::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_never_holds_more_than_its_maximum() {
+        let budget = Budget { held: AtomicUsize::new(0), max: 100 };
+        assert!(budget.take(60));
+        assert!(!budget.take(41), "60 + 41 is past 100");
+        assert!(budget.take(40));
+        assert!(!budget.take(1));
+        budget.give(60);
+        assert!(budget.take(60));
+        assert_eq!(budget.held.load(Ordering::Acquire), 100);
+    }
 }

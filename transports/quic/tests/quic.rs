@@ -484,3 +484,40 @@ async fn limits_are_validated() {
     }
     fx.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_cannot_make_the_server_hold_more_than_its_window() {
+    // 64 streams each write a message just under the size limit and never finish it. Before the
+    // per-connection budget the server read and held all of them (64 MiB); now a stream whose bytes
+    // would take the connection's unfinished requests past `receive_window` (4 MiB) is refused
+    // with CONNECTION_BUSY and its bytes dropped, so the server never holds more than that.
+    let fx = Fixture::start(QuicLimits::default()).await;
+    let quic = Arc::new(fx.connect().await);
+    let message = vec![b' '; QuicLimits::default().max_message_size - 1];
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let (quic, message) = (Arc::clone(&quic), message.clone());
+        tasks.spawn(async move {
+            let (mut send, recv) = quic.connection().open_bi().await.expect("stream");
+            let written = tokio::time::timeout(Duration::from_secs(3), send.write_all(&message)).await;
+            let outcome = match written {
+                Ok(Ok(())) => "whole",
+                Ok(Err(quinn::WriteError::Stopped(code))) if code.into_inner() == codes::CONNECTION_BUSY => "busy",
+                Ok(Err(_)) => "other error",
+                Err(_) => "blocked",
+            };
+            // Kept open (a dropped send stream is finished, which would complete the message).
+            (outcome, send, recv)
+        });
+    }
+    let streams = within(30, tasks.join_all()).await;
+    let outcomes: Vec<&str> = streams.iter().map(|(outcome, _, _)| *outcome).collect();
+    let busy = outcomes.iter().filter(|o| **o == "busy").count();
+    eprintln!("64 unfinished 1 MiB messages on one connection: {busy} streams refused as busy");
+    assert!(busy >= 8, "only {busy} streams were refused: {outcomes:?}");
+    drop(streams);
+    // The connection, and the server, still answer.
+    let mut caller = support::Caller::new(fx.connect().await, 9).await;
+    assert_eq!(caller.ok("list_wallets", json!({})).await, json!([]));
+    fx.stop().await;
+}
