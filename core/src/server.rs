@@ -143,6 +143,14 @@ impl Server {
     /// [`Server::finish`] on a blocking thread (or to [`Server::refuse_busy`]).
     /// Never panics on any input.
     pub fn handle_step(&self, incoming: Incoming<'_>) -> Step {
+        // A body that names no session and is too large to be tried against keys is refused before
+        // it is even parsed: a stranger's megabyte costs a length check.
+        let max_unnamed = self.state.config.sessions.max_unnamed_bytes;
+        if incoming.session.is_none()
+            && incoming.body.len() > max_unnamed.saturating_mul(4) / 3 + UNNAMED_ENVELOPE_SLACK
+        {
+            return Step::Done(plain_error(RawValue::NULL, &EnvelopeError::Format(MUST_NAME.into()), None));
+        }
         let parsed = if starts_object(incoming.body) { serde_json::from_slice(incoming.body).ok() } else { None };
         let request: Request<'_> = match parsed {
             Some(request) => request,
@@ -286,12 +294,12 @@ impl Server {
                     return Err(AcceptError::MustName);
                 }
                 let recent = incoming.recent.and_then(|id| Some((id, lock(&self.sessions).cipher(&id, now_ms)?)));
-                let found = match recent.map(|pair| session::try_keys(&[pair], nonce, &buffer)) {
+                let found = match recent.map(|pair| session::try_keys(&[pair], nonce, &buffer, false)) {
                     Some(Ok(found)) => found,
                     Some(Err(error @ AcceptError::Format(_))) => return Err(error),
                     _ => {
                         let others = lock(&self.sessions).by_recent_use(incoming.recent.as_ref(), now_ms);
-                        session::try_keys(&others, nonce, &buffer)?
+                        session::try_keys(&others, nonce, &buffer, true)?
                     }
                 };
                 buffer = found.1;
@@ -482,6 +490,14 @@ fn speed(method: &str, app_methods: &HashMap<String, AppMethod>) -> Option<Speed
     }
 }
 
+/// Why a large request that names no session is refused.
+const MUST_NAME: &str = "a request this large must name its session (the Keyward-Session header, or its connection's)";
+
+/// Bytes an `encrypted_request_v3` envelope adds around the base64 of its ciphertext (id, method,
+/// nonce, field names), generously: the body-size check before parsing must not refuse an
+/// envelope whose ciphertext is within `max_unnamed_bytes`.
+const UNNAMED_ENVELOPE_SLACK: usize = 4096;
+
 fn accept_error(error: AcceptError, named: bool) -> EnvelopeError {
     match error {
         AcceptError::NoSession => EnvelopeError::EncryptionRequired,
@@ -491,9 +507,7 @@ fn accept_error(error: AcceptError, named: bool) -> EnvelopeError {
         }
         AcceptError::Decryption => EnvelopeError::EncryptionRequired,
         AcceptError::Replay => EnvelopeError::Replay,
-        AcceptError::MustName => EnvelopeError::Format(
-            "a request this large must name its session (the Keyward-Session header, or its connection's)".into(),
-        ),
+        AcceptError::MustName => EnvelopeError::Format(MUST_NAME.into()),
     }
 }
 
