@@ -136,7 +136,8 @@ enum CertsAction {
         #[arg(long)]
         keep_ca_key: bool,
     },
-    /// Replace the set in DIR with a new one (new CA, new keys).
+    /// Replace the set in DIR with a new one (new CA, new keys), atomically; a running server takes
+    /// it for new connections within 2 s.
     Rotate {
         /// The certificate directory.
         #[arg(long)]
@@ -198,12 +199,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Certs { action } => {
             match action {
                 CertsAction::Init { dir, keep_ca_key } => {
-                    certs::init(&dir, keep_ca_key, false)?;
-                    eprintln!("wrote ca.crt, server.crt, server.key, client.crt, client.key to {}", dir.display());
+                    let set = certs::init(&dir, keep_ca_key, false)?;
+                    eprintln!(
+                        "wrote ca.crt, server.crt, server.key, client.crt, client.key to {} (the current set in {})",
+                        set.display(),
+                        dir.display()
+                    );
                 }
                 CertsAction::Rotate { dir, keep_ca_key } => {
-                    certs::init(&dir, keep_ca_key, true)?;
-                    eprintln!("replaced the certificate set in {}", dir.display());
+                    let set = certs::rotate(&dir, keep_ca_key)?;
+                    eprintln!(
+                        "replaced the certificate set in {} with {}; a running keyward serve uses it for new \
+                         connections within 2 s",
+                        dir.display(),
+                        set.display()
+                    );
                 }
                 CertsAction::Show { dir } => print!("{}", certs::show(&dir)?),
             }

@@ -1,7 +1,9 @@
 //! `keyward serve`: the owner server on an embedded default (fjall data directory, certificates made
 //! on first start), HTTPS and QUIC with required client certificates and, if asked, plain HTTP on
-//! loopback and a Unix socket; every listener on one `keyward-driver`.
+//! loopback and a Unix socket; every listener on one `keyward-driver`. A rotated certificate set
+//! (`keyward certs rotate`) is taken for new connections within two seconds, without a restart.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -69,6 +71,11 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     if certs::ensure(&tls_dir)? {
         tracing::info!(dir = %tls_dir.display(), "made a new CA, server and client certificate");
     }
+    // Before anything else starts: a set that cannot be used (a key others can read, say) stops here.
+    let server_tls = match (options.https, options.quic) {
+        (None, None) => None,
+        _ => Some(tls::ServerTls::load(&tls_dir)?),
+    };
     let store = FjallStore::open(&options.data_dir.join("store")).context("cannot open the wallet store")?;
     let driver = Driver::start(options.core.clone(), Box::new(store), options.driver.clone())?;
     let core = Arc::clone(driver.core().context("a started driver serves a core")?);
@@ -82,9 +89,18 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
 
+    // One set for both TLS listeners, followed across `keyward certs rotate`.
+    let server_tls = match server_tls {
+        Some(server_tls) => {
+            tasks.spawn(follow_rotations(Arc::clone(&server_tls), stopped(stop_rx.clone())));
+            Some(server_tls.config()?)
+        }
+        None => None,
+    };
+
     let mut https = None;
     if let Some(addr) = options.https {
-        let config = tls::server_config(&tls_dir)?;
+        let config = Arc::clone(server_tls.as_ref().context("a TLS listener has a TLS config")?);
         let server = HttpServer::bind_https(addr, config, driver.clone(), options.http.clone()).await?;
         let bound = server.local_addr()?;
         tracing::info!("keyward listening on https://{bound}/v3/owner (HTTPS, client certificate required)");
@@ -103,7 +119,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     }
     let mut quic = None;
     if let Some(addr) = options.quic {
-        let config = tls::server_config(&tls_dir)?;
+        let config = Arc::clone(server_tls.as_ref().context("a TLS listener has a TLS config")?);
         let server = QuicServer::bind(addr, config, driver.clone(), options.quic_limits)
             .map_err(|e| anyhow::anyhow!("cannot serve QUIC on {addr}: {e}"))?;
         let bound = server.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -120,6 +136,35 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
         tasks.spawn(server.run(driver.clone(), stopped(stop_rx.clone())));
     }
     Ok(Running { https, http_insecure, quic, unix, data_dir: options.data_dir, core, driver, stop, tasks })
+}
+
+/// How often `keyward serve` looks for a rotated certificate set.
+pub const ROTATION_CHECK: Duration = Duration::from_secs(1);
+
+/// Checks the certificate directory every [`ROTATION_CHECK`] and loads a rotated set for new
+/// handshakes; a set that fails to load is logged and the one in use kept.
+async fn follow_rotations(server_tls: Arc<tls::ServerTls>, shutdown: impl Future<Output = ()>) {
+    let mut tick = tokio::time::interval(ROTATION_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = tick.tick() => {}
+        }
+        let checked = Arc::clone(&server_tls);
+        match tokio::task::spawn_blocking(move || checked.refresh()).await {
+            Ok(Ok(None)) => {}
+            Ok(Ok(Some(set))) => {
+                tracing::info!(set = %set.display(), "new certificate set: new connections use it, open ones continue")
+            }
+            Ok(Err(error)) => tracing::error!(
+                "the certificate set changed but cannot be used; keeping the one in use ({}): {error:#}",
+                server_tls.set_dir().display()
+            ),
+            Err(error) => tracing::error!(%error, "the certificate check failed"),
+        }
+    }
 }
 
 impl Running {

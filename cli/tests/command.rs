@@ -30,6 +30,12 @@ fn certs_init_show_rotate() {
     }
     assert!(!certs.join("ca.key").exists(), "the CA key is not kept unless asked for");
     assert_eq!(mode(&certs), 0o700);
+    // The set lives in sets/<generation>/, named by the symlink `current`; the flat names are
+    // symlinks into it.
+    let first_set = std::fs::read_link(certs.join("current")).unwrap();
+    assert!(first_set.starts_with("sets"), "{}", first_set.display());
+    assert_eq!(mode(&certs.join(&first_set)), 0o700);
+    assert_eq!(std::fs::read_link(certs.join("client.key")).unwrap(), Path::new("current/client.key"));
 
     let show = keyward().args(["certs", "show", "--dir"]).arg(&certs).output().unwrap();
     let shown = text(&show);
@@ -55,6 +61,11 @@ fn certs_init_show_rotate() {
     let rotate = keyward().args(["certs", "rotate", "--keep-ca-key", "--dir"]).arg(&certs).output().unwrap();
     assert!(rotate.status.success(), "{}", text(&rotate));
     assert_eq!(mode(&certs.join("ca.key")), 0o600);
+    // A new set replaced the old one whole; the old one (and its keys) is gone.
+    let second_set = std::fs::read_link(certs.join("current")).unwrap();
+    assert_ne!(second_set, first_set);
+    assert!(!certs.join(&first_set).exists(), "the old set is removed");
+    assert_eq!(std::fs::read_dir(certs.join("sets")).unwrap().count(), 1);
     let shown = text(&keyward().args(["certs", "show", "--dir"]).arg(&certs).output().unwrap());
     let second: Vec<_> = shown.lines().filter(|l| l.contains("sha256")).map(str::to_owned).collect();
     assert!(first_fingerprints.iter().all(|f| !second.contains(f)), "rotate made the same certificates");
@@ -144,5 +155,100 @@ fn readme_walkthrough_prints_what_the_readme_says() {
     let argv = call(h, &url, &["open_wallet", r#"{"name":"demo","password":"pw"}"#], None, None);
     assert!(!argv.status.success());
     assert!(text(&argv).contains("not taken from the command line"), "{}", text(&argv));
+    drop(serve);
+}
+
+/// Runs `keyward serve` on `data_dir` (free ports) and returns its output once it exits, or `None`
+/// if it is still running after `seconds` (then it is killed).
+fn serve_until_exit(data_dir: &Path, seconds: u64) -> Option<Output> {
+    let mut child = keyward()
+        .env_remove("KEYWARD_DATA_DIR")
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--https", "127.0.0.1:0", "--quic", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return Some(child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn serve_refuses_private_keys_other_users_can_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("kw");
+    let tls = data.join("tls");
+    let made = keyward().args(["certs", "init", "--dir"]).arg(&tls).output().unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+    let set = tls.join(std::fs::read_link(tls.join("current")).unwrap());
+    for (key, bad) in [("server.key", 0o644), ("client.key", 0o640)] {
+        let path = set.join(key);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(bad)).unwrap();
+        let output = serve_until_exit(&data, 30).expect("keyward serve started with a readable key");
+        assert!(!output.status.success());
+        let expected = format!("{} is readable by other users (mode {bad:04o}); run chmod 600 on it", path.display());
+        assert!(text(&output).contains(&expected), "expected {expected:?} in {}", text(&output));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
+#[test]
+fn the_ready_file_is_not_written_through_planted_symlinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready.json");
+    // A symlink at every name the ready file was written through before: its temporary name and the
+    // file itself, each pointing at a file the server's user owns.
+    let planted = [
+        (dir.path().join(".ready.json.tmp"), dir.path().join("victim-temp")),
+        (ready.clone(), dir.path().join("victim-ready")),
+    ];
+    for (link, victim) in &planted {
+        std::fs::write(victim, "precious\n").unwrap();
+        std::fs::set_permissions(victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::symlink(victim, link).unwrap();
+    }
+    let mut serve = Serve(
+        keyward()
+            .env_remove("KEYWARD_DATA_DIR")
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir.path().join("kw"))
+            .args(["--https", "127.0.0.1:0", "--quic", "127.0.0.1:0", "--ready-file"])
+            .arg(&ready)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::symlink_metadata(&ready).unwrap().file_type().is_symlink() {
+        assert!(Instant::now() < deadline, "the ready file was not written (or written through the symlink)");
+        assert!(serve.0.try_wait().unwrap().is_none(), "keyward serve exited");
+        for (_, victim) in &planted {
+            assert_eq!(std::fs::read_to_string(victim).unwrap(), "precious\n", "{} was written", victim.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(&ready).unwrap()).unwrap();
+    assert_eq!(info["pid"].as_u64(), Some(u64::from(serve.0.id())));
+    assert!(std::fs::symlink_metadata(&ready).unwrap().is_file());
+    assert_eq!(mode(&ready), 0o600);
+    for (_, victim) in &planted {
+        assert_eq!(std::fs::read_to_string(victim).unwrap(), "precious\n", "{} was written", victim.display());
+        assert_eq!(mode(victim), 0o644, "{} was chmodded", victim.display());
+    }
+    // No temporary file is left behind.
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.iter().filter(|n| n.to_string_lossy().ends_with(".tmp")).count(), 1, "{names:?}");
     drop(serve);
 }

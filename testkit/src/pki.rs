@@ -19,18 +19,35 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// A certificate chain and its key.
-#[derive(Debug)]
 pub struct Identity {
     /// The leaf certificate (the chain ends below the CA).
     pub chain: Vec<CertificateDer<'static>>,
     /// Its private key.
     pub key: PrivateKeyDer<'static>,
+    cert_pem: String,
+    key_pem: String,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity").field("chain", &self.chain).finish_non_exhaustive()
+    }
 }
 
 impl Identity {
     /// A copy of the private key.
     pub fn key(&self) -> PrivateKeyDer<'static> {
         self.key.clone_key()
+    }
+
+    /// The leaf certificate in PEM (as `keyward certs` writes `client.crt`).
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The private key in PEM (PKCS#8, as `keyward certs` writes `client.key`).
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
     }
 }
 
@@ -39,6 +56,7 @@ impl Identity {
 pub struct Ca {
     /// Its self-signed certificate.
     pub cert: CertificateDer<'static>,
+    cert_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
@@ -49,6 +67,8 @@ pub enum Usage {
     Server,
     /// clientAuth.
     Client,
+    /// No extended key usage extension at all (webpki accepts it for any purpose; Keyward must not).
+    NoEku,
 }
 
 impl Ca {
@@ -60,7 +80,12 @@ impl Ca {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let cert = params.self_signed(&key).expect("CA certificate");
-        Self { cert: cert.der().clone(), issuer: Issuer::new(params, key) }
+        Self { cert: cert.der().clone(), cert_pem: cert.pem(), issuer: Issuer::new(params, key) }
+    }
+
+    /// Its certificate in PEM (as `keyward certs` writes `ca.crt`).
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
     }
 
     /// A leaf certificate; `expired` puts its validity in the past.
@@ -71,17 +96,19 @@ impl Ca {
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![match usage {
-            Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
-            Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
-        }];
+        params.extended_key_usages = match usage {
+            Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+            Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Usage::NoEku => Vec::new(),
+        };
         if expired {
             params.not_before = rcgen::date_time_ymd(2020, 1, 1);
             params.not_after = rcgen::date_time_ymd(2021, 1, 1);
         }
         let cert = params.signed_by(&key, &self.issuer).expect("leaf certificate");
+        let key_pem = key.serialize_pem();
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        Identity { chain: vec![cert.der().clone()], key }
+        Identity { chain: vec![cert.der().clone()], key, cert_pem: cert.pem(), key_pem }
     }
 
     /// A root store holding only this CA.

@@ -121,17 +121,51 @@ impl Target {
 
     /// A new connection.
     pub async fn link(&self) -> Box<dyn Link> {
-        match self {
-            Self::Https { addr, tls } => {
-                Box::new(HttpClient::connect(*addr, "127.0.0.1", HttpTarget::Tls(Arc::clone(tls))).await.unwrap())
-            }
-            Self::Plain { addr } => Box::new(HttpClient::connect(*addr, "127.0.0.1", HttpTarget::Plain).await.unwrap()),
-            Self::Quic { addr, tls } => {
-                Box::new(QuicClient::connect(*addr, "127.0.0.1", Arc::clone(tls)).await.unwrap())
-            }
-            Self::Unix { path } => Box::new(UnixClient::connect(path).await.unwrap()),
-        }
+        self.try_link().await.unwrap_or_else(|error| panic!("cannot connect over {}: {error}", self.name()))
     }
+
+    /// A new connection, or why there is none.
+    pub async fn try_link(&self) -> Result<Box<dyn Link>, String> {
+        Ok(match self {
+            Self::Https { addr, tls } => Box::new(
+                HttpClient::connect(*addr, "127.0.0.1", HttpTarget::Tls(Arc::clone(tls)))
+                    .await
+                    .map_err(|e| error_chain(&e))?,
+            ),
+            Self::Plain { addr } => {
+                Box::new(HttpClient::connect(*addr, "127.0.0.1", HttpTarget::Plain).await.map_err(|e| error_chain(&e))?)
+            }
+            Self::Quic { addr, tls } => {
+                Box::new(QuicClient::connect(*addr, "127.0.0.1", Arc::clone(tls)).await.map_err(|e| format!("{e:?}"))?)
+            }
+            Self::Unix { path } => Box::new(UnixClient::connect(path).await.map_err(|e| error_chain(&e))?),
+        })
+    }
+
+    /// A new connection, `init_secure_api` and one call (`get_top_level_directory`), within 10 s:
+    /// whether a client with this target's certificates gets an answer.
+    pub async fn try_call(&self) -> Result<Value, String> {
+        let attempt = async {
+            let link = self.try_link().await?;
+            let mut session = SecureSession::open(link).await.map_err(|e| format!("init_secure_api: {e:?}"))?;
+            session.call("get_top_level_directory", json!({})).await.map_err(|e| format!("call: {e:?}"))
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), attempt)
+            .await
+            .unwrap_or_else(|_| Err("no answer within 10 s".to_owned()))
+    }
+}
+
+/// An error and its sources, on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// A secure session over a new connection (the driver's `SecureSession`), with test conveniences.

@@ -1,0 +1,155 @@
+//! The TLS side of `keyward serve` over real sockets: client certificates must list the clientAuth
+//! usage explicitly (HTTPS and QUIC), and `keyward certs rotate` reaches a running server.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keyward::{certs, tls};
+use keyward_testkit::pki::{Ca, Identity, Usage};
+use keyward_tests::{Session, Target, TestServer, runtime};
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+
+/// Writes `identity`'s certificate and key next to each other in `dir`; returns their paths.
+fn write_identity(dir: &Path, name: &str, identity: &Identity) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    certs::write_file(&cert, identity.cert_pem().as_bytes(), 0o644).unwrap();
+    certs::write_file(&key, identity.key_pem().as_bytes(), 0o600).unwrap();
+    (cert, key)
+}
+
+/// Over TCP + TLS 1.3, the server's answer to a client certificate it refuses: the alert the client
+/// reads after its handshake (TLS 1.3 clients finish theirs before the server has checked them). The
+/// client sends nothing more, so the server closes with nothing unread and the alert arrives intact.
+async fn https_refusal(addr: std::net::SocketAddr, config: Arc<rustls::ClientConfig>) -> String {
+    let attempt = async {
+        let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls =
+            tokio_rustls::TlsConnector::from(config).connect(name, stream).await.map_err(|e| e.to_string())?;
+        let mut answer = Vec::new();
+        match tls.read_to_end(&mut answer).await {
+            Ok(_) => Err(format!("the server closed without an alert: {}", String::from_utf8_lossy(&answer))),
+            Err(error) => Ok(error.to_string()),
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+        Ok(Ok(refusal)) | Ok(Err(refusal)) => refusal,
+        Err(_) => "no refusal within 5 s (the handshake was accepted)".to_owned(),
+    }
+}
+
+#[test]
+fn client_certificates_without_the_client_auth_usage_are_refused_over_https_and_quic() {
+    runtime().block_on(async {
+        // A set in the flat layout of older versions, from a CA whose key the test holds.
+        let root = tempfile::tempdir().unwrap();
+        let tls_dir = keyward::serve::tls_dir(&root.path().join("kw"));
+        certs::private_dir(&tls_dir).unwrap();
+        let ca = Ca::new("Keyward test CA");
+        certs::write_file(&tls_dir.join(certs::CA_CERT), ca.cert_pem().as_bytes(), 0o644).unwrap();
+        let server_identity = ca.leaf("keyward server", &["localhost", "127.0.0.1"], Usage::Server, false);
+        write_identity(&tls_dir, "server", &server_identity);
+        write_identity(&tls_dir, "client", &ca.leaf("keyward client", &[], Usage::Client, false));
+        let running = keyward_tests::start_in(root.path()).await;
+        let (https, quic) = (running.https.unwrap(), running.quic.unwrap());
+        let ca_file = tls_dir.join(certs::CA_CERT);
+
+        // Signed by the server's own CA, valid, but without any extended key usage extension.
+        let (cert, key) = write_identity(root.path(), "no-eku", &ca.leaf("no usage", &[], Usage::NoEku, false));
+        let no_eku = tls::client_config_from(&ca_file, Some((&cert, &key))).unwrap();
+        let refusal = https_refusal(https, Arc::clone(&no_eku)).await;
+        assert!(refusal.contains("UnsupportedCertificate"), "HTTPS: expected alert 43, got {refusal}");
+        let refusal = Target::Quic { addr: quic, tls: Arc::clone(&no_eku) }.try_call().await.unwrap_err();
+        assert!(refusal.contains("handshake failed: error 43"), "QUIC: expected alert 43, got {refusal}");
+        let refusal = Target::Https { addr: https, tls: no_eku }.try_call().await;
+        assert!(refusal.is_err(), "HTTPS: a certificate without EKU got an answer: {refusal:?}");
+
+        // The same CA's certificate with clientAuth works over both.
+        let (cert, key) = write_identity(root.path(), "with-eku", &ca.leaf("front end", &[], Usage::Client, false));
+        let good = tls::client_config_from(&ca_file, Some((&cert, &key))).unwrap();
+        for target in [Target::Https { addr: https, tls: Arc::clone(&good) }, Target::Quic { addr: quic, tls: good }] {
+            let answer = target.try_call().await;
+            assert!(answer.as_ref().is_ok_and(|v| v.is_string()), "{}: {answer:?}", target.name());
+        }
+        running.stop().await;
+    });
+}
+
+/// Copies the client side of the set in use (ca.crt, client.crt, client.key) to `to`.
+fn copy_client_side(tls_dir: &Path, to: &Path) {
+    let set = certs::set_dir(tls_dir).unwrap();
+    for file in [certs::CA_CERT, certs::CLIENT_CERT, certs::CLIENT_KEY] {
+        std::fs::copy(set.join(file), to.join(file)).unwrap();
+    }
+}
+
+fn client_of(ca_dir: &Path, cert_dir: &Path) -> Arc<rustls::ClientConfig> {
+    let cert = (cert_dir.join(certs::CLIENT_CERT), cert_dir.join(certs::CLIENT_KEY));
+    tls::client_config_from(&ca_dir.join(certs::CA_CERT), Some((&cert.0, &cert.1))).unwrap()
+}
+
+#[test]
+fn a_rotation_reaches_the_running_server_and_open_connections_finish() {
+    runtime().block_on(async {
+        let server = TestServer::start().await;
+        let tls_dir = server.tls_dir();
+        let (https, quic) = (server.running.https.unwrap(), server.running.quic.unwrap());
+        let old = tempfile::tempdir().unwrap();
+        copy_client_side(&tls_dir, old.path());
+        // The old set's clients keep their configs (and whatever tickets they were given).
+        let (old_https, old_quic) = (server.https(), server.quic());
+        let mut kept_https = Session::open(&old_https, 1, true).await;
+        let mut kept_quic = Session::open(&old_quic, 2, true).await;
+        assert!(kept_https.ok("get_top_level_directory", json!({})).await.is_string());
+        assert!(kept_quic.ok("get_top_level_directory", json!({})).await.is_string());
+        for target in [&old_https, &old_quic] {
+            assert!(target.try_call().await.is_ok(), "{} with the old set before the rotation", target.name());
+        }
+
+        let rotated = Instant::now();
+        let set = certs::rotate(&tls_dir, false).unwrap();
+        assert_eq!(certs::set_dir(&tls_dir).unwrap(), set);
+        let (new_https, new_quic) = (server.https(), server.quic());
+        // Within 2 s: new clients with the new set are answered and new clients with the old set are not.
+        loop {
+            let mut outcomes = Vec::new();
+            for target in [&new_https, &new_quic] {
+                outcomes.push(target.try_call().await.is_ok());
+            }
+            for target in [&old_https, &old_quic] {
+                outcomes.push(target.try_call().await.is_err());
+            }
+            if outcomes.iter().all(|ok| *ok) {
+                break;
+            }
+            assert!(
+                rotated.elapsed() < Duration::from_secs(2),
+                "2 s after the rotation, [new https, new quic answered; old https, old quic refused] = {outcomes:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let new = tempfile::tempdir().unwrap();
+        copy_client_side(&tls_dir, new.path());
+        // The server's verifier changed: the old client certificate, offered to the new server
+        // certificate (trusted), is refused; and the server's certificate changed: a client that
+        // trusts only the old CA refuses the server even with the new client certificate.
+        for (what, config) in [
+            ("old client certificate", client_of(new.path(), old.path())),
+            ("old CA", client_of(old.path(), new.path())),
+        ] {
+            for target in
+                [Target::Https { addr: https, tls: Arc::clone(&config) }, Target::Quic { addr: quic, tls: config }]
+            {
+                let refused = target.try_call().await;
+                assert!(refused.is_err(), "{what} over {}: {refused:?}", target.name());
+            }
+        }
+        // Connections opened before the rotation finish their work.
+        assert!(kept_https.ok("get_top_level_directory", json!({})).await.is_string());
+        assert!(kept_quic.ok("get_top_level_directory", json!({})).await.is_string());
+        server.stop().await;
+    });
+}
