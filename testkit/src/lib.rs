@@ -159,6 +159,7 @@ pub fn scenarios() -> Vec<Scenario> {
         ("sessions_expire_after_their_lifetime_however_busy", session_lifetime),
         ("open_wallets_are_limited_by_the_vault", vault_capacity),
         ("busy_refusal_runs_nothing", busy_refusal_runs_nothing),
+        ("failed_opens_on_made_up_names_lock_nobody_out", made_up_names_lock_nobody_out),
     ]
 }
 
@@ -732,4 +733,44 @@ fn busy_refusal_runs_nothing(store: Box<dyn Store>) {
     let replay = h.send_as(&c, &body);
     assert_eq!(plain_error(&replay.body).0, -32002);
     h.ok(&mut c, "create_account_path", json!({"token": token, "label": "x"}));
+}
+
+/// `count` made-up, valid wallet names drawn from `seed` (xorshift64: no repeats within its period).
+pub fn made_up_names(count: usize, seed: u64) -> Vec<String> {
+    let mut state = seed | 1;
+    (0..count)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            format!("ghost-{state:016x}")
+        })
+        .collect()
+}
+
+fn made_up_names_lock_nobody_out(store: Box<dyn Store>) {
+    use keyward_core::WalletKey;
+    let mut h = Harness::new(store);
+    let mut c = h.client(1, true);
+    create(&mut h, &mut c, json!("owner"), "right");
+    assert_rpc_error(h.call(&mut c, "open_wallet", json!({"name": "owner", "password": "x"})), -32099, "Error opening");
+    let wallets = h.server.store().list_wallets("").unwrap();
+    // 5,000 failures, more than the throttle's table holds (4,096). One call per envelope: a batch
+    // would run only its first slow call.
+    let names = made_up_names(5_000, 0x5eed);
+    for name in &names {
+        assert_rpc_error(
+            h.call(&mut c, "open_wallet", json!({"name": name, "password": "x"})),
+            -32099,
+            "Error opening",
+        );
+    }
+    // At once (a millisecond later on the virtual clock), the owner's password opens the wallet.
+    open(&mut h, &mut c, json!("owner"), "right");
+    assert_eq!(h.server.store().list_wallets("").unwrap(), wallets);
+    for name in names.iter().step_by(499) {
+        let key = WalletKey { dir: String::new(), name: name.clone() };
+        assert_eq!(h.server.store().load_failures(&key).unwrap(), 0, "{name} was recorded");
+        assert!(h.server.store().load_wallet(&key).unwrap().is_none());
+    }
 }
