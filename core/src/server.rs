@@ -113,7 +113,8 @@ impl Server {
     }
 
     /// Finishes a call that [`Server::handle_step`] set aside (a method that runs a KDF or writes to
-    /// the store, or an embedder's method). Call it off the I/O threads.
+    /// the store, an embedder's method, or a batch). Call it off the I/O threads. A batch runs at most
+    /// its first slow request; each later one is answered −32099 `Busy: …` without running.
     pub fn finish(&self, call: SlowCall) -> Outgoing {
         let outgoing = self.answer_accepted(&call.id, &call.accepted, call.now_ms, Run::Dispatch);
         drop(call);
@@ -312,6 +313,10 @@ impl Server {
         let mut inner = WipedJson(serde_json::from_slice::<Value>(plaintext).ok()?);
         match &mut inner.0 {
             Value::Array(requests) if !requests.is_empty() => {
+                // The same elements unparsed, for their ids as the client wrote them (a parsed
+                // number would be written back differently: `1e2` as `100.0`).
+                let raw: Vec<&RawValue> = serde_json::from_slice(plaintext).unwrap_or_default();
+                let mut slow_ran = false;
                 out.push(b'[');
                 for (i, request) in requests.iter_mut().enumerate() {
                     if i > 0 {
@@ -322,11 +327,18 @@ impl Server {
                         jsonrpc::write_error(&Value::Null, code, &message, out);
                         continue;
                     }
-                    let id = request.get("id").cloned().unwrap_or(Value::Null);
+                    let id = raw.get(i).map_or(RawValue::NULL, |element| batch_id(element));
                     let method = request.get("method").and_then(Value::as_str).map(str::to_owned);
+                    // One slow call per batch at most: one envelope cannot queue KDFs by the thousand.
+                    let slow = method.as_deref().and_then(|m| speed(m, &self.app_methods)) == Some(Speed::Slow);
+                    let run = match run {
+                        Run::Dispatch if slow && slow_ran => Run::RefuseBusy,
+                        run => run,
+                    };
+                    slow_ran |= slow;
                     let params = request.get_mut("params");
                     let call = Call { method: method.as_deref(), params, context, run };
-                    self.answer_call(&id, call, &mut after, out);
+                    self.answer_call(id, call, &mut after, out);
                 }
                 out.push(b']');
             }
@@ -377,7 +389,8 @@ impl Server {
     }
 }
 
-/// Whether the inner requests of an envelope are run or refused.
+/// Whether the inner requests of an envelope are run or refused (a batch refuses each slow request
+/// after its first).
 #[derive(Debug, Clone, Copy)]
 enum Run {
     Dispatch,
@@ -465,6 +478,19 @@ fn echoable_id(id: Option<&RawValue>) -> &RawValue {
         _ => false,
     };
     if echoable { raw } else { RawValue::NULL }
+}
+
+/// The id of a batch's request, by [`echoable_id`]'s rules; `null` if the request is no object.
+fn batch_id(request: &RawValue) -> &RawValue {
+    #[derive(Deserialize)]
+    struct IdOnly<'a> {
+        #[serde(borrow, default)]
+        id: Option<&'a RawValue>,
+    }
+    if !starts_object(request.get().as_bytes()) {
+        return RawValue::NULL;
+    }
+    serde_json::from_str::<IdOnly<'_>>(request.get()).map_or(RawValue::NULL, |request| echoable_id(request.id))
 }
 
 /// Whether a JSON text is an object (serde would also read a struct from an array).
