@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use crate::envelope;
 use crate::jsonrpc::{self, EnvelopeError, MethodError};
 use crate::methods::{self, APP_METHOD_SPEED, AfterAnswer, AppCall, AppError, AppMethod, RegisterError, Speed};
-use crate::secret::{WipedJson, wipe_json};
+use crate::secret::{SecretBuffer, WipedJson, wipe_json};
 use crate::session::{AcceptError, Accepted, SessionId, SessionTable};
 use crate::state::{State, lock};
 use crate::store::Store;
@@ -60,8 +60,8 @@ impl fmt::Debug for Server {
     }
 }
 
-/// Initial capacity of an inner answer buffer: large enough for every built-in answer, so that it does
-/// not reallocate (and leave a plaintext copy behind in freed memory).
+/// Initial capacity of an inner answer buffer: large enough for every built-in answer, so that it
+/// rarely grows. When it does (a batch, a long id), the [`SecretBuffer`] wipes the block it leaves.
 const ANSWER_CAPACITY: usize = 4096;
 
 impl Server {
@@ -267,13 +267,15 @@ impl Server {
         let session = Some(accepted.id);
         let context = CallContext { session: accepted.id, dir: accepted.dir.clone(), now_ms };
         // Encrypted in place below: the plaintext answer is overwritten by its ciphertext.
-        let mut answer = Vec::with_capacity(ANSWER_CAPACITY);
+        let mut answer = SecretBuffer::with_capacity(ANSWER_CAPACITY);
         let Some(after) = self.answer_inner(&accepted.plaintext, &context, run, &mut answer) else {
             let why = "the decrypted body is not UTF-8 JSON";
             return plain_error(id, &EnvelopeError::Decryption(why.into()), session);
         };
+        // Room for the tag now, so that sealing does not grow the `Vec` (leaving the plaintext behind).
+        answer.reserve(envelope::TAG_LEN);
         let reply_nonce: [u8; envelope::NONCE_LEN] = self.state.random();
-        let body_enc = accepted.cipher.seal_in_place(&reply_nonce, &mut answer);
+        let body_enc = accepted.cipher.seal_in_place(&reply_nonce, answer.as_mut_vec());
         if body_enc.is_empty() {
             return plain_error(id, &EnvelopeError::Encryption, session);
         }
@@ -296,7 +298,7 @@ impl Server {
         plaintext: &[u8],
         context: &CallContext,
         run: Run,
-        out: &mut Vec<u8>,
+        out: &mut SecretBuffer,
     ) -> Option<AfterAnswer> {
         let mut after = AfterAnswer::default();
         let fast =
@@ -350,7 +352,13 @@ impl Server {
         Some(after)
     }
 
-    fn answer_call<I: Serialize + ?Sized>(&self, id: &I, call: Call<'_>, after: &mut AfterAnswer, out: &mut Vec<u8>) {
+    fn answer_call<I: Serialize + ?Sized>(
+        &self,
+        id: &I,
+        call: Call<'_>,
+        after: &mut AfterAnswer,
+        out: &mut SecretBuffer,
+    ) {
         let Some(method) = call.method else {
             let (code, message) = MethodError::InvalidRequest("no method".into()).wire();
             return jsonrpc::write_error(id, code, &message, out);
