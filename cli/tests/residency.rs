@@ -6,6 +6,10 @@
 //!   its secret key), the entropy and the mnemonic are nowhere in the process.
 //! * After `close_wallet` and the end of the session (its QUIC connection closed): none of them, nor
 //!   the password, the token or the session key.
+//!
+//! The wallet's life includes a batch whose answer outgrows the server's answer buffer (a
+//! 200,000-character id after the mnemonic's answer): growing the buffer must not leave the mnemonic
+//! behind in freed memory.
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
 use std::io::{Read, Seek, SeekFrom};
@@ -119,6 +123,13 @@ impl Caller {
         let answer = self.quic.call(&body).await.unwrap();
         self.client.open(pending, &answer)
     }
+
+    /// Sends a batch (an array of requests) in one envelope; the array of answers.
+    async fn batch(&mut self, requests: &Value) -> Value {
+        let (body, pending) = self.client.seal_raw(&serde_json::to_vec(requests).unwrap(), 0, None).unwrap();
+        let answer = self.quic.call(&body).await.unwrap();
+        self.client.open_raw(pending, &answer).unwrap()
+    }
 }
 
 fn rand_seed() -> [u8; 32] {
@@ -168,6 +179,18 @@ fn no_secret_stays_in_the_server_process() {
         caller.call("get_public_key", json!({"token": token, "path": "m/0"})).await.unwrap();
         let words = caller.call("get_mnemonic", json!({"name": "resident", "password": PASSWORD})).await.unwrap();
         assert_eq!(words, json!(VECTOR_MNEMONIC));
+        // The mnemonic's answer first, then one with a 200,000-character id: the answer buffer
+        // (4 KiB) must grow while it holds the mnemonic. The second get_mnemonic is refused (one slow
+        // call per batch) but its id is echoed all the same.
+        let get_mnemonic = |id: Value| {
+            json!({"jsonrpc": "2.0", "id": id, "method": "get_mnemonic",
+                   "params": {"name": "resident", "password": PASSWORD}})
+        };
+        let long_id = "i".repeat(200_000);
+        let answers = caller.batch(&json!([get_mnemonic(json!(1)), get_mnemonic(json!(long_id))])).await;
+        assert_eq!(answers[0]["result"]["Ok"], json!(VECTOR_MNEMONIC));
+        assert_eq!(answers[1]["id"], json!(long_id));
+        assert_eq!(answers[1]["error"]["code"], json!(-32099), "{}", answers[1]["error"]);
 
         // Open, between calls: the unmasked seed must not be anywhere.
         let open_findings = find(pid, &seed_secrets);

@@ -4,12 +4,28 @@
 //! Answers are written `{"id":…,"jsonrpc":"2.0","result":{"Ok":…}}` or
 //! `{"id":…,"jsonrpc":"2.0","error":{"code":…,"message":"…"}}`, in that field order, as grin-wallet does.
 //!
-//! Inner answers are written into a buffer that is then encrypted in place, so the plaintext (which
-//! may hold a token or a mnemonic) is overwritten by its own ciphertext; callers size the buffer so
-//! that it does not reallocate.
+//! Inner answers are written into a [`SecretBuffer`] that is then encrypted in place, so the plaintext
+//! (which may hold a token or a mnemonic) is overwritten by its own ciphertext, and a buffer that had
+//! to grow wiped its old block.
 
 use serde::Serialize;
 use serde_json::Value;
+
+use crate::secret::SecretBuffer;
+
+/// Where answers are written: a `Vec<u8>` (plaintext answers) or a [`SecretBuffer`] (inner answers,
+/// which may hold secrets). Writing into either cannot fail.
+pub trait AnswerBuffer: std::io::Write + sealed::Sealed {}
+
+impl AnswerBuffer for Vec<u8> {}
+impl AnswerBuffer for SecretBuffer {}
+
+mod sealed {
+    /// Keeps [`AnswerBuffer`](super::AnswerBuffer) to the buffers whose writes cannot fail.
+    pub trait Sealed {}
+    impl Sealed for Vec<u8> {}
+    impl Sealed for crate::secret::SecretBuffer {}
+}
 
 /// Errors of the envelope layer, answered in plaintext.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,18 +161,18 @@ struct Answer<'a, I: Serialize + ?Sized, T: Serialize + ?Sized> {
     error: Option<ErrorObject<'a>>,
 }
 
-fn write<I: Serialize + ?Sized, T: Serialize + ?Sized>(answer: &Answer<'_, I, T>, out: &mut Vec<u8>) {
-    // Writing JSON values and plain structs into a Vec cannot fail.
-    serde_json::to_writer(out, answer).expect("serializing JSON into a Vec cannot fail");
+fn write<I: Serialize + ?Sized, T: Serialize + ?Sized>(answer: &Answer<'_, I, T>, out: &mut impl AnswerBuffer) {
+    // Writing JSON values and plain structs into an `AnswerBuffer` cannot fail.
+    serde_json::to_writer(out, answer).expect("serializing JSON into an AnswerBuffer cannot fail");
 }
 
 /// Appends `{"id":…,"jsonrpc":"2.0","result":{"Ok":value}}`.
-pub fn write_ok<I: Serialize + ?Sized, T: Serialize + ?Sized>(id: &I, value: &T, out: &mut Vec<u8>) {
+pub fn write_ok<I: Serialize + ?Sized, T: Serialize + ?Sized>(id: &I, value: &T, out: &mut impl AnswerBuffer) {
     write(&Answer { id, jsonrpc: "2.0", result: Some(OkWrap { ok: value }), error: None }, out);
 }
 
 /// Appends `{"id":…,"jsonrpc":"2.0","error":{"code":…,"message":…}}`.
-pub fn write_error<I: Serialize + ?Sized>(id: &I, code: i64, message: &str, out: &mut Vec<u8>) {
+pub fn write_error<I: Serialize + ?Sized>(id: &I, code: i64, message: &str, out: &mut impl AnswerBuffer) {
     let answer: Answer<'_, I, Value> =
         Answer { id, jsonrpc: "2.0", result: None, error: Some(ErrorObject { code, message }) };
     write(&answer, out);

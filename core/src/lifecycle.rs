@@ -180,36 +180,36 @@ fn seal_record(state: &State, entropy: &Entropy, password: &Password) -> Result<
 }
 
 /// Checks a wallet's password, under the unlock throttle. Returns the stored wallet, the parsed
-/// record and the entropy. A missing wallet costs one KDF too and fails the same way.
+/// record and the entropy. A missing wallet costs one KDF too and fails the same way, but is not
+/// throttled: it gets no throttle entry and no store write. The caller holds the wallet's lock, so
+/// the wallet cannot appear or vanish during the check.
 fn check_password(
     state: &State,
     key: &WalletKey,
     password: &Password,
     now_ms: u64,
 ) -> Result<(StoredWallet, SeedRecord, Entropy), MethodError> {
+    let Some(stored) = state.store.load_wallet(key).map_err(store_error)? else {
+        // Same cost as a real attempt, so timing does not tell which wallets exist. Nothing is
+        // recorded: a flood of made-up names must not fill the throttle's table or the store.
+        let _ = state.config.kdf.derive(password, &[0u8; 16]);
+        return Err(MethodError::Lifecycle(OPEN_ERROR.into()));
+    };
     if !lock(&state.throttle).knows(key) {
-        // After a restart, the persisted count of failures applies again.
+        // After a restart (or once the entry made room for others), the persisted count applies again.
         let failures = state.store.load_failures(key).map_err(store_error)?;
         lock(&state.throttle).restore(key, failures, now_ms);
     }
     if let Err(wait) = lock(&state.throttle).check(key, now_ms) {
         return Err(MethodError::Throttled { retry_after_ms: wait });
     }
-    let stored = state.store.load_wallet(key).map_err(store_error)?;
-    let outcome = match stored {
-        Some(stored) => match SeedRecord::from_bytes(&stored.seed_record) {
-            Ok(record) => match record.open(password) {
-                Ok(entropy) => Ok((stored, record, entropy)),
-                Err(_) => Err(MethodError::Lifecycle(OPEN_ERROR.into())),
-            },
-            Err(SeedRecordError::Malformed | SeedRecordError::WrongPassword) => {
-                tracing::error!(wallet = %key.name, "seed record is damaged or of an unknown version");
-                let _ = state.config.kdf.derive(password, &[0u8; 16]);
-                Err(MethodError::Lifecycle(OPEN_ERROR.into()))
-            }
+    let outcome = match SeedRecord::from_bytes(&stored.seed_record) {
+        Ok(record) => match record.open(password) {
+            Ok(entropy) => Ok((stored, record, entropy)),
+            Err(_) => Err(MethodError::Lifecycle(OPEN_ERROR.into())),
         },
-        None => {
-            // Same cost as a real attempt, so timing does not tell which wallets exist.
+        Err(SeedRecordError::Malformed | SeedRecordError::WrongPassword) => {
+            tracing::error!(wallet = %key.name, "seed record is damaged or of an unknown version");
             let _ = state.config.kdf.derive(password, &[0u8; 16]);
             Err(MethodError::Lifecycle(OPEN_ERROR.into()))
         }

@@ -121,6 +121,86 @@ impl MasterKey {
     }
 }
 
+/// A growable byte buffer for plaintext that may hold secrets (an inner answer can carry a token or
+/// a mnemonic). A `Vec` that outgrows its block copies the bytes to a larger one and frees the old
+/// block as it is, so a plaintext copy stays behind in freed memory; this buffer allocates the larger
+/// block itself, copies, and wipes the old block before freeing it. It wipes itself on drop.
+#[derive(Default)]
+pub struct SecretBuffer(Vec<u8>);
+
+impl SecretBuffer {
+    /// An empty buffer with room for `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self(Vec::with_capacity(capacity))
+    }
+
+    /// Makes room for `additional` more bytes, moving to a larger block (at least twice the size)
+    /// if needed and wiping the old one.
+    pub fn reserve(&mut self, additional: usize) {
+        if self.0.capacity() - self.0.len() >= additional {
+            return;
+        }
+        // `Vec::with_capacity` panics on an impossible size, as `Vec::reserve` would.
+        let capacity = self.0.len().saturating_add(additional).max(self.0.capacity().saturating_mul(2));
+        let mut larger = Vec::with_capacity(capacity);
+        larger.extend_from_slice(&self.0);
+        let mut old = std::mem::replace(&mut self.0, larger);
+        old.zeroize();
+    }
+
+    /// Appends bytes.
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.reserve(bytes.len());
+        self.0.extend_from_slice(bytes);
+    }
+
+    /// Appends one byte.
+    pub fn push(&mut self, byte: u8) {
+        self.reserve(1);
+        self.0.push(byte);
+    }
+
+    /// The bytes written so far.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The bytes as a `Vec`, for work in place that does not grow it, like encryption in place
+    /// after [`reserve`](Self::reserve) made room for the tag. Growing the `Vec` through this
+    /// reference would reallocate without the wipe.
+    pub fn as_mut_vec(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+
+    /// The capacity of the current block.
+    pub fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+}
+
+impl std::io::Write for SecretBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for SecretBuffer {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl fmt::Debug for SecretBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretBuffer({} bytes, <redacted>)", self.0.len())
+    }
+}
+
 /// Overwrites every string in a JSON value (parsed requests and built answers can hold passwords,
 /// mnemonics and tokens) before it is dropped.
 pub fn wipe_json(value: &mut serde_json::Value) {
@@ -214,6 +294,25 @@ mod tests {
         for len in 0..40 {
             assert_eq!(Entropy::from_bytes(vec![1; len]).is_some(), Entropy::LENGTHS.contains(&len));
         }
+    }
+
+    #[test]
+    fn secret_buffer_grows_by_copying_and_keeps_every_byte() {
+        let mut buffer = SecretBuffer::with_capacity(4);
+        buffer.extend_from_slice(b"abc");
+        buffer.push(b'd');
+        let small = buffer.capacity();
+        buffer.push(b'e');
+        assert!(buffer.capacity() >= 2 * small);
+        assert!(std::io::Write::write_all(&mut buffer, &[b'x'; 100]).is_ok());
+        assert!(buffer.capacity() >= 105);
+        assert_eq!(&buffer.expose()[..5], b"abcde");
+        assert_eq!(buffer.expose().len(), 105);
+        buffer.reserve(16);
+        let before = buffer.capacity();
+        buffer.as_mut_vec().extend_from_slice(&[0; 16]);
+        assert_eq!(buffer.capacity(), before, "reserve made room, so the Vec did not grow");
+        assert!(!format!("{buffer:?}").contains("abc"));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 use crate::envelope;
 use crate::jsonrpc::{self, EnvelopeError, MethodError};
 use crate::methods::{self, APP_METHOD_SPEED, AfterAnswer, AppCall, AppError, AppMethod, RegisterError, Speed};
-use crate::secret::{WipedJson, wipe_json};
+use crate::secret::{SecretBuffer, WipedJson, wipe_json};
 use crate::session::{self, AcceptError, Accepted, SessionId, SessionTable};
 use crate::state::{State, lock};
 use crate::store::Store;
@@ -64,8 +64,8 @@ impl fmt::Debug for Server {
     }
 }
 
-/// Initial capacity of an inner answer buffer: large enough for every built-in answer, so that it does
-/// not reallocate (and leave a plaintext copy behind in freed memory).
+/// Initial capacity of an inner answer buffer: large enough for every built-in answer, so that it
+/// rarely grows. When it does (a batch, a long id), the [`SecretBuffer`] wipes the block it leaves.
 const ANSWER_CAPACITY: usize = 4096;
 
 impl Server {
@@ -117,7 +117,8 @@ impl Server {
     }
 
     /// Finishes a call that [`Server::handle_step`] set aside (a method that runs a KDF or writes to
-    /// the store, or an embedder's method). Call it off the I/O threads.
+    /// the store, an embedder's method, or a batch). Call it off the I/O threads. A batch runs at most
+    /// its first slow request; each later one is answered −32099 `Busy: …` without running.
     pub fn finish(&self, call: SlowCall) -> Outgoing {
         let outgoing = self.answer_accepted(&call.id, &call.accepted, call.now_ms, Run::Dispatch);
         drop(call);
@@ -316,13 +317,15 @@ impl Server {
         let session = Some(accepted.id);
         let context = CallContext { session: accepted.id, dir: accepted.dir.clone(), now_ms };
         // Encrypted in place below: the plaintext answer is overwritten by its ciphertext.
-        let mut answer = Vec::with_capacity(ANSWER_CAPACITY);
+        let mut answer = SecretBuffer::with_capacity(ANSWER_CAPACITY);
         let Some(after) = self.answer_inner(&accepted.plaintext, &context, run, &mut answer) else {
             let why = "the decrypted body is not UTF-8 JSON";
             return plain_error(id, &EnvelopeError::Decryption(why.into()), session);
         };
+        // Room for the tag now, so that sealing does not grow the `Vec` (leaving the plaintext behind).
+        answer.reserve(envelope::TAG_LEN);
         let reply_nonce: [u8; envelope::NONCE_LEN] = self.state.random();
-        let body_enc = accepted.cipher.seal_in_place(&reply_nonce, &mut answer);
+        let body_enc = accepted.cipher.seal_in_place(&reply_nonce, answer.as_mut_vec());
         if body_enc.is_empty() {
             return plain_error(id, &EnvelopeError::Encryption, session);
         }
@@ -345,7 +348,7 @@ impl Server {
         plaintext: &[u8],
         context: &CallContext,
         run: Run,
-        out: &mut Vec<u8>,
+        out: &mut SecretBuffer,
     ) -> Option<AfterAnswer> {
         let mut after = AfterAnswer::default();
         let fast =
@@ -362,6 +365,10 @@ impl Server {
         let mut inner = WipedJson(serde_json::from_slice::<Value>(plaintext).ok()?);
         match &mut inner.0 {
             Value::Array(requests) if !requests.is_empty() => {
+                // The same elements unparsed, for their ids as the client wrote them (a parsed
+                // number would be written back differently: `1e2` as `100.0`).
+                let raw: Vec<&RawValue> = serde_json::from_slice(plaintext).unwrap_or_default();
+                let mut slow_ran = false;
                 out.push(b'[');
                 for (i, request) in requests.iter_mut().enumerate() {
                     if i > 0 {
@@ -372,11 +379,18 @@ impl Server {
                         jsonrpc::write_error(&Value::Null, code, &message, out);
                         continue;
                     }
-                    let id = request.get("id").cloned().unwrap_or(Value::Null);
+                    let id = raw.get(i).map_or(RawValue::NULL, |element| batch_id(element));
                     let method = request.get("method").and_then(Value::as_str).map(str::to_owned);
+                    // One slow call per batch at most: one envelope cannot queue KDFs by the thousand.
+                    let slow = method.as_deref().and_then(|m| speed(m, &self.app_methods)) == Some(Speed::Slow);
+                    let run = match run {
+                        Run::Dispatch if slow && slow_ran => Run::RefuseBusy,
+                        run => run,
+                    };
+                    slow_ran |= slow;
                     let params = request.get_mut("params");
                     let call = Call { method: method.as_deref(), params, context, run };
-                    self.answer_call(&id, call, &mut after, out);
+                    self.answer_call(id, call, &mut after, out);
                 }
                 out.push(b']');
             }
@@ -388,7 +402,13 @@ impl Server {
         Some(after)
     }
 
-    fn answer_call<I: Serialize + ?Sized>(&self, id: &I, call: Call<'_>, after: &mut AfterAnswer, out: &mut Vec<u8>) {
+    fn answer_call<I: Serialize + ?Sized>(
+        &self,
+        id: &I,
+        call: Call<'_>,
+        after: &mut AfterAnswer,
+        out: &mut SecretBuffer,
+    ) {
         let Some(method) = call.method else {
             let (code, message) = MethodError::InvalidRequest("no method".into()).wire();
             return jsonrpc::write_error(id, code, &message, out);
@@ -427,7 +447,8 @@ impl Server {
     }
 }
 
-/// Whether the inner requests of an envelope are run or refused.
+/// Whether the inner requests of an envelope are run or refused (a batch refuses each slow request
+/// after its first).
 #[derive(Debug, Clone, Copy)]
 enum Run {
     Dispatch,
@@ -522,6 +543,19 @@ fn echoable_id(id: Option<&RawValue>) -> &RawValue {
         _ => false,
     };
     if echoable { raw } else { RawValue::NULL }
+}
+
+/// The id of a batch's request, by [`echoable_id`]'s rules; `null` if the request is no object.
+fn batch_id(request: &RawValue) -> &RawValue {
+    #[derive(Deserialize)]
+    struct IdOnly<'a> {
+        #[serde(borrow, default)]
+        id: Option<&'a RawValue>,
+    }
+    if !starts_object(request.get().as_bytes()) {
+        return RawValue::NULL;
+    }
+    serde_json::from_str::<IdOnly<'_>>(request.get()).map_or(RawValue::NULL, |request| echoable_id(request.id))
 }
 
 /// Whether a JSON text is an object (serde would also read a struct from an array).

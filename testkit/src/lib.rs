@@ -159,6 +159,8 @@ pub fn scenarios() -> Vec<Scenario> {
         ("sessions_expire_after_their_lifetime_however_busy", session_lifetime),
         ("open_wallets_are_limited_by_the_vault", vault_capacity),
         ("busy_refusal_runs_nothing", busy_refusal_runs_nothing),
+        ("failed_opens_on_made_up_names_lock_nobody_out", made_up_names_lock_nobody_out),
+        ("a_batch_runs_one_slow_call_and_echoes_ids_like_the_envelope", batch_rules),
     ]
 }
 
@@ -735,4 +737,100 @@ fn busy_refusal_runs_nothing(store: Box<dyn Store>) {
     let replay = h.send_as(&c, &body);
     assert_eq!(plain_error(&replay.body).0, -32002);
     h.ok(&mut c, "create_account_path", json!({"token": token, "label": "x"}));
+}
+
+/// `count` made-up, valid wallet names drawn from `seed` (xorshift64: no repeats within its period).
+pub fn made_up_names(count: usize, seed: u64) -> Vec<String> {
+    let mut state = seed | 1;
+    (0..count)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            format!("ghost-{state:016x}")
+        })
+        .collect()
+}
+
+fn made_up_names_lock_nobody_out(store: Box<dyn Store>) {
+    use keyward_core::WalletKey;
+    let mut h = Harness::new(store);
+    let mut c = h.client(1, true);
+    create(&mut h, &mut c, json!("owner"), "right");
+    assert_rpc_error(h.call(&mut c, "open_wallet", json!({"name": "owner", "password": "x"})), -32099, "Error opening");
+    let wallets = h.server.store().list_wallets("").unwrap();
+    // 5,000 failures, more than the throttle's table holds (4,096). One call per envelope: a batch
+    // would run only its first slow call.
+    let names = made_up_names(5_000, 0x5eed);
+    for name in &names {
+        assert_rpc_error(
+            h.call(&mut c, "open_wallet", json!({"name": name, "password": "x"})),
+            -32099,
+            "Error opening",
+        );
+    }
+    // At once (a millisecond later on the virtual clock), the owner's password opens the wallet.
+    open(&mut h, &mut c, json!("owner"), "right");
+    assert_eq!(h.server.store().list_wallets("").unwrap(), wallets);
+    for name in names.iter().step_by(499) {
+        let key = WalletKey { dir: String::new(), name: name.clone() };
+        assert_eq!(h.server.store().load_failures(&key).unwrap(), 0, "{name} was recorded");
+        assert!(h.server.store().load_wallet(&key).unwrap().is_none());
+    }
+}
+
+fn batch_rules(store: Box<dyn Store>) {
+    let mut h = Harness::new(store);
+    let mut c = h.client(1, true);
+    create(&mut h, &mut c, json!("b"), "pw");
+    let busy = json!({"code": -32099, "message": "Busy: too many slow calls at once, try again shortly"});
+    // Ten open_wallet in one envelope: the first runs, the nine others are refused without a KDF.
+    let batch: Vec<Value> = (0..10)
+        .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "open_wallet", "params": {"name": "b", "password": "pw"}}))
+        .collect();
+    let (body, pending) = c.client.seal_raw(&serde_json::to_vec(&batch).unwrap(), 0, None).unwrap();
+    let inner = c.client.open_raw(pending, &h.send_as(&c, &body).body).unwrap();
+    let inner = inner.as_array().unwrap();
+    assert_eq!(inner.len(), 10);
+    let token = inner[0]["result"]["Ok"].clone();
+    assert_eq!(token.as_str().map(str::len), Some(64), "{}", inner[0]);
+    for (i, answer) in inner.iter().enumerate().skip(1) {
+        assert_eq!(answer, &json!({"id": i, "jsonrpc": "2.0", "error": busy}));
+    }
+    assert_eq!(h.server.open_wallet_count(), 1);
+    assert_eq!(h.ok(&mut c, "accounts", json!({"token": token})).as_array().map(Vec::len), Some(1));
+    // Fast calls run wherever they stand; a slow call that fails still uses the batch's one run.
+    // Ids follow the envelope's rules: strings, numbers (as written) and null are echoed, anything
+    // else is answered with null.
+    let batch = format!(
+        "[{},{},{},{},{}]",
+        r#"{"jsonrpc":"2.0","id":{"a":1},"method":"get_top_level_directory"}"#,
+        r#"{"jsonrpc":"2.0","id":"first","method":"get_mnemonic","params":{"name":"b","password":"wrong"}}"#,
+        r#"{"jsonrpc":"2.0","id":1e2,"method":"list_wallets"}"#,
+        r#"{"jsonrpc":"2.0","id":[1],"method":"change_password","params":{"name":"b","old":"pw","new":"x"}}"#,
+        r#"{"jsonrpc":"2.0","id":-7.50,"method":"accounts","params":{"token":TOKEN}}"#
+            .replace("TOKEN", &token.to_string()),
+    );
+    let (body, pending) = c.client.seal_raw(batch.as_bytes(), 0, None).unwrap();
+    let answer = h.send_as(&c, &body).body;
+    let text = inner_text(&c, &answer);
+    let inner = c.client.open_raw(pending, &answer).unwrap();
+    assert!(text.starts_with(r#"[{"id":null,"jsonrpc":"2.0","result":{"Ok":"/srv/keyward"}}"#), "{text}");
+    assert_eq!(inner[1]["id"], json!("first"));
+    assert_eq!(inner[1]["error"]["message"], json!("Lifecycle: Error opening wallet (is password correct?)"));
+    assert!(text.contains(r#"{"id":1e2,"jsonrpc":"2.0","result":{"Ok":[{"name":"b","open":true}]}}"#), "{text}");
+    assert_eq!(inner[3], json!({"id": null, "jsonrpc": "2.0", "error": busy}));
+    assert!(text.contains(r#"{"id":-7.50,"jsonrpc":"2.0","result":{"Ok":[{"#), "{text}");
+    // The refused change_password changed nothing.
+    open(&mut h, &mut c, json!("b"), "pw");
+}
+
+/// The decrypted inner answer of `body` as the server wrote it (the client's `open_raw` parses it).
+fn inner_text(c: &TestClient, body: &[u8]) -> String {
+    let outer: Value = serde_json::from_slice(body).unwrap();
+    let ok = &outer["result"]["Ok"];
+    let nonce = keyward_core::envelope::parse_nonce(ok["nonce"].as_str().unwrap()).unwrap();
+    let cipher = keyward_core::envelope::Cipher::new(c.client.session_key().unwrap());
+    let plaintext = cipher.open(&nonce, ok["body_enc"].as_str().unwrap()).unwrap();
+    String::from_utf8(plaintext.to_vec()).unwrap()
 }

@@ -151,8 +151,9 @@ impl Model {
         Answer::Ok(OkVal::Null)
     }
 
-    /// Checks a password as the server does (throttle first, a missing wallet like a wrong
-    /// password), then runs `then` on success.
+    /// Checks a password as the server does (a missing wallet fails like a wrong password but is
+    /// never throttled nor tracked; an existing one goes through the throttle first), then runs
+    /// `then` on success.
     fn with_password(
         &mut self,
         dir: u8,
@@ -165,11 +166,14 @@ impl Model {
             return Answer::Err(vec![E_ARG]);
         };
         let key = (dir, name);
+        let pw = pw % PASSWORDS.len() as u8;
+        let Some(wallet) = self.wallets.get(&key) else {
+            return Answer::Err(vec![E_OPEN]);
+        };
         if self.throttle.get(&key).is_some_and(|t| t.next_allowed > now) {
             return Answer::Err(vec![E_THROTTLED]);
         }
-        let pw = pw % PASSWORDS.len() as u8;
-        if self.wallets.get(&key).is_some_and(|w| w.password == pw) {
+        if wallet.password == pw {
             self.throttle.remove(&key);
             then(self, key)
         } else {
