@@ -37,6 +37,7 @@ mod memory;
 mod plan;
 mod report;
 mod stats;
+mod v3;
 mod workers;
 
 use std::net::SocketAddr;
@@ -320,7 +321,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
         let endpoint = endpoints_of(&child, &tls).into_iter().find(|e| e.transport == Transport::Http);
         match endpoint {
             Some(endpoint) => {
-                let result = memory(&endpoint, child.pid(), &plan.session_counts, &bodies.init, &progress).await;
+                let v3_time = plan.measure.max(std::time::Duration::from_millis(500));
+                let result =
+                    memory(&endpoint, child.pid(), &plan.session_counts, &bodies.init, v3_time, &progress).await;
                 errors += result.errors;
                 Some(result)
             }

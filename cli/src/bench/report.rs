@@ -286,6 +286,20 @@ pub(super) fn render(
             memory_rows.push(vec![format!("RSS with {count} idle sessions"), format!("{rss} KiB")]);
             memory_rows.push(vec![format!("growth per idle session at {count}"), format!("{per:.0} B")]);
         }
+        let v3_base = m.v3.first().map(|c| c.server_cpu_us_per_call);
+        for cost in &m.v3 {
+            let ratio = v3_base.map_or(f64::NAN, |base| ratio(cost.server_cpu_us_per_call, base));
+            memory_rows.push(vec![
+                format!("V3 client (no header) beside {} idle sessions", cost.idle_sessions),
+                format!(
+                    "accounts p50 {}, server CPU {:.1} us/call ({} the no-session figure), {} calls",
+                    fmt_us(cost.p50_us),
+                    cost.server_cpu_us_per_call,
+                    fmt_ratio(ratio),
+                    cost.calls
+                ),
+            ]);
+        }
         if m.errors > 0 {
             memory_rows.push(vec!["errors".to_owned(), m.errors.to_string()]);
         }
@@ -400,6 +414,7 @@ pub(super) fn render(
             "idle_rss_kib": m.idle_kib,
             "base_rss_kib": m.base_kib,
             "points": m.points.iter().map(|(n, rss, per)| json!({"sessions": n, "rss_kib": rss, "bytes_per_session": round(*per)})).collect::<Vec<_>>(),
+            "v3_unnamed_accounts": m.v3.iter().map(|c| json!({"idle_sessions": c.idle_sessions, "calls": c.calls, "p50_us": round(c.p50_us), "server_cpu_us_per_call": round(c.server_cpu_us_per_call)})).collect::<Vec<_>>(),
             "errors": m.errors,
         })),
         "server_under_test_rss_kib": {"before_calls": idle_rss_main, "after_calls": after_rss_main},
