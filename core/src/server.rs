@@ -146,11 +146,8 @@ impl Server {
     pub fn handle_step(&self, incoming: Incoming<'_>) -> Step {
         // A body that names no session and is too large to be tried against keys is refused before
         // it is even parsed: a stranger's megabyte costs a length check.
-        let max_unnamed = self.state.config.sessions.max_unnamed_bytes;
-        if incoming.session.is_none()
-            && incoming.body.len() > max_unnamed.saturating_mul(4) / 3 + UNNAMED_ENVELOPE_SLACK
-        {
-            return Step::Done(plain_error(RawValue::NULL, &EnvelopeError::Format(MUST_NAME.into()), None));
+        if incoming.session.is_none() && incoming.body.len() > self.max_unnamed_body() {
+            return Step::Done(self.refuse_unnamed_body());
         }
         let parsed = if starts_object(incoming.body) { serde_json::from_slice(incoming.body).ok() } else { None };
         let request: Request<'_> = match parsed {
@@ -171,6 +168,19 @@ impl Server {
             Some(_) => Step::Done(plain_error(id, &EnvelopeError::EncryptionRequired, incoming.session)),
             None => Step::Done(plain_error(id, &EnvelopeError::InvalidRequest("no method"), incoming.session)),
         }
+    }
+
+    /// The largest body a request that names no session may have: above it the request is refused
+    /// unread ([`Server::refuse_unnamed_body`]), since its ciphertext would be too large to try
+    /// against keys. A transport that knows a body's length before reading it (HTTP's
+    /// `Content-Length`) can refuse it without reading it.
+    pub fn max_unnamed_body(&self) -> usize {
+        self.state.config.sessions.max_unnamed_bytes.saturating_mul(4) / 3 + UNNAMED_ENVELOPE_SLACK
+    }
+
+    /// The answer to a request that names no session and is larger than [`Server::max_unnamed_body`].
+    pub fn refuse_unnamed_body(&self) -> Outgoing {
+        plain_error(RawValue::NULL, &EnvelopeError::Format(MUST_NAME.into()), None)
     }
 
     /// Drops a session (its QUIC connection closed). Open wallets stay open until closed or expired.

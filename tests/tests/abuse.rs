@@ -92,16 +92,31 @@ fn trial_decryption_does_not_amplify_a_strangers_bytes() {
         for worker in 0..3u64 {
             let (tls, stop) = (Arc::clone(&tls), Arc::clone(&stop));
             let bodies = [garbage_envelope(60 * 1024, worker + 1), garbage_envelope(700 * 1024, worker + 7)];
+            // KEYWARD_ATTACK_MIX=large (the original attack: 700 KiB only) or small (60 KiB only)
+            // measures one kind alone; by default a quarter are large.
+            let mix = std::env::var("KEYWARD_ATTACK_MIX").unwrap_or_default();
             attackers.push(tokio::spawn(async move {
                 let mut http = https(addr, &tls).await;
                 let (mut small, mut large) = (0u32, 0u32);
-                // Bounded in count and time: until the victim has measured, at most 400 envelopes.
-                for n in 1..=400u64 {
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Bounded in count and time: until the victim has measured, at most 5,000 envelopes
+                // or 20 s. A refused large body closes the connection: connect again.
+                let started = Instant::now();
+                for n in 1..=5_000u64 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) || started.elapsed() > Duration::from_secs(20) {
                         break;
                     }
-                    let big = n % 4 == 0;
-                    let answer = http.post(bodies[usize::from(big)].clone(), None).await.unwrap();
+                    let big = match mix.as_str() {
+                        "large" => true,
+                        "small" => false,
+                        _ => n % 4 == 0,
+                    };
+                    let answer = match http.post(bodies[usize::from(big)].clone(), None).await {
+                        Ok(answer) => answer,
+                        Err(_) => {
+                            http = https(addr, &tls).await;
+                            continue;
+                        }
+                    };
                     let (code, message) = error_of(&answer.body);
                     if big {
                         assert_eq!(code, -32002, "{message}");
@@ -134,7 +149,7 @@ fn trial_decryption_does_not_amplify_a_strangers_bytes() {
             refused.0,
             refused.1
         );
-        assert!(refused.0 > 0 && refused.1 > 0);
+        assert!(refused.0 + refused.1 > 0);
         running.stop().await;
     });
 }

@@ -106,6 +106,24 @@ impl Connection {
         self.slot.lock().unwrap_or_else(PoisonError::into_inner).bound
     }
 
+    /// The largest body a request naming no session may have (`None`: no limit, a service answers).
+    /// A transport that learns a body's length before reading it refuses a larger one unread with
+    /// [`Connection::refuse_unnamed_body`].
+    pub fn max_unnamed_body(&self) -> Option<usize> {
+        match &self.driver.inner.backend {
+            Backend::Core(core) => Some(core.max_unnamed_body()),
+            Backend::Service(_) => None,
+        }
+    }
+
+    /// The answer to a request naming no session whose body is above [`Connection::max_unnamed_body`].
+    pub fn refuse_unnamed_body(&self) -> Answer {
+        match &self.driver.inner.backend {
+            Backend::Core(core) => Answer { body: core.refuse_unnamed_body().body, new_session: None },
+            Backend::Service(_) => Answer { body: Vec::new(), new_session: None },
+        }
+    }
+
     /// Answers one message on this connection. On a connection that binds sessions (QUIC, Unix), a
     /// plaintext `init_secure_api` binds the new session to it (dropping the one it replaces) and
     /// every later message uses it.

@@ -356,6 +356,16 @@ async fn answer(request: Request<Body>, shared: &Shared, conn: &Connection) -> R
         drain(&mut body, limits).await;
         return too_large();
     }
+    // A stranger's large body that names no session is refused before a byte of it is read (the
+    // core would refuse it anyway, untried): the connection is closed rather than drained.
+    if naming == Naming::Unnamed
+        && let (Some(len), Some(max)) = (declared, conn.max_unnamed_body())
+        && len > max as u64
+    {
+        let mut response = json_response(StatusCode::OK, conn.refuse_unnamed_body().body);
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
     let body = match tokio::time::timeout(limits.body_timeout, Limited::new(&mut body, limits.max_body_bytes).collect())
         .await
     {
