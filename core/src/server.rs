@@ -47,6 +47,10 @@ pub struct Outgoing {
     pub session: Option<SessionId>,
     /// Whether `session` was created by this request (the transport should tell the client its id).
     pub created_session: bool,
+    /// The request named no session and no session took it (it matched no key, or was too large to
+    /// try). Honest clients see this once, when their session has ended; a host may delay such an
+    /// answer (the driver does) so that a stranger's garbage cannot be sent at full speed.
+    pub unmatched: bool,
 }
 
 /// The sans-IO owner API server. Share it between threads (`Arc<Server>`): every method takes `&self`.
@@ -180,7 +184,9 @@ impl Server {
 
     /// The answer to a request that names no session and is larger than [`Server::max_unnamed_body`].
     pub fn refuse_unnamed_body(&self) -> Outgoing {
-        plain_error(RawValue::NULL, &EnvelopeError::Format(MUST_NAME.into()), None)
+        let mut outgoing = plain_error(RawValue::NULL, &EnvelopeError::Format(MUST_NAME.into()), None);
+        outgoing.unmatched = true;
+        outgoing
     }
 
     /// Drops a session (its QUIC connection closed). Open wallets stay open until closed or expired.
@@ -248,7 +254,7 @@ impl Server {
         lock(&self.sessions).insert(session, cipher, String::new(), now_ms);
         let mut body = Vec::with_capacity(128);
         jsonrpc::write_ok(id, &hex::encode(public.serialize()), &mut body);
-        Outgoing { body, session: Some(session), created_session: true }
+        Outgoing { body, session: Some(session), created_session: true, unmatched: false }
     }
 
     fn handle_encrypted(&self, id: &RawValue, params: Option<&RawValue>, incoming: Incoming<'_>) -> Step {
@@ -268,7 +274,12 @@ impl Server {
         let accepted = self.accept_envelope(incoming, &nonce, ciphertext);
         let accepted = match accepted {
             Ok(accepted) => accepted,
-            Err(error) => return Step::Done(plain_error(id, &accept_error(error, hint.is_some()), hint)),
+            Err(error) => {
+                let unmatched = hint.is_none() && matches!(error, AcceptError::NoSession | AcceptError::MustName);
+                let mut outgoing = plain_error(id, &accept_error(error, hint.is_some()), hint);
+                outgoing.unmatched = unmatched;
+                return Step::Done(outgoing);
+            }
         };
         if is_slow(&accepted.plaintext, &self.app_methods) {
             // The request (it may hold a password) was decrypted on this thread, which goes on to
@@ -348,7 +359,7 @@ impl Server {
         let nonce = hex::encode(reply_nonce);
         let mut body = Vec::with_capacity(body_enc.len() + 96);
         jsonrpc::write_ok(id, &EnvelopeAnswer { nonce: &nonce, body_enc: &body_enc }, &mut body);
-        Outgoing { body, session, created_session: false }
+        Outgoing { body, session, created_session: false, unmatched: false }
     }
 
     /// Answers a decrypted inner body: one request (the fast path, parsed in place) or anything else
@@ -623,5 +634,5 @@ struct EnvelopeAnswer<'a> {
 
 fn plain_error<I: Serialize + ?Sized>(id: &I, error: &EnvelopeError, session: Option<SessionId>) -> Outgoing {
     let (code, message) = error.wire();
-    Outgoing { body: jsonrpc::error_bytes(id, code, &message), session, created_session: false }
+    Outgoing { body: jsonrpc::error_bytes(id, code, &message), session, created_session: false, unmatched: false }
 }

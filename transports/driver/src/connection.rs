@@ -116,10 +116,14 @@ impl Connection {
         }
     }
 
-    /// The answer to a request naming no session whose body is above [`Connection::max_unnamed_body`].
-    pub fn refuse_unnamed_body(&self) -> Answer {
+    /// The answer to a request naming no session whose body is above [`Connection::max_unnamed_body`]
+    /// (after [`crate::DriverConfig::unmatched_delay`], like every answer to a request no session took).
+    pub async fn refuse_unnamed_body(&self) -> Answer {
         match &self.driver.inner.backend {
-            Backend::Core(core) => Answer { body: core.refuse_unnamed_body().body, new_session: None },
+            Backend::Core(core) => {
+                tokio::time::sleep(self.driver.inner.unmatched_delay).await;
+                Answer { body: core.refuse_unnamed_body().body, new_session: None }
+            }
             Backend::Service(_) => Answer { body: Vec::new(), new_session: None },
         }
     }
@@ -167,6 +171,11 @@ impl Connection {
                 None => core.refuse_busy(call),
             },
         };
+        if outgoing.unmatched {
+            // A stranger's garbage (or an ended session's next call, once) waits: one connection
+            // cannot make the server try keys or parse bodies at full speed.
+            tokio::time::sleep(self.driver.inner.unmatched_delay).await;
+        }
         let new_session = outgoing.created_session.then_some(outgoing.session).flatten();
         if let Some(old) = self.record(outgoing.session, new_session) {
             core.drop_session(&old);

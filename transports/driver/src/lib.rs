@@ -73,6 +73,10 @@ pub struct DriverConfig {
     /// Sessions one connection that does not bind sessions (HTTP) may make and keep; one more ends
     /// its own oldest. Default 8. (QUIC and Unix connections hold one session each.)
     pub max_sessions_per_connection: usize,
+    /// How long the answer to a request that named no session and matched none waits (it costs
+    /// the connection time, not the server CPU): 50 ms by default, so one connection sends at most
+    /// 20 such requests a second. An honest client meets it once, when its session has ended.
+    pub unmatched_delay: Duration,
 }
 
 impl Default for DriverConfig {
@@ -83,6 +87,7 @@ impl Default for DriverConfig {
             slow_queue: 64,
             max_timer_sleep: Duration::from_secs(1),
             max_sessions_per_connection: 8,
+            unmatched_delay: Duration::from_millis(50),
         }
     }
 }
@@ -97,6 +102,7 @@ struct Inner {
     clock: Clock,
     pool: pool::SlowPool,
     max_sessions_per_connection: usize,
+    unmatched_delay: Duration,
     timer: std::sync::OnceLock<tokio::task::AbortHandle>,
 }
 
@@ -153,9 +159,10 @@ impl Driver {
     fn build(backend: Backend, clock: Clock, config: &DriverConfig, pool: bool) -> Self {
         let threads = if pool { config.slow_threads } else { 0 };
         let pool = pool::SlowPool::new(threads, config.slow_queue);
-        let max_sessions_per_connection = config.max_sessions_per_connection;
+        let (max_sessions_per_connection, unmatched_delay) =
+            (config.max_sessions_per_connection, config.unmatched_delay);
         let timer = std::sync::OnceLock::new();
-        Self { inner: Arc::new(Inner { backend, clock, pool, max_sessions_per_connection, timer }) }
+        Self { inner: Arc::new(Inner { backend, clock, pool, max_sessions_per_connection, unmatched_delay, timer }) }
     }
 
     /// The core, unless a [`Service`] answers instead.

@@ -362,7 +362,7 @@ async fn answer(request: Request<Body>, shared: &Shared, conn: &Connection) -> R
         && let (Some(len), Some(max)) = (declared, conn.max_unnamed_body())
         && len > max as u64
     {
-        let mut response = json_response(StatusCode::OK, conn.refuse_unnamed_body().body);
+        let mut response = json_response(StatusCode::OK, conn.refuse_unnamed_body().await.body);
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         return response;
     }
