@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{keyward, run, text};
+use common::{Serve, keyward, run, text};
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -71,15 +71,6 @@ fn certs_init_show_rotate() {
     assert!(first_fingerprints.iter().all(|f| !second.contains(f)), "rotate made the same certificates");
 }
 
-struct Serve(std::process::Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn call(home: &Path, url: &str, args: &[&str], stdin: Option<&str>, token: Option<&str>) -> Output {
     let mut command = keyward();
     command.env("HOME", home).env_remove("KEYWARD_DATA_DIR").args(["call", "--url", url]).args(args);
@@ -91,24 +82,11 @@ fn readme_walkthrough_prints_what_the_readme_says() {
     let home = tempfile::tempdir().unwrap();
     let ready = home.path().join("ready.json");
     // `keyward serve` on its embedded default (~/.keyward), on free ports so tests can run in parallel.
-    let serve = Serve(
-        keyward()
-            .env("HOME", home.path())
-            .env_remove("KEYWARD_DATA_DIR")
-            .args(["serve", "--https", "127.0.0.1:0", "--quic", "127.0.0.1:0", "--ready-file"])
-            .arg(&ready)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ready.exists() {
-        assert!(Instant::now() < deadline, "keyward serve did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut command = keyward();
+    command.env("HOME", home.path()).env_remove("KEYWARD_DATA_DIR").stderr(Stdio::null());
+    command.args(["serve", "--https", "127.0.0.1:0", "--quic", "127.0.0.1:0", "--ready-file"]).arg(&ready);
+    let (serve, info) = common::serve(command, &ready);
     assert!(home.path().join(".keyward/tls/client.key").is_file(), "certificates are made on first start");
-    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(&ready).unwrap()).unwrap();
     let url = format!("https://{}/v3/owner", info["https"].as_str().unwrap());
     let h = home.path();
 

@@ -5,22 +5,14 @@
 //! `a_batch_runs_one_slow_call_and_echoes_ids_like_the_envelope`.)
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
-use std::process::{Child, Stdio};
+mod common;
+
+use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use keyward_driver::{SecureSession, SessionOptions};
 use keyward_http::{HttpClient, HttpTarget};
 use serde_json::json;
-
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -35,24 +27,10 @@ fn concurrent_kdfs_are_bounded_by_the_pool() {
     // KEYWARD_BEFORE_BIN runs the same attack against another build (to measure a before figure).
     let binary = std::env::var_os("KEYWARD_BEFORE_BIN")
         .map_or_else(|| env!("CARGO_BIN_EXE_keyward").into(), std::path::PathBuf::from);
-    let serve = Serve(
-        std::process::Command::new(binary)
-            .env("HOME", home.path())
-            .env_remove("KEYWARD_DATA_DIR")
-            .env("RUST_LOG", "warn")
-            .args(["serve", "--https", "127.0.0.1:0", "--quic", "off", "--ready-file"])
-            .arg(&ready)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ready.exists() {
-        assert!(Instant::now() < deadline, "keyward serve did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(&ready).unwrap()).unwrap();
+    let mut command = std::process::Command::new(binary);
+    command.env("HOME", home.path()).env_remove("KEYWARD_DATA_DIR").env("RUST_LOG", "warn").stderr(Stdio::inherit());
+    command.args(["serve", "--https", "127.0.0.1:0", "--quic", "off", "--ready-file"]).arg(&ready);
+    let (serve, info) = common::serve(command, &ready);
     let addr: std::net::SocketAddr = info["https"].as_str().unwrap().parse().unwrap();
     let tls = keyward::tls::client_config(&home.path().join(".keyward/tls")).unwrap();
     let pid = serve.0.id();

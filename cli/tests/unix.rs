@@ -4,52 +4,28 @@
 
 mod common;
 
-use common::{keyward, run, text};
+use common::{Serve, keyward, run, text};
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 /// The uid and gid of `nobody` on Debian and most Linux systems.
 const NOBODY: u32 = 65534;
 
-/// `keyward serve` with only the Unix socket, until dropped; its log goes to `log`.
-struct Serve(std::process::Child);
-
-impl Serve {
-    fn start(home: &Path, socket: &Path, config: Option<&Path>, log: &Path) -> Self {
-        let ready = home.join("ready.json");
-        let _ = std::fs::remove_file(&ready);
-        let mut command = keyward();
-        command.env("HOME", home).env_remove("KEYWARD_DATA_DIR").env("RUST_LOG", "info");
-        command
-            .args(["serve", "--https", "off", "--quic", "off", "--unix"])
-            .arg(socket)
-            .arg("--ready-file")
-            .arg(&ready);
-        if let Some(config) = config {
-            command.arg("--config").arg(config);
-        }
-        let log = std::fs::File::create(log).unwrap();
-        let child = command.stdout(Stdio::null()).stderr(log.try_clone().unwrap()).spawn().unwrap();
-        let mut serve = Self(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !ready.exists() {
-            let exited = serve.0.try_wait().unwrap();
-            assert!(exited.is_none() && Instant::now() < deadline, "keyward serve did not start: {exited:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        serve
+/// `keyward serve` with only the Unix socket; its log goes to `log`.
+fn start(home: &Path, socket: &Path, config: Option<&Path>, log: &Path) -> Serve {
+    let ready = home.join("ready.json");
+    let mut command = keyward();
+    command.env("HOME", home).env_remove("KEYWARD_DATA_DIR").env("RUST_LOG", "info");
+    command.args(["serve", "--https", "off", "--quic", "off", "--unix"]).arg(socket).arg("--ready-file").arg(&ready);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
     }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    command.stderr(std::fs::File::create(log).unwrap());
+    common::serve(command, &ready).0
 }
 
 fn call(command: &mut Command, socket: &Path, args: &[&str], stdin: Option<&str>, token: Option<&str>) -> Output {
@@ -68,7 +44,7 @@ fn serve_and_call_over_a_unix_socket() {
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     let socket = h.join("run").join("keyward.sock");
-    let serve = Serve::start(h, &socket, None, &h.join("serve.log"));
+    let serve = start(h, &socket, None, &h.join("serve.log"));
     assert_eq!(std::fs::metadata(&socket).unwrap().mode() & 0o777, 0o600, "the socket is 0600");
     assert_eq!(std::fs::metadata(socket.parent().unwrap()).unwrap().mode() & 0o777, 0o700, "its directory 0700");
 
@@ -104,7 +80,7 @@ fn serve_and_call_over_a_unix_socket() {
     assert!(std::fs::read_to_string(&log).unwrap().contains("another server is listening"));
     drop(serve);
     assert!(socket.exists(), "a killed server leaves its socket behind");
-    let _again = Serve::start(h, &socket, None, &h.join("again.log"));
+    let _again = start(h, &socket, None, &h.join("again.log"));
     let listed = own_call(h, &socket, &["list_wallets"], None, None);
     assert!(listed.status.success(), "{}", text(&listed));
 }
@@ -138,7 +114,7 @@ fn another_uid_is_closed_without_an_answer_unless_allowed() {
     let binary = binary_for_nobody(h);
     let socket = h.join("run").join("keyward.sock");
     let log = h.join("serve.log");
-    let serve = Serve::start(h, &socket, None, &log);
+    let serve = start(h, &socket, None, &log);
     // Open the door on purpose, so that only the peer check stands between nobody and the server.
     std::fs::set_permissions(socket.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
@@ -174,7 +150,7 @@ fn another_uid_is_closed_without_an_answer_unless_allowed() {
     std::fs::set_permissions(socket.parent().unwrap(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let config = h.join("keyward.toml");
     std::fs::write(&config, format!("unix_allowed_uids = [{NOBODY}]\n")).unwrap();
-    let _serve = Serve::start(h, &socket, Some(&config), &h.join("allowed.log"));
+    let _serve = start(h, &socket, Some(&config), &h.join("allowed.log"));
     std::fs::set_permissions(socket.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
     let allowed = call_as_nobody(&binary, h, &socket);

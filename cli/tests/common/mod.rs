@@ -27,3 +27,28 @@ pub fn run(command: &mut Command, stdin: Option<&str>, token: Option<&str>) -> O
     drop(input);
     child.wait_with_output().unwrap()
 }
+
+/// A `keyward serve` child process, killed when dropped.
+pub struct Serve(pub std::process::Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns `command` (a `keyward serve … --ready-file READY`) and waits up to 60 s for its ready
+/// file; returns the process and the file's JSON (the bound addresses).
+pub fn serve(mut command: Command, ready: &std::path::Path) -> (Serve, serde_json::Value) {
+    let _ = std::fs::remove_file(ready);
+    let mut serve = Serve(command.stdout(Stdio::null()).spawn().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !ready.exists() {
+        let exited = serve.0.try_wait().unwrap();
+        assert!(exited.is_none() && std::time::Instant::now() < deadline, "keyward serve did not start: {exited:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let info = serde_json::from_slice(&std::fs::read(ready).unwrap()).unwrap();
+    (serve, info)
+}
