@@ -2,8 +2,8 @@
 //! envelopes, replays and garbage; accepted inner calls go to `calls.rs`.
 
 use super::{
-    CLIENTS, Call, EnvStep, Form, Garbage, Hint, KEPT_ENVELOPES, Model, Op, Origin, PASSWORDS, Resolved, Route,
-    SESSIONS, SessionM, Source, Step, Tamper, TokenArg, TokenSel, TokenStatus, tokens,
+    CLIENTS, Call, EnvStep, Form, Garbage, Hint, KEPT_ENVELOPES, Model, Op, Origin, PASSWORDS, RAW_BODIES, Resolved,
+    Route, SESSIONS, SessionM, Source, Step, Tamper, TokenArg, TokenSel, TokenStatus, tokens,
 };
 
 impl Model {
@@ -173,7 +173,7 @@ impl Model {
         };
         // A request that names no session is tried only under keys that decrypt its first byte to
         // something a JSON request can start with; the odd bodies that cannot match no session.
-        let json = !matches!(call, Call::Raw(0 | 1));
+        let json = !matches!(call, Call::Raw(i) if usize::from(i) % RAW_BODIES.len() < 2);
         let resolved = self.resolve(call);
         let route = match tamper {
             Some(how) => self.tamper_route(hint, key, how),
