@@ -47,9 +47,10 @@ pub struct Outgoing {
     pub session: Option<SessionId>,
     /// Whether `session` was created by this request (the transport should tell the client its id).
     pub created_session: bool,
-    /// The request named no session and no session took it (it matched no key, or was too large to
-    /// try). Honest clients see this once, when their session has ended; a host may delay such an
-    /// answer (the driver does) so that a stranger's garbage cannot be sent at full speed.
+    /// No live session took the request (it named none and matched no key, was too large to try,
+    /// or named a session that does not exist). Honest clients see this once, when their session
+    /// has ended; a host may delay such an answer (the driver does) so that a stranger's garbage
+    /// cannot be sent at full speed.
     pub unmatched: bool,
 }
 
@@ -275,7 +276,9 @@ impl Server {
         let accepted = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
-                let unmatched = hint.is_none() && matches!(error, AcceptError::NoSession | AcceptError::MustName);
+                // Named or not, a request no live session takes is a stranger's (or, once, a
+                // client's whose session ended): the host may slow it down.
+                let unmatched = matches!(error, AcceptError::NoSession | AcceptError::MustName);
                 let mut outgoing = plain_error(id, &accept_error(error, hint.is_some()), hint);
                 outgoing.unmatched = unmatched;
                 return Step::Done(outgoing);
@@ -305,11 +308,11 @@ impl Server {
     ) -> Result<Accepted, AcceptError> {
         let now_ms = incoming.now_ms;
         let mut buffer = Zeroizing::new(ciphertext);
-        let id = match incoming.session {
+        let (id, opened_by) = match incoming.session {
             Some(id) => {
                 let cipher = lock(&self.sessions).cipher(&id, now_ms).ok_or(AcceptError::NoSession)?;
                 session::open_in_place(&cipher, nonce, &mut buffer)?;
-                id
+                (id, cipher)
             }
             None => {
                 if buffer.len() > self.state.config.sessions.max_unnamed_bytes {
@@ -324,11 +327,15 @@ impl Server {
                         session::try_keys(&others, nonce, &buffer, true)?
                     }
                 };
-                buffer = found.1;
-                found.0
+                buffer = found.plaintext;
+                (found.id, found.cipher)
             }
         };
-        let (cipher, dir) = lock(&self.sessions).commit(&id, nonce, now_ms)?;
+        // A re-key between the trial and here refuses the envelope (commit checks the key).
+        let (cipher, dir) = match lock(&self.sessions).commit(&id, &opened_by, nonce, now_ms) {
+            Err(AcceptError::Decryption) if incoming.session.is_none() => return Err(AcceptError::NoSession),
+            other => other?,
+        };
         Ok(Accepted { id, cipher, plaintext: buffer, dir })
     }
 

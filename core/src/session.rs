@@ -341,10 +341,15 @@ impl SessionTable {
     /// Records an authenticated envelope's nonce on its session: refuses a replay, counts the
     /// request, ends the session at `max_requests`, and keeps all sessions' nonces within
     /// `max_nonces` by ending the least recently used others. A refusal changes nothing.
+    /// `opened_by` is the cipher that authenticated the envelope: if the session was re-keyed
+    /// between the trial and this commit, the envelope was sealed under a key the session no
+    /// longer has, and it is refused as if it had arrived after the re-key (nothing is recorded
+    /// under the new key's nonce memory, so the old key cannot replay into it).
     /// Returns the session's cipher (to seal the answer) and top-level directory.
     pub fn commit(
         &mut self,
         id: &SessionId,
+        opened_by: &Arc<Cipher>,
         nonce: &[u8; NONCE_LEN],
         now_ms: u64,
     ) -> Result<(Arc<Cipher>, String), AcceptError> {
@@ -353,6 +358,9 @@ impl SessionTable {
         if session.expired(&limits, now_ms) {
             self.remove_session(id);
             return Err(AcceptError::NoSession);
+        }
+        if !Arc::ptr_eq(&session.cipher, opened_by) {
+            return Err(AcceptError::Decryption);
         }
         let mut head = [0u8; 8];
         head.copy_from_slice(&nonce[..8]);
@@ -401,23 +409,23 @@ impl SessionTable {
         now_ms: u64,
     ) -> Result<Accepted, AcceptError> {
         let mut buffer = Zeroizing::new(ciphertext);
-        let id = match hint {
+        let (id, opened_by) = match hint {
             Some(id) => {
                 let cipher = self.cipher(id, now_ms).ok_or(AcceptError::NoSession)?;
                 open_in_place(&cipher, nonce, &mut buffer)?;
-                *id
+                (*id, cipher)
             }
             None => {
                 if buffer.len() > self.limits.max_unnamed_bytes {
                     return Err(AcceptError::MustName);
                 }
                 let candidates = self.by_recent_use(None, now_ms);
-                let (id, plaintext) = try_keys(&candidates, nonce, &buffer, true)?;
-                buffer = plaintext;
-                id
+                let found = try_keys(&candidates, nonce, &buffer, true)?;
+                buffer = found.plaintext;
+                (found.id, found.cipher)
             }
         };
-        let (cipher, dir) = self.commit(&id, nonce, now_ms)?;
+        let (cipher, dir) = self.commit(&id, &opened_by, nonce, now_ms)?;
         Ok(Accepted { id, cipher, plaintext: buffer, dir })
     }
 }
@@ -441,7 +449,7 @@ pub fn try_keys(
     nonce: &[u8; NONCE_LEN],
     ciphertext: &[u8],
     screen: bool,
-) -> Result<(SessionId, Zeroizing<Vec<u8>>), AcceptError> {
+) -> Result<Found, AcceptError> {
     if candidates.is_empty() {
         return Err(AcceptError::NoSession);
     }
@@ -451,8 +459,28 @@ pub fn try_keys(
     candidates
         .iter()
         .filter(|(_, cipher)| !screen || cipher.may_start_json(nonce, ciphertext))
-        .find_map(|(id, cipher)| cipher.open_bytes(nonce, ciphertext).ok().map(|plaintext| (*id, plaintext)))
+        .find_map(|(id, cipher)| {
+            let plaintext = cipher.open_bytes(nonce, ciphertext).ok()?;
+            Some(Found { id: *id, cipher: Arc::clone(cipher), plaintext })
+        })
         .ok_or(AcceptError::NoSession)
+}
+
+/// The session whose key opened a request that named none, the key that did, and the plaintext.
+pub struct Found {
+    /// The session.
+    pub id: SessionId,
+    /// The key tried (passed on to [`SessionTable::commit`]).
+    pub cipher: Arc<Cipher>,
+    /// The decrypted request.
+    pub plaintext: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Found {
+    /// The session only: the key and the plaintext are secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Found").field("id", &self.id).finish_non_exhaustive()
+    }
 }
 
 #[cfg(test)]
@@ -562,8 +590,8 @@ mod tests {
         // The one-block check turns away nearly every key before the AEAD pass.
         let passed = candidates.iter().filter(|(_, c)| c.may_start_json(&[1; 12], &garbage)).count();
         assert!(passed <= 1, "{passed} of 20 keys would be tried in full");
-        let (id, plaintext) = try_keys(&candidates, &[7; 12], &sealed(3, [7; 12]), true).expect("session 3 matches");
-        assert_eq!((id, plaintext.as_slice()), (SessionId::from_bytes([3; 16]), &b"{}"[..]));
+        let found = try_keys(&candidates, &[7; 12], &sealed(3, [7; 12]), true).expect("session 3 matches");
+        assert_eq!((found.id, found.plaintext.as_slice()), (SessionId::from_bytes([3; 16]), &b"{}"[..]));
     }
 
     #[test]
@@ -574,6 +602,27 @@ mod tests {
         let body = crate::envelope::decode_body(&cipher(1).seal(&[2; 12], &[b' '; 100])).expect("base64");
         assert_eq!(table.accept(None, &[2; 12], body.clone(), 1).map(|a| a.id), Err(AcceptError::MustName));
         assert_eq!(table.accept(Some(&id), &[2; 12], body, 1).map(|a| a.id), Ok(id));
+    }
+
+    #[test]
+    fn an_envelope_opened_under_a_key_replaced_before_commit_is_refused_and_records_nothing() {
+        // The server tries keys with the table unlocked; a re-key may land between the trial and
+        // the commit. The old key's envelope must not be recorded against (or answered under) the
+        // new key.
+        let mut table = SessionTable::new(limits_big());
+        let id = SessionId::from_bytes([1; 16]);
+        table.insert(id, cipher(1), String::new(), 0);
+        let old = table.cipher(&id, 1).expect("live");
+        let mut body = sealed(1, [7; 12]);
+        open_in_place(&old, &[7; 12], &mut body).expect("opens under the old key");
+        table.rekey(id, cipher(2), 2);
+        assert_eq!(table.commit(&id, &old, &[7; 12], 3).map(|c| c.1), Err(AcceptError::Decryption));
+        assert_eq!(table.remembered_nonces(), 0);
+        // The same nonce under the new key is still fresh, and is answered under the new key.
+        let new = table.cipher(&id, 4).expect("live");
+        let (answer_key, _) = table.commit(&id, &new, &[7; 12], 4).expect("accepted");
+        assert!(Arc::ptr_eq(&answer_key, &new));
+        assert_eq!(table.remembered_nonces(), 1);
     }
 
     #[test]

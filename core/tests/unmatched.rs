@@ -1,0 +1,42 @@
+//! Which answers a host may delay (`Outgoing::unmatched`): a request no live session takes, named
+//! or not, and nothing an honest client's live session sends.
+
+use keyward_core::seed_record::KdfParams;
+use keyward_core::{Client, Incoming, Server, ServerConfig, SessionId};
+use keyward_testkit::WatchedStore;
+use serde_json::json;
+
+fn server() -> Server {
+    let config = ServerConfig { kdf: KdfParams::INSECURE_FOR_TESTS, ..ServerConfig::default() };
+    Server::new(config, Box::new(WatchedStore::new(|_| {})), [3; 32])
+}
+
+#[test]
+fn only_requests_no_live_session_takes_are_marked_unmatched() {
+    let server = server();
+    let mut client = Client::new([4; 32]);
+    let init = server.handle(Incoming { body: &client.init_request(), session: None, recent: None, now_ms: 1 });
+    client.handle_init_answer(&init.body).expect("init answer");
+    let id = init.session.expect("a session");
+    assert!(!init.unmatched);
+
+    let call = |client: &mut Client, session: Option<SessionId>, now_ms: u64| {
+        let (body, _) = client.seal("get_top_level_directory", json!({})).expect("sealed");
+        server.handle(Incoming { body: &body, session, recent: None, now_ms })
+    };
+    assert!(!call(&mut client, Some(id), 2).unmatched, "named, live");
+    assert!(!call(&mut client, None, 3).unmatched, "unnamed, matched by key");
+    let unknown = call(&mut client, Some(SessionId::from_bytes([9; 16])), 4);
+    assert!(unknown.unmatched, "a session that does not exist");
+    assert!(String::from_utf8_lossy(&unknown.body).contains("-32001"));
+
+    // A wrong key on a live session is refused, not delayed (no key was tried but that one).
+    let mut stranger = Client::new([5; 32]);
+    let other = server.handle(Incoming { body: &stranger.init_request(), session: None, recent: None, now_ms: 5 });
+    stranger.handle_init_answer(&other.body).expect("init answer");
+    assert!(server.drop_session(&other.session.expect("a session")));
+    assert!(!call(&mut stranger, Some(id), 6).unmatched);
+    // The stranger's session is gone: named or not, nothing takes its requests.
+    assert!(call(&mut stranger, None, 7).unmatched);
+    assert!(call(&mut stranger, other.session, 8).unmatched);
+}
