@@ -91,24 +91,39 @@ impl Cipher {
         Self { aead: Aes256Gcm::new(&key), block }
     }
 
-    /// Whether `ciphertext ‖ tag` under this key can be a JSON-RPC request as clients write them:
-    /// its first two plaintext bytes, decrypted alone (GCM's first counter block is
-    /// `nonce ‖ 00000002`), are `{` or `[` followed by `"`, `{`, `}`, `]` or white space. It
-    /// authenticates nothing: a `true` must still pass [`Cipher::open_bytes`]; a `false` saves a
-    /// pass over the body for a key that would decrypt it to garbage (all but about 1 in 4,000).
+    /// Whether `ciphertext ‖ tag` under this key can be a JSON-RPC request: its first block,
+    /// decrypted alone (GCM's first counter block is `nonce ‖ 00000002`), after any leading JSON
+    /// white space, starts with `{` or `[` followed by `"`, `{`, `}`, `]` or white space (a block
+    /// of white space, or one ending right after the bracket, passes). It authenticates nothing: a
+    /// `true` must still pass [`Cipher::open_bytes`]; a `false` saves a pass over the body for a
+    /// key that would decrypt it to garbage (all but about 1 in 4,000).
     /// A body shorter than two bytes passes (the AEAD check on it is cheap).
     pub fn may_start_json(&self, nonce: &[u8; NONCE_LEN], ciphertext: &[u8]) -> bool {
         use aes::cipher::BlockCipherEncrypt as _;
-        if ciphertext.len() < TAG_LEN + 2 {
+        let text = ciphertext.len().saturating_sub(TAG_LEN);
+        if text < 2 {
             return true;
         }
-        let mut counter = aes::Block::default();
-        counter[..NONCE_LEN].copy_from_slice(nonce);
-        counter[15] = 2;
-        self.block.encrypt_block(&mut counter);
-        let (first, second) = (ciphertext[0] ^ counter[0], ciphertext[1] ^ counter[1]);
-        zeroize::Zeroize::zeroize(counter.as_mut_slice());
-        matches!(first, b'{' | b'[') && matches!(second, b'"' | b'{' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+        let mut block = aes::Block::default();
+        block[..NONCE_LEN].copy_from_slice(nonce);
+        block[15] = 2;
+        self.block.encrypt_block(&mut block);
+        let len = text.min(block.len());
+        for (byte, key) in block[..len].iter_mut().zip(ciphertext) {
+            *byte ^= key;
+        }
+        let white = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+        let plain = &block[..len];
+        let start = plain.iter().position(|b| !white(b));
+        let verdict = match start {
+            None => true,
+            Some(i) => {
+                matches!(plain[i], b'{' | b'[')
+                    && plain.get(i + 1).is_none_or(|b| white(b) || matches!(b, b'"' | b'{' | b'}' | b']'))
+            }
+        };
+        zeroize::Zeroize::zeroize(block.as_mut_slice());
+        verdict
     }
 
     /// Encrypts `plaintext` in place (it becomes ciphertext ‖ tag) and returns `body_enc`.
@@ -174,6 +189,39 @@ pub fn decode_body(body_enc: &str) -> Result<Vec<u8>, OpenError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_screen_passes_every_json_start_and_turns_away_most_keys() {
+        let cipher = Cipher::new(&SharedKey::from_bytes([3; 32]));
+        let nonce = [9; 12];
+        let screened =
+            |plain: &[u8]| cipher.may_start_json(&nonce, &decode_body(&cipher.seal(&nonce, plain)).expect("base64"));
+        for plain in [
+            &b"{\"jsonrpc\":\"2.0\"}"[..],
+            b"[{\"id\":1}]",
+            b"{ \"id\": 1}",
+            b"\n\t {\"id\":1}",
+            b"                {\"id\":1}",
+            b"   {",
+            b"{}",
+            b"[]",
+        ] {
+            assert!(screened(plain), "{:?}", String::from_utf8_lossy(plain));
+        }
+        for plain in [&b"x{\"id\":1}"[..], b" x", b"{x", b"\"{}\"", b"1234"] {
+            assert!(!screened(plain), "{:?}", String::from_utf8_lossy(plain));
+        }
+        // Garbage under 4,096 keys: about 1 in 4,000 passes.
+        let garbage = [0x5a; 64];
+        let passed = (0..4096u32)
+            .filter(|i| {
+                let mut key = [0u8; 32];
+                key[..4].copy_from_slice(&i.to_le_bytes());
+                Cipher::new(&SharedKey::from_bytes(key)).may_start_json(&nonce, &garbage)
+            })
+            .count();
+        assert!(passed <= 8, "{passed} of 4096 keys pass the screen");
+    }
 
     #[test]
     fn round_trip_and_tamper() {
