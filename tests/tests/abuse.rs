@@ -181,6 +181,14 @@ fn a_v3_client_keeps_its_session_and_is_told_minus_32001_when_it_ends() {
         let mut again = SecureSession::open_with(plain.link().await, [4; 32], options).await.unwrap();
         server.running.core.drop_session(&SessionId::parse(again.session_id().unwrap()).unwrap());
         assert!(again.call("get_top_level_directory", json!({})).await.is_ok());
+        // So does one whose session ends just when it is due to re-key.
+        let options = SessionOptions { rekey_after: 2, ..options };
+        let mut due = SecureSession::open_with(plain.link().await, [5; 32], options).await.unwrap();
+        for _ in 0..2 {
+            due.call("get_top_level_directory", json!({})).await.unwrap();
+        }
+        server.running.core.drop_session(&SessionId::parse(due.session_id().unwrap()).unwrap());
+        assert!(due.call("get_top_level_directory", json!({})).await.is_ok());
         drop(dir);
         server.stop().await;
     });

@@ -168,7 +168,13 @@ impl<L: Link> SecureSession<L> {
     /// One encrypted call: its `Ok` value, or the error.
     pub async fn call(&mut self, method: &str, params: Value) -> Result<Value, SessionError> {
         if self.options.rekey_after > 0 && self.calls_on_key >= self.options.rekey_after {
-            self.rekey().await?;
+            match self.rekey().await {
+                // The session ended before its re-key: a new one serves as well.
+                Err(SessionError::Rpc { code: SESSION_GONE, .. }) if self.options.reinit_when_gone => {
+                    self.init().await?;
+                }
+                other => other?,
+            }
         }
         // Kept (and wiped when dropped) only to resend the call once after a new init.
         let retry = self.options.reinit_when_gone.then(|| WipedJson(params.clone()));
