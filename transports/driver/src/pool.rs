@@ -53,7 +53,13 @@ impl SlowPool {
                     // The lock is held only while waiting for the next job, not while running it.
                     let job = receiver.lock().unwrap_or_else(PoisonError::into_inner).recv();
                     match job {
-                        Ok(job) => job(),
+                        // A panicking call (a bug, never peer bytes) loses only itself: its
+                        // caller is answered "Internal error" and the thread serves the next one.
+                        Ok(job) => {
+                            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                                tracing::error!("a slow call panicked; its thread goes on");
+                            }
+                        }
                         Err(_) => break,
                     }
                 }
@@ -92,5 +98,22 @@ impl SlowPool {
     /// Calls admitted and not yet finished.
     pub(crate) fn in_flight(&self) -> usize {
         self.admitted.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_call_loses_only_itself() {
+        let pool = SlowPool::new(1, 0);
+        let admission = pool.admit().expect("a place");
+        let lost = pool.run(admission, || -> u32 { panic!("a bug in a slow call") }).await;
+        assert_eq!(lost, None);
+        assert_eq!(pool.in_flight(), 0, "the place is given back");
+        // The one thread still serves.
+        let admission = pool.admit().expect("a place");
+        assert_eq!(pool.run(admission, || 7).await, Some(7));
     }
 }
