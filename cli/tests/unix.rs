@@ -146,6 +146,21 @@ fn another_uid_is_closed_without_an_answer_unless_allowed() {
     assert!(!open_dir.status.success());
     assert!(text(&open_dir).contains("mode 0700"), "{}", text(&open_dir));
 
+    // So is a 0700 directory that another user owns (they could replace the socket).
+    let foreign = h.join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&foreign, Some(NOBODY), Some(NOBODY)).unwrap();
+    let foreign_dir = keyward()
+        .env("HOME", h)
+        .args(["serve", "--https", "off", "--quic", "off", "--unix"])
+        .arg(foreign.join("keyward.sock"))
+        .output()
+        .unwrap();
+    assert!(!foreign_dir.status.success());
+    assert!(text(&foreign_dir).contains("belongs to another user"), "{}", text(&foreign_dir));
+    assert!(!foreign.join("keyward.sock").exists(), "the socket made before the check is removed");
+
     // The same client is served once its uid is listed in `unix_allowed_uids`.
     std::fs::set_permissions(socket.parent().unwrap(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let config = h.join("keyward.toml");

@@ -51,6 +51,9 @@ pub enum UnixError {
     /// The socket's directory is open to other users.
     #[error("{0} is readable or writable by other users; use a directory only its owner can open (mode 0700)")]
     OpenDirectory(PathBuf),
+    /// The socket's directory belongs to another user, who could replace the socket.
+    #[error("{0} belongs to another user, who could replace the socket; use a directory this user owns (mode 0700)")]
+    ForeignDirectory(PathBuf),
     /// A server already answers on the path.
     #[error("another server is listening on {0}")]
     InUse(PathBuf),
@@ -81,7 +84,8 @@ pub struct UnixServer {
 }
 
 impl UnixServer {
-    /// Binds `path`: makes its directory (0700) if missing and refuses one that others can open,
+    /// Binds `path`: makes its directory (0700) if missing and refuses one that others can open or
+    /// that another user owns,
     /// replaces a stale socket left by a crash (never a live one, never another file), and sets
     /// the socket to 0600. Peers with the server's own uid or one of `allowed_uids` are served.
     pub async fn bind(path: &Path, allowed_uids: &[u32], limits: UnixLimits) -> Result<Self, UnixError> {
@@ -106,6 +110,11 @@ impl UnixServer {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io(path))?;
         // The socket file is ours: its owner is this process's effective uid.
         let own = std::fs::metadata(path).map_err(io(path))?.uid();
+        // Another user who owns the directory could swap the socket for their own.
+        if std::fs::metadata(dir).map_err(io(dir))?.uid() != own {
+            let _ = std::fs::remove_file(path);
+            return Err(UnixError::ForeignDirectory(dir.to_owned()));
+        }
         let mut allowed = vec![own];
         allowed.extend_from_slice(allowed_uids);
         Ok(Self { listener, path: path.to_owned(), allowed, limits })
