@@ -25,7 +25,9 @@ use crate::tls;
 pub struct CallOptions {
     /// `https://host:port/v3/owner` or `http://…` (plain HTTP, loopback only).
     pub url: String,
-    /// The certificate directory (ca.crt, client.crt, client.key).
+    /// The certificate directory: a client's bundle (`ca.crt`, `client.crt`, `client.key`, as
+    /// `keyward clients add --out` writes it) or a server's `tls/` (its set in use); HTTPS and QUIC
+    /// trust its `ca.crt` and present its `client.crt`.
     pub tls_dir: PathBuf,
     /// Use QUIC to this address instead of the URL.
     pub quic: Option<SocketAddr>,

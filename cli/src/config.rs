@@ -34,6 +34,9 @@ pub struct FileConfig {
     pub unix: Option<String>,
     /// Uids served over the Unix socket besides the server's own.
     pub unix_allowed_uids: Option<Vec<u32>>,
+    /// The role of `local-http`, the principal of loopback plain HTTP (`--http-insecure`):
+    /// "reader", "signer" or "owner" (default, so V3 clients that cannot do TLS keep working).
+    pub local_http_role: Option<String>,
     /// Host names accepted in the Host header besides loopback ones.
     pub allowed_hosts: Option<Vec<String>>,
     /// Largest request body in bytes.
@@ -62,6 +65,8 @@ pub struct SlowCallsConfig {
     pub threads: Option<usize>,
     /// Calls that may wait for a thread before more are answered Busy (default 64).
     pub queue: Option<usize>,
+    /// Calls one client may have admitted, running or waiting (default 16).
+    pub per_principal: Option<usize>,
 }
 
 /// `[quic_limits]`.
@@ -96,6 +101,8 @@ pub struct SessionsConfig {
     pub max_unnamed_bytes: Option<usize>,
     /// Sessions one HTTP connection may make and keep.
     pub per_connection: Option<usize>,
+    /// Sessions one principal (client) may hold; its next one ends its own oldest.
+    pub per_principal: Option<usize>,
 }
 
 /// `[tokens]`.
@@ -219,6 +226,7 @@ pub fn resolve(file: FileConfig, flags: ServeFlags) -> anyhow::Result<ServeOptio
         lifetime_ms: sessions.lifetime_secs.map_or(defaults.lifetime_ms, |s| s.saturating_mul(1000)),
         max_requests: sessions.max_requests.unwrap_or(defaults.max_requests),
         max_nonces: sessions.max_nonces.unwrap_or(defaults.max_nonces),
+        max_per_principal: sessions.per_principal.unwrap_or(defaults.max_per_principal),
         max_unnamed_bytes: sessions.max_unnamed_bytes.unwrap_or(defaults.max_unnamed_bytes),
     };
     let sessions_per_connection = sessions.per_connection;
@@ -262,11 +270,16 @@ pub fn resolve(file: FileConfig, flags: ServeFlags) -> anyhow::Result<ServeOptio
     quic_limits.validate().map_err(|e| anyhow::anyhow!("[quic_limits]: {e}"))?;
     let unix = flags.unix.or(file.unix).filter(|p| !p.trim().is_empty() && !p.trim().eq_ignore_ascii_case("off"));
     let unix_allowed_uids = file.unix_allowed_uids.unwrap_or_default();
+    if let Some(role) = &file.local_http_role {
+        core.local_http_role = keyward_core::Role::parse(role)
+            .with_context(|| format!("local_http_role must be reader, signer or owner, not {role:?}"))?;
+    }
     let mut driver = DriverConfig::default();
     driver.max_sessions_per_connection = sessions_per_connection.unwrap_or(driver.max_sessions_per_connection);
     if let Some(slow) = file.slow_calls {
         driver.slow_threads = slow.threads.unwrap_or(driver.slow_threads);
         driver.slow_queue = slow.queue.unwrap_or(driver.slow_queue);
+        driver.slow_per_principal = slow.per_principal.unwrap_or(driver.slow_per_principal);
     }
     anyhow::ensure!(driver.slow_threads > 0, "[slow_calls] threads must be at least 1");
     let unix = unix.map(PathBuf::from);

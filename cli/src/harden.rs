@@ -51,6 +51,12 @@ pub fn lock(addr: usize, len: usize) -> io::Result<()> {
     if locked == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
+/// This process's effective uid (the Unix socket's own user).
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

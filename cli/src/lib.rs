@@ -2,10 +2,13 @@
 
 #![deny(unsafe_code)]
 
+pub mod audit;
 pub mod bench;
 pub mod call;
 pub mod certs;
+pub mod clients;
 pub mod config;
 pub mod harden;
+pub mod principals;
 pub mod serve;
 pub mod tls;

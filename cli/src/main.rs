@@ -38,8 +38,8 @@ enum Command {
         /// QUIC address, or "off" (default 127.0.0.1:3420, UDP).
         #[arg(long)]
         quic: Option<String>,
-        /// Also serve on a Unix socket at this path (made 0600 in a 0700 directory; peers must have
-        /// the server's uid or one listed in `unix_allowed_uids`).
+        /// Also serve on a Unix socket at this path (made 0600 in a 0700 directory; a peer's uid must
+        /// be a registered client's: the server's own and `unix_allowed_uids` are registered at start).
         #[arg(long)]
         unix: Option<String>,
         /// Once listening, write the bound addresses here as JSON (for scripts and `keyward bench`).
@@ -98,6 +98,16 @@ enum Command {
         #[command(subcommand)]
         action: CertsAction,
     },
+    /// Register, list, re-role and revoke the clients that may call the server.
+    ///
+    /// With a server running on the data directory (or named with --url, --quic or --unix), these are
+    /// owner calls to it; with none running, they change the data directory's store directly.
+    Clients {
+        #[command(subcommand)]
+        action: keyward::clients::Action,
+        #[command(flatten)]
+        target: keyward::clients::Target,
+    },
     /// Call a method over the secure protocol and print its result.
     Call {
         /// Server URL.
@@ -109,7 +119,8 @@ enum Command {
         /// Call over the Unix socket at this path instead of HTTPS.
         #[arg(long, conflicts_with = "quic")]
         unix: Option<PathBuf>,
-        /// Certificate directory (default: DATA_DIR/tls).
+        /// Certificate directory: a client's bundle (ca.crt, client.crt, client.key, as `keyward
+        /// clients add --out` writes it) or a server's tls/ (default: DATA_DIR/tls).
         #[arg(long)]
         tls_dir: Option<PathBuf>,
         /// Read passwords from standard input, one line each, instead of prompting.
@@ -123,6 +134,12 @@ enum Command {
         /// Params as a JSON object; missing ones are filled in (passwords are prompted for).
         params: Option<String>,
     },
+    /// Show or verify the audit log (from the running server over the API, or from the store
+    /// when no server holds the data directory).
+    Audit {
+        #[command(subcommand)]
+        command: keyward::audit::AuditCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -132,8 +149,12 @@ enum CertsAction {
         /// Where to write ca.crt, server.crt, server.key, client.crt, client.key.
         #[arg(long)]
         dir: PathBuf,
-        /// Keep the CA's key (ca.key) to issue more certificates later.
+        /// Discard the CA's key: the server then cannot issue client certificates (ca.key, 0600, is
+        /// kept by default).
         #[arg(long)]
+        no_ca_key: bool,
+        /// Kept for older scripts: the CA's key is kept by default.
+        #[arg(long, hide = true, conflicts_with = "no_ca_key")]
         keep_ca_key: bool,
     },
     /// Replace the set in DIR with a new one (new CA, new keys), atomically; a running server takes
@@ -142,8 +163,11 @@ enum CertsAction {
         /// The certificate directory.
         #[arg(long)]
         dir: PathBuf,
-        /// Keep the new CA's key.
+        /// Discard the new CA's key (see `certs init --no-ca-key`).
         #[arg(long)]
+        no_ca_key: bool,
+        /// Kept for older scripts: the CA's key is kept by default.
+        #[arg(long, hide = true, conflicts_with = "no_ca_key")]
         keep_ca_key: bool,
     },
     /// Print subjects, fingerprints, expiry and usages.
@@ -198,16 +222,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Certs { action } => {
             match action {
-                CertsAction::Init { dir, keep_ca_key } => {
-                    let set = certs::init(&dir, keep_ca_key, false)?;
+                CertsAction::Init { dir, no_ca_key, .. } => {
+                    let set = certs::init(&dir, !no_ca_key, false)?;
                     eprintln!(
                         "wrote ca.crt, server.crt, server.key, client.crt, client.key to {} (the current set in {})",
                         set.display(),
                         dir.display()
                     );
                 }
-                CertsAction::Rotate { dir, keep_ca_key } => {
-                    let set = certs::rotate(&dir, keep_ca_key)?;
+                CertsAction::Rotate { dir, no_ca_key, .. } => {
+                    let set = certs::rotate(&dir, !no_ca_key)?;
                     eprintln!(
                         "replaced the certificate set in {} with {}; a running keyward serve uses it for new \
                          connections within 2 s",
@@ -217,6 +241,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 CertsAction::Show { dir } => print!("{}", certs::show(&dir)?),
             }
+            Ok(())
+        }
+        Command::Clients { action, target } => {
+            init_logging(Some("warn"));
+            print!("{}", keyward::clients::run(&target, action).await?);
             Ok(())
         }
         Command::Call { url, quic, unix, tls_dir, password_stdin, raw, method, params } => {
@@ -230,6 +259,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             keyward_core::client::wipe(&mut value);
             Ok(())
+        }
+        Command::Audit { command } => {
+            init_logging(Some("warn"));
+            keyward::audit::run(&command, &mut std::io::stdout()).await
         }
     }
 }

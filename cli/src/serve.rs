@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::ServeOptions;
-use crate::{certs, harden, tls};
+use crate::{certs, harden, principals, tls};
 
 /// A running server.
 pub struct Running {
@@ -77,8 +77,21 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
         _ => Some(tls::ServerTls::load(&tls_dir)?),
     };
     let store = FjallStore::open(&options.data_dir.join("store")).context("cannot open the wallet store")?;
-    let driver = Driver::start(options.core.clone(), Box::new(store), options.driver.clone())?;
-    let core = Arc::clone(driver.core().context("a started driver serves a core")?);
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(&mut *seed).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
+    let mut server = Server::new(options.core.clone(), Box::new(store), *seed);
+    server.set_host(Arc::new(principals::ServeHost::new(tls_dir.clone())));
+    let core = Arc::new(server);
+    // Every peer is a registered client: the set's client certificate is `default` (owner), and
+    // the Unix socket's own user and allowed users are `uid-N` (owner) unless registered already.
+    principals::ensure_default(&core, &tls_dir)?;
+    if options.unix.is_some() {
+        let own = harden::effective_uid();
+        let mut uids = vec![own];
+        uids.extend(options.unix_allowed_uids.iter().copied().filter(|uid| *uid != own));
+        principals::ensure_uids(&core, &uids)?;
+    }
+    let driver = Driver::new(Arc::clone(&core), keyward_driver::system_clock(), options.driver.clone());
     let (addr, len) = core.vault_region();
     match harden::lock(addr, len) {
         Ok(()) => tracing::debug!(bytes = len, "vault memory locked"),
@@ -92,7 +105,14 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     // One set for both TLS listeners, followed across `keyward certs rotate`.
     let server_tls = match server_tls {
         Some(server_tls) => {
-            tasks.spawn(follow_rotations(Arc::clone(&server_tls), stopped(stop_rx.clone())));
+            // A revoked client's next handshake fails; a rotated set moves `default` to its key.
+            server_tls.set_registry(principals::registered(&core));
+            tasks.spawn(follow_rotations(
+                Arc::clone(&server_tls),
+                Arc::downgrade(&core),
+                tls_dir.clone(),
+                stopped(stop_rx.clone()),
+            ));
             Some(server_tls.config()?)
         }
         None => None,
@@ -130,7 +150,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
 
     let mut unix = None;
     if let Some(path) = &options.unix {
-        let server = UnixServer::bind(path, &options.unix_allowed_uids, UnixLimits::default()).await?;
+        let server = UnixServer::bind(path, UnixLimits::default()).await?;
         tracing::info!("keyward listening on unix:{} (peer uid checked)", path.display());
         unix = Some(server.path().to_owned());
         tasks.spawn(server.run(driver.clone(), stopped(stop_rx.clone())));
@@ -143,7 +163,12 @@ pub const ROTATION_CHECK: Duration = Duration::from_secs(1);
 
 /// Checks the certificate directory every [`ROTATION_CHECK`] and loads a rotated set for new
 /// handshakes; a set that fails to load is logged and the one in use kept.
-async fn follow_rotations(server_tls: Arc<tls::ServerTls>, shutdown: impl Future<Output = ()>) {
+async fn follow_rotations(
+    server_tls: Arc<tls::ServerTls>,
+    core: std::sync::Weak<Server>,
+    tls_dir: std::path::PathBuf,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut tick = tokio::time::interval(ROTATION_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -156,7 +181,12 @@ async fn follow_rotations(server_tls: Arc<tls::ServerTls>, shutdown: impl Future
         match tokio::task::spawn_blocking(move || checked.refresh()).await {
             Ok(Ok(None)) => {}
             Ok(Ok(Some(set))) => {
-                tracing::info!(set = %set.display(), "new certificate set: new connections use it, open ones continue")
+                tracing::info!(set = %set.display(), "new certificate set: new connections use it, open ones continue");
+                if let Some(core) = core.upgrade()
+                    && let Err(error) = principals::ensure_default(&core, &tls_dir)
+                {
+                    tracing::error!("{error:#}");
+                }
             }
             Ok(Err(error)) => tracing::error!(
                 "the certificate set changed but cannot be used; keeping the one in use ({}): {error:#}",

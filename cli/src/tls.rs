@@ -139,7 +139,13 @@ pub struct ServerTls {
     current: RwLock<Arc<Loaded>>,
     /// The stamp of the last set that failed to load (reported once, not every second).
     failed: Mutex<Option<Stamp>>,
+    /// Who may hand-shake: given the SHA-256 of a client certificate's key, whether an active
+    /// client has it (set once the core is up; until then every CA-signed certificate passes).
+    registry: std::sync::OnceLock<Registered>,
 }
+
+/// The live registry check of [`ServerTls::set_registry`].
+pub type Registered = Arc<dyn Fn(&[u8; 32]) -> bool + Send + Sync>;
 
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -159,7 +165,14 @@ impl ServerTls {
             provider,
             current: RwLock::new(Arc::new(loaded)),
             failed: Mutex::new(None),
+            registry: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// From now on a client certificate is accepted only if `registered` says an active client
+    /// has its key: a revoked client's next handshake fails (alert `access_denied`).
+    pub fn set_registry(&self, registered: Registered) {
+        let _ = self.registry.set(registered);
     }
 
     fn current(&self) -> Arc<Loaded> {
@@ -243,6 +256,15 @@ impl ClientCertVerifier for RequireClientAuth {
     ) -> Result<ClientCertVerified, rustls::Error> {
         let verified = self.tls.current().verifier.verify_client_cert(end_entity, intermediates, now)?;
         require_client_auth_usage(end_entity)?;
+        if let Some(registered) = self.tls.registry.get() {
+            let key = keyward_driver::spki_sha256(end_entity)
+                .ok_or(rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+            if !registered(&key) {
+                return Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ApplicationVerificationFailure,
+                ));
+            }
+        }
         Ok(verified)
     }
 

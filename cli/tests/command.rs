@@ -28,7 +28,8 @@ fn certs_init_show_rotate() {
     for key in ["server.key", "client.key"] {
         assert_eq!(mode(&certs.join(key)), 0o600, "{key}");
     }
-    assert!(!certs.join("ca.key").exists(), "the CA key is not kept unless asked for");
+    // The CA key is kept (0600) so that the server can issue client certificates (`--no-ca-key`: not).
+    assert_eq!(mode(&certs.join("ca.key")), 0o600, "ca.key");
     assert_eq!(mode(&certs), 0o700);
     // The set lives in sets/<generation>/, named by the symlink `current`; the flat names are
     // symlinks into it.

@@ -33,11 +33,18 @@ fn setup() -> (Server, Client, Value) {
     };
     let server = Server::new(config, Box::new(MemoryStore::new()), [1; 32]);
     let mut client = Client::new([2; 32]);
-    let answer = server.handle(Incoming { body: &client.init_request(), session: None, recent: None, now_ms: 0 });
+    let answer = server.handle(Incoming {
+        body: &client.init_request(),
+        session: None,
+        recent: None,
+        principal: "local",
+        now_ms: 0,
+    });
     client.handle_init_answer(&answer.body).expect("init");
     let call = |client: &mut Client, method: &str, params: Value| {
         let (body, pending) = client.seal(method, params).expect("seal");
-        let answer = server.handle(Incoming { body: &body, session: None, recent: None, now_ms: 0 });
+        let answer =
+            server.handle(Incoming { body: &body, session: None, recent: None, principal: "local", now_ms: 0 });
         client.open(pending, &answer.body).expect("call")
     };
     call(&mut client, "create_wallet", json!({"name": null, "mnemonic": null, "mnemonic_length": 32, "password": "p"}));
@@ -52,7 +59,8 @@ fn bench(c: &mut Criterion) {
     group.bench_function("full_round_trip", |b| {
         b.iter(|| {
             let (body, pending) = client.seal("accounts", json!({"token": token})).expect("seal");
-            let answer = server.handle(Incoming { body: &body, session: None, recent: None, now_ms: 0 });
+            let answer =
+                server.handle(Incoming { body: &body, session: None, recent: None, principal: "local", now_ms: 0 });
             black_box(client.open(pending, &answer.body).expect("accounts"))
         })
     });
@@ -60,7 +68,13 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || client.seal("accounts", json!({"token": token})).expect("seal"),
             |(body, _pending)| {
-                black_box(server.handle(Incoming { body: &body, session: None, recent: None, now_ms: 0 }))
+                black_box(server.handle(Incoming {
+                    body: &body,
+                    session: None,
+                    recent: None,
+                    principal: "local",
+                    now_ms: 0,
+                }))
             },
             BatchSize::SmallInput,
         )
@@ -69,7 +83,13 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || client.seal("sign_message", sign_params.clone()).expect("seal"),
             |(body, _pending)| {
-                black_box(server.handle(Incoming { body: &body, session: None, recent: None, now_ms: 0 }))
+                black_box(server.handle(Incoming {
+                    body: &body,
+                    session: None,
+                    recent: None,
+                    principal: "local",
+                    now_ms: 0,
+                }))
             },
             BatchSize::SmallInput,
         )
@@ -78,7 +98,8 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || Client::new([3; 32]).init_request(),
             |body| {
-                let answer = server.handle(Incoming { body: &body, session: None, recent: None, now_ms: 0 });
+                let answer =
+                    server.handle(Incoming { body: &body, session: None, recent: None, principal: "local", now_ms: 0 });
                 if let Some(id) = answer.session {
                     server.drop_session(&id);
                 }
@@ -98,7 +119,12 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let (body, pending) = shared.borrow_mut().seal("accounts", json!({"token": token})).expect("seal");
-                (pending, server.handle(Incoming { body: &body, session: None, recent: None, now_ms: 0 }).body)
+                (
+                    pending,
+                    server
+                        .handle(Incoming { body: &body, session: None, recent: None, principal: "local", now_ms: 0 })
+                        .body,
+                )
             },
             |(pending, answer)| black_box(shared.borrow_mut().open(pending, &answer).expect("accounts")),
             BatchSize::SmallInput,

@@ -99,6 +99,16 @@ pub enum MethodError {
     /// The call was set aside as slow and the transport's pool of slow calls is full: it did not
     /// run (−32099 `Busy: …`).
     Busy,
+    /// The caller's role does not allow the method (−32099 `Forbidden: <method> needs the <role>
+    /// role`); nothing ran.
+    Forbidden {
+        /// The method.
+        method: String,
+        /// The least role it needs.
+        needs: crate::principal::Role,
+    },
+    /// The caller's client was revoked (−32099 `Forbidden: this client is revoked`); nothing ran.
+    Revoked,
     /// An embedder's method failed (−32099 `Variant: detail`).
     Application {
         /// The variant name.
@@ -112,6 +122,35 @@ pub enum MethodError {
 pub const OPEN_ERROR: &str = "Error opening wallet (is password correct?)";
 
 impl MethodError {
+    /// The outcome the audit log records for this error: a fixed phrase, never the message (which
+    /// may quote what the client sent).
+    pub fn audit_outcome(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid request",
+            Self::MethodNotFound => "no such method",
+            Self::InvalidParams(_) => "invalid params",
+            Self::Lifecycle(message) if message == OPEN_ERROR => "wrong password",
+            Self::Lifecycle(_) => "failed",
+            Self::InvalidKeychainMask => "invalid token",
+            Self::WalletSeedExists => "wallet exists",
+            Self::Argument(_) => "invalid argument",
+            Self::AccountLabelAlreadyExists(_) => "label taken",
+            Self::UnknownAccountLabel(_) => "unknown label",
+            Self::Throttled { .. } => "throttled",
+            Self::Storage => "store failure",
+            Self::Busy => "busy",
+            Self::Forbidden { .. } => "forbidden",
+            Self::Revoked => "revoked",
+            Self::Application { .. } => "failed",
+        }
+    }
+
+    /// Whether the audit log records this refusal whatever the method.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::Forbidden { .. } | Self::Revoked | Self::Throttled { .. })
+            || matches!(self, Self::Lifecycle(message) if message == OPEN_ERROR)
+    }
+
     /// The wire code and message. Messages carry no secrets and no paths.
     pub fn wire(&self) -> (i64, String) {
         match self {
@@ -133,6 +172,8 @@ impl MethodError {
             ),
             Self::Storage => (-32099, "StoreError: the wallet store failed; see the server log".into()),
             Self::Busy => (-32099, "Busy: too many slow calls at once, try again shortly".into()),
+            Self::Forbidden { method, needs } => (-32099, format!("Forbidden: {method} needs the {needs} role")),
+            Self::Revoked => (-32099, "Forbidden: this client is revoked".into()),
             Self::Application { variant, detail } if detail.is_empty() => (-32099, variant.clone()),
             Self::Application { variant, detail } => (-32099, format!("{variant}: {detail}")),
         }

@@ -44,7 +44,7 @@
 //! let mut now_ms = 0;
 //! let mut send = |body: Vec<u8>| {
 //!     now_ms += 10;
-//!     server.handle(Incoming { body: &body, session: None, recent: None, now_ms }).body
+//!     server.handle(Incoming { body: &body, session: None, recent: None, principal: "local", now_ms }).body
 //! };
 //!
 //! // init_secure_api: ECDH, then every call is encrypted under the session key.
@@ -69,12 +69,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
+pub mod audit;
 pub mod client;
 pub mod envelope;
 pub mod jsonrpc;
 pub mod keys;
 pub mod lifecycle;
 pub mod methods;
+pub mod principal;
 pub mod secret;
 pub mod seed_record;
 pub mod server;
@@ -85,7 +88,8 @@ pub mod throttle;
 pub mod vault;
 
 pub use client::{Client, ClientError};
-pub use methods::{AppCall, AppError, Method, Role, Speed};
-pub use server::{Incoming, Outgoing, Server, ServerConfig, SlowCall, Step};
+pub use methods::{AppCall, AppError, Method, Speed};
+pub use principal::{ClientRecord, Identity, Principal, Role};
+pub use server::{CallContext, Host, Incoming, IssuedCertificate, Outgoing, Server, ServerConfig, SlowCall, Step};
 pub use session::{SessionId, SessionLimits};
 pub use store::{MemoryStore, Store, StoreError, WalletKey};

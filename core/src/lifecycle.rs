@@ -11,6 +11,7 @@ use crate::secret::{Entropy, Password, Token};
 use crate::seed_record::{GrinWalletSeed, SeedRecord, SeedRecordError};
 use crate::state::{CallContext, State, lock, store_error};
 use crate::store::{Account, StoreError, StoredWallet, WalletKey};
+use crate::throttle::PrincipalWallet;
 
 /// The name used when a method's `name` is `null`.
 pub const DEFAULT_WALLET: &str = "default";
@@ -187,20 +188,23 @@ fn check_password(
     state: &State,
     key: &WalletKey,
     password: &Password,
-    now_ms: u64,
+    context: &CallContext,
 ) -> Result<(StoredWallet, SeedRecord, Entropy), MethodError> {
+    let now_ms = context.now_ms;
     let Some(stored) = state.store.load_wallet(key).map_err(store_error)? else {
         // Same cost as a real attempt, so timing does not tell which wallets exist. Nothing is
         // recorded: a flood of made-up names must not fill the throttle's table or the store.
         let _ = state.config.kdf.derive(password, &[0u8; 16]);
         return Err(MethodError::Lifecycle(OPEN_ERROR.into()));
     };
-    if !lock(&state.throttle).knows(key) {
+    // Each principal's attempts are counted apart: one client's failures never make another wait.
+    let at = PrincipalWallet { principal: context.principal.name().into(), wallet: key.clone() };
+    if !lock(&state.throttle).knows(&at) {
         // After a restart (or once the entry made room for others), the persisted count applies again.
-        let failures = state.store.load_failures(key).map_err(store_error)?;
-        lock(&state.throttle).restore(key, failures, now_ms);
+        let failures = state.store.load_failures(context.principal.name(), key).map_err(store_error)?;
+        lock(&state.throttle).restore(&at, failures, now_ms);
     }
-    if let Err(wait) = lock(&state.throttle).check(key, now_ms) {
+    if let Err(wait) = lock(&state.throttle).check(&at, now_ms) {
         return Err(MethodError::Throttled { retry_after_ms: wait });
     }
     let outcome = match SeedRecord::from_bytes(&stored.seed_record) {
@@ -216,17 +220,17 @@ fn check_password(
     };
     let (before, after) = {
         let mut throttle = lock(&state.throttle);
-        let before = throttle.failures(key);
+        let before = throttle.failures(&at);
         match &outcome {
-            Ok(_) => throttle.success(key),
-            Err(_) => throttle.failure(key, now_ms),
+            Ok(_) => throttle.success(&at),
+            Err(_) => throttle.failure(&at, now_ms),
         }
-        (before, throttle.failures(key))
+        (before, throttle.failures(&at))
     };
     if before != after {
         // Persist the count so a restart does not reset the backoff. A store failure here is
         // logged; the in-memory throttle still applies.
-        let _ = state.store.save_failures(key, after).map_err(store_error);
+        let _ = state.store.save_failures(context.principal.name(), key, after).map_err(store_error);
     }
     outcome
 }
@@ -236,7 +240,7 @@ pub(crate) fn open_wallet(state: &State, p: &[Value], context: &CallContext) -> 
     let password = password(&p[1], "password")?;
     let guard = state.wallet_lock(&key);
     let _held = lock(&guard);
-    let (stored, record, entropy) = check_password(state, &key, &password, context.now_ms)?;
+    let (stored, record, entropy) = check_password(state, &key, &password, context)?;
     if state.config.kdf.stronger_than(&record.kdf) {
         // Upgrade the record to the configured parameters; a failure leaves the old record.
         if let Ok(new) = seal_record(state, &entropy, &password) {
@@ -252,14 +256,15 @@ pub(crate) fn open_wallet(state: &State, p: &[Value], context: &CallContext) -> 
     };
     let limit = state.config.tokens.max_open_wallets;
     lock(&state.vault)
-        .open(key, &master, &token, context.now_ms)
+        .open(key, &context.principal, &master, &token, context.now_ms)
         .map_err(|_| MethodError::Lifecycle(format!("too many open wallets (at most {limit}): close one first")))?;
     Ok(Value::String(token.to_hex().to_string()))
 }
 
 pub(crate) fn close_wallet(state: &State, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
     let key = wallet_key(&p[0], context)?;
-    lock(&state.vault).close(&key);
+    // The caller's own opening: another principal's stays open (and its seed in the vault).
+    lock(&state.vault).close(&key, &context.principal);
     Ok(Value::Null)
 }
 
@@ -270,7 +275,7 @@ pub(crate) fn get_mnemonic(state: &State, p: &[Value], context: &CallContext) ->
     // through the throttle.
     let guard = state.wallet_lock(&key);
     let _held = lock(&guard);
-    let (_, _, entropy) = check_password(state, &key, &password, context.now_ms)?;
+    let (_, _, entropy) = check_password(state, &key, &password, context)?;
     Ok(Value::String(keys::mnemonic_of(&entropy).to_string()))
 }
 
@@ -280,7 +285,7 @@ pub(crate) fn change_password(state: &State, p: &[Value], context: &CallContext)
     let new = password(&p[2], "new")?;
     let guard = state.wallet_lock(&key);
     let _held = lock(&guard);
-    let (stored, _, entropy) = check_password(state, &key, &old, context.now_ms)?;
+    let (stored, _, entropy) = check_password(state, &key, &old, context)?;
     let record = seal_record(state, &entropy, &new)?;
     state.store.replace_seed_record(&key, &stored.seed_record, &record.to_bytes()).map_err(store_error)?;
     Ok(Value::Null)
@@ -291,8 +296,8 @@ pub(crate) fn delete_wallet(state: &State, p: &[Value], context: &CallContext) -
     let password = password(&p[1], "password")?;
     let guard = state.wallet_lock(&key);
     let _held = lock(&guard);
-    check_password(state, &key, &password, context.now_ms)?;
-    lock(&state.vault).close(&key);
+    check_password(state, &key, &password, context)?;
+    lock(&state.vault).close_everywhere(&key);
     match state.store.delete_wallet(&key) {
         Ok(()) | Err(StoreError::NotFound) => Ok(Value::Null),
         Err(e) => Err(store_error(e)),
@@ -306,7 +311,11 @@ pub(crate) fn list_wallets(state: &State, context: &CallContext) -> Result<Value
         names
             .into_iter()
             .map(|name| {
-                let open = vault.is_open(&WalletKey { dir: context.dir.clone(), name: name.clone() }, context.now_ms);
+                let open = vault.is_open(
+                    &WalletKey { dir: context.dir.clone(), name: name.clone() },
+                    &context.principal,
+                    context.now_ms,
+                );
                 json!({"name": name, "open": open})
             })
             .collect(),

@@ -6,36 +6,17 @@ use std::fmt;
 
 use serde_json::{Value, json};
 
+use crate::admin;
 use crate::envelope::Cipher;
 use crate::jsonrpc::{self, MethodError, string, take_params};
 use crate::keys;
 use crate::lifecycle;
+use crate::principal::Role::{self, Owner, Reader, Signer};
 use crate::secret::{MasterKey, wipe_json};
 use crate::state::{CallContext, State, lock, store_error};
 use crate::store::{Account, StoreError, WalletKey};
 use crate::vault::Unlocked;
-use Role::Owner;
 use Speed::{Fast, Slow};
-
-/// The least role a caller needs to call a method.
-///
-/// Only `Owner` exists yet; the `reader` and `signer` roles come with the client registry, and the
-/// table will then name the methods they may call. New roles will be added as variants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Role {
-    /// Everything: the lifecycle, the keys, and (later) client administration and the audit log.
-    Owner,
-}
-
-impl Role {
-    /// The role's name as `spec/openrpc.json` (`x-keyward-role`) and the client registry write it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Owner => "owner",
-        }
-    }
-}
 
 /// Whether a call may be answered on a transport's I/O thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,6 +47,10 @@ pub(crate) struct AfterAnswer {
     pub(crate) rekey: Option<Cipher>,
     /// A new top-level directory (`set_top_level_directory`), used from the next request on.
     pub(crate) dir: Option<String>,
+    /// A client was revoked (`revoke_client`): the server ends its sessions.
+    pub(crate) revoked: Option<String>,
+    /// The wallet a token call used, for the audit log.
+    pub(crate) wallet: Option<String>,
 }
 
 /// A built-in method's code: the shared state, the params in the table's order, the call's context.
@@ -131,8 +116,8 @@ impl fmt::Debug for Method {
 /// Every built-in method. `encrypted_request_v3` is not here: it is the envelope, which the server
 /// opens before any method is looked up. Slow: runs a KDF or writes to the store.
 pub const METHODS: &[Method] = &[
-    method("init_secure_api", &["ecdh_pubkey"], Owner, Fast, init_secure_api),
-    method("get_top_level_directory", &[], Owner, Fast, get_top_level_directory),
+    method("init_secure_api", &["ecdh_pubkey"], Reader, Fast, init_secure_api),
+    method("get_top_level_directory", &[], Reader, Fast, get_top_level_directory),
     method("set_top_level_directory", &["dir"], Owner, Fast, set_top_level_directory),
     method(
         "create_config",
@@ -144,21 +129,30 @@ pub const METHODS: &[Method] = &[
     method("create_wallet", &["name", "mnemonic", "mnemonic_length", "password"], Owner, Slow, |s, p, c, _| {
         lifecycle::create_wallet(s, p, c)
     }),
-    method("open_wallet", &["name", "password"], Owner, Slow, |s, p, c, _| lifecycle::open_wallet(s, p, c)),
-    method("close_wallet", &["name"], Owner, Fast, |s, p, c, _| lifecycle::close_wallet(s, p, c)),
+    method("open_wallet", &["name", "password"], Reader, Slow, |s, p, c, _| lifecycle::open_wallet(s, p, c)),
+    method("close_wallet", &["name"], Reader, Fast, |s, p, c, _| lifecycle::close_wallet(s, p, c)),
     method("get_mnemonic", &["name", "password"], Owner, Slow, |s, p, c, _| lifecycle::get_mnemonic(s, p, c)),
     method("change_password", &["name", "old", "new"], Owner, Slow, |s, p, c, _| lifecycle::change_password(s, p, c)),
     method("delete_wallet", &["name", "password"], Owner, Slow, |s, p, c, _| lifecycle::delete_wallet(s, p, c)),
     method("import_grin_wallet", &["name", "wallet_seed", "password"], Owner, Slow, |s, p, c, _| {
         lifecycle::import_grin_wallet(s, p, c)
     }),
-    method("list_wallets", &[], Owner, Fast, |s, _, c, _| lifecycle::list_wallets(s, c)),
-    method("accounts", &["token"], Owner, Fast, accounts),
-    method("create_account_path", &["token", "label"], Owner, Slow, create_account_path),
-    method("set_active_account", &["token", "label"], Owner, Fast, set_active_account),
-    method("get_public_key", &["token", "path"], Owner, Fast, get_public_key),
-    method("sign_message", &["token", "path", "message"], Owner, Fast, sign_message),
-    method("verify_message", &["public_key", "message", "signature"], Owner, Fast, |_, p, _, _| verify_message(p)),
+    method("list_wallets", &[], Reader, Fast, |s, _, c, _| lifecycle::list_wallets(s, c)),
+    method("accounts", &["token"], Reader, Fast, accounts),
+    method("create_account_path", &["token", "label"], Signer, Slow, create_account_path),
+    method("set_active_account", &["token", "label"], Signer, Fast, set_active_account),
+    method("get_public_key", &["token", "path"], Reader, Fast, get_public_key),
+    method("sign_message", &["token", "path", "message"], Signer, Fast, sign_message),
+    method("verify_message", &["public_key", "message", "signature"], Reader, Fast, |_, p, _, _| verify_message(p)),
+    method("add_client", &["name", "role", "public_key", "uid"], Owner, Slow, |s, p, c, _| admin::add_client(s, p, c)),
+    method("list_clients", &[], Owner, Fast, |s, _, _, _| Ok(admin::list_clients(s))),
+    method("set_client_role", &["name", "role"], Owner, Slow, |s, p, c, _| admin::set_client_role(s, p, c)),
+    method("revoke_client", &["name"], Owner, Slow, |s, p, c, after| {
+        let revoked = admin::revoke_client(s, p, c)?;
+        after.revoked = p[0].as_str().map(str::to_owned);
+        Ok(revoked)
+    }),
+    method("audit_log", &["after", "limit"], Owner, Slow, |s, p, _, _| admin::audit_log(s, p)),
 ];
 
 /// A row of [`METHODS`].
@@ -252,7 +246,7 @@ fn set_active_account(
     if !accounts.is_some_and(|accounts| accounts.iter().any(|a| a.label == label)) {
         return Err(MethodError::UnknownAccountLabel(label.chars().take(64).collect()));
     }
-    lock(&state.vault).set_active_account(&unlocked.key, label);
+    lock(&state.vault).set_active_account(&unlocked.key, &context.principal, label);
     Ok(Value::Null)
 }
 
@@ -268,8 +262,14 @@ fn get_public_key(
     Ok(Value::String(hex::encode(unlocked.public_keys.public_key(&key, &path).map_err(key_error)?)))
 }
 
-fn sign_message(state: &State, p: &[Value], context: &CallContext, _: &mut AfterAnswer) -> Result<Value, MethodError> {
+fn sign_message(
+    state: &State,
+    p: &[Value],
+    context: &CallContext,
+    after: &mut AfterAnswer,
+) -> Result<Value, MethodError> {
     let unlocked = state.unlock(&p[0], context)?;
+    after.wallet = Some(audit_name(&unlocked.key));
     let path = keys::parse_path(string(&p[1], "path")?).map_err(key_error)?;
     let key = derive_at(&unlocked, &path)?;
     let message = string(&p[2], "message")?;
@@ -305,10 +305,6 @@ pub struct AppError {
     pub detail: String,
 }
 
-/// The role every embedder method needs: `register_method` takes no role yet, so that embedders'
-/// code does not change when the `reader` and `signer` roles arrive.
-pub const APP_METHOD_ROLE: Role = Role::Owner;
-
 /// The speed of every embedder method: its code is unknown, so it is run off the I/O threads.
 pub const APP_METHOD_SPEED: Speed = Speed::Slow;
 
@@ -317,15 +313,16 @@ type AppHandler = Box<dyn Fn(&AppCall<'_>) -> Result<Value, AppError> + Send + S
 /// A registered embedder method.
 pub(crate) struct AppMethod {
     params: Vec<String>,
+    pub(crate) role: Role,
     handler: AppHandler,
 }
 
 impl AppMethod {
-    pub(crate) fn new<F>(params: &[&str], handler: F) -> Self
+    pub(crate) fn new<F>(params: &[&str], role: Role, handler: F) -> Self
     where
         F: Fn(&AppCall<'_>) -> Result<Value, AppError> + Send + Sync + 'static,
     {
-        Self { params: params.iter().map(|p| (*p).to_owned()).collect(), handler: Box::new(handler) }
+        Self { params: params.iter().map(|p| (*p).to_owned()).collect(), role, handler: Box::new(handler) }
     }
 
     /// Takes `token` and the registered params, runs the handler with the wallet's master key
@@ -335,11 +332,13 @@ impl AppMethod {
         state: &State,
         params: Option<&mut Value>,
         context: &CallContext,
+        after: &mut AfterAnswer,
     ) -> Result<Value, MethodError> {
         let mut names: Vec<&str> = vec!["token"];
         names.extend(self.params.iter().map(String::as_str));
         let mut p = take_params(params, &names)?;
         let result = state.unlock(&p[0], context).and_then(|unlocked| {
+            after.wallet = Some(audit_name(&unlocked.key));
             let call = AppCall {
                 wallet: &unlocked.key,
                 master: &unlocked.master,
@@ -352,6 +351,30 @@ impl AppMethod {
         result
     }
 }
+
+/// A wallet as the audit log names it: `name`, or `dir/name` in a directory.
+pub(crate) fn audit_name(key: &WalletKey) -> String {
+    if key.dir.is_empty() { key.name.clone() } else { format!("{}/{}", key.dir, key.name) }
+}
+
+/// The built-in methods the audit log records every call of (with the embedder's methods); any
+/// other method is recorded only when it is refused (forbidden, revoked, throttled, wrong password).
+pub const AUDITED: &[&str] = &[
+    "create_config",
+    "set_top_level_directory",
+    "create_wallet",
+    "import_grin_wallet",
+    "open_wallet",
+    "close_wallet",
+    "get_mnemonic",
+    "change_password",
+    "delete_wallet",
+    "sign_message",
+    "create_account_path",
+    "add_client",
+    "set_client_role",
+    "revoke_client",
+];
 
 /// Why a method could not be registered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -16,12 +16,13 @@ use zeroize::Zeroizing;
 use crate::envelope;
 use crate::jsonrpc::{self, EnvelopeError, MethodError};
 use crate::methods::{self, APP_METHOD_SPEED, AfterAnswer, AppCall, AppError, AppMethod, RegisterError, Speed};
+use crate::principal::{Principal, Role};
 use crate::secret::{SecretBuffer, WipedJson, wipe_json};
 use crate::session::{self, AcceptError, Accepted, SessionId, SessionTable};
 use crate::state::{State, lock};
 use crate::store::Store;
 
-pub use crate::state::{CallContext, ServerConfig};
+pub use crate::state::{CallContext, Host, IssuedCertificate, ServerConfig};
 
 /// One request, as the transport hands it in.
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +35,11 @@ pub struct Incoming<'a> {
     /// For a request that names no session: the session its connection used last, whose key is
     /// tried first (so an unmodified V3 client's cost does not grow with other clients' sessions).
     pub recent: Option<SessionId>,
+    /// Who is calling, as the transport authenticated it: a registered client's name (its
+    /// certificate or uid), [`Principal::LOCAL_HTTP`] for loopback plain HTTP, or
+    /// [`Principal::LOCAL`] for an in-process caller. Its sessions, tokens, role and bounds follow
+    /// from it.
+    pub principal: &'a str,
     /// The host's clock, in milliseconds from any fixed origin.
     pub now_ms: u64,
 }
@@ -93,11 +99,15 @@ impl Server {
 
     /// Registers an embedder's method. Its params are `token` followed by `params`; the handler
     /// runs with the wallet's unmasked master key, which is wiped when it returns. Embedder methods
-    /// are always [`Speed::Slow`] (run off the I/O threads) and need the [`Role::Owner`] role
-    /// ([`methods::APP_METHOD_ROLE`]): this takes no role argument yet.
-    ///
-    /// [`Role::Owner`]: crate::Role::Owner
-    pub fn register_method<F>(&mut self, name: &str, params: &[&str], handler: F) -> Result<(), RegisterError>
+    /// are always [`Speed::Slow`] (run off the I/O threads) and need `role` (a signing method:
+    /// [`Role::Signer`]).
+    pub fn register_method<F>(
+        &mut self,
+        name: &str,
+        params: &[&str],
+        role: Role,
+        handler: F,
+    ) -> Result<(), RegisterError>
     where
         F: Fn(&AppCall<'_>) -> Result<Value, AppError> + Send + Sync + 'static,
     {
@@ -107,7 +117,7 @@ impl Server {
         if params.contains(&"token") {
             return Err(RegisterError::TokenListed);
         }
-        self.app_methods.insert(name.to_owned(), AppMethod::new(params, handler));
+        self.app_methods.insert(name.to_owned(), AppMethod::new(params, role, handler));
         Ok(())
     }
 
@@ -127,6 +137,8 @@ impl Server {
     pub fn finish(&self, call: SlowCall) -> Outgoing {
         let outgoing = self.answer_accepted(&call.id, &call.accepted, call.now_ms, Run::Dispatch);
         drop(call);
+        // This thread may block: the audit events queued so far go to the store now.
+        crate::admin::flush_audit(&self.state);
         crate::secret::scrub_stack();
         outgoing
     }
@@ -149,6 +161,17 @@ impl Server {
     /// [`Server::finish`] on a blocking thread (or to [`Server::refuse_busy`]).
     /// Never panics on any input.
     pub fn handle_step(&self, incoming: Incoming<'_>) -> Step {
+        if self.state.role_of(incoming.principal).is_none() {
+            // Unknown or revoked: the transport should not have let it in (or it was revoked a
+            // moment ago). Nothing is parsed.
+            let (code, message) = MethodError::Revoked.wire();
+            return Step::Done(Outgoing {
+                body: jsonrpc::error_bytes(&(), code, &message),
+                session: None,
+                created_session: false,
+                unmatched: false,
+            });
+        }
         // A body that names no session and is too large to be tried against keys is refused before
         // it is even parsed: a stranger's megabyte costs a length check.
         if incoming.session.is_none() && incoming.body.len() > self.max_unnamed_body() {
@@ -168,7 +191,9 @@ impl Server {
         };
         let id = echoable_id(request.id);
         match request.method.as_deref() {
-            Some("init_secure_api") => Step::Done(self.handle_plain_init(id, request.params, incoming.now_ms)),
+            Some("init_secure_api") => {
+                Step::Done(self.handle_plain_init(id, request.params, incoming.principal, incoming.now_ms))
+            }
             Some("encrypted_request_v3") => self.handle_encrypted(id, request.params, incoming),
             Some(_) => Step::Done(plain_error(id, &EnvelopeError::EncryptionRequired, incoming.session)),
             None => Step::Done(plain_error(id, &EnvelopeError::InvalidRequest("no method"), incoming.session)),
@@ -188,6 +213,74 @@ impl Server {
         let mut outgoing = plain_error(RawValue::NULL, &EnvelopeError::Format(MUST_NAME.into()), None);
         outgoing.unmatched = true;
         outgoing
+    }
+
+    /// Writes the queued audit events to the store. It may block (an fsync): call it off the I/O
+    /// threads, e.g. every second and whenever [`Server::audit_pending`] grows large.
+    /// [`Server::finish`] does it after each slow call.
+    pub fn flush_audit(&self) {
+        crate::admin::flush_audit(&self.state);
+    }
+
+    /// How many audit events wait to be written.
+    pub fn audit_pending(&self) -> usize {
+        lock(&self.state.audit).len()
+    }
+
+    /// Records a refusal the host made before any request reached the core (a revoked or unknown
+    /// client's handshake): who (a client name, or the peer as the host describes it), what and why.
+    pub fn audit_refusal(&self, principal: &str, what: &str, outcome: &str) {
+        self.state.audit(principal, what, None, outcome);
+    }
+
+    /// Gives the core the host's wall clock and certificate issuer (see [`Host`]). Call it before
+    /// sharing the server.
+    pub fn set_host(&mut self, host: std::sync::Arc<dyn Host>) {
+        self.state.host = Some(host);
+    }
+
+    /// How many clients were revoked since the server started: a host that keeps connections
+    /// per client closes a revoked client's when this changes.
+    pub fn revocations(&self) -> u64 {
+        self.state.revocations.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The role `principal` has now: `None` for an unknown or revoked client.
+    pub fn role_of(&self, principal: &str) -> Option<Role> {
+        self.state.role_of(principal)
+    }
+
+    /// The active client that presented this certificate key (SHA-256 of its SPKI).
+    pub fn client_for_cert(&self, spki_sha256: &[u8; 32]) -> Option<String> {
+        let identity = crate::principal::Identity::Cert { spki_sha256: *spki_sha256 };
+        crate::state::read(&self.state.clients).active(&identity).map(|r| r.name.clone())
+    }
+
+    /// The active client registered for this uid (Unix socket).
+    pub fn client_for_uid(&self, uid: u32) -> Option<String> {
+        let identity = crate::principal::Identity::Uid { uid };
+        crate::state::read(&self.state.clients).active(&identity).map(|r| r.name.clone())
+    }
+
+    /// Every registered client, revoked ones too, by name.
+    pub fn clients(&self) -> Vec<crate::principal::ClientRecord> {
+        crate::state::read(&self.state.clients).records().cloned().collect()
+    }
+
+    /// Registers a client (at first start, the host registers `default`). Writes the store.
+    pub fn add_client(&self, record: crate::principal::ClientRecord) -> Result<(), String> {
+        crate::admin::register(&self.state, record).map_err(|e| e.wire().1)
+    }
+
+    /// Gives an active client a new identity (the host's `default` client follows `keyward certs
+    /// rotate` this way). Writes the store. Not reachable over the API.
+    pub fn set_client_identity(&self, name: &str, identity: crate::principal::Identity) -> Result<(), String> {
+        crate::admin::set_identity(&self.state, name, identity).map_err(|e| e.wire().1)
+    }
+
+    /// Live sessions of `principal`.
+    pub fn session_count_of(&self, principal: &str) -> usize {
+        lock(&self.sessions).count_of(principal)
     }
 
     /// Drops a session (its QUIC connection closed). Open wallets stay open until closed or expired.
@@ -239,20 +332,20 @@ impl Server {
         lock(&self.state.vault).masked_bytes()
     }
 
-    fn handle_plain_init(&self, id: &RawValue, params: Option<&RawValue>, now_ms: u64) -> Outgoing {
-        let outgoing = self.plain_init(id, params, now_ms);
+    fn handle_plain_init(&self, id: &RawValue, params: Option<&RawValue>, principal: &str, now_ms: u64) -> Outgoing {
+        let outgoing = self.plain_init(id, params, principal, now_ms);
         crate::secret::scrub_stack();
         outgoing
     }
 
-    fn plain_init(&self, id: &RawValue, params: Option<&RawValue>, now_ms: u64) -> Outgoing {
+    fn plain_init(&self, id: &RawValue, params: Option<&RawValue>, principal: &str, now_ms: u64) -> Outgoing {
         let params = params.and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok());
         let (public, cipher) = match self.state.new_session_key(params) {
             Ok(pair) => pair,
             Err(why) => return plain_error(id, &EnvelopeError::InitParams(why), None),
         };
         let session = SessionId::from_bytes(self.state.random());
-        lock(&self.sessions).insert(session, cipher, String::new(), now_ms);
+        lock(&self.sessions).insert(session, cipher, String::new(), Principal::new(principal), now_ms);
         let mut body = Vec::with_capacity(128);
         jsonrpc::write_ok(id, &hex::encode(public.serialize()), &mut body);
         Outgoing { body, session: Some(session), created_session: true, unmatched: false }
@@ -310,7 +403,7 @@ impl Server {
         let mut buffer = Zeroizing::new(ciphertext);
         let (id, opened_by) = match incoming.session {
             Some(id) => {
-                let cipher = lock(&self.sessions).cipher(&id, now_ms).ok_or(AcceptError::NoSession)?;
+                let cipher = lock(&self.sessions).cipher(&id, incoming.principal, now_ms)?;
                 session::open_in_place(&cipher, nonce, &mut buffer)?;
                 (id, cipher)
             }
@@ -318,12 +411,15 @@ impl Server {
                 if buffer.len() > self.state.config.sessions.max_unnamed_bytes {
                     return Err(AcceptError::MustName);
                 }
-                let recent = incoming.recent.and_then(|id| Some((id, lock(&self.sessions).cipher(&id, now_ms)?)));
+                let recent = incoming
+                    .recent
+                    .and_then(|id| Some((id, lock(&self.sessions).cipher(&id, incoming.principal, now_ms).ok()?)));
                 let found = match recent.map(|pair| session::try_keys(&[pair], nonce, &buffer, false)) {
                     Some(Ok(found)) => found,
                     Some(Err(error @ AcceptError::Format(_))) => return Err(error),
                     _ => {
-                        let others = lock(&self.sessions).by_recent_use(incoming.recent.as_ref(), now_ms);
+                        let others =
+                            lock(&self.sessions).by_recent_use(incoming.recent.as_ref(), incoming.principal, now_ms);
                         session::try_keys(&others, nonce, &buffer, true)?
                     }
                 };
@@ -332,18 +428,24 @@ impl Server {
             }
         };
         // A re-key between the trial and here refuses the envelope (commit checks the key).
-        let (cipher, dir) = match lock(&self.sessions).commit(&id, &opened_by, nonce, now_ms) {
+        let (cipher, dir, principal) = match lock(&self.sessions).commit(&id, &opened_by, nonce, now_ms) {
             Err(AcceptError::Decryption) if incoming.session.is_none() => return Err(AcceptError::NoSession),
             other => other?,
         };
-        Ok(Accepted { id, cipher, plaintext: buffer, dir })
+        Ok(Accepted { id, cipher, plaintext: buffer, dir, principal })
     }
 
     /// Answers an accepted, decrypted request: dispatch (or refuse), seal, and the session updates
     /// it asks for.
     fn answer_accepted(&self, id: &RawValue, accepted: &Accepted, now_ms: u64, run: Run) -> Outgoing {
         let session = Some(accepted.id);
-        let context = CallContext { session: accepted.id, dir: accepted.dir.clone(), now_ms };
+        let context = CallContext {
+            principal: accepted.principal.clone(),
+            role: self.state.role_of(accepted.principal.name()),
+            session: accepted.id,
+            dir: accepted.dir.clone(),
+            now_ms,
+        };
         // Encrypted in place below: the plaintext answer is overwritten by its ciphertext.
         let mut answer = SecretBuffer::with_capacity(ANSWER_CAPACITY);
         let Some(after) = self.answer_inner(&accepted.plaintext, &context, run, &mut answer) else {
@@ -362,6 +464,9 @@ impl Server {
         }
         if let Some(cipher) = after.rekey {
             lock(&self.sessions).rekey(accepted.id, cipher, now_ms);
+        }
+        if let Some(revoked) = after.revoked {
+            lock(&self.sessions).remove_principal(&revoked);
         }
         let nonce = hex::encode(reply_nonce);
         let mut body = Vec::with_capacity(body_enc.len() + 96);
@@ -465,13 +570,35 @@ impl Server {
         context: &CallContext,
         after: &mut AfterAnswer,
     ) -> Result<Value, MethodError> {
-        if let Some(builtin) = methods::find(method) {
-            return builtin.call(&self.state, params, context, after);
+        let (needs, builtin, app) = match (methods::find(method), self.app_methods.get(method)) {
+            (Some(builtin), _) => (builtin.role(), Some(builtin), None),
+            (None, Some(app)) => (app.role, None, Some(app)),
+            (None, None) => return Err(MethodError::MethodNotFound),
+        };
+        let audited = app.is_some() || methods::AUDITED.contains(&method);
+        // The wallet (or client) a call names, read before the handler takes (and wipes) the params.
+        let named =
+            params.as_deref().and_then(|p| name_param(p, builtin.is_some_and(|b| b.params().first() == Some(&"name"))));
+        let result = match context.role {
+            None => Err(MethodError::Revoked),
+            Some(role) if !role.allows(needs) => Err(MethodError::Forbidden { method: method.to_owned(), needs }),
+            Some(_) => match (builtin, app) {
+                (Some(builtin), _) => builtin.call(&self.state, params, context, after),
+                (None, Some(app)) => app.call(&self.state, params, context, after),
+                (None, None) => Err(MethodError::MethodNotFound),
+            },
+        };
+        let refused = result.as_ref().err().is_some_and(MethodError::is_refusal);
+        if audited || refused {
+            let outcome = result.as_ref().map_or_else(MethodError::audit_outcome, |_| "ok");
+            let client_call = ["add_client", "set_client_role", "revoke_client"].contains(&method);
+            let wallet = after.wallet.take().or_else(|| match named {
+                Some(name) if !client_call && !context.dir.is_empty() => Some(format!("{}/{name}", context.dir)),
+                other => other,
+            });
+            self.state.audit(context.principal.name(), method, wallet, outcome);
         }
-        match self.app_methods.get(method) {
-            Some(app) => app.call(&self.state, params, context),
-            None => Err(MethodError::MethodNotFound),
-        }
+        result
     }
 }
 
@@ -642,4 +769,18 @@ struct EnvelopeAnswer<'a> {
 fn plain_error<I: Serialize + ?Sized>(id: &I, error: &EnvelopeError, session: Option<SessionId>) -> Outgoing {
     let (code, message) = error.wire();
     Outgoing { body: jsonrpc::error_bytes(id, code, &message), session, created_session: false, unmatched: false }
+}
+
+/// The `name` param of a call whose first param is `name` (positional or by name), as the audit
+/// log records it: at most 128 characters.
+fn name_param(params: &Value, first_is_name: bool) -> Option<String> {
+    if !first_is_name {
+        return None;
+    }
+    let name = match params {
+        Value::Object(map) => map.get("name"),
+        Value::Array(items) => items.first(),
+        _ => None,
+    }?;
+    name.as_str().map(|name| name.chars().take(128).collect())
 }

@@ -12,9 +12,13 @@
 //!   requests (about a million by default) and then ends; and all sessions together remember at most
 //!   `max_nonces`: past it, the least recently used other sessions end until it fits. A client whose
 //!   session ended gets −32001 and calls `init_secure_api` again.
-//! * Expiry: a session idle for `idle_ms`, or older than `lifetime_ms`, is dropped. When the table is
-//!   full, a new session evicts a never-used session first (the one idle the longest), else the one
-//!   idle the longest.
+//! * Expiry: a session idle for `idle_ms`, or older than `lifetime_ms`, is dropped.
+//! * Principals: a session belongs to the principal that made it. Used by another (by id or by
+//!   key) it answers as a wrong key would; keys are tried only among the caller's own sessions.
+//!   A principal holds at most `max_per_principal` sessions: its next one evicts its own. When the
+//!   whole table is full, a new session evicts from the principal that holds the most: so one
+//!   client flooding inits only ever evicts its own sessions. Within a principal, a never-used
+//!   session goes first (the one idle the longest), else the one idle the longest.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -23,6 +27,7 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use crate::envelope::{Cipher, NONCE_LEN, OpenError};
+use crate::principal::Principal;
 
 /// A session's id: 16 random bytes, shown as 32 lowercase hex characters.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -67,6 +72,8 @@ pub struct SessionLimits {
     /// Most nonces all sessions together remember; past it, the least recently used other
     /// sessions end. Never below `max_requests` (it is raised to it).
     pub max_nonces: usize,
+    /// Most live sessions of one principal; its next one evicts its own.
+    pub max_per_principal: usize,
     /// Largest body whose session is looked up by trying keys; a larger request must name its
     /// session (header or connection), so a stranger's big body costs one look-up, not one per session.
     pub max_unnamed_bytes: usize,
@@ -80,6 +87,7 @@ impl Default for SessionLimits {
             lifetime_ms: 24 * 3600 * 1000,
             max_requests: 1 << 20,
             max_nonces: 1 << 21,
+            max_per_principal: 256,
             max_unnamed_bytes: 64 * 1024,
         }
     }
@@ -111,11 +119,13 @@ struct Session {
     /// Whether any envelope was ever accepted on it (re-keying does not clear this).
     used: bool,
     dir: String,
+    principal: Principal,
 }
 
 impl Session {
-    fn new(cipher: Cipher, dir: String, now_ms: u64) -> Self {
+    fn new(cipher: Cipher, dir: String, principal: Principal, now_ms: u64) -> Self {
         Self {
+            principal,
             cipher: Arc::new(cipher),
             created_ms: now_ms,
             last_used_ms: now_ms,
@@ -137,6 +147,8 @@ pub struct Accepted {
     pub plaintext: Zeroizing<Vec<u8>>,
     /// The session's top-level directory.
     pub dir: String,
+    /// The principal the session belongs to (the caller).
+    pub principal: Principal,
 }
 
 impl fmt::Debug for Accepted {
@@ -254,9 +266,17 @@ impl SessionTable {
             .min()
     }
 
-    /// Adds a session (or replaces the one with this id), evicting the longest idle if full.
+    /// Adds `principal`'s session (or replaces the one with this id). At its `max_per_principal`
+    /// it evicts one of its own; in a full table, one of the principal holding the most.
     /// Returns the evicted session's id.
-    pub fn insert(&mut self, id: SessionId, cipher: Cipher, dir: String, now_ms: u64) -> Option<SessionId> {
+    pub fn insert(
+        &mut self,
+        id: SessionId,
+        cipher: Cipher,
+        dir: String,
+        principal: Principal,
+        now_ms: u64,
+    ) -> Option<SessionId> {
         // Every expired session goes first, as if the whole table were swept; but the sweep runs only
         // when one may have expired (using a session only moves its expiry later), so that making a
         // session does not cost O(table) every time.
@@ -264,24 +284,60 @@ impl SessionTable {
             self.expire(now_ms);
         }
         let mut evicted = None;
-        if !self.sessions.contains_key(&id)
-            && self.sessions.len() >= self.limits.max_sessions.max(1)
-            && let Some(victim) = self.eviction_victim()
-        {
-            self.remove_session(&victim);
-            evicted = Some(victim);
+        if !self.sessions.contains_key(&id) {
+            let own = self.sessions.values().filter(|s| s.principal == principal).count();
+            let victim = if own >= self.limits.max_per_principal.max(1) {
+                self.eviction_victim(&principal)
+            } else if self.sessions.len() >= self.limits.max_sessions.max(1) {
+                self.largest_holder().and_then(|holder| self.eviction_victim(&holder))
+            } else {
+                None
+            };
+            if let Some(victim) = victim {
+                self.remove_session(&victim);
+                evicted = Some(victim);
+            }
         }
         self.remove_session(&id);
-        let session = Session::new(cipher, dir, now_ms);
+        let session = Session::new(cipher, dir, principal, now_ms);
         self.earliest_expiry_ms = self.earliest_expiry_ms.min(session.expiry_ms(&self.limits));
         self.sessions.insert(id, session);
         evicted
     }
 
-    /// The session a full table gives up: a never-used one if any (idle the longest), else the one
+    /// The session `principal` gives up: a never-used one if any (idle the longest), else the one
     /// idle the longest. A flood of inits that are never used evicts its own kind first.
-    fn eviction_victim(&self) -> Option<SessionId> {
-        self.sessions.iter().min_by_key(|(_, s)| (s.used, s.last_used_ms)).map(|(id, _)| *id)
+    fn eviction_victim(&self, principal: &Principal) -> Option<SessionId> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| s.principal == *principal)
+            .min_by_key(|(id, s)| (s.used, s.last_used_ms, **id))
+            .map(|(id, _)| *id)
+    }
+
+    /// The principal holding the most sessions (ties: the smallest name, so the choice does not
+    /// depend on the hash map's order).
+    fn largest_holder(&self) -> Option<Principal> {
+        let mut counts: HashMap<&Principal, usize> = HashMap::new();
+        for session in self.sessions.values() {
+            *counts.entry(&session.principal).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .max_by(|(a, m), (b, n)| m.cmp(n).then_with(|| b.cmp(a)))
+            .map(|(principal, _)| principal.clone())
+    }
+
+    /// Ends every session of `principal` (revoked). Returns how many.
+    pub fn remove_principal(&mut self, principal: &str) -> usize {
+        let ids: Vec<SessionId> =
+            self.sessions.iter().filter(|(_, s)| s.principal.name() == principal).map(|(id, _)| *id).collect();
+        ids.iter().filter(|id| self.remove_session(id)).count()
+    }
+
+    /// Live sessions of `principal`.
+    pub fn count_of(&self, principal: &str) -> usize {
+        self.sessions.values().filter(|s| s.principal.name() == principal).count()
     }
 
     /// Replaces a session's key (an encrypted re-init): its nonce memory and request count restart,
@@ -312,26 +368,37 @@ impl SessionTable {
         }
     }
 
-    /// A live session's cipher (an expired one is dropped on the way).
-    pub fn cipher(&mut self, id: &SessionId, now_ms: u64) -> Option<Arc<Cipher>> {
+    /// A live session's cipher, for `principal` (an expired one is dropped on the way):
+    /// `NoSession` if there is none, `Decryption` (as for a wrong key) if another principal's.
+    pub fn cipher(&mut self, id: &SessionId, principal: &str, now_ms: u64) -> Result<Arc<Cipher>, AcceptError> {
         if now_ms.saturating_sub(self.last_sweep_ms) >= SWEEP_EVERY_MS {
             self.expire(now_ms);
         }
-        let session = self.sessions.get(id)?;
+        let session = self.sessions.get(id).ok_or(AcceptError::NoSession)?;
         if session.expired(&self.limits, now_ms) {
             self.remove_session(id);
-            return None;
+            return Err(AcceptError::NoSession);
         }
-        Some(Arc::clone(&session.cipher))
+        if session.principal.name() != principal {
+            return Err(AcceptError::Decryption);
+        }
+        Ok(Arc::clone(&session.cipher))
     }
 
-    /// The live sessions other than `except`, most recently used first: the order in which to try
-    /// their keys on a request that names no session.
-    pub fn by_recent_use(&self, except: Option<&SessionId>, now_ms: u64) -> Vec<(SessionId, Arc<Cipher>)> {
+    /// `principal`'s live sessions other than `except`, most recently used first: the order in
+    /// which to try their keys on a request that names no session.
+    pub fn by_recent_use(
+        &self,
+        except: Option<&SessionId>,
+        principal: &str,
+        now_ms: u64,
+    ) -> Vec<(SessionId, Arc<Cipher>)> {
         let mut live: Vec<_> = self
             .sessions
             .iter()
-            .filter(|(id, s)| Some(*id) != except && !s.expired(&self.limits, now_ms))
+            .filter(|(id, s)| {
+                Some(*id) != except && s.principal.name() == principal && !s.expired(&self.limits, now_ms)
+            })
             .map(|(id, s)| (s.last_used_ms, *id, Arc::clone(&s.cipher)))
             .collect();
         live.sort_unstable_by_key(|entry| std::cmp::Reverse(entry.0));
@@ -352,7 +419,7 @@ impl SessionTable {
         opened_by: &Arc<Cipher>,
         nonce: &[u8; NONCE_LEN],
         now_ms: u64,
-    ) -> Result<(Arc<Cipher>, String), AcceptError> {
+    ) -> Result<(Arc<Cipher>, String, Principal), AcceptError> {
         let limits = self.limits;
         let session = self.sessions.get_mut(id).ok_or(AcceptError::NoSession)?;
         if session.expired(&limits, now_ms) {
@@ -370,7 +437,7 @@ impl SessionTable {
         session.requests += 1;
         session.used = true;
         session.last_used_ms = now_ms;
-        let committed = (Arc::clone(&session.cipher), session.dir.clone());
+        let committed = (Arc::clone(&session.cipher), session.dir.clone(), session.principal.clone());
         // Only a clock that went back can make an expiry earlier; keep the bound a bound even then.
         let expiry = session.expiry_ms(&limits);
         let at_cap = session.requests >= limits.max_requests;
@@ -404,6 +471,7 @@ impl SessionTable {
     pub fn accept(
         &mut self,
         hint: Option<&SessionId>,
+        principal: &str,
         nonce: &[u8; NONCE_LEN],
         ciphertext: Vec<u8>,
         now_ms: u64,
@@ -411,7 +479,7 @@ impl SessionTable {
         let mut buffer = Zeroizing::new(ciphertext);
         let (id, opened_by) = match hint {
             Some(id) => {
-                let cipher = self.cipher(id, now_ms).ok_or(AcceptError::NoSession)?;
+                let cipher = self.cipher(id, principal, now_ms)?;
                 open_in_place(&cipher, nonce, &mut buffer)?;
                 (*id, cipher)
             }
@@ -419,14 +487,14 @@ impl SessionTable {
                 if buffer.len() > self.limits.max_unnamed_bytes {
                     return Err(AcceptError::MustName);
                 }
-                let candidates = self.by_recent_use(None, now_ms);
+                let candidates = self.by_recent_use(None, principal, now_ms);
                 let found = try_keys(&candidates, nonce, &buffer, true)?;
                 buffer = found.plaintext;
                 (found.id, found.cipher)
             }
         };
-        let (cipher, dir) = self.commit(&id, &opened_by, nonce, now_ms)?;
-        Ok(Accepted { id, cipher, plaintext: buffer, dir })
+        let (cipher, dir, principal) = self.commit(&id, &opened_by, nonce, now_ms)?;
+        Ok(Accepted { id, cipher, plaintext: buffer, dir, principal })
     }
 }
 
@@ -506,51 +574,54 @@ mod tests {
         let mut table = SessionTable::new(limits());
         let a = SessionId::from_bytes([1; 16]);
         let b = SessionId::from_bytes([2; 16]);
-        table.insert(a, cipher(1), String::new(), 0);
-        table.insert(b, cipher(2), String::new(), 0);
+        table.insert(a, cipher(1), String::new(), Principal::local(), 0);
+        table.insert(b, cipher(2), String::new(), Principal::local(), 0);
         let msg = sealed(2, [5; 12]);
-        assert_eq!(table.accept(Some(&a), &[5; 12], msg.clone(), 1).map(|x| x.id), Err(AcceptError::Decryption));
-        assert_eq!(table.accept(None, &[5; 12], msg.clone(), 1).map(|x| x.id), Ok(b));
-        assert_eq!(table.accept(None, &[5; 12], msg.clone(), 2).map(|x| x.id), Err(AcceptError::Replay));
-        assert_eq!(table.accept(Some(&b), &[5; 12], msg.clone(), 2).map(|x| x.id), Err(AcceptError::Replay));
+        assert_eq!(
+            table.accept(Some(&a), "local", &[5; 12], msg.clone(), 1).map(|x| x.id),
+            Err(AcceptError::Decryption)
+        );
+        assert_eq!(table.accept(None, "local", &[5; 12], msg.clone(), 1).map(|x| x.id), Ok(b));
+        assert_eq!(table.accept(None, "local", &[5; 12], msg.clone(), 2).map(|x| x.id), Err(AcceptError::Replay));
+        assert_eq!(table.accept(Some(&b), "local", &[5; 12], msg.clone(), 2).map(|x| x.id), Err(AcceptError::Replay));
     }
 
     #[test]
     fn idle_sessions_expire_and_full_table_evicts_longest_idle() {
         let mut table = SessionTable::new(limits());
         let ids: Vec<_> = (1..=3).map(|i| SessionId::from_bytes([i; 16])).collect();
-        table.insert(ids[0], cipher(1), String::new(), 0);
-        table.insert(ids[1], cipher(2), String::new(), 10);
-        assert_eq!(table.insert(ids[2], cipher(3), String::new(), 20), Some(ids[0]));
+        table.insert(ids[0], cipher(1), String::new(), Principal::local(), 0);
+        table.insert(ids[1], cipher(2), String::new(), Principal::local(), 10);
+        assert_eq!(table.insert(ids[2], cipher(3), String::new(), Principal::local(), 20), Some(ids[0]));
         assert!(!table.contains(&ids[0]));
         table.expire(115);
         assert!(!table.contains(&ids[1]) && table.contains(&ids[2]));
         table.expire(120);
         assert!(table.is_empty());
         let msg = sealed(3, [1; 12]);
-        assert_eq!(table.accept(None, &[1; 12], msg, 121).map(|x| x.id), Err(AcceptError::NoSession));
+        assert_eq!(table.accept(None, "local", &[1; 12], msg, 121).map(|x| x.id), Err(AcceptError::NoSession));
     }
 
     #[test]
     fn insert_drops_every_expired_session_without_sweeping_each_time() {
         let mut table = SessionTable::new(SessionLimits { max_sessions: 100, ..limits() });
         let ids: Vec<_> = (1..=5).map(|i| SessionId::from_bytes([i; 16])).collect();
-        table.insert(ids[0], cipher(1), String::new(), 0);
-        table.insert(ids[1], cipher(2), String::new(), 50);
+        table.insert(ids[0], cipher(1), String::new(), Principal::local(), 0);
+        table.insert(ids[1], cipher(2), String::new(), Principal::local(), 50);
         // ids[0] is used at 60, so it now expires at 160, after ids[1] (150).
-        assert!(table.accept(Some(&ids[0]), &[1; 12], sealed(1, [1; 12]), 60).is_ok());
-        table.insert(ids[2], cipher(3), String::new(), 149);
+        assert!(table.accept(Some(&ids[0]), "local", &[1; 12], sealed(1, [1; 12]), 60).is_ok());
+        table.insert(ids[2], cipher(3), String::new(), Principal::local(), 149);
         assert!(table.contains(&ids[0]) && table.contains(&ids[1]));
-        table.insert(ids[3], cipher(4), String::new(), 150);
+        table.insert(ids[3], cipher(4), String::new(), Principal::local(), 150);
         assert!(table.contains(&ids[0]) && !table.contains(&ids[1]));
         // A clock that goes back and comes forward again still finds what expired.
-        assert!(table.accept(Some(&ids[2]), &[2; 12], sealed(3, [2; 12]), 10).is_ok());
-        table.insert(ids[4], cipher(5), String::new(), 110);
+        assert!(table.accept(Some(&ids[2]), "local", &[2; 12], sealed(3, [2; 12]), 10).is_ok());
+        table.insert(ids[4], cipher(5), String::new(), Principal::local(), 110);
         assert!(!table.contains(&ids[2]) && table.contains(&ids[0]) && table.contains(&ids[3]));
         // Zero limits expire everything at once.
         let mut table = SessionTable::new(SessionLimits { idle_ms: 0, ..limits() });
-        table.insert(ids[0], cipher(1), String::new(), 5);
-        table.insert(ids[1], cipher(2), String::new(), 0);
+        table.insert(ids[0], cipher(1), String::new(), Principal::local(), 5);
+        table.insert(ids[1], cipher(2), String::new(), Principal::local(), 0);
         assert!(!table.contains(&ids[0]) && table.len() == 1);
     }
 
@@ -558,14 +629,14 @@ mod tests {
     fn session_is_dropped_after_max_requests() {
         let mut table = SessionTable::new(limits());
         let id = SessionId::from_bytes([1; 16]);
-        table.insert(id, cipher(1), String::new(), 0);
+        table.insert(id, cipher(1), String::new(), Principal::local(), 0);
         for n in 0..3u8 {
             let msg = sealed(1, [n; 12]);
-            assert!(table.accept(Some(&id), &[n; 12], msg, 1).is_ok());
+            assert!(table.accept(Some(&id), "local", &[n; 12], msg, 1).is_ok());
         }
         assert!(!table.contains(&id));
         let msg = sealed(1, [0; 12]);
-        assert_eq!(table.accept(Some(&id), &[0; 12], msg, 1).map(|x| x.id), Err(AcceptError::NoSession));
+        assert_eq!(table.accept(Some(&id), "local", &[0; 12], msg, 1).map(|x| x.id), Err(AcceptError::NoSession));
     }
 
     fn limits_big() -> SessionLimits {
@@ -576,16 +647,16 @@ mod tests {
     fn unnamed_requests_try_recent_use_first_and_garbage_matches_nothing() {
         let mut table = SessionTable::new(limits_big());
         for i in 1..=20u8 {
-            table.insert(SessionId::from_bytes([i; 16]), cipher(i), String::new(), u64::from(i));
+            table.insert(SessionId::from_bytes([i; 16]), cipher(i), String::new(), Principal::local(), u64::from(i));
         }
-        let order: Vec<_> = table.by_recent_use(None, 30).into_iter().map(|(id, _)| id).collect();
+        let order: Vec<_> = table.by_recent_use(None, "local", 30).into_iter().map(|(id, _)| id).collect();
         assert_eq!(order.first(), Some(&SessionId::from_bytes([20; 16])));
         assert_eq!(order.last(), Some(&SessionId::from_bytes([1; 16])));
         let except = SessionId::from_bytes([20; 16]);
-        assert!(!table.by_recent_use(Some(&except), 30).iter().any(|(id, _)| *id == except));
+        assert!(!table.by_recent_use(Some(&except), "local", 30).iter().any(|(id, _)| *id == except));
         // Garbage authenticates under no key: -32001 for a client that names no session.
         let garbage = vec![0x5a; 4096];
-        let candidates = table.by_recent_use(None, 30);
+        let candidates = table.by_recent_use(None, "local", 30);
         assert!(matches!(try_keys(&candidates, &[1; 12], &garbage, true), Err(AcceptError::NoSession)));
         // The one-block check turns away nearly every key before the AEAD pass.
         let passed = candidates.iter().filter(|(_, c)| c.may_start_json(&[1; 12], &garbage)).count();
@@ -598,10 +669,10 @@ mod tests {
     fn a_large_unnamed_body_is_never_tried() {
         let mut table = SessionTable::new(SessionLimits { max_unnamed_bytes: 64, ..limits_big() });
         let id = SessionId::from_bytes([1; 16]);
-        table.insert(id, cipher(1), String::new(), 0);
+        table.insert(id, cipher(1), String::new(), Principal::local(), 0);
         let body = crate::envelope::decode_body(&cipher(1).seal(&[2; 12], &[b' '; 100])).expect("base64");
-        assert_eq!(table.accept(None, &[2; 12], body.clone(), 1).map(|a| a.id), Err(AcceptError::MustName));
-        assert_eq!(table.accept(Some(&id), &[2; 12], body, 1).map(|a| a.id), Ok(id));
+        assert_eq!(table.accept(None, "local", &[2; 12], body.clone(), 1).map(|a| a.id), Err(AcceptError::MustName));
+        assert_eq!(table.accept(Some(&id), "local", &[2; 12], body, 1).map(|a| a.id), Ok(id));
     }
 
     #[test]
@@ -611,16 +682,16 @@ mod tests {
         // new key.
         let mut table = SessionTable::new(limits_big());
         let id = SessionId::from_bytes([1; 16]);
-        table.insert(id, cipher(1), String::new(), 0);
-        let old = table.cipher(&id, 1).expect("live");
+        table.insert(id, cipher(1), String::new(), Principal::local(), 0);
+        let old = table.cipher(&id, "local", 1).expect("live");
         let mut body = sealed(1, [7; 12]);
         open_in_place(&old, &[7; 12], &mut body).expect("opens under the old key");
         table.rekey(id, cipher(2), 2);
         assert_eq!(table.commit(&id, &old, &[7; 12], 3).map(|c| c.1), Err(AcceptError::Decryption));
         assert_eq!(table.remembered_nonces(), 0);
         // The same nonce under the new key is still fresh, and is answered under the new key.
-        let new = table.cipher(&id, 4).expect("live");
-        let (answer_key, _) = table.commit(&id, &new, &[7; 12], 4).expect("accepted");
+        let new = table.cipher(&id, "local", 4).expect("live");
+        let (answer_key, _, _) = table.commit(&id, &new, &[7; 12], 4).expect("accepted");
         assert!(Arc::ptr_eq(&answer_key, &new));
         assert_eq!(table.remembered_nonces(), 1);
     }
@@ -629,13 +700,13 @@ mod tests {
     fn a_full_table_evicts_never_used_sessions_first() {
         let mut table = SessionTable::new(SessionLimits { max_sessions: 3, ..limits_big() });
         let ids: Vec<_> = (1..=5).map(|i| SessionId::from_bytes([i; 16])).collect();
-        table.insert(ids[0], cipher(1), String::new(), 0);
-        assert!(table.accept(Some(&ids[0]), &[1; 12], sealed(1, [1; 12]), 1).is_ok());
-        table.insert(ids[1], cipher(2), String::new(), 2);
-        table.insert(ids[2], cipher(3), String::new(), 3);
+        table.insert(ids[0], cipher(1), String::new(), Principal::local(), 0);
+        assert!(table.accept(Some(&ids[0]), "local", &[1; 12], sealed(1, [1; 12]), 1).is_ok());
+        table.insert(ids[1], cipher(2), String::new(), Principal::local(), 2);
+        table.insert(ids[2], cipher(3), String::new(), Principal::local(), 3);
         // ids[0] is idle the longest but was used: the never-used ids[1] goes first, then ids[2].
-        assert_eq!(table.insert(ids[3], cipher(4), String::new(), 4), Some(ids[1]));
-        assert_eq!(table.insert(ids[4], cipher(5), String::new(), 5), Some(ids[2]));
+        assert_eq!(table.insert(ids[3], cipher(4), String::new(), Principal::local(), 4), Some(ids[1]));
+        assert_eq!(table.insert(ids[4], cipher(5), String::new(), Principal::local(), 5), Some(ids[2]));
         assert!(table.contains(&ids[0]));
     }
 
@@ -644,30 +715,30 @@ mod tests {
         let limits = SessionLimits { max_requests: 50, max_nonces: 60, ..limits_big() };
         let mut table = SessionTable::new(limits);
         let (a, b) = (SessionId::from_bytes([1; 16]), SessionId::from_bytes([2; 16]));
-        table.insert(a, cipher(1), String::new(), 0);
-        table.insert(b, cipher(2), String::new(), 0);
+        table.insert(a, cipher(1), String::new(), Principal::local(), 0);
+        table.insert(b, cipher(2), String::new(), Principal::local(), 0);
         let nonce = |n: u32| {
             let mut bytes = [0u8; 12];
             bytes[..4].copy_from_slice(&n.to_le_bytes());
             bytes
         };
         for n in 0..40 {
-            assert!(table.accept(Some(&a), &nonce(n), sealed(1, nonce(n)), 1).is_ok());
+            assert!(table.accept(Some(&a), "local", &nonce(n), sealed(1, nonce(n)), 1).is_ok());
         }
         // Every accepted nonce is refused again, and a refusal records nothing.
         for n in 0..40 {
             assert_eq!(
-                table.accept(Some(&a), &nonce(n), sealed(1, nonce(n)), 2).map(|x| x.id),
+                table.accept(Some(&a), "local", &nonce(n), sealed(1, nonce(n)), 2).map(|x| x.id),
                 Err(AcceptError::Replay)
             );
         }
         assert_eq!(table.remembered_nonces(), 40);
         // b's 21st nonce passes the total of 60: a, the least recently used other, ends.
         for n in 0..20 {
-            assert!(table.accept(Some(&b), &nonce(n), sealed(2, nonce(n)), 3).is_ok());
+            assert!(table.accept(Some(&b), "local", &nonce(n), sealed(2, nonce(n)), 3).is_ok());
         }
         assert!(table.contains(&a));
-        assert!(table.accept(Some(&b), &nonce(20), sealed(2, nonce(20)), 4).is_ok());
+        assert!(table.accept(Some(&b), "local", &nonce(20), sealed(2, nonce(20)), 4).is_ok());
         assert!(!table.contains(&a) && table.contains(&b));
         assert_eq!(table.remembered_nonces(), 21);
         // max_nonces is never below max_requests.

@@ -3,7 +3,7 @@
 //! envelope layer (`server`) owns it and never lets a handler see the session table.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng as _, SeedableRng as _};
@@ -11,8 +11,10 @@ use secp256k1::{PublicKey, SecretKey};
 use serde_json::Value;
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::audit::{AuditEvent, AuditQueue};
 use crate::envelope::{self, Cipher};
 use crate::jsonrpc::{self, MethodError};
+use crate::principal::{Principal, Registry, Role};
 use crate::secret::Token;
 use crate::seed_record::KdfParams;
 use crate::session::{SessionId, SessionLimits};
@@ -33,6 +35,9 @@ pub struct ServerConfig {
     pub kdf: KdfParams,
     /// Unlock throttling.
     pub throttle: ThrottleConfig,
+    /// The role of the `local-http` principal (loopback plain HTTP, the weakest door): `owner` by
+    /// default, so that V3 clients that cannot do TLS keep working.
+    pub local_http_role: Role,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +48,7 @@ impl Default for ServerConfig {
             tokens: TokenLimits::default(),
             kdf: KdfParams::DEFAULT,
             throttle: ThrottleConfig::default(),
+            local_http_role: Role::Owner,
         }
     }
 }
@@ -50,6 +56,11 @@ impl Default for ServerConfig {
 /// What the dispatcher knows about the call it is handling.
 #[derive(Debug, Clone)]
 pub struct CallContext {
+    /// Who is calling (the principal its session belongs to).
+    pub principal: Principal,
+    /// Its role now (read from the registry for every request, so a change applies at once);
+    /// `None` once it is revoked.
+    pub role: Option<Role>,
     /// The caller's session.
     pub session: SessionId,
     /// The session's top-level directory.
@@ -72,6 +83,14 @@ const RNG_BUFFER_BYTES: usize = 256;
 pub(crate) struct State {
     pub(crate) config: ServerConfig,
     pub(crate) store: Box<dyn Store>,
+    /// The client registry (loaded from the store; written through to it).
+    pub(crate) clients: RwLock<Registry>,
+    /// Audit events not yet written to the store.
+    pub(crate) audit: Mutex<AuditQueue>,
+    /// What the host provides: its wall clock, and certificates for new clients.
+    pub(crate) host: Option<Arc<dyn Host>>,
+    /// How many revocations happened (a host that closes revoked clients' connections watches it).
+    pub(crate) revocations: std::sync::atomic::AtomicU64,
     pub(crate) vault: Mutex<Vault>,
     pub(crate) throttle: Mutex<Throttle>,
     rng: Mutex<ChaCha20Rng>,
@@ -94,7 +113,19 @@ impl State {
         let mut flush = [0u8; RNG_BUFFER_BYTES];
         rng.fill_bytes(&mut flush);
         flush.zeroize();
+        let clients = match store.load_clients() {
+            Ok(records) => Registry::new(records),
+            Err(error) => {
+                // Served with an empty registry: only built-in principals (local, local-http) work.
+                tracing::error!(%error, "cannot load the client registry");
+                Registry::default()
+            }
+        };
         let state = Self {
+            clients: RwLock::new(clients),
+            audit: Mutex::new(AuditQueue::default()),
+            host: None,
+            revocations: std::sync::atomic::AtomicU64::new(0),
             vault: Mutex::new(Vault::new(vault_key, config.tokens)),
             throttle: Mutex::new(Throttle::new(config.throttle)),
             rng: Mutex::new(rng),
@@ -170,10 +201,75 @@ impl State {
             Value::Null => return Err(MethodError::InvalidKeychainMask),
             _ => return Err(MethodError::InvalidKeychainMask),
         };
-        lock(&self.vault).unlock(&token, context.now_ms).map_err(|e| match e {
+        lock(&self.vault).unlock(&token, context.principal.name(), context.now_ms).map_err(|e| match e {
             UnlockError::InvalidToken => MethodError::InvalidKeychainMask,
             UnlockError::Closed => MethodError::Lifecycle("Wallet has not been opened".into()),
         })
+    }
+}
+
+/// What the host gives the core beyond bytes and a monotonic clock: its wall clock (for the
+/// registry's and the audit log's times) and, when it keeps the CA key, certificates for clients
+/// added over the API.
+pub trait Host: Send + Sync {
+    /// Unix time in milliseconds.
+    fn unix_time_ms(&self) -> u64;
+    /// A client certificate for `name` over `public_key_pem` (a PEM SubjectPublicKeyInfo), signed
+    /// by the server's CA: the certificate and the CA's (PEM) and the SPKI's SHA-256. The default
+    /// refuses: such a server adds clients only while stopped (`keyward clients add`).
+    fn issue_certificate(&self, name: &str, public_key_pem: &str) -> Result<IssuedCertificate, String> {
+        let _ = (name, public_key_pem);
+        Err("this server keeps no CA key: add clients while it is stopped".into())
+    }
+}
+
+/// A certificate a [`Host`] issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCertificate {
+    /// The client's certificate (PEM).
+    pub certificate_pem: String,
+    /// The CA's certificate (PEM).
+    pub ca_certificate_pem: String,
+    /// SHA-256 of the certificate's SubjectPublicKeyInfo (what the registry records).
+    pub spki_sha256: [u8; 32],
+}
+
+/// Reads a lock that guards plain tables (see [`lock`]).
+pub(crate) fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Writes a lock that guards plain tables (see [`lock`]).
+pub(crate) fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl State {
+    /// The host's wall clock, or 0 when none was given.
+    pub(crate) fn unix_time_ms(&self) -> u64 {
+        self.host.as_ref().map_or(0, |host| host.unix_time_ms())
+    }
+
+    /// The role of `principal` now: built-in principals first, then the registry (`None`: unknown
+    /// or revoked).
+    pub(crate) fn role_of(&self, principal: &str) -> Option<Role> {
+        match principal {
+            Principal::LOCAL => Some(Role::Owner),
+            Principal::LOCAL_HTTP => Some(self.config.local_http_role),
+            name => read(&self.clients).get(name).filter(|r| r.is_active()).map(|r| r.role),
+        }
+    }
+
+    /// Queues an audit event.
+    pub(crate) fn audit(&self, principal: &str, method: &str, wallet: Option<String>, outcome: &str) {
+        let event = AuditEvent {
+            principal: principal.to_owned(),
+            method: method.to_owned(),
+            wallet,
+            outcome: outcome.to_owned(),
+            count: 1,
+        };
+        lock(&self.audit).push(event);
     }
 }
 

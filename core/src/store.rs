@@ -9,6 +9,9 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{Anchor, AuditEvent, AuditRecord};
+use crate::principal::ClientRecord;
+
 /// Where a wallet lives: a directory relative to the data root ("" for the root) and a wallet name.
 /// Both are validated before a key is made (see `lifecycle::validate_name`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -72,16 +75,44 @@ pub trait Store: Send + Sync {
     fn load_accounts(&self, key: &WalletKey) -> Result<Option<Vec<Account>>, StoreError> {
         Ok(self.load_wallet(key)?.map(|w| w.accounts))
     }
-    /// Failed password attempts recorded for a wallet (name, whether or not it exists), so that the
-    /// unlock throttle survives a restart. The default keeps nothing.
-    fn load_failures(&self, key: &WalletKey) -> Result<u32, StoreError> {
-        let _ = key;
+    /// Failed password attempts a principal made on a wallet, so that the unlock throttle survives
+    /// a restart. The default keeps nothing.
+    fn load_failures(&self, principal: &str, key: &WalletKey) -> Result<u32, StoreError> {
+        let _ = (principal, key);
         Ok(0)
     }
-    /// Records the count of failed attempts (0 clears it). The default keeps nothing.
-    fn save_failures(&self, key: &WalletKey, failures: u32) -> Result<(), StoreError> {
-        let _ = (key, failures);
+    /// Records the count of a principal's failed attempts on a wallet (0 clears it). The default
+    /// keeps nothing.
+    fn save_failures(&self, principal: &str, key: &WalletKey, failures: u32) -> Result<(), StoreError> {
+        let _ = (principal, key, failures);
         Ok(())
+    }
+    /// The client registry, every record (revoked ones too). The default has none.
+    fn load_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Adds or replaces (by name) a client's record. The default keeps no registry.
+    fn save_client(&self, record: &ClientRecord) -> Result<(), StoreError> {
+        let _ = record;
+        Err(StoreError::Failed("this store keeps no client registry".into()))
+    }
+    /// Appends events to the audit log, in order, in one atomic write: each becomes an
+    /// [`AuditRecord`] numbered after the last, stamped with the store's wall clock and chained to
+    /// the one before. The store also applies its retention. The default keeps no log.
+    fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let _ = events;
+        Ok(())
+    }
+    /// The audit log's bounds: the anchor its retained records chain from and its head (the last
+    /// record written).
+    fn audit_bounds(&self) -> Result<(Anchor, Anchor), StoreError> {
+        Ok((Anchor::default(), Anchor::default()))
+    }
+    /// Up to `limit` audit records after sequence number `after`, in stored order. A record that
+    /// cannot be read is an error naming its sequence number.
+    fn read_audit(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        let _ = (after, limit);
+        Ok(Vec::new())
     }
     /// Creates a wallet; `AlreadyExists` if one is there (and nothing changes).
     fn create_wallet(&self, key: &WalletKey, wallet: &StoredWallet) -> Result<(), StoreError>;
@@ -107,11 +138,26 @@ impl<T: Store + ?Sized> Store for std::sync::Arc<T> {
     fn load_accounts(&self, key: &WalletKey) -> Result<Option<Vec<Account>>, StoreError> {
         (**self).load_accounts(key)
     }
-    fn load_failures(&self, key: &WalletKey) -> Result<u32, StoreError> {
-        (**self).load_failures(key)
+    fn load_failures(&self, principal: &str, key: &WalletKey) -> Result<u32, StoreError> {
+        (**self).load_failures(principal, key)
     }
-    fn save_failures(&self, key: &WalletKey, failures: u32) -> Result<(), StoreError> {
-        (**self).save_failures(key, failures)
+    fn save_failures(&self, principal: &str, key: &WalletKey, failures: u32) -> Result<(), StoreError> {
+        (**self).save_failures(principal, key, failures)
+    }
+    fn load_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        (**self).load_clients()
+    }
+    fn save_client(&self, record: &ClientRecord) -> Result<(), StoreError> {
+        (**self).save_client(record)
+    }
+    fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        (**self).append_audit(events)
+    }
+    fn audit_bounds(&self) -> Result<(Anchor, Anchor), StoreError> {
+        (**self).audit_bounds()
+    }
+    fn read_audit(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        (**self).read_audit(after, limit)
     }
     fn create_wallet(&self, key: &WalletKey, wallet: &StoredWallet) -> Result<(), StoreError> {
         (**self).create_wallet(key, wallet)
@@ -146,7 +192,9 @@ pub struct MemoryStore {
 struct MemoryInner {
     wallets: BTreeMap<WalletKey, StoredWallet>,
     configs: BTreeMap<String, Vec<u8>>,
-    failures: BTreeMap<WalletKey, u32>,
+    failures: BTreeMap<(String, WalletKey), u32>,
+    clients: BTreeMap<String, ClientRecord>,
+    audit: Vec<AuditRecord>,
 }
 
 impl MemoryStore {
@@ -170,18 +218,48 @@ impl Store for MemoryStore {
         Ok(self.lock().wallets.get(key).map(|w| w.accounts.clone()))
     }
 
-    fn load_failures(&self, key: &WalletKey) -> Result<u32, StoreError> {
-        Ok(self.lock().failures.get(key).copied().unwrap_or(0))
+    fn load_failures(&self, principal: &str, key: &WalletKey) -> Result<u32, StoreError> {
+        Ok(self.lock().failures.get(&(principal.to_owned(), key.clone())).copied().unwrap_or(0))
     }
 
-    fn save_failures(&self, key: &WalletKey, failures: u32) -> Result<(), StoreError> {
+    fn save_failures(&self, principal: &str, key: &WalletKey, failures: u32) -> Result<(), StoreError> {
         let mut inner = self.lock();
+        let at = (principal.to_owned(), key.clone());
         if failures == 0 {
-            inner.failures.remove(key);
+            inner.failures.remove(&at);
         } else {
-            inner.failures.insert(key.clone(), failures);
+            inner.failures.insert(at, failures);
         }
         Ok(())
+    }
+
+    fn load_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        Ok(self.lock().clients.values().cloned().collect())
+    }
+
+    fn save_client(&self, record: &ClientRecord) -> Result<(), StoreError> {
+        self.lock().clients.insert(record.name.clone(), record.clone());
+        Ok(())
+    }
+
+    /// Records are stamped with time 0: the core's store has no clock.
+    fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for event in events {
+            let (seq, prev) = inner.audit.last().map_or((1, [0; 32]), |last| (last.seq + 1, last.hash));
+            inner.audit.push(AuditRecord::seal(prev, seq, 0, event.clone()));
+        }
+        Ok(())
+    }
+
+    fn audit_bounds(&self) -> Result<(Anchor, Anchor), StoreError> {
+        let inner = self.lock();
+        let head = inner.audit.last().map_or(Anchor::default(), |last| Anchor { seq: last.seq, hash: last.hash });
+        Ok((Anchor::default(), head))
+    }
+
+    fn read_audit(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        Ok(self.lock().audit.iter().filter(|r| r.seq > after).take(limit).cloned().collect())
     }
 
     fn create_wallet(&self, key: &WalletKey, wallet: &StoredWallet) -> Result<(), StoreError> {

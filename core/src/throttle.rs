@@ -41,21 +41,31 @@ struct Entry {
     last_failure_ms: u64,
 }
 
-/// Failure counts per wallet.
-#[derive(Debug, Default)]
-pub struct Throttle {
+/// Failure counts per key: the core keys them by principal and wallet ([`PrincipalWallet`]), so
+/// one principal's failures never make another wait.
+#[derive(Debug)]
+pub struct Throttle<K = PrincipalWallet> {
     config: ThrottleConfig,
-    entries: HashMap<WalletKey, Entry>,
+    entries: HashMap<K, Entry>,
 }
 
-impl Throttle {
+/// A principal's attempts on one wallet: the core's throttle key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PrincipalWallet {
+    /// The principal's name.
+    pub principal: Box<str>,
+    /// The wallet.
+    pub wallet: WalletKey,
+}
+
+impl<K: std::hash::Hash + Eq + Ord + Clone> Throttle<K> {
     /// An empty throttle.
     pub fn new(config: ThrottleConfig) -> Self {
         Self { config, entries: HashMap::new() }
     }
 
     /// `Err(wait_ms)` if an attempt on `key` must wait. An untracked wallet never waits.
-    pub fn check(&self, key: &WalletKey, now_ms: u64) -> Result<(), u64> {
+    pub fn check(&self, key: &K, now_ms: u64) -> Result<(), u64> {
         match self.entries.get(key) {
             Some(entry) if entry.next_allowed_ms > now_ms => Err(entry.next_allowed_ms - now_ms),
             _ => Ok(()),
@@ -79,13 +89,13 @@ impl Throttle {
     }
 
     /// Whether `key` is tracked (if not, the host may restore a persisted count first).
-    pub fn knows(&self, key: &WalletKey) -> bool {
+    pub fn knows(&self, key: &K) -> bool {
         self.entries.contains_key(key)
     }
 
     /// Restores a persisted failure count (after a restart, or after the entry was forgotten to make
     /// room): the wait it calls for starts now, so neither ever shortens a wait.
-    pub fn restore(&mut self, key: &WalletKey, failures: u32, now_ms: u64) {
+    pub fn restore(&mut self, key: &K, failures: u32, now_ms: u64) {
         if failures == 0 || self.entries.contains_key(key) {
             return;
         }
@@ -103,7 +113,7 @@ impl Throttle {
     }
 
     /// The failure count of `key`.
-    pub fn failures(&self, key: &WalletKey) -> u32 {
+    pub fn failures(&self, key: &K) -> u32 {
         self.entries.get(key).map_or(0, |e| e.failures)
     }
 
@@ -115,7 +125,7 @@ impl Throttle {
     /// of those failures is itself throttled and persisted. A pushed-out count is not lost either:
     /// the host persists every count (`Store::save_failures`) and restores it at the wallet's next
     /// attempt, with the wait starting then. Only a count the store failed to save is forgotten.
-    pub fn failure(&mut self, key: &WalletKey, now_ms: u64) {
+    pub fn failure(&mut self, key: &K, now_ms: u64) {
         if !self.entries.contains_key(key) {
             self.make_room();
         }
@@ -133,7 +143,7 @@ impl Throttle {
     }
 
     /// Records a success: the count starts again.
-    pub fn success(&mut self, key: &WalletKey) {
+    pub fn success(&mut self, key: &K) {
         self.entries.remove(key);
     }
 }

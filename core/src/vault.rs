@@ -18,6 +18,7 @@ use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::keys::PublicKeyCache;
+use crate::principal::Principal;
 use crate::secret::{MasterKey, Token};
 use crate::store::WalletKey;
 
@@ -45,6 +46,8 @@ struct MaskedSeed {
 
 struct OpenWallet {
     key: Arc<WalletKey>,
+    /// Who opened it: its token works for this principal only.
+    principal: Principal,
     /// Index of its masked seed in the vault's slots.
     slot: usize,
     opened_ms: u64,
@@ -108,8 +111,8 @@ pub struct Vault {
     free: Vec<usize>,
     /// Open wallets by their token's fingerprint: one look-up per call.
     by_fingerprint: HashMap<[u8; 32], OpenWallet>,
-    /// Fingerprints by wallet, to close a wallet by name.
-    by_key: HashMap<WalletKey, [u8; 32]>,
+    /// Fingerprints by opening (a wallet and the principal that opened it), to close by name.
+    by_key: HashMap<(WalletKey, Principal), [u8; 32]>,
     closed: VecDeque<[u8; 32]>,
 }
 
@@ -168,12 +171,21 @@ impl Vault {
         mac(&self.fingerprint_mac, token.expose())
     }
 
-    /// Puts a wallet's master key in the vault under a fresh token, replacing (and so invalidating)
-    /// any earlier token of that wallet.
-    /// Fails with `VaultFull` when `max_open_wallets` wallets are open already.
-    pub fn open(&mut self, key: WalletKey, master: &MasterKey, token: &Token, now_ms: u64) -> Result<(), VaultFull> {
+    /// Puts a wallet's master key in the vault under a fresh token for `principal`, replacing (and
+    /// so invalidating) that principal's earlier token of that wallet. Each principal's opening is
+    /// its own: another's stays open, under its own token.
+    /// Fails with `VaultFull` when `max_open_wallets` openings are held already.
+    pub fn open(
+        &mut self,
+        key: WalletKey,
+        principal: &Principal,
+        master: &MasterKey,
+        token: &Token,
+        now_ms: u64,
+    ) -> Result<(), VaultFull> {
         // The earlier token becomes stale (`InvalidKeychainMask`), not "closed".
-        if let Some(earlier) = self.by_key.remove(&key)
+        let opening = (key, principal.clone());
+        if let Some(earlier) = self.by_key.remove(&opening)
             && let Some(wallet) = self.by_fingerprint.remove(&earlier)
         {
             self.release(wallet.slot);
@@ -186,14 +198,15 @@ impl Vault {
         apply_mask(token, &mut seed.masked);
         let fingerprint = self.fingerprint(token);
         let wallet = OpenWallet {
-            key: Arc::new(key.clone()),
+            key: Arc::new(opening.0.clone()),
+            principal: principal.clone(),
             slot,
             opened_ms: now_ms,
             last_used_ms: now_ms,
             active_account: Arc::from("default"),
             public_keys: Arc::default(),
         };
-        self.by_key.insert(key, fingerprint);
+        self.by_key.insert(opening, fingerprint);
         self.by_fingerprint.insert(fingerprint, wallet);
         Ok(())
     }
@@ -209,11 +222,29 @@ impl Vault {
         (self.slots.as_ptr() as usize, std::mem::size_of_val(&*self.slots))
     }
 
-    /// Closes a wallet: its masked key is wiped and its token stops working. Returns whether it was open.
-    pub fn close(&mut self, key: &WalletKey) -> bool {
-        let Some(fingerprint) = self.by_key.remove(key) else {
+    /// Closes `principal`'s opening of a wallet: its masked key is wiped and its token stops
+    /// working. Other principals' openings stay. Returns whether it was open.
+    pub fn close(&mut self, key: &WalletKey, principal: &Principal) -> bool {
+        let Some(fingerprint) = self.by_key.remove(&(key.clone(), principal.clone())) else {
             return false;
         };
+        self.forget(fingerprint);
+        true
+    }
+
+    /// Closes every opening of a wallet (it is being deleted). Returns how many.
+    pub fn close_everywhere(&mut self, key: &WalletKey) -> usize {
+        let openings: Vec<_> = self.by_key.keys().filter(|(k, _)| k == key).cloned().collect();
+        openings.iter().filter(|(k, p)| self.close(k, p)).count()
+    }
+
+    /// Closes every opening of a principal (it was revoked). Returns how many.
+    pub fn close_principal(&mut self, principal: &str) -> usize {
+        let openings: Vec<_> = self.by_key.keys().filter(|(_, p)| p.name() == principal).cloned().collect();
+        openings.iter().filter(|(k, p)| self.close(k, p)).count()
+    }
+
+    fn forget(&mut self, fingerprint: [u8; 32]) {
         if let Some(wallet) = self.by_fingerprint.remove(&fingerprint) {
             self.release(wallet.slot);
         }
@@ -221,14 +252,13 @@ impl Vault {
             self.closed.pop_front();
         }
         self.closed.push_back(fingerprint);
-        true
     }
 
     /// Closes every wallet (shutdown).
     pub fn close_all(&mut self) {
-        let keys: Vec<_> = self.by_key.keys().cloned().collect();
-        for key in keys {
-            self.close(&key);
+        let openings: Vec<_> = self.by_key.keys().cloned().collect();
+        for (key, principal) in openings {
+            self.close(&key, &principal);
         }
     }
 
@@ -236,14 +266,14 @@ impl Vault {
     pub fn expire(&mut self, now_ms: u64) {
         let limits = self.limits;
         self.last_sweep_ms = now_ms;
-        let expired: Vec<WalletKey> = self
+        let expired: Vec<(WalletKey, Principal)> = self
             .by_fingerprint
             .values()
             .filter(|w| w.expired(&limits, now_ms))
-            .map(|w| WalletKey::clone(&w.key))
+            .map(|w| (WalletKey::clone(&w.key), w.principal.clone()))
             .collect();
-        for key in expired {
-            self.close(&key);
+        for (key, principal) in expired {
+            self.close(&key, &principal);
         }
     }
 
@@ -259,8 +289,9 @@ impl Vault {
             .min()
     }
 
-    /// Finds the wallet of a token and returns an unmasked copy of its master key.
-    pub fn unlock(&mut self, token: &Token, now_ms: u64) -> Result<Unlocked, UnlockError> {
+    /// Finds the wallet of a token opened by `principal` and returns an unmasked copy of its master
+    /// key. Another principal's token is refused as a wrong one is.
+    pub fn unlock(&mut self, token: &Token, principal: &str, now_ms: u64) -> Result<Unlocked, UnlockError> {
         if now_ms.saturating_sub(self.last_sweep_ms) >= 1000 {
             self.expire(now_ms);
         }
@@ -273,9 +304,12 @@ impl Vault {
                 UnlockError::InvalidToken
             });
         };
+        if wallet.principal.name() != principal {
+            return Err(UnlockError::InvalidToken);
+        }
         if wallet.expired(&limits, now_ms) {
-            let key = WalletKey::clone(&wallet.key);
-            self.close(&key);
+            let (key, owner) = (WalletKey::clone(&wallet.key), wallet.principal.clone());
+            self.close(&key, &owner);
             return Err(UnlockError::Closed);
         }
         let seed = &self.slots[wallet.slot];
@@ -296,19 +330,25 @@ impl Vault {
         })
     }
 
-    /// Sets the active account of an open wallet.
-    pub fn set_active_account(&mut self, key: &WalletKey, label: &str) {
-        if let Some(wallet) = self.by_key.get(key).and_then(|f| self.by_fingerprint.get_mut(f)) {
+    /// Sets the active account of `principal`'s opening of a wallet.
+    pub fn set_active_account(&mut self, key: &WalletKey, principal: &Principal, label: &str) {
+        let opening = (key.clone(), principal.clone());
+        if let Some(wallet) = self.by_key.get(&opening).and_then(|f| self.by_fingerprint.get_mut(f)) {
             wallet.active_account = Arc::from(label);
         }
     }
 
-    /// Whether a wallet is open.
-    pub fn is_open(&self, key: &WalletKey, now_ms: u64) -> bool {
-        self.by_key.get(key).and_then(|f| self.by_fingerprint.get(f)).is_some_and(|w| !w.expired(&self.limits, now_ms))
+    /// Whether `principal` holds a wallet open.
+    pub fn is_open(&self, key: &WalletKey, principal: &Principal, now_ms: u64) -> bool {
+        let opening = (key.clone(), principal.clone());
+        self.by_key
+            .get(&opening)
+            .and_then(|f| self.by_fingerprint.get(f))
+            .is_some_and(|w| !w.expired(&self.limits, now_ms))
     }
 
-    /// How many wallets are open (how many masked seeds the vault holds).
+    /// How many principals hold wallets open, counted per wallet and principal (how many masked
+    /// seeds the vault holds).
     pub fn open_count(&self) -> usize {
         self.by_key.len()
     }
@@ -336,14 +376,17 @@ mod tests {
         let mut vault = Vault::new([9; 32], TokenLimits { max_open_wallets: 2, idle_ms: 100, lifetime_ms: 1000 });
         let master = MasterKey::from_bytes([7; 64]);
         let token = Token::from_bytes([1; 32]);
-        vault.open(key("a"), &master, &token, 0).expect("room");
+        vault.open(key("a"), &Principal::local(), &master, &token, 0).expect("room");
         let slot = vault.by_fingerprint.values().next().expect("one open wallet").slot;
         let held = &vault.slots[slot].masked;
         assert_ne!(held, master.expose());
-        let unlocked = vault.unlock(&token, 1).expect("unlocks");
+        let unlocked = vault.unlock(&token, "local", 1).expect("unlocks");
         assert_eq!(unlocked.master.expose(), master.expose());
         assert_eq!(*unlocked.key, key("a"));
-        assert_eq!(vault.unlock(&Token::from_bytes([2; 32]), 1).map(|u| u.key), Err(UnlockError::InvalidToken));
+        assert_eq!(
+            vault.unlock(&Token::from_bytes([2; 32]), "local", 1).map(|u| u.key),
+            Err(UnlockError::InvalidToken)
+        );
     }
 
     #[test]
@@ -352,23 +395,46 @@ mod tests {
         let master = MasterKey::from_bytes([7; 64]);
         let first = Token::from_bytes([1; 32]);
         let second = Token::from_bytes([2; 32]);
-        vault.open(key("a"), &master, &first, 0).expect("room");
-        vault.open(key("a"), &master, &second, 0).expect("room");
-        assert!(vault.unlock(&first, 0).is_err());
-        assert!(vault.unlock(&second, 0).is_ok());
-        assert!(vault.close(&key("a")));
+        vault.open(key("a"), &Principal::local(), &master, &first, 0).expect("room");
+        vault.open(key("a"), &Principal::local(), &master, &second, 0).expect("room");
+        assert!(vault.unlock(&first, "local", 0).is_err());
+        assert!(vault.unlock(&second, "local", 0).is_ok());
+        assert!(vault.close(&key("a"), &Principal::local()));
         assert_eq!(vault.open_count(), 0);
-        assert_eq!(vault.unlock(&second, 0).map(|u| u.key), Err(UnlockError::Closed));
+        assert_eq!(vault.unlock(&second, "local", 0).map(|u| u.key), Err(UnlockError::Closed));
     }
 
     #[test]
     fn idle_tokens_expire() {
         let mut vault = Vault::new([9; 32], TokenLimits { max_open_wallets: 2, idle_ms: 100, lifetime_ms: 1000 });
         let token = Token::from_bytes([1; 32]);
-        vault.open(key("a"), &MasterKey::from_bytes([7; 64]), &token, 0).expect("room");
-        assert!(vault.unlock(&token, 99).is_ok());
-        assert!(vault.unlock(&token, 198).is_ok());
-        assert_eq!(vault.unlock(&token, 298).map(|u| u.key), Err(UnlockError::Closed));
+        vault.open(key("a"), &Principal::local(), &MasterKey::from_bytes([7; 64]), &token, 0).expect("room");
+        assert!(vault.unlock(&token, "local", 99).is_ok());
+        assert!(vault.unlock(&token, "local", 198).is_ok());
+        assert_eq!(vault.unlock(&token, "local", 298).map(|u| u.key), Err(UnlockError::Closed));
         assert_eq!(vault.open_count(), 0);
+    }
+
+    #[test]
+    fn each_principal_has_its_own_opening_and_token() {
+        let mut vault = Vault::new([9; 32], TokenLimits::default());
+        let master = MasterKey::from_bytes([7; 64]);
+        let (owner, reader) = (Principal::new("owner"), Principal::new("reader"));
+        let (owner_token, reader_token) = (Token::from_bytes([1; 32]), Token::from_bytes([2; 32]));
+        vault.open(key("a"), &owner, &master, &owner_token, 0).expect("room");
+        vault.open(key("a"), &reader, &master, &reader_token, 0).expect("room");
+        assert_eq!(vault.open_count(), 2);
+        // A token works for the principal that opened the wallet only, and is refused to another
+        // exactly as a wrong token is.
+        assert!(vault.unlock(&owner_token, "owner", 1).is_ok());
+        assert_eq!(vault.unlock(&owner_token, "reader", 1).map(|u| u.key), Err(UnlockError::InvalidToken));
+        // Closing is per principal: the other's opening stays until it closes too.
+        assert!(vault.close(&key("a"), &reader));
+        assert!(!vault.close(&key("a"), &reader));
+        assert!(vault.is_open(&key("a"), &owner, 1) && !vault.is_open(&key("a"), &reader, 1));
+        assert!(vault.unlock(&owner_token, "owner", 2).is_ok());
+        assert_eq!(vault.close_principal("owner"), 1);
+        assert_eq!(vault.open_count(), 0);
+        assert!(vault.masked_bytes().is_empty());
     }
 }

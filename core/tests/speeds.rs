@@ -29,7 +29,13 @@ impl Rig {
         let config = ServerConfig { kdf: KdfParams::INSECURE_FOR_TESTS, ..ServerConfig::default() };
         let server = Server::new(config, Box::new(store), [3; 32]);
         let mut client = Client::new([4; 32]);
-        let answer = server.handle(Incoming { body: &client.init_request(), session: None, recent: None, now_ms: 1 });
+        let answer = server.handle(Incoming {
+            body: &client.init_request(),
+            session: None,
+            recent: None,
+            principal: "local",
+            now_ms: 1,
+        });
         client.handle_init_answer(&answer.body).expect("init answer");
         Self { server, client, session: answer.session, writes, now_ms: 1 }
     }
@@ -40,7 +46,8 @@ impl Rig {
         let speed = keyward_core::methods::find(method).map(keyward_core::Method::speed);
         self.now_ms += 1;
         let before = self.writes.load(Ordering::SeqCst);
-        let incoming = Incoming { body: &body, session: self.session, recent: None, now_ms: self.now_ms };
+        let incoming =
+            Incoming { body: &body, session: self.session, recent: None, principal: "local", now_ms: self.now_ms };
         let answer = match self.server.handle_step(incoming) {
             Step::Done(answer) => {
                 assert_eq!(speed, Some(Speed::Fast), "{method} was answered at once");
@@ -91,6 +98,11 @@ fn fast_methods_write_nothing_and_slow_ones_are_set_aside() {
         ("get_public_key", json!({"token": null, "path": "m/0/1"})),
         ("sign_message", json!({"token": null, "path": "m/0/1", "message": "hi"})),
         ("verify_message", json!({"public_key": null, "message": "hi", "signature": null})),
+        ("add_client", json!({"name": "r1", "role": "reader", "public_key": null, "uid": 1000})),
+        ("list_clients", json!({})),
+        ("set_client_role", json!({"name": "r1", "role": "signer"})),
+        ("revoke_client", json!({"name": "r1"})),
+        ("audit_log", json!({"after": null, "limit": null})),
     ];
     let listed: Vec<&str> = calls.iter().map(|(method, _)| *method).collect();
     let table: Vec<&str> = keyward_core::methods::METHODS.iter().map(keyward_core::Method::name).collect();

@@ -116,8 +116,10 @@ fn every_call_leaves_its_stack_scrubbed() {
             let served = |h: &mut Harness, c: Option<&TestClient>, method: &str, body: &[u8]| -> Outgoing {
                 h.now_ms += 1;
                 let session = c.and_then(|c| if c.names_session { c.session } else { None });
-                let (answer, top) =
-                    serve_on_painted_stack(&h.server, Incoming { body, session, recent: None, now_ms: h.now_ms });
+                let (answer, top) = serve_on_painted_stack(
+                    &h.server,
+                    Incoming { body, session, recent: None, principal: "local", now_ms: h.now_ms },
+                );
                 probes.send(Probe { top, method: method.to_owned() }).unwrap();
                 checked.recv().unwrap();
                 answer

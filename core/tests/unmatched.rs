@@ -15,14 +15,20 @@ fn server() -> Server {
 fn only_requests_no_live_session_takes_are_marked_unmatched() {
     let server = server();
     let mut client = Client::new([4; 32]);
-    let init = server.handle(Incoming { body: &client.init_request(), session: None, recent: None, now_ms: 1 });
+    let init = server.handle(Incoming {
+        body: &client.init_request(),
+        session: None,
+        recent: None,
+        principal: "local",
+        now_ms: 1,
+    });
     client.handle_init_answer(&init.body).expect("init answer");
     let id = init.session.expect("a session");
     assert!(!init.unmatched);
 
     let call = |client: &mut Client, session: Option<SessionId>, now_ms: u64| {
         let (body, _) = client.seal("get_top_level_directory", json!({})).expect("sealed");
-        server.handle(Incoming { body: &body, session, recent: None, now_ms })
+        server.handle(Incoming { body: &body, session, recent: None, principal: "local", now_ms })
     };
     assert!(!call(&mut client, Some(id), 2).unmatched, "named, live");
     assert!(!call(&mut client, None, 3).unmatched, "unnamed, matched by key");
@@ -32,7 +38,13 @@ fn only_requests_no_live_session_takes_are_marked_unmatched() {
 
     // A wrong key on a live session is refused, not delayed (no key was tried but that one).
     let mut stranger = Client::new([5; 32]);
-    let other = server.handle(Incoming { body: &stranger.init_request(), session: None, recent: None, now_ms: 5 });
+    let other = server.handle(Incoming {
+        body: &stranger.init_request(),
+        session: None,
+        recent: None,
+        principal: "local",
+        now_ms: 5,
+    });
     stranger.handle_init_answer(&other.body).expect("init answer");
     assert!(server.drop_session(&other.session.expect("a session")));
     assert!(!call(&mut stranger, Some(id), 6).unmatched);

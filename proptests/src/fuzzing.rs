@@ -24,7 +24,8 @@ use crate::decode::decode_ops;
 use crate::sut;
 
 /// The fuzz targets, by name (the names of `fuzz/fuzz_targets/*.rs`).
-pub const TARGETS: [&str; 5] = ["server_handle", "inner_request", "op_sequence", "seed_parsing", "codecs"];
+pub const TARGETS: [&str; 6] =
+    ["server_handle", "inner_request", "op_sequence", "seed_parsing", "codecs", "store_records"];
 
 /// Runs the target `name` on one input.
 pub fn run_target(name: &str, data: &[u8]) {
@@ -34,6 +35,7 @@ pub fn run_target(name: &str, data: &[u8]) {
         "op_sequence" => op_sequence(data),
         "seed_parsing" => seed_parsing(data),
         "codecs" => codecs(data),
+        "store_records" => store_records(data),
         other => panic!("no fuzz target {other}"),
     }
 }
@@ -71,7 +73,13 @@ thread_local! {
 fn handle_fixture() -> HandleFixture {
     let server = Server::new(test_config(), Box::new(MemoryStore::new()), [1; 32]);
     let mut client = Client::new([2; 32]);
-    let out = server.handle(Incoming { body: &client.init_request(), session: None, recent: None, now_ms: 1 });
+    let out = server.handle(Incoming {
+        body: &client.init_request(),
+        session: None,
+        recent: None,
+        principal: "local",
+        now_ms: 1,
+    });
     client.handle_init_answer(&out.body).expect("the fixture's init succeeds");
     HandleFixture { server, session: out.session.expect("a created session"), now_ms: 1 }
 }
@@ -83,7 +91,13 @@ pub fn server_handle(data: &[u8]) {
         let fixture = fixture.get_or_insert_with(handle_fixture);
         for session in [None, Some(fixture.session)] {
             fixture.now_ms += 1;
-            let out = fixture.server.handle(Incoming { body: data, session, recent: None, now_ms: fixture.now_ms });
+            let out = fixture.server.handle(Incoming {
+                body: data,
+                session,
+                recent: None,
+                principal: "local",
+                now_ms: fixture.now_ms,
+            });
             let answer = check_answer_shape(&out);
             match answer.get("error") {
                 Some(error) => {
@@ -145,7 +159,13 @@ impl InnerFixture {
     fn new() -> Self {
         let server = Server::new(long_lived_config(), Box::new(MemoryStore::new()), [3; 32]);
         let mut client = Client::new([4; 32]);
-        let out = server.handle(Incoming { body: &client.init_request(), session: None, recent: None, now_ms: 1 });
+        let out = server.handle(Incoming {
+            body: &client.init_request(),
+            session: None,
+            recent: None,
+            principal: "local",
+            now_ms: 1,
+        });
         client.handle_init_answer(&out.body).expect("the fixture's init succeeds");
         let session = out.session.expect("a created session");
         let mut fixture = Self { server, client, session, token: String::new(), now_ms: 1, inputs: 0 };
@@ -158,7 +178,13 @@ impl InnerFixture {
 
     fn send(&mut self, body: &[u8]) -> Outgoing {
         self.now_ms += 1;
-        self.server.handle(Incoming { body, session: Some(self.session), recent: None, now_ms: self.now_ms })
+        self.server.handle(Incoming {
+            body,
+            session: Some(self.session),
+            recent: None,
+            principal: "local",
+            now_ms: self.now_ms,
+        })
     }
 
     fn call(&mut self, method: &str, params: Value) -> Result<Value, ClientError> {
@@ -315,5 +341,31 @@ pub fn codecs(data: &[u8]) {
         let at = usize::from(data[0]) % damaged.len();
         damaged[at] ^= 0x80;
         assert!(cipher.open_bytes(&nonce, &damaged).is_err(), "a flipped bit authenticates");
+    }
+}
+
+/// The records the store keeps (`keyward-store`'s `clients` and `audit` keyspaces), read back from
+/// arbitrary bytes: `ClientRecord::from_bytes` and `AuditRecord::from_bytes` never panic; whatever
+/// they accept is a valid record that round-trips through `to_bytes`, and an accepted audit
+/// record can be hashed (its chain checked).
+pub fn store_records(data: &[u8]) {
+    use keyward_core::audit::AuditRecord;
+    use keyward_core::principal::{ClientRecord, valid_client_name};
+    if let Some(record) = ClientRecord::from_bytes(data) {
+        assert!(valid_client_name(&record.name), "accepted an invalid client name: {:?}", record.name);
+        let bytes = record.to_bytes();
+        assert_eq!(ClientRecord::from_bytes(&bytes).as_ref(), Some(&record), "client record round trip");
+    }
+    if let Some(record) = AuditRecord::from_bytes(data) {
+        let bytes = record.to_bytes();
+        assert_eq!(AuditRecord::from_bytes(&bytes).as_ref(), Some(&record), "audit record round trip");
+        let sealed = AuditRecord::seal(record.prev, record.seq, record.time_unix_ms, record.event.clone());
+        assert_eq!(sealed.hash, sealed.expected_hash());
+        assert_eq!(record.hash == record.expected_hash(), record.hash == sealed.hash);
+        let _ = keyward_core::audit::verify(
+            [&record],
+            keyward_core::audit::Anchor::default(),
+            keyward_core::audit::Anchor { seq: record.seq, hash: record.hash },
+        );
     }
 }

@@ -176,7 +176,7 @@ impl Sut {
     }
 
     fn handle(&self, body: &[u8], session: Option<SessionId>, now_ms: u64) -> Outgoing {
-        self.server.handle(Incoming { body, session, recent: None, now_ms })
+        self.server.handle(Incoming { body, session, recent: None, principal: "local", now_ms })
     }
 
     fn snapshot(&self) -> Snapshot {

@@ -188,6 +188,41 @@ fn seeds() -> BTreeMap<String, Vec<u8>> {
     for (name, data) in codec_inputs {
         add("codecs", name.into(), data.to_vec());
     }
+    // The store's records, as it writes them: registry entries and a short audit chain.
+    let clients = [
+        ("default", keyward_core::Role::Owner, keyward_core::Identity::Cert { spki_sha256: [0x5a; 32] }, None),
+        ("dashboard", keyward_core::Role::Reader, keyward_core::Identity::Cert { spki_sha256: [0x17; 32] }, Some(2)),
+        ("uid-1000", keyward_core::Role::Signer, keyward_core::Identity::Uid { uid: 1000 }, None),
+    ];
+    for (i, (name, role, identity, revoked)) in clients.into_iter().enumerate() {
+        let record = keyward_core::ClientRecord {
+            name: name.into(),
+            role,
+            identity,
+            created_unix_ms: 1,
+            revoked_unix_ms: revoked,
+        };
+        add("store_records", format!("client-{}.json", i + 1), record.to_bytes());
+    }
+    let events = [
+        ("default", "create_wallet", Some("w"), "ok", 1),
+        ("default", "open_wallet", Some("w"), "ok", 1),
+        ("dashboard", "get_mnemonic", Some("w"), "forbidden", 3),
+        ("uid-1000", "sign_message", Some("dir/w"), "ok", 40),
+    ];
+    let mut prev = [0u8; 32];
+    for (i, (principal, method, wallet, outcome, count)) in events.into_iter().enumerate() {
+        let event = keyward_core::audit::AuditEvent {
+            principal: principal.into(),
+            method: method.into(),
+            wallet: wallet.map(str::to_owned),
+            outcome: outcome.into(),
+            count,
+        };
+        let record = keyward_core::audit::AuditRecord::seal(prev, i as u64 + 1, 1_790_000_000_000 + i as u64, event);
+        prev = record.hash;
+        add("store_records", format!("audit-{}.json", i + 1), record.to_bytes());
+    }
     seeds
 }
 

@@ -39,7 +39,13 @@ impl Lifecycle {
         let store = FjallStore::open(data).expect("open the store");
         let server = Server::new(config, Box::new(store), [1; 32]);
         let mut client = Client::new([2; 32]);
-        let answer = server.handle(Incoming { body: &client.init_request(), session: None, recent: None, now_ms: 1 });
+        let answer = server.handle(Incoming {
+            body: &client.init_request(),
+            session: None,
+            recent: None,
+            principal: "local",
+            now_ms: 1,
+        });
         client.handle_init_answer(&answer.body).expect("init");
         Self { server, client, now_ms: 1 }
     }
@@ -47,7 +53,13 @@ impl Lifecycle {
     fn call(&mut self, method: &str, params: Value) -> Value {
         self.now_ms += 1;
         let (body, pending) = self.client.seal(method, params).expect("seal");
-        let answer = self.server.handle(Incoming { body: &body, session: None, recent: None, now_ms: self.now_ms });
+        let answer = self.server.handle(Incoming {
+            body: &body,
+            session: None,
+            recent: None,
+            principal: "local",
+            now_ms: self.now_ms,
+        });
         self.client.open(pending, &answer.body).unwrap_or_else(|e| panic!("{method}: {e}"))
     }
 }

@@ -37,6 +37,25 @@ pub(crate) fn wallet_key(key: &WalletKey) -> Result<Vec<u8>, StoreError> {
     Ok(out)
 }
 
+/// A principal's failure count on a wallet in the `throttle` keyspace: the wallet's key, then
+/// `len(principal) ‖ principal`.
+pub(crate) fn failures_key(principal: &str, key: &WalletKey) -> Result<Vec<u8>, StoreError> {
+    let mut out = wallet_key(key)?;
+    push_field(&mut out, principal)?;
+    Ok(out)
+}
+
+/// An audit record's key in the `audit` keyspace: its sequence number, big-endian, so that the
+/// records list in the order they were written.
+pub(crate) fn audit_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+/// The sequence number in an `audit` key; `None` for a key this store does not write.
+pub(crate) fn audit_seq(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
 /// The wallet name in a `wallets` key that starts with `prefix` (from [`dir_prefix`]).
 pub(crate) fn name_of(prefix: &[u8], key: &[u8]) -> Option<String> {
     let rest = key.strip_prefix(prefix)?;
@@ -88,6 +107,15 @@ mod tests {
         let account = account_key(&encoded[0], 7);
         assert_eq!(position_of(&encoded[0], &account), Some(7));
         assert_eq!(position_of(&encoded[1], &account), None);
+    }
+
+    #[test]
+    fn audit_keys_sort_by_sequence_number() {
+        let keys: Vec<_> = [0, 1, 255, 256, 70_000, u64::MAX].map(audit_key).into_iter().collect();
+        assert!(keys.windows(2).all(|pair| pair[0] < pair[1]));
+        assert_eq!(audit_seq(&audit_key(70_000)), Some(70_000));
+        assert_eq!(audit_seq(b"1234567"), None);
+        assert_eq!(audit_seq(b"123456789"), None);
     }
 
     #[test]

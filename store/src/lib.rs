@@ -8,7 +8,8 @@
 //! <data_dir>/            0700
 //!   LOCK                 flock'ed while a store is open: a second opener is refused
 //!   FORMAT               "keyward-store format 1\n", written once, before anything else
-//!   db/                  the fjall database: keyspaces `wallets`, `accounts`, `config`, `throttle`
+//!   db/                  the fjall database: keyspaces `wallets`, `accounts`, `config`, `throttle`,
+//!                        `clients` (the client registry), `audit` and `audit_meta` (the audit log)
 //!   seeds/<id>.rec       one encrypted seed record per file, named from `wallets`
 //! ```
 //!
@@ -22,14 +23,20 @@
 //!   old record file with zeros and unlinks it.
 //! * **Private files.** Directories are 0700, files 0600 (fjall's own files are tightened at open,
 //!   after every write and at close; they sit in 0700 directories in between).
+//! * **A chained audit log.** Each append numbers, stamps (the wall clock) and chains its records
+//!   and moves the log's head in one batch; retention ([`AuditRetention`]) removes the oldest in the
+//!   same batch and moves the anchor the rest verifies from. See the `audit` module.
 //! * **One process.** [`FjallStore::open`] takes an exclusive lock on `LOCK` and refuses with
 //!   [`OpenError::InUse`] if another store (in this or another process) holds it.
 //!
 //! Every method is synchronous. Writes are serialized by one lock per store (each costs a few
 //! fsyncs); reads run in parallel with each other.
 
+mod audit;
 mod files;
 mod keys;
+
+pub use audit::{AuditRetention, MAX_REMOVED_PER_APPEND};
 
 use std::collections::HashSet;
 use std::fs::{self, File, TryLockError};
@@ -38,6 +45,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use keyward_core::audit::{Anchor, AuditEvent, AuditRecord};
+use keyward_core::principal::{ClientRecord, valid_client_name};
 use keyward_core::store::{Account, Store, StoreError, StoredWallet, WalletKey};
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +67,9 @@ const WALLETS: &str = "wallets";
 const ACCOUNTS: &str = "accounts";
 const CONFIG: &str = "config";
 const THROTTLE: &str = "throttle";
+const CLIENTS: &str = "clients";
+const AUDIT: &str = "audit";
+const AUDIT_META: &str = "audit_meta";
 
 /// Why a data directory could not be opened. Messages name no paths (the host knows the path it
 /// passed and can add it).
@@ -218,6 +230,10 @@ pub struct FjallStore {
     accounts: Keyspace,
     config: Keyspace,
     throttle: Keyspace,
+    clients: Keyspace,
+    audit: Keyspace,
+    audit_meta: Keyspace,
+    retention: AuditRetention,
     seeds: PathBuf,
     db_path: PathBuf,
     // Last: dropped after the database handles above.
@@ -226,7 +242,10 @@ pub struct FjallStore {
 
 impl std::fmt::Debug for FjallStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FjallStore").field("format", &FORMAT_VERSION).finish_non_exhaustive()
+        f.debug_struct("FjallStore")
+            .field("format", &FORMAT_VERSION)
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
     }
 }
 
@@ -260,14 +279,27 @@ fn check_format(root: &Path) -> Result<(), OpenError> {
     }
 }
 
+/// How a [`FjallStore`] is opened: [`FjallStore::open_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// How much of the audit log is kept.
+    pub audit_retention: AuditRetention,
+}
+
 impl FjallStore {
-    /// Opens the store in `data_dir`, creating the directory (0700) and the store if needed.
+    /// Opens the store in `data_dir` with the default [`StoreOptions`], creating the directory
+    /// (0700) and the store if needed.
     ///
     /// Refuses a directory another store holds ([`OpenError::InUse`]) and one written in another
     /// format ([`OpenError::UnsupportedFormat`]). Removes seed record files no wallet names (left by
     /// a crash between writing a record and committing it, or between committing a delete or a
     /// password change and removing the old record).
     pub fn open(data_dir: &Path) -> Result<Self, OpenError> {
+        Self::open_with(data_dir, StoreOptions::default())
+    }
+
+    /// Opens the store in `data_dir` as [`FjallStore::open`] does, with `options`.
+    pub fn open_with(data_dir: &Path, options: StoreOptions) -> Result<Self, OpenError> {
         files::create_private_dir_all(data_dir).map_err(io_open("create the data directory"))?;
         if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             // Best effort: the data directory's own entry (its parent may not be ours to open).
@@ -290,6 +322,7 @@ impl FjallStore {
         };
         let (wallets, accounts, config) = (keyspace(WALLETS)?, keyspace(ACCOUNTS)?, keyspace(CONFIG)?);
         let throttle = keyspace(THROTTLE)?;
+        let (clients, audit, audit_meta) = (keyspace(CLIENTS)?, keyspace(AUDIT)?, keyspace(AUDIT_META)?);
 
         // Collect the records the committed state names, then remove every other record file.
         let mut referenced = HashSet::new();
@@ -322,10 +355,20 @@ impl FjallStore {
             accounts,
             config,
             throttle,
+            clients,
+            audit,
+            audit_meta,
+            retention: options.audit_retention,
             seeds,
             db_path,
             lock,
         })
+    }
+
+    /// Whether `data_dir` holds a store (its format marker), found without opening, locking or
+    /// creating anything: for tools that read a store but must not make one.
+    pub fn exists_in(data_dir: &Path) -> io::Result<bool> {
+        data_dir.join(FORMAT_FILE).try_exists()
     }
 
     /// The data directory this store was opened on.
@@ -421,7 +464,9 @@ impl FjallStore {
     #[doc(hidden)]
     pub fn compact(&self) -> Result<(), StoreError> {
         let _state = self.write();
-        for keyspace in [&self.wallets, &self.accounts, &self.config, &self.throttle] {
+        let keyspaces =
+            [&self.wallets, &self.accounts, &self.config, &self.throttle, &self.clients, &self.audit, &self.audit_meta];
+        for keyspace in keyspaces {
             keyspace.rotate_memtable_and_wait().map_err(db_failed("flush"))?;
             keyspace.major_compact().map_err(db_failed("compact"))?;
         }
@@ -544,15 +589,15 @@ impl Store for FjallStore {
         Ok(names)
     }
 
-    fn load_failures(&self, key: &WalletKey) -> Result<u32, StoreError> {
-        let key = keys::wallet_key(key)?;
+    fn load_failures(&self, principal: &str, key: &WalletKey) -> Result<u32, StoreError> {
+        let key = keys::failures_key(principal, key)?;
         let _state = self.read();
         let value = self.throttle.get(key).map_err(db_failed("read the throttle"))?;
         Ok(value.and_then(|v| <[u8; 4]>::try_from(&v[..]).ok()).map_or(0, u32::from_le_bytes))
     }
 
-    fn save_failures(&self, key: &WalletKey, failures: u32) -> Result<(), StoreError> {
-        let key = keys::wallet_key(key)?;
+    fn save_failures(&self, principal: &str, key: &WalletKey, failures: u32) -> Result<(), StoreError> {
+        let key = keys::failures_key(principal, key)?;
         let _state = self.write();
         let mut batch = self.db.batch();
         if failures == 0 {
@@ -561,6 +606,47 @@ impl Store for FjallStore {
             batch.insert(&self.throttle, key, failures.to_le_bytes().to_vec());
         }
         self.commit(batch)
+    }
+
+    fn load_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        let _state = self.read();
+        let mut records = Vec::new();
+        for guard in self.clients.iter() {
+            let (key, value) = guard.into_inner().map_err(db_failed("read the client registry"))?;
+            let record = ClientRecord::from_bytes(&value).filter(|record| record.name.as_bytes() == &*key);
+            let Some(record) = record else {
+                let name: String = String::from_utf8_lossy(&key).chars().take(64).collect();
+                return Err(StoreError::Failed(format!(
+                    "the record of client '{}' is unreadable",
+                    name.escape_debug()
+                )));
+            };
+            records.push(record);
+        }
+        Ok(records)
+    }
+
+    fn save_client(&self, record: &ClientRecord) -> Result<(), StoreError> {
+        // `load_clients` refuses a record whose name is not valid: never write one.
+        if !valid_client_name(&record.name) {
+            return Err(StoreError::Failed("not a valid client name".into()));
+        }
+        let _state = self.write();
+        let mut batch = self.db.batch();
+        batch.insert(&self.clients, record.name.as_bytes(), record.to_bytes());
+        self.commit(batch)
+    }
+
+    fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        self.audit_append(events)
+    }
+
+    fn audit_bounds(&self) -> Result<(Anchor, Anchor), StoreError> {
+        self.audit_bounds_now()
+    }
+
+    fn read_audit(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        self.audit_read(after, limit)
     }
 
     fn save_config(&self, dir: &str, config: &[u8]) -> Result<(), StoreError> {

@@ -68,7 +68,7 @@ impl Harness {
     /// Sends raw bytes.
     pub fn send(&mut self, session: Option<SessionId>, body: &[u8]) -> Outgoing {
         self.now_ms += 1;
-        self.server.handle(Incoming { body, session, recent: None, now_ms: self.now_ms })
+        self.server.handle(Incoming { body, session, recent: None, principal: "local", now_ms: self.now_ms })
     }
 
     /// A client that has done `init_secure_api`.
@@ -566,7 +566,7 @@ fn unlock_throttle(store: Box<dyn Store>) {
 fn embedder_method(store: Box<dyn Store>) {
     let mut h = Harness::new(store);
     h.server
-        .register_method("seed_fingerprint", &["salt"], |call| {
+        .register_method("seed_fingerprint", &["salt"], keyward_core::Role::Signer, |call| {
             let salt =
                 call.params[0].as_str().ok_or(AppError { variant: "ArgumentError".into(), detail: "salt".into() })?;
             let mut data = call.master.expose().to_vec();
@@ -575,7 +575,7 @@ fn embedder_method(store: Box<dyn Store>) {
             Ok(json!(hex::encode(&sha2::Sha256::digest(&data)[..4])))
         })
         .unwrap();
-    assert!(h.server.register_method("open_wallet", &[], |_| Ok(Value::Null)).is_err());
+    assert!(h.server.register_method("open_wallet", &[], keyward_core::Role::Signer, |_| Ok(Value::Null)).is_err());
     let mut c = h.client(1, true);
     create(&mut h, &mut c, Value::Null, "pw");
     assert_rpc_error(
@@ -634,15 +634,33 @@ fn slow_calls_set_aside(store: Box<dyn Store>) {
     let mut c = h.client(1, true);
     create(&mut h, &mut c, Value::Null, "pw");
     let (body, pending) = c.client.seal("open_wallet", json!({"name": null, "password": "pw"})).unwrap();
-    let step = h.server.handle_step(Incoming { body: &body, session: c.session, recent: None, now_ms: h.now_ms });
+    let step = h.server.handle_step(Incoming {
+        body: &body,
+        session: c.session,
+        recent: None,
+        principal: "local",
+        now_ms: h.now_ms,
+    });
     let Step::Slow(call) = step else { panic!("open_wallet must be set aside for a blocking thread") };
     // A replay of the set-aside envelope is refused: its nonce is already recorded.
-    let replay = h.server.handle_step(Incoming { body: &body, session: c.session, recent: None, now_ms: h.now_ms });
+    let replay = h.server.handle_step(Incoming {
+        body: &body,
+        session: c.session,
+        recent: None,
+        principal: "local",
+        now_ms: h.now_ms,
+    });
     let Step::Done(replay) = replay else { panic!("a replay is answered at once") };
     assert_eq!(plain_error(&replay.body).0, -32002);
     let token = c.client.open(pending, &h.server.finish(call).body).unwrap();
     let (body, pending) = c.client.seal("accounts", json!({"token": token})).unwrap();
-    let step = h.server.handle_step(Incoming { body: &body, session: c.session, recent: None, now_ms: h.now_ms });
+    let step = h.server.handle_step(Incoming {
+        body: &body,
+        session: c.session,
+        recent: None,
+        principal: "local",
+        now_ms: h.now_ms,
+    });
     let Step::Done(answer) = step else { panic!("accounts must be answered at once") };
     assert_eq!(c.client.open(pending, &answer.body).unwrap().as_array().map(Vec::len), Some(1));
 }
@@ -710,7 +728,13 @@ fn busy_refusal_runs_nothing(store: Box<dyn Store>) {
     create(&mut h, &mut c, Value::Null, "pw");
     let busy = "Busy: too many slow calls at once, try again shortly";
     let (body, pending) = c.client.seal("open_wallet", json!({"name": null, "password": "pw"})).unwrap();
-    let step = h.server.handle_step(Incoming { body: &body, session: c.session, recent: None, now_ms: h.now_ms });
+    let step = h.server.handle_step(Incoming {
+        body: &body,
+        session: c.session,
+        recent: None,
+        principal: "local",
+        now_ms: h.now_ms,
+    });
     let Step::Slow(call) = step else { panic!("open_wallet must be set aside for a blocking thread") };
     let refused = h.server.refuse_busy(call);
     assert_eq!(refused.session, c.session);
@@ -723,7 +747,13 @@ fn busy_refusal_runs_nothing(store: Box<dyn Store>) {
         {"jsonrpc": "2.0", "id": 7, "method": "close_wallet", "params": {"name": null}},
     ]);
     let (body, pending) = c.client.seal_raw(&serde_json::to_vec(&batch).unwrap(), 0, None).unwrap();
-    let step = h.server.handle_step(Incoming { body: &body, session: c.session, recent: None, now_ms: h.now_ms });
+    let step = h.server.handle_step(Incoming {
+        body: &body,
+        session: c.session,
+        recent: None,
+        principal: "local",
+        now_ms: h.now_ms,
+    });
     let Step::Slow(call) = step else { panic!("a batch must be set aside for a blocking thread") };
     let inner = c.client.open_raw(pending, &h.server.refuse_busy(call).body).unwrap();
     let error = json!({"code": -32099, "message": busy});
@@ -774,7 +804,7 @@ fn made_up_names_lock_nobody_out(store: Box<dyn Store>) {
     assert_eq!(h.server.store().list_wallets("").unwrap(), wallets);
     for name in names.iter().step_by(499) {
         let key = WalletKey { dir: String::new(), name: name.clone() };
-        assert_eq!(h.server.store().load_failures(&key).unwrap(), 0, "{name} was recorded");
+        assert_eq!(h.server.store().load_failures("local", &key).unwrap(), 0, "{name} was recorded");
         assert!(h.server.store().load_wallet(&key).unwrap().is_none());
     }
 }

@@ -1,6 +1,8 @@
 //! A memory store that reports every call that changes what it holds, for tests that check where
 //! and when writes happen.
 
+use keyward_core::ClientRecord;
+use keyward_core::audit::{Anchor, AuditEvent, AuditRecord};
 use keyward_core::store::{Account, StoredWallet};
 use keyward_core::{MemoryStore, Store, StoreError, WalletKey};
 
@@ -33,12 +35,29 @@ impl Store for WatchedStore {
     fn load_accounts(&self, key: &WalletKey) -> Result<Option<Vec<Account>>, StoreError> {
         self.inner.load_accounts(key)
     }
-    fn load_failures(&self, key: &WalletKey) -> Result<u32, StoreError> {
-        self.inner.load_failures(key)
+    fn load_failures(&self, principal: &str, key: &WalletKey) -> Result<u32, StoreError> {
+        self.inner.load_failures(principal, key)
     }
-    fn save_failures(&self, key: &WalletKey, failures: u32) -> Result<(), StoreError> {
+    fn save_failures(&self, principal: &str, key: &WalletKey, failures: u32) -> Result<(), StoreError> {
         (self.on_write)("save_failures");
-        self.inner.save_failures(key, failures)
+        self.inner.save_failures(principal, key, failures)
+    }
+    fn load_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        self.inner.load_clients()
+    }
+    fn save_client(&self, record: &ClientRecord) -> Result<(), StoreError> {
+        (self.on_write)("save_client");
+        self.inner.save_client(record)
+    }
+    fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        (self.on_write)("append_audit");
+        self.inner.append_audit(events)
+    }
+    fn audit_bounds(&self) -> Result<(Anchor, Anchor), StoreError> {
+        self.inner.audit_bounds()
+    }
+    fn read_audit(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        self.inner.read_audit(after, limit)
     }
     fn create_wallet(&self, key: &WalletKey, wallet: &StoredWallet) -> Result<(), StoreError> {
         (self.on_write)("create_wallet");

@@ -74,7 +74,9 @@ fn trial_decryption_does_not_amplify_a_strangers_bytes() {
     runtime().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("kw");
-        let running = start_with_config(&data, &format!("{FAST_KDF}[sessions]\nper_connection = 2000\n")).await;
+        let running =
+            start_with_config(&data, &format!("{FAST_KDF}[sessions]\nper_connection = 2000\nper_principal = 2000\n"))
+                .await;
         let (addr, tls) = (running.https.unwrap(), client_tls(&data));
         let target = Target::Https { addr, tls: Arc::clone(&tls) };
         let mut idle = https(addr, &tls).await;

@@ -230,7 +230,7 @@ fn brute_force_is_slowed_and_the_backoff_survives_a_restart() {
         tokio::time::sleep(Duration::from_millis(1600)).await;
         let token = s.ok("open_wallet", json!({"name": "vault", "password": "right"})).await;
         assert_eq!(token.as_str().map(str::len), Some(64));
-        assert_eq!(running.core.store().load_failures(&keyward_core::WalletKey { dir: String::new(), name: "vault".into() }).unwrap(), 0);
+        assert_eq!(running.core.store().load_failures("default", &keyward_core::WalletKey { dir: String::new(), name: "vault".into() }).unwrap(), 0);
         running.stop().await;
     });
 }

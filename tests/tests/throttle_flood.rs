@@ -68,7 +68,7 @@ fn a_flood_of_made_up_names_does_not_lock_the_owner_out() {
         assert_eq!(store.list_wallets("").unwrap(), vec!["owner".to_owned()]);
         for name in names.iter().step_by(997) {
             let key = WalletKey { dir: String::new(), name: name.clone() };
-            assert_eq!(store.load_failures(&key).unwrap(), 0, "{name} was recorded");
+            assert_eq!(store.load_failures("default", &key).unwrap(), 0, "{name} was recorded");
         }
         server.stop().await;
     });

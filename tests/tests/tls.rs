@@ -68,7 +68,18 @@ fn client_certificates_without_the_client_auth_usage_are_refused_over_https_and_
         assert!(refusal.is_err(), "HTTPS: a certificate without EKU got an answer: {refusal:?}");
 
         // The same CA's certificate with clientAuth works over both.
-        let (cert, key) = write_identity(root.path(), "with-eku", &ca.leaf("front end", &[], Usage::Client, false));
+        // (registered as a client: an unregistered certificate of the right CA is refused too)
+        let front_end = ca.leaf("front end", &[], Usage::Client, false);
+        let spki_sha256 = keyward_driver::spki_sha256(&front_end.chain[0]).unwrap();
+        let record = keyward_core::ClientRecord {
+            name: "front-end".into(),
+            role: keyward_core::Role::Owner,
+            identity: keyward_core::Identity::Cert { spki_sha256 },
+            created_unix_ms: 0,
+            revoked_unix_ms: None,
+        };
+        running.core.add_client(record).unwrap();
+        let (cert, key) = write_identity(root.path(), "with-eku", &front_end);
         let good = tls::client_config_from(&ca_file, Some((&cert, &key))).unwrap();
         for target in [Target::Https { addr: https, tls: Arc::clone(&good) }, Target::Quic { addr: quic, tls: good }] {
             let answer = target.try_call().await;

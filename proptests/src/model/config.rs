@@ -19,6 +19,7 @@ pub const SESSIONS: SessionLimits = SessionLimits {
     lifetime_ms: 25_000,
     max_requests: 24,
     max_nonces: 1 << 20,
+    max_per_principal: 3,
     max_unnamed_bytes: 64 * 1024,
 };
 /// Token limits of the model's server (other limits, such as how many wallets may be open, stay at
@@ -79,6 +80,7 @@ pub fn config() -> ServerConfig {
         tokens: tokens(),
         kdf: KdfParams::INSECURE_FOR_TESTS,
         throttle: THROTTLE,
+        local_http_role: keyward_core::Role::Owner,
     }
 }
 

@@ -61,6 +61,27 @@ impl Store for SharedStore {
     fn load_config(&self, dir: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.0.load_config(dir)
     }
+    fn load_failures(&self, principal: &str, key: &WalletKey) -> Result<u32, StoreError> {
+        self.0.load_failures(principal, key)
+    }
+    fn save_failures(&self, principal: &str, key: &WalletKey, failures: u32) -> Result<(), StoreError> {
+        self.0.save_failures(principal, key, failures)
+    }
+    fn load_clients(&self) -> Result<Vec<keyward_core::ClientRecord>, StoreError> {
+        self.0.load_clients()
+    }
+    fn save_client(&self, record: &keyward_core::ClientRecord) -> Result<(), StoreError> {
+        self.0.save_client(record)
+    }
+    fn append_audit(&self, events: &[keyward_core::audit::AuditEvent]) -> Result<(), StoreError> {
+        self.0.append_audit(events)
+    }
+    fn audit_bounds(&self) -> Result<(keyward_core::audit::Anchor, keyward_core::audit::Anchor), StoreError> {
+        self.0.audit_bounds()
+    }
+    fn read_audit(&self, after: u64, limit: usize) -> Result<Vec<keyward_core::audit::AuditRecord>, StoreError> {
+        self.0.read_audit(after, limit)
+    }
 }
 
 /// A harness over a shared store.

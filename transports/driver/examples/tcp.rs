@@ -34,7 +34,7 @@ pub async fn serve(driver: Driver, listener: TcpListener, shutdown: impl Future<
     let (handshake_timeout, grace) = (Duration::from_secs(5), Duration::from_secs(5));
     let limits = ServeLimits { max_connections: 64, max_handshakes: 64, handshake_timeout, grace };
     keyward_driver::serve(Tcp(listener), limits, shutdown, move |mut stream: TcpStream, mut stopping| {
-        let peer = stream.peer_addr().map_or(Peer::Local, |addr| Peer::Net { addr, authenticated: false });
+        let peer = stream.peer_addr().map_or(Peer::Local, |addr| Peer::Net { addr, client_key: None });
         let conn = driver.connection(peer, true);
         async move { frame::serve_stream(&conn, &mut stream, LIMITS, &mut stopping).await }
     })

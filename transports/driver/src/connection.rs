@@ -6,20 +6,22 @@ use std::fmt;
 use std::sync::{Mutex, PoisonError};
 
 use keyward_core::jsonrpc::{self, EnvelopeError};
-use keyward_core::{Incoming, SessionId, Step};
+use keyward_core::{Incoming, Principal, Server, SessionId, Step};
+use tokio::sync::watch;
 
 use crate::{Backend, Driver};
 
 /// Who is at the other end of a connection, as the transport knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Peer {
-    /// A network peer (TCP, QUIC), with its address; `authenticated` when it presented a client
-    /// certificate that the TLS layer verified.
+    /// A network peer (TCP, QUIC), with its address and, when it presented a client certificate
+    /// that the TLS layer verified, that certificate's key ([`spki_sha256`](crate::spki_sha256)).
     Net {
         /// The peer's address.
         addr: std::net::SocketAddr,
-        /// Whether a verified client certificate was presented.
-        authenticated: bool,
+        /// SHA-256 of the verified client certificate's SubjectPublicKeyInfo; `None` over plain
+        /// (loopback) HTTP.
+        client_key: Option<[u8; 32]>,
     },
     /// A Unix-socket peer, with its credentials as the kernel reports them (`SO_PEERCRED`).
     Unix {
@@ -32,6 +34,20 @@ pub enum Peer {
     },
     /// An in-process or otherwise unnamed peer (an embedder's own transport, a test).
     Local,
+}
+
+impl Peer {
+    /// The principal this peer is, as `core` knows it now: the registered client of its
+    /// certificate or uid, `local-http` for plain HTTP, `local` for an in-process peer; `None` for
+    /// a certificate or uid that no active client has.
+    pub fn principal(&self, core: &Server) -> Option<String> {
+        match self {
+            Self::Net { client_key: Some(key), .. } => core.client_for_cert(key),
+            Self::Net { client_key: None, .. } => Some(Principal::LOCAL_HTTP.to_owned()),
+            Self::Unix { uid, .. } => core.client_for_uid(*uid),
+            Self::Local => Some(Principal::LOCAL.to_owned()),
+        }
+    }
 }
 
 impl fmt::Display for Peer {
@@ -81,24 +97,90 @@ struct Slot {
 pub struct Connection {
     driver: Driver,
     peer: Peer,
+    /// Who the peer is (`None`: no active client has its certificate or uid; every request is
+    /// refused and the transport should close it).
+    principal: Option<Box<str>>,
+    /// Its number among the driver's live connections.
+    number: u64,
+    /// Set when its principal is revoked.
+    revoked: watch::Receiver<bool>,
     binds_sessions: bool,
     slot: Mutex<Slot>,
 }
 
+/// The driver's live connections: each one's principal and revocation signal.
+#[derive(Default)]
+pub(crate) struct Live {
+    next: u64,
+    connections: std::collections::HashMap<u64, (Box<str>, watch::Sender<bool>)>,
+}
+
+/// Signals every live connection whose principal `core` no longer knows (revoked) to close.
+pub(crate) fn close_revoked(inner: &crate::Inner, core: &Server) {
+    let live = inner.live.lock().unwrap_or_else(PoisonError::into_inner);
+    for (principal, signal) in live.connections.values() {
+        if !*signal.borrow() && core.role_of(principal).is_none() {
+            tracing::info!(%principal, "closing a revoked client's connection");
+            signal.send_replace(true);
+        }
+    }
+}
+
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connection").field("peer", &self.peer).field("binds_sessions", &self.binds_sessions).finish()
+        f.debug_struct("Connection")
+            .field("peer", &self.peer)
+            .field("principal", &self.principal)
+            .field("binds_sessions", &self.binds_sessions)
+            .finish()
     }
 }
 
 impl Connection {
     pub(crate) fn new(driver: Driver, peer: Peer, binds_sessions: bool) -> Self {
-        Self { driver, peer, binds_sessions, slot: Mutex::new(Slot::default()) }
+        let principal = match &driver.inner.backend {
+            Backend::Core(core) => peer.principal(core).map(String::into_boxed_str),
+            Backend::Service(_) => Some(Principal::LOCAL.into()),
+        };
+        let (signal, revoked) = watch::channel(false);
+        let number = {
+            let mut live = driver.inner.live.lock().unwrap_or_else(PoisonError::into_inner);
+            live.next += 1;
+            let number = live.next;
+            match &principal {
+                Some(name) => {
+                    live.connections.insert(number, (name.clone(), signal));
+                }
+                None => {
+                    signal.send_replace(true);
+                }
+            }
+            number
+        };
+        if principal.is_none()
+            && let Backend::Core(core) = &driver.inner.backend
+        {
+            core.audit_refusal(&peer.to_string(), "connect", "unknown or revoked client");
+        }
+        Self { driver, peer, principal, number, revoked, binds_sessions, slot: Mutex::new(Slot::default()) }
     }
 
     /// The peer.
     pub fn peer(&self) -> &Peer {
         &self.peer
+    }
+
+    /// Who the peer is: a registered client's name, `local-http` or `local`; `None` when no
+    /// active client has its certificate or uid (the transport should close the connection).
+    pub fn principal(&self) -> Option<&str> {
+        self.principal.as_deref()
+    }
+
+    /// Completes when the connection's principal is revoked (or was never known): the transport
+    /// closes the connection then. The driver checks at least once a second.
+    pub async fn revoked(&self) {
+        let mut revoked = self.revoked.clone();
+        let _ = revoked.wait_for(|revoked| *revoked).await;
     }
 
     /// The session bound to this connection, if any.
@@ -141,6 +223,10 @@ impl Connection {
             Backend::Core(core) => core,
             Backend::Service(service) => return Answer { body: service.answer(body), new_session: None },
         };
+        let Some(principal) = self.principal.as_deref() else {
+            let (code, message) = (-32099, "Forbidden: this client is not registered or is revoked");
+            return Answer { body: jsonrpc::error_bytes(&(), code, message), new_session: None };
+        };
         let recent = self.slot.lock().unwrap_or_else(PoisonError::into_inner).recent;
         let session = match naming {
             Naming::Session(id) => Some(id),
@@ -154,9 +240,9 @@ impl Connection {
         // Most calls are answered here at once (microseconds); a KDF or store write goes to the
         // bounded pool, so the I/O threads stay free. A plaintext init, the only call that creates
         // a session, is always answered here, so binding happens before any await.
-        let outgoing = match core.handle_step(Incoming { body, session, recent, now_ms }) {
+        let outgoing = match core.handle_step(Incoming { body, session, recent, principal, now_ms }) {
             Step::Done(outgoing) => outgoing,
-            Step::Slow(call) => match self.driver.inner.pool.admit() {
+            Step::Slow(call) => match self.driver.inner.pool.admit(principal) {
                 Some(admission) => {
                     let worker = std::sync::Arc::clone(core);
                     match self.driver.inner.pool.run(admission, move || worker.finish(call)).await {
@@ -175,6 +261,12 @@ impl Connection {
             // A stranger's garbage (or an ended session's next call, once) waits: one connection
             // cannot make the server try keys or parse bodies at full speed.
             tokio::time::sleep(self.driver.inner.unmatched_delay).await;
+        }
+        // A revocation just happened (this call, or another): close the revoked clients'
+        // connections now rather than at the timer's next tick.
+        let revocations = core.revocations();
+        if self.driver.inner.revocations_seen.swap(revocations, std::sync::atomic::Ordering::AcqRel) != revocations {
+            close_revoked(&self.driver.inner, core);
         }
         let new_session = outgoing.created_session.then_some(outgoing.session).flatten();
         if let Some(old) = self.record(outgoing.session, new_session) {
@@ -205,6 +297,7 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        self.driver.inner.live.lock().unwrap_or_else(PoisonError::into_inner).connections.remove(&self.number);
         let slot = self.slot.get_mut().unwrap_or_else(PoisonError::into_inner);
         if let (Some(old), Backend::Core(core)) = (slot.bound.take(), &self.driver.inner.backend) {
             core.drop_session(&old);

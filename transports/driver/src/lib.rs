@@ -28,6 +28,7 @@
 mod client;
 mod connection;
 pub mod frame;
+mod identity;
 mod pool;
 mod serve;
 
@@ -39,6 +40,7 @@ use keyward_core::{Server, ServerConfig, Store};
 
 pub use client::{Exchange, Link, LinkError, LinkFuture, SecureSession, SessionError, SessionOptions};
 pub use connection::{Answer, Connection, Naming, Peer};
+pub use identity::{spki, spki_sha256};
 pub use pool::on_slow_pool;
 pub use serve::{Listener, ServeLimits, Stopping, serve};
 
@@ -68,6 +70,11 @@ pub struct DriverConfig {
     /// Slow calls that may wait for a thread. Default 64. A slow call beyond `slow_threads +
     /// slow_queue` is answered at once with −32099 `Busy` and does not run.
     pub slow_queue: usize,
+    /// Slow calls one principal may have admitted (running or waiting). Default 16. A principal
+    /// also never runs on more than `slow_threads − 1` threads at once (one with one thread), and
+    /// waiting calls are taken in turn between principals, so one client's flood of KDFs delays
+    /// another's by at most the calls already running.
+    pub slow_per_principal: usize,
     /// The longest the expiry timer sleeps. Default 1 s.
     pub max_timer_sleep: Duration,
     /// Sessions one connection that does not bind sessions (HTTP) may make and keep; one more ends
@@ -85,6 +92,7 @@ impl Default for DriverConfig {
         Self {
             slow_threads: cores,
             slow_queue: 64,
+            slow_per_principal: 16,
             max_timer_sleep: Duration::from_secs(1),
             max_sessions_per_connection: 8,
             unmatched_delay: Duration::from_millis(50),
@@ -104,6 +112,10 @@ struct Inner {
     max_sessions_per_connection: usize,
     unmatched_delay: Duration,
     timer: std::sync::OnceLock<tokio::task::AbortHandle>,
+    /// Live connections' principals and their revocation signals, by connection number.
+    live: std::sync::Mutex<connection::Live>,
+    /// The core's revocation count when the live connections were last checked.
+    revocations_seen: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Inner {
@@ -158,11 +170,23 @@ impl Driver {
 
     fn build(backend: Backend, clock: Clock, config: &DriverConfig, pool: bool) -> Self {
         let threads = if pool { config.slow_threads } else { 0 };
-        let pool = pool::SlowPool::new(threads, config.slow_queue);
+        let pool = pool::SlowPool::new(threads, config.slow_queue, config.slow_per_principal);
         let (max_sessions_per_connection, unmatched_delay) =
             (config.max_sessions_per_connection, config.unmatched_delay);
         let timer = std::sync::OnceLock::new();
-        Self { inner: Arc::new(Inner { backend, clock, pool, max_sessions_per_connection, unmatched_delay, timer }) }
+        let live = std::sync::Mutex::new(connection::Live::default());
+        Self {
+            inner: Arc::new(Inner {
+                backend,
+                clock,
+                pool,
+                max_sessions_per_connection,
+                unmatched_delay,
+                timer,
+                live,
+                revocations_seen: std::sync::atomic::AtomicU64::new(0),
+            }),
+        }
     }
 
     /// The core, unless a [`Service`] answers instead.
@@ -198,6 +222,9 @@ impl Driver {
     }
 }
 
+/// The pool's name for the timer's audit-log writes (not a principal a peer can be).
+const AUDIT_WRITER: &str = " audit";
+
 /// Expires sessions and tokens when the core says something is due (at least every `max_sleep`),
 /// until the driver is gone.
 async fn expiry_timer(driver: Weak<Inner>, max_sleep: Duration) {
@@ -207,6 +234,15 @@ async fn expiry_timer(driver: Weak<Inner>, max_sleep: Duration) {
             let Backend::Core(core) = &inner.backend else { return };
             let now = (inner.clock)();
             core.handle_timeout(now);
+            // A revoked client's connections are told to close (each transport closes its own).
+            connection::close_revoked(&inner, core);
+            if core.audit_pending() > 0
+                && let Some(admission) = inner.pool.admit(AUDIT_WRITER)
+            {
+                // Queued audit events go to the store on a pool thread (a write may fsync).
+                let core = Arc::clone(core);
+                inner.pool.spawn(admission, move || core.flush_audit());
+            }
             core.poll_timeout().map_or(max_sleep, |due| Duration::from_millis(due.saturating_sub(now)))
         };
         tokio::time::sleep(sleep.clamp(Duration::from_millis(10), max_sleep)).await;

@@ -77,14 +77,26 @@ async fn no_store_write_runs_on_an_io_thread() {
 
     // The watch can fail: the same write made in place on a runtime thread is noted.
     let mut c = keyward_core::Client::new([9; 32]);
-    let answer =
-        core.handle(keyward_core::Incoming { body: &c.init_request(), session: None, recent: None, now_ms: 1 });
+    let answer = core.handle(keyward_core::Incoming {
+        body: &c.init_request(),
+        session: None,
+        recent: None,
+        principal: "local",
+        now_ms: 1,
+    });
     c.handle_init_answer(&answer.body).unwrap();
     let (body, _) = c
         .seal("create_wallet", json!({"name": "x", "mnemonic": null, "mnemonic_length": 16, "password": "p"}))
         .unwrap();
-    core.handle(keyward_core::Incoming { body: &body, session: answer.session, recent: None, now_ms: 2 });
-    assert_eq!(on_io_thread.lock().unwrap().as_slice(), ["create_wallet"]);
+    core.handle(keyward_core::Incoming {
+        body: &body,
+        session: answer.session,
+        recent: None,
+        principal: "local",
+        now_ms: 2,
+    });
+    // (`handle` finishes the slow call in place, and with it writes the queued audit events.)
+    assert_eq!(on_io_thread.lock().unwrap().as_slice(), ["create_wallet", "append_audit"]);
 }
 
 /// One slow thread, no queue: while an embedder's slow method holds the thread, another slow call
@@ -96,7 +108,7 @@ async fn slow_calls_beyond_the_pool_are_busy() {
     let released = Mutex::new(released);
     let entered = Mutex::new(entered);
     let mut core = Server::new(keyward_testkit::test_config(), Box::new(MemoryStore::new()), [4; 32]);
-    core.register_method("hold", &[], move |_| {
+    core.register_method("hold", &[], keyward_core::Role::Signer, move |_| {
         let _ = entered.lock().unwrap().send(());
         let _ = released.lock().unwrap().recv_timeout(Duration::from_secs(20));
         Ok::<Value, AppError>(Value::Null)
@@ -153,4 +165,28 @@ async fn sessions_go_with_their_connection_and_expire_by_themselves() {
         assert!(tokio::time::Instant::now() < deadline, "the idle session was not expired");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The key a transport reports for a client certificate is the SHA-256 of exactly the certificate's
+/// SubjectPublicKeyInfo: the same bytes the key pair gives as its public key DER.
+#[test]
+fn the_client_key_is_the_certificates_spki() {
+    use keyward_testkit::pki::{Ca, Usage};
+    use rcgen::PublicKeyData as _;
+    let ca = Ca::new("Keyward test CA");
+    for name in ["one", "two"] {
+        let leaf = ca.leaf(name, &[], Usage::Client, false);
+        let pair = rcgen::KeyPair::from_pem(leaf.key_pem()).unwrap();
+        assert_eq!(keyward_driver::spki(&leaf.chain[0]), Some(pair.subject_public_key_info().as_slice()));
+        let digest: [u8; 32] =
+            sha2::Digest::finalize(sha2::Digest::chain_update(sha2::Sha256::default(), pair.subject_public_key_info()))
+                .into();
+        assert_eq!(keyward_driver::spki_sha256(&leaf.chain[0]), Some(digest));
+    }
+    // Not a certificate, or cut short: none, and no panic.
+    let cert = ca.leaf("three", &[], Usage::Client, false).chain[0].to_vec();
+    for len in 0..cert.len() {
+        assert!(keyward_driver::spki(&cert[..len]).is_none(), "a certificate cut at {len} bytes");
+    }
+    assert_eq!(keyward_driver::spki_sha256(b"\x30\x03\x02\x01\x00"), None);
 }

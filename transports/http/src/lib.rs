@@ -207,10 +207,23 @@ async fn handshake(
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> Option<Authenticated> {
     let Some(acceptor) = tls else {
-        return Some(Authenticated { io: Box::new(stream), peer, tls: false });
+        return Some(Authenticated { io: Box::new(stream), peer, client_key: None });
     };
     match acceptor.accept(stream).await {
-        Ok(stream) => Some(Authenticated { io: Box::new(stream), peer, tls: true }),
+        Ok(stream) => {
+            // The verified client certificate's key names the principal (the verifier required one).
+            let client_key = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|cert| keyward_driver::spki_sha256(cert));
+            if client_key.is_none() {
+                tracing::warn!(%peer, "closing a TLS connection without a client certificate");
+                return None;
+            }
+            Some(Authenticated { io: Box::new(stream), peer, client_key })
+        }
         Err(error) => {
             tracing::info!(%peer, %error, "TLS handshake refused");
             None
@@ -222,14 +235,20 @@ async fn handshake(
 struct Authenticated {
     io: Box<dyn Io>,
     peer: SocketAddr,
-    tls: bool,
+    /// The client certificate's key (HTTPS); `None` over plain HTTP.
+    client_key: Option<[u8; 32]>,
 }
 
 async fn serve_connection(ready: Authenticated, shared: Arc<Shared>, mut stopping: Stopping) {
-    let Authenticated { io, peer, tls: tls_used } = ready;
+    let Authenticated { io, peer, client_key } = ready;
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(shared.limits.header_timeout).keep_alive(true);
-    let conn = Arc::new(shared.driver.connection(Peer::Net { addr: peer, authenticated: tls_used }, false));
+    let conn = Arc::new(shared.driver.connection(Peer::Net { addr: peer, client_key }, false));
+    if conn.principal().is_none() {
+        tracing::info!(%peer, "closing a connection from a client that is not registered or is revoked");
+        return;
+    }
+    let revoked = Arc::clone(&conn);
     let service = hyper::service::service_fn(move |request| {
         let (shared, conn) = (Arc::clone(&shared), Arc::clone(&conn));
         async move { Ok::<_, Infallible>(answer(request, &shared, &conn).await) }
@@ -242,6 +261,11 @@ async fn serve_connection(ready: Authenticated, shared: Arc<Shared>, mut stoppin
         () = stopping.wait() => {
             connection.as_mut().graceful_shutdown();
             connection.await
+        }
+        () = revoked.revoked() => {
+            // Revoked: closed at once, whatever it was doing.
+            tracing::info!(%peer, "closed: its client was revoked");
+            return;
         }
     };
     if let Err(error) = result {

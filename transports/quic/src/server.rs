@@ -193,12 +193,26 @@ async fn serve_connection(connection: quinn::Connection, shared: Arc<Shared>, mu
     debug!(%peer, id = connection.stable_id(), "connection established");
 
     // Dropped (with the session bound to it) when the connection task ends, however it ends.
-    let conn = Arc::new(shared.driver.connection(Peer::Net { addr: peer, authenticated: true }, true));
+    let client_key = connection
+        .peer_identity()
+        .and_then(|identity| identity.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+        .and_then(|chain| chain.first().and_then(|cert| keyward_driver::spki_sha256(cert)));
+    let conn = Arc::new(shared.driver.connection(Peer::Net { addr: peer, client_key }, true));
+    if client_key.is_none() || conn.principal().is_none() {
+        debug!(%peer, "closing a connection from a client that is not registered or is revoked");
+        connection.close(code(codes::CLIENT_CERT_REQUIRED), b"client not registered or revoked");
+        return;
+    }
     let budget = Arc::new(Budget { held: AtomicUsize::new(0), max: shared.limits.receive_window });
     let mut streams = JoinSet::new();
     let stopping_now = loop {
         tokio::select! {
             () = stop.wait() => break true,
+            () = conn.revoked() => {
+                debug!(%peer, "closing: its client was revoked");
+                connection.close(code(codes::CLIENT_CERT_REQUIRED), b"client revoked");
+                break false;
+            }
             accepted = connection.accept_bi() => match accepted {
                 Ok((send, recv)) => {
                     let budget = Arc::clone(&budget);

@@ -100,7 +100,8 @@ async fn many_concurrent_connections_without_errors() {
     for i in 0..64u8 {
         let fx = Arc::clone(&fx);
         tasks.spawn(async move {
-            let mut c = fx.caller(i + 1).await;
+            // 64 front ends (one client's own slow calls are bounded: `slow_per_principal`).
+            let mut c = fx.caller_of_its_own(i + 1).await;
             let name = format!("w{i}");
             let create = json!({"name": name, "mnemonic": null, "mnemonic_length": 16, "password": "pw"});
             c.call("create_wallet", create).await?;
@@ -179,6 +180,20 @@ async fn bad_client_certificates_are_refused() {
     let expired = fx.ca.leaf("old back end", &[], Usage::Client, true);
     assert_refused(&fx, support::client_config(&fx.ca, Some(&expired)), 45, "an expired certificate").await;
 
+    // A certificate of the right CA that no client is registered with: closed after the handshake.
+    let stranger = fx.ca.leaf("unregistered", &[], Usage::Client, false);
+    let outcome = within(10, async {
+        let client =
+            QuicClient::connect(fx.addr, "localhost", Arc::new(support::client_config(&fx.ca, Some(&stranger))))
+                .await?;
+        client.call(&Client::new([9; 32]).init_request()).await
+    })
+    .await;
+    assert!(
+        matches!(&outcome, Err(QuicError::Connection(ConnectionError::ApplicationClosed(close))) if close.error_code.into_inner() == codes::CLIENT_CERT_REQUIRED),
+        "an unregistered certificate: {outcome:?}"
+    );
+
     // The server keeps serving good clients.
     let mut good = fx.caller(1).await;
     assert_eq!(good.ok("list_wallets", json!({})).await, json!([]));
@@ -188,9 +203,9 @@ async fn bad_client_certificates_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_or_missing_alpn_is_refused() {
     let fx = Fixture::start(QuicLimits::default()).await;
-    let identity = fx.ca.leaf("wallet back end", &[], Usage::Client, false);
+    let identity = &fx.front_end;
     for alpn in [vec![b"h3".to_vec()], vec![]] {
-        let mut tls = support::client_config(&fx.ca, Some(&identity));
+        let mut tls = support::client_config(&fx.ca, Some(identity));
         tls.alpn_protocols = alpn.clone();
         let endpoint = support::raw_endpoint();
         let outcome = within(10, async {
@@ -207,7 +222,7 @@ async fn wrong_or_missing_alpn_is_refused() {
     }
     assert_eq!(fx.core.session_count(), 0);
     // The right ALPN, by hand, works.
-    let mut tls = support::client_config(&fx.ca, Some(&identity));
+    let mut tls = support::client_config(&fx.ca, Some(identity));
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let endpoint = support::raw_endpoint();
     let connecting = endpoint.connect_with(support::raw_client_config(tls), fx.addr, "localhost").expect("connect");
@@ -250,8 +265,7 @@ async fn a_server_config_without_client_auth_still_requires_a_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_rtt_is_refused() {
     let fx = Fixture::start(QuicLimits::default()).await;
-    let identity = fx.ca.leaf("wallet back end", &[], Usage::Client, false);
-    let mut tls = support::client_config(&fx.ca, Some(&identity));
+    let mut tls = support::client_config(&fx.ca, Some(&fx.front_end));
     tls.alpn_protocols = vec![ALPN.to_vec()];
     tls.enable_early_data = true;
     let config = support::raw_client_config(tls);
@@ -519,5 +533,39 @@ async fn one_connection_cannot_make_the_server_hold_more_than_its_window() {
     // The connection, and the server, still answer.
     let mut caller = support::Caller::new(fx.connect().await, 9).await;
     assert_eq!(caller.ok("list_wallets", json!({})).await, json!([]));
+    fx.stop().await;
+}
+
+/// Revocation reaches an open connection: within a second it is closed, its session is dropped,
+/// and the client's next connection is closed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_clients_connection_is_closed_within_a_second() {
+    let fx = Fixture::start(QuicLimits::default()).await;
+    let reader = fx.ca.leaf("dashboard", &[], Usage::Client, false);
+    let name = support::register(&fx.core, &reader, keyward_core::Role::Reader);
+    let tls = Arc::new(support::client_config(&fx.ca, Some(&reader)));
+    let quic = within(10, QuicClient::connect(fx.addr, "localhost", Arc::clone(&tls))).await.expect("connect");
+    let mut dashboard = support::Caller::new(quic, 5).await;
+    assert_eq!(dashboard.ok("list_wallets", json!({})).await, json!([]));
+    let refused = dashboard.call("get_mnemonic", json!({"name": "w", "password": "p"})).await;
+    assert!(refused.is_err_and(|e| e.contains("Forbidden: get_mnemonic needs the owner role")));
+    let mut owner = fx.caller(1).await;
+    assert_eq!(owner.ok("revoke_client", json!({"name": name})).await, Value::Null);
+    let revoked_at = std::time::Instant::now();
+    eventually("the revoked client's session is dropped", || fx.core.session_count_of(&name) == 0).await;
+    let closed = within(5, dashboard.quic().connection().closed()).await;
+    assert!(
+        matches!(&closed, ConnectionError::ApplicationClosed(close) if close.error_code.into_inner() == codes::CLIENT_CERT_REQUIRED),
+        "{closed:?}"
+    );
+    eprintln!("revoked client's connection closed after {} ms", revoked_at.elapsed().as_millis());
+    assert!(revoked_at.elapsed() < Duration::from_secs(1), "closed within a second");
+    let again = within(10, async {
+        let client = QuicClient::connect(fx.addr, "localhost", tls).await?;
+        client.call(&Client::new([9; 32]).init_request()).await
+    })
+    .await;
+    assert!(again.is_err(), "a revoked client's new connection is refused: {again:?}");
+    assert_eq!(owner.ok("list_wallets", json!({})).await, json!([]));
     fx.stop().await;
 }

@@ -4,8 +4,8 @@
 //! API. The wire contract is `spec/transport-unix.md`: one length-prefixed JSON-RPC message each
 //! way (4-byte big-endian length, then the bytes), any number per connection, answered in order;
 //! a session belongs to its connection. The socket file is 0600 in a 0700 directory, and the
-//! peer's uid (`SO_PEERCRED`) must be the server's own or one listed in `allowed_uids`: any other
-//! peer is closed without an answer, and logged.
+//! peer's uid (`SO_PEERCRED`) must be a registered, active client's (its principal, resolved by the
+//! driver): any other peer is closed without an answer, and logged.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -79,7 +79,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> UnixError + '_ {
 pub struct UnixServer {
     listener: UnixListener,
     path: PathBuf,
-    allowed: Vec<u32>,
     limits: UnixLimits,
 }
 
@@ -87,8 +86,9 @@ impl UnixServer {
     /// Binds `path`: makes its directory (0700) if missing and refuses one that others can open or
     /// that another user owns,
     /// replaces a stale socket left by a crash (never a live one, never another file), and sets
-    /// the socket to 0600. Peers with the server's own uid or one of `allowed_uids` are served.
-    pub async fn bind(path: &Path, allowed_uids: &[u32], limits: UnixLimits) -> Result<Self, UnixError> {
+    /// the socket to 0600. A peer is served only if a registered, active client has its uid (its
+    /// principal, resolved by the driver); any other is closed without an answer.
+    pub async fn bind(path: &Path, limits: UnixLimits) -> Result<Self, UnixError> {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         if !dir.exists() {
             std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io(dir))?;
@@ -115,9 +115,7 @@ impl UnixServer {
             let _ = std::fs::remove_file(path);
             return Err(UnixError::ForeignDirectory(dir.to_owned()));
         }
-        let mut allowed = vec![own];
-        allowed.extend_from_slice(allowed_uids);
-        Ok(Self { listener, path: path.to_owned(), allowed, limits })
+        Ok(Self { listener, path: path.to_owned(), limits })
     }
 
     /// The socket's path.
@@ -127,8 +125,7 @@ impl UnixServer {
 
     /// Serves `driver` until `shutdown` completes; then removes the socket file.
     pub async fn run(self, driver: Driver, shutdown: impl Future<Output = ()>) {
-        let Self { listener, path, allowed, limits } = self;
-        let allowed: std::sync::Arc<[u32]> = allowed.into();
+        let Self { listener, path, limits } = self;
         let serve_limits = ServeLimits {
             max_connections: limits.max_connections,
             max_handshakes: limits.max_connections,
@@ -138,11 +135,14 @@ impl UnixServer {
         let frames =
             FrameLimits { max_bytes: limits.max_message_bytes, idle: limits.idle_timeout, io: limits.io_timeout };
         keyward_driver::serve(
-            Accept { listener, allowed },
+            Accept { listener },
             serve_limits,
             shutdown,
             |(mut stream, peer), mut stopping| {
                 let conn = driver.connection(peer, true);
+                if conn.principal().is_none() {
+                    tracing::warn!(peer = %conn.peer(), "refusing a Unix connection from a uid that is not allowed (no active client has it)");
+                }
                 async move { frame::serve_stream(&conn, &mut stream, frames, &mut stopping).await }
             },
         )
@@ -151,8 +151,8 @@ impl UnixServer {
     }
 }
 
-/// The peer, if its uid may be served; a refused peer is logged (and closed by the caller).
-fn admit(stream: &UnixStream, allowed: &[u32]) -> Option<Peer> {
+/// The peer as the kernel reports it; one without credentials is logged (and closed by the caller).
+fn admit(stream: &UnixStream) -> Option<Peer> {
     let cred = match stream.peer_cred() {
         Ok(cred) => cred,
         Err(error) => {
@@ -160,18 +160,11 @@ fn admit(stream: &UnixStream, allowed: &[u32]) -> Option<Peer> {
             return None;
         }
     };
-    let peer = Peer::Unix { uid: cred.uid(), gid: cred.gid(), pid: cred.pid() };
-    if allowed.contains(&cred.uid()) {
-        Some(peer)
-    } else {
-        tracing::warn!(%peer, "refusing a Unix connection from a uid that is not allowed");
-        None
-    }
+    Some(Peer::Unix { uid: cred.uid(), gid: cred.gid(), pid: cred.pid() })
 }
 
 struct Accept {
     listener: UnixListener,
-    allowed: std::sync::Arc<[u32]>,
 }
 
 impl Listener for Accept {
@@ -182,9 +175,9 @@ impl Listener for Accept {
         Some(self.listener.accept().await.map(|(stream, _)| stream))
     }
 
-    /// The peer check: a peer whose uid is not allowed is closed without an answer.
+    /// The peer's credentials; whether its uid is served is the driver's principal check.
     fn handshake(&self, stream: UnixStream) -> impl Future<Output = Option<Self::Ready>> + Send + 'static {
-        std::future::ready(admit(&stream, &self.allowed).map(|peer| (stream, peer)))
+        std::future::ready(admit(&stream).map(|peer| (stream, peer)))
     }
 }
 

@@ -47,12 +47,31 @@ pub fn driver(core: Arc<Server>) -> Driver {
     Driver::new(core, clock(), DriverConfig::default())
 }
 
+/// Registers `identity`'s certificate as a client of `core` (a fresh name), with `role`.
+pub fn register(core: &Server, identity: &Identity, role: keyward_core::Role) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!("client-{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let spki_sha256 = keyward_driver::spki_sha256(&identity.chain[0]).expect("a certificate");
+    let record = keyward_core::ClientRecord {
+        name: name.clone(),
+        role,
+        identity: keyward_core::Identity::Cert { spki_sha256 },
+        created_unix_ms: 0,
+        revoked_unix_ms: None,
+    };
+    core.add_client(record).expect("registered");
+    name
+}
+
 /// A running server on loopback with its own CA.
 pub struct Fixture {
     pub addr: SocketAddr,
     pub core: Arc<Server>,
     pub ca: Ca,
     pub server_identity: Identity,
+    /// The front end's certificate (registered as an owner): every [`Fixture::connect`] uses it,
+    /// so all callers are one principal, as one front end's connections are.
+    pub front_end: Identity,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -74,13 +93,14 @@ impl Fixture {
         let task = tokio::spawn(server.run(async {
             let _ = stopped.await;
         }));
-        Self { addr, core, ca, server_identity, stop: Some(stop), task: Some(task) }
+        let front_end = ca.leaf("wallet back end", &[], Usage::Client, false);
+        register(&core, &front_end, keyward_core::Role::Owner);
+        Self { addr, core, ca, server_identity, front_end, stop: Some(stop), task: Some(task) }
     }
 
-    /// A client configuration with a fresh, valid client certificate.
+    /// A client configuration with the front end's certificate.
     pub fn client_tls(&self) -> Arc<ClientConfig> {
-        let identity = self.ca.leaf("wallet back end", &[], Usage::Client, false);
-        Arc::new(client_config(&self.ca, Some(&identity)))
+        Arc::new(client_config(&self.ca, Some(&self.front_end)))
     }
 
     pub async fn connect(&self) -> QuicClient {
@@ -102,6 +122,15 @@ impl Fixture {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// A connected core client of a client of its own (a fresh certificate registered as an owner).
+    pub async fn caller_of_its_own(&self, seed: u8) -> Caller {
+        let identity = self.ca.leaf("another front end", &[], Usage::Client, false);
+        register(&self.core, &identity, keyward_core::Role::Owner);
+        let tls = Arc::new(client_config(&self.ca, Some(&identity)));
+        let quic = within(10, QuicClient::connect(self.addr, "localhost", tls)).await.expect("connect");
+        Caller::new(quic, seed).await
     }
 
     /// A connected core client that has done `init_secure_api`.

@@ -1,0 +1,642 @@
+//! `keyward clients`: the client registry from the command line (`add`, `list`, `role`, `revoke`).
+//!
+//! **Online or offline.** The commands work on the server of `--data-dir` (or `KEYWARD_DATA_DIR`,
+//! or `~/.keyward`). They first open that data directory's store: a running `keyward serve` holds
+//! the store's lock, so the open is refused exactly while a server runs on it. Then
+//!
+//! * a server runs: the commands are owner calls over the secure protocol (`add_client`,
+//!   `list_clients`, `set_client_role`, `revoke_client`) to `https://127.0.0.1:3420/v3/owner` with
+//!   the data directory's `tls/` files (the `default` client), or where `--url`, `--quic`,
+//!   `--unix` and `--tls-dir` say (as for `keyward call`). Naming a server with `--url`, `--quic` or
+//!   `--unix` skips the store check: the commands always go to that server.
+//! * no server runs: they read and change the store directly (it stays locked meanwhile, so a server
+//!   cannot start in between), with the same rules the server applies, and record each change in
+//!   the audit log as principal `offline`.
+//!
+//! **Certificates.** `add NAME --out DIR` makes a key pair here (ECDSA P-256, like `keyward
+//! certs`), sends only the public key (online: the server signs it with its CA key and registers the
+//! certificate's key; offline: the set's `ca.key`, or the key of `--ca-key`, signs it here), and
+//! writes `DIR/ca.crt`, `DIR/client.crt` and `DIR/client.key` (0600; DIR 0700), a bundle for
+//! `keyward call --tls-dir DIR`. The key is written before the client is registered, so a
+//! registered client never lacks its key; nothing is overwritten. `add NAME --uid UID` registers a
+//! Unix user for the socket instead and writes nothing.
+
+use std::fs;
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use keyward_core::audit::AuditEvent;
+use keyward_core::principal::valid_client_name;
+use keyward_core::{ClientRecord, Identity, Principal, Role, Store};
+use keyward_driver::{SecureSession, SessionError};
+use keyward_store::{FjallStore, OpenError};
+use rcgen::{KeyPair, PublicKeyData};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::call::{self, BoxLink, CallOptions};
+use crate::{certs, config, principals, serve};
+
+/// Where the server of a data directory listens unless told otherwise (`keyward serve`'s default).
+pub const DEFAULT_URL: &str = "https://127.0.0.1:3420/v3/owner";
+
+/// The store's directory inside a data directory (as `keyward serve` opens it).
+const STORE_DIR: &str = "store";
+
+/// The principal offline changes are recorded under in the audit log.
+const OFFLINE: &str = "offline";
+
+/// Which server (or stopped server's store) the commands work on.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Target {
+    /// Data directory of the server (default ~/.keyward): its store when no server runs on it.
+    #[arg(long, env = "KEYWARD_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Server URL (default https://127.0.0.1:3420/v3/owner when a server runs on the data directory).
+    #[arg(long, global = true)]
+    pub url: Option<String>,
+    /// Call over QUIC at this address (e.g. 127.0.0.1:3420) instead of HTTPS.
+    #[arg(long, global = true)]
+    pub quic: Option<SocketAddr>,
+    /// Call over the Unix socket at this path instead of HTTPS.
+    #[arg(long, global = true, conflicts_with = "quic")]
+    pub unix: Option<PathBuf>,
+    /// The owner's certificate directory: a bundle or a server's tls/ (default DATA_DIR/tls).
+    #[arg(long, global = true)]
+    pub tls_dir: Option<PathBuf>,
+}
+
+impl Target {
+    fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(config::default_data_dir)
+    }
+
+    /// Whether `--url`, `--quic` or `--unix` names a server.
+    fn names_a_server(&self) -> bool {
+        self.url.is_some() || self.quic.is_some() || self.unix.is_some()
+    }
+}
+
+/// A `keyward clients` command.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Action {
+    /// Register a client: a new key pair and its certificate in DIR (--out), or a Unix user (--uid).
+    Add {
+        /// Its name: 1 to 64 of A-Z a-z 0-9 . _ - (never reused, even after a revocation).
+        name: String,
+        /// reader, signer or owner.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Write ca.crt, client.crt and client.key here (made 0700; must not hold them already).
+        #[arg(long, value_name = "DIR", required_unless_present = "uid", conflicts_with = "uid")]
+        out: Option<PathBuf>,
+        /// Register this Unix user (for the Unix socket) instead.
+        #[arg(long)]
+        uid: Option<u32>,
+        /// With no server running: sign with this CA key (PEM) instead of the set's ca.key.
+        #[arg(long, value_name = "FILE", conflicts_with = "uid")]
+        ca_key: Option<PathBuf>,
+    },
+    /// List the clients: name, role, identity, when added and when revoked.
+    List {
+        /// Print the records as JSON (as `list_clients` answers them).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give a client another role (its next request has it).
+    Role {
+        /// The client.
+        name: String,
+        /// reader, signer or owner.
+        #[arg(value_parser = parse_role)]
+        role: Role,
+    },
+    /// Revoke a client: its requests are refused, its connections closed, its handshakes refused.
+    Revoke {
+        /// The client.
+        name: String,
+    },
+}
+
+/// Parses a role name, for the command line.
+pub fn parse_role(name: &str) -> Result<Role, String> {
+    Role::parse(name).ok_or_else(|| "a role is reader, signer or owner".to_owned())
+}
+
+/// Runs a `keyward clients` command and returns what to print.
+pub async fn run(target: &Target, action: Action) -> anyhow::Result<String> {
+    if let Action::Add { name, .. } = &action {
+        check_name(name)?;
+    }
+    let mut registry = Registry::open(target).await?;
+    let result = match action {
+        Action::Add { name, role, out: Some(out), uid: None, ca_key } => {
+            registry.add_cert(&name, role, &out, ca_key.as_deref()).await
+        }
+        Action::Add { name, role, uid: Some(uid), .. } => registry.add_uid(&name, role, uid).await,
+        Action::Add { .. } => Err(anyhow::anyhow!("give --out DIR (a certificate) or --uid UID (a Unix user)")),
+        Action::List { json } => {
+            registry.list().await.and_then(|records| if json { as_json(&records) } else { Ok(table(&records)) })
+        }
+        Action::Role { name, role } => registry.set_role(&name, role).await,
+        Action::Revoke { name } => registry.revoke(&name).await,
+    };
+    registry.close().await;
+    result
+}
+
+/// The rules `add_client` applies to a name, checked before anything is made.
+fn check_name(name: &str) -> anyhow::Result<()> {
+    if !valid_client_name(name) || name == Principal::LOCAL_HTTP {
+        bail!(
+            "'{name}' cannot name a client: a name is 1 to 64 characters of A-Z a-z 0-9 . _ - (not starting with . \
+             or -), and local and local-http are reserved"
+        );
+    }
+    Ok(())
+}
+
+/// The registry the commands change: a running server's, over the API, or a stopped server's store.
+// One value per command: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Registry {
+    Online { session: SecureSession<BoxLink> },
+    Offline { store: FjallStore, tls_dir: PathBuf },
+}
+
+impl Registry {
+    async fn open(target: &Target) -> anyhow::Result<Self> {
+        let data_dir = target.data_dir();
+        let tls_dir = target.tls_dir.clone().unwrap_or_else(|| serve::tls_dir(&data_dir));
+        if !target.names_a_server() {
+            let store_dir = data_dir.join(STORE_DIR);
+            if fs::symlink_metadata(&store_dir).is_err() {
+                bail!(
+                    "{} holds no keyward store (start `keyward serve` on it once, or name a server with --url, --quic \
+                     or --unix)",
+                    data_dir.display()
+                );
+            }
+            let opened = tokio::task::spawn_blocking(move || FjallStore::open(&store_dir))
+                .await
+                .context("the store could not be opened")?;
+            match opened {
+                Ok(store) => return Ok(Self::Offline { store, tls_dir: serve::tls_dir(&data_dir) }),
+                // A server runs on this data directory: ask it.
+                Err(OpenError::InUse) => {}
+                Err(error) => bail!("cannot open the store in {}: {error}", data_dir.display()),
+            }
+        }
+        let options = CallOptions {
+            url: target.url.clone().unwrap_or_else(|| DEFAULT_URL.to_owned()),
+            tls_dir,
+            quic: target.quic,
+            unix: target.unix.clone(),
+            password_stdin: false,
+        };
+        let hint = if target.names_a_server() {
+            String::new()
+        } else {
+            format!(
+                " (a server runs on {}: if it does not listen on {DEFAULT_URL}, name it with --url, --quic or --unix)",
+                data_dir.display()
+            )
+        };
+        let link = call::link(&options).await.with_context(|| format!("cannot reach the server{hint}"))?;
+        let session = SecureSession::open(link)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot open a secure session with the server: {error}{hint}"))?;
+        Ok(Self::Online { session })
+    }
+
+    async fn close(self) {
+        if let Self::Online { session } = self {
+            session.close().await;
+        }
+    }
+
+    /// One owner call.
+    async fn call(session: &mut SecureSession<BoxLink>, method: &str, params: Value) -> anyhow::Result<Value> {
+        match session.call(method, params).await {
+            Ok(value) => Ok(value),
+            Err(SessionError::Link(error)) => bail!("the request failed: {error}"),
+            Err(error) => bail!("{method} failed: {error}"),
+        }
+    }
+
+    /// Every record, as `list_clients` answers them, by name.
+    async fn list(&mut self) -> anyhow::Result<Vec<Value>> {
+        match self {
+            Self::Online { session } => match Self::call(session, "list_clients", json!({})).await? {
+                Value::Array(records) => Ok(records),
+                _ => bail!("list_clients answered something that is not a list"),
+            },
+            Self::Offline { store, .. } => {
+                let mut records = load(store)?;
+                records.sort_by(|a, b| a.name.cmp(&b.name));
+                Ok(records.iter().map(record_json).collect())
+            }
+        }
+    }
+
+    async fn add_cert(&mut self, name: &str, role: Role, out: &Path, ca_key: Option<&Path>) -> anyhow::Result<String> {
+        match self {
+            Self::Online { session } => {
+                if ca_key.is_some() {
+                    bail!("--ca-key is for a stopped server: a running server signs with its own CA key");
+                }
+                let bundle = Bundle::prepare(out)?;
+                let key = KeyPair::generate().context("cannot make a key pair")?;
+                bundle.write_key(&key)?;
+                let params =
+                    json!({"name": name, "role": role.as_str(), "public_key": key.public_key_pem(), "uid": null});
+                let answer = match Self::call(session, "add_client", params).await {
+                    Ok(answer) => answer,
+                    Err(error) => {
+                        bundle.remove();
+                        return Err(error);
+                    }
+                };
+                let text = |field: &str| {
+                    answer[field].as_str().map(str::to_owned).with_context(|| format!("add_client answered no {field}"))
+                };
+                let written = text("certificate").and_then(|certificate| {
+                    let spki_sha256 = check_certificate(&certificate, &key)?;
+                    bundle.write_certs(&certificate, &text("ca_certificate")?)?;
+                    Ok(spki_sha256)
+                });
+                match written {
+                    Ok(spki_sha256) => Ok(added_cert(name, role, &spki_sha256, out, "")),
+                    Err(error) => {
+                        bundle.remove();
+                        Err(error.context(format!(
+                            "client '{name}' is registered, but its bundle could not be written: revoke it with \
+                             `keyward clients revoke {name}`"
+                        )))
+                    }
+                }
+            }
+            Self::Offline { store, tls_dir } => {
+                let records = load(store)?;
+                check_new(&records, name, None)?;
+                let set = certs::set_dir(tls_dir)?;
+                let ca = match ca_key {
+                    Some(key) => certs::Ca::load_with_key(&set.join(certs::CA_CERT), key)?,
+                    None => certs::Ca::load(&set)?.with_context(|| {
+                        format!(
+                            "the certificate set in {} keeps no CA key (made with --no-ca-key, or the key was moved \
+                             away): give the CA's key with --ca-key FILE, or register a Unix user with --uid",
+                            tls_dir.display()
+                        )
+                    })?,
+                };
+                let bundle = Bundle::prepare(out)?;
+                let key = KeyPair::generate().context("cannot make a key pair")?;
+                let public_key =
+                    certs::ClientPublicKey::from_pem(&key.public_key_pem()).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let written = ca.issue(name, &public_key).and_then(|issued| {
+                    bundle.write_key(&key)?;
+                    bundle.write_certs(&issued.certificate_pem, ca.cert_pem())?;
+                    let identity = Identity::Cert { spki_sha256: issued.spki_sha256 };
+                    save(store, new_record(name, role, identity), "add_client")?;
+                    Ok(issued.spki_sha256)
+                });
+                match written {
+                    Ok(spki_sha256) => {
+                        Ok(added_cert(name, role, &spki_sha256, out, " (offline, to the stopped server's store)"))
+                    }
+                    Err(error) => {
+                        bundle.remove();
+                        Err(error)
+                    }
+                }
+            }
+        }
+    }
+
+    async fn add_uid(&mut self, name: &str, role: Role, uid: u32) -> anyhow::Result<String> {
+        let how = match self {
+            Self::Online { session } => {
+                let params = json!({"name": name, "role": role.as_str(), "public_key": null, "uid": uid});
+                Self::call(session, "add_client", params).await?;
+                ""
+            }
+            Self::Offline { store, .. } => {
+                let identity = Identity::Uid { uid };
+                check_new(&load(store)?, name, Some(&identity))?;
+                save(store, new_record(name, role, identity), "add_client")?;
+                " (offline, to the stopped server's store)"
+            }
+        };
+        Ok(format!(
+            "added client '{name}' ({role}) for uid {uid}{how}; it reaches the Unix socket only if the socket's \
+             permissions let it (the server makes it 0600 in a 0700 directory)\n"
+        ))
+    }
+
+    async fn set_role(&mut self, name: &str, role: Role) -> anyhow::Result<String> {
+        match self {
+            Self::Online { session } => {
+                Self::call(session, "set_client_role", json!({"name": name, "role": role.as_str()})).await?;
+            }
+            Self::Offline { store, .. } => {
+                let mut record = active(store, name)?;
+                record.role = role;
+                save(store, record, "set_client_role")?;
+            }
+        }
+        Ok(format!("client '{name}' is now {role}\n"))
+    }
+
+    async fn revoke(&mut self, name: &str) -> anyhow::Result<String> {
+        match self {
+            Self::Online { session } => {
+                Self::call(session, "revoke_client", json!({"name": name})).await?;
+                Ok(format!(
+                    "revoked client '{name}': its requests are refused and its connections closed from now on\n"
+                ))
+            }
+            Self::Offline { store, .. } => {
+                let mut record = active(store, name)?;
+                record.revoked_unix_ms = Some(principals::unix_time_ms());
+                save(store, record, "revoke_client")?;
+                Ok(format!("revoked client '{name}' (offline, in the stopped server's store)\n"))
+            }
+        }
+    }
+}
+
+fn added_cert(name: &str, role: Role, spki_sha256: &[u8; 32], out: &Path, how: &str) -> String {
+    let dir = out.display();
+    format!(
+        "added client '{name}' ({role}), certificate key sha256:{}{how}\nwrote {dir}/ca.crt, {dir}/client.crt and \
+         {dir}/client.key (0600): call with `keyward call --tls-dir {dir} ...`\n",
+        hex::encode(spki_sha256)
+    )
+}
+
+/// Checks that the server's certificate is for `key` (and parses): the SHA-256 of its SPKI.
+fn check_certificate(pem: &str, key: &KeyPair) -> anyhow::Result<[u8; 32]> {
+    let der =
+        CertificateDer::from_pem_slice(pem.as_bytes()).context("add_client answered a certificate that is not PEM")?;
+    let spki_sha256 =
+        keyward_driver::spki_sha256(&der).context("add_client answered a certificate that is not X.509")?;
+    let ours: [u8; 32] = Sha256::digest(key.subject_public_key_info()).into();
+    anyhow::ensure!(spki_sha256 == ours, "add_client answered a certificate for another key");
+    Ok(spki_sha256)
+}
+
+fn load(store: &FjallStore) -> anyhow::Result<Vec<ClientRecord>> {
+    store.load_clients().map_err(|error| anyhow::anyhow!("cannot read the client registry: {error}"))
+}
+
+/// Saves a record and records the change in the audit log.
+fn save(store: &FjallStore, record: ClientRecord, method: &str) -> anyhow::Result<()> {
+    store.save_client(&record).map_err(|error| anyhow::anyhow!("cannot save client '{}': {error}", record.name))?;
+    let event = AuditEvent {
+        principal: OFFLINE.into(),
+        method: method.into(),
+        wallet: Some(record.name),
+        outcome: "ok".into(),
+        count: 1,
+    };
+    if let Err(error) = store.append_audit(&[event]) {
+        tracing::warn!(%error, "the change is saved, but the audit log could not be written");
+    }
+    Ok(())
+}
+
+fn new_record(name: &str, role: Role, identity: Identity) -> ClientRecord {
+    ClientRecord {
+        name: name.into(),
+        role,
+        identity,
+        created_unix_ms: principals::unix_time_ms(),
+        revoked_unix_ms: None,
+    }
+}
+
+/// What `add_client` refuses: a name taken (names are never reused), or an identity an active
+/// client has.
+fn check_new(records: &[ClientRecord], name: &str, identity: Option<&Identity>) -> anyhow::Result<()> {
+    if records.iter().any(|r| r.name == name) {
+        bail!("a client called '{name}' exists (names are never reused)");
+    }
+    if let Some(holder) = records.iter().find(|r| r.is_active() && Some(&r.identity) == identity) {
+        bail!("client '{}' has this identity already", holder.name);
+    }
+    Ok(())
+}
+
+/// The active client called `name`.
+fn active(store: &FjallStore, name: &str) -> anyhow::Result<ClientRecord> {
+    load(store)?
+        .into_iter()
+        .find(|r| r.name == name && r.is_active())
+        .with_context(|| format!("no active client called '{name}'"))
+}
+
+/// A record as `list_clients` answers it.
+fn record_json(record: &ClientRecord) -> Value {
+    keyward_core::admin::client_json(record)
+}
+
+fn as_json(records: &[Value]) -> anyhow::Result<String> {
+    Ok(format!("{}\n", serde_json::to_string_pretty(records)?))
+}
+
+/// The identity column: `cert sha256:` and the first 16 hex digits, or `uid N`.
+fn identity_text(identity: &Value) -> String {
+    if let Some(hash) = identity["cert"]["spki_sha256"].as_str() {
+        return format!("cert sha256:{}…", hash.get(..16).unwrap_or(hash));
+    }
+    match identity["uid"].as_u64() {
+        Some(uid) => format!("uid {uid}"),
+        None => "?".into(),
+    }
+}
+
+/// Unix milliseconds as RFC 3339 UTC, to the second (the audit log's format without milliseconds).
+pub fn rfc3339(unix_ms: u64) -> String {
+    let full = crate::audit::rfc3339(unix_ms);
+    match full.split_once('.') {
+        Some((seconds, _)) => format!("{seconds}Z"),
+        None => full,
+    }
+}
+
+/// The records as a table: name, role, identity, created, revoked (or `-`).
+fn table(records: &[Value]) -> String {
+    let mut rows = vec![["NAME", "ROLE", "IDENTITY", "CREATED", "REVOKED"].map(str::to_owned)];
+    for record in records {
+        rows.push([
+            record["name"].as_str().unwrap_or("?").to_owned(),
+            record["role"].as_str().unwrap_or("?").to_owned(),
+            identity_text(&record["identity"]),
+            record["created_unix_ms"].as_u64().map_or_else(|| "?".into(), rfc3339),
+            record["revoked_unix_ms"].as_u64().map_or_else(|| "-".into(), rfc3339),
+        ]);
+    }
+    let mut widths = [0usize; 5];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.push_str(&" ".repeat(width - cell.chars().count() + 2));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The directory `add` writes a client's files to.
+#[derive(Debug)]
+struct Bundle {
+    dir: PathBuf,
+    /// Whether `prepare` made the directory (then a failure removes it again).
+    made: bool,
+}
+
+impl Bundle {
+    /// The directory `dir`, made 0700 if it is not there; refused if it is a symlink or not a
+    /// directory, or holds any of the bundle's files (a client's key is never overwritten).
+    fn prepare(dir: &Path) -> anyhow::Result<Self> {
+        let made = match fs::symlink_metadata(dir) {
+            Ok(metadata) if metadata.file_type().is_symlink() => {
+                bail!("{} is a symlink: give --out a directory", dir.display())
+            }
+            Ok(metadata) if !metadata.is_dir() => bail!("{} is not a directory", dir.display()),
+            Ok(_) => {
+                for file in [certs::CA_CERT, certs::CLIENT_CERT, certs::CLIENT_KEY] {
+                    if fs::symlink_metadata(dir.join(file)).is_ok() {
+                        bail!("{} holds {file} already: give --out a new directory", dir.display());
+                    }
+                }
+                false
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                true
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+        };
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot set permissions of {}", dir.display()))?;
+        Ok(Self { dir: dir.to_path_buf(), made })
+    }
+
+    fn write_key(&self, key: &KeyPair) -> anyhow::Result<()> {
+        let pem = Zeroizing::new(key.serialize_pem());
+        certs::write_file(&self.dir.join(certs::CLIENT_KEY), pem.as_bytes(), 0o600)
+    }
+
+    fn write_certs(&self, certificate: &str, ca_certificate: &str) -> anyhow::Result<()> {
+        certs::write_file(&self.dir.join(certs::CLIENT_CERT), certificate.as_bytes(), 0o644)?;
+        certs::write_file(&self.dir.join(certs::CA_CERT), ca_certificate.as_bytes(), 0o644)
+    }
+
+    /// Undoes `prepare` and the writes (best effort: the first error is what the user sees).
+    fn remove(&self) {
+        for file in [certs::CA_CERT, certs::CLIENT_CERT, certs::CLIENT_KEY] {
+            let _ = fs::remove_file(self.dir.join(file));
+        }
+        if self.made {
+            let _ = fs::remove_dir(&self.dir);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn the_table_shortens_keys_and_marks_active_clients() {
+        let records = vec![
+            record_json(&ClientRecord {
+                name: "default".into(),
+                role: Role::Owner,
+                identity: Identity::Cert { spki_sha256: [0xab; 32] },
+                created_unix_ms: 0,
+                revoked_unix_ms: None,
+            }),
+            record_json(&ClientRecord {
+                name: "r1".into(),
+                role: Role::Reader,
+                identity: Identity::Uid { uid: 1000 },
+                created_unix_ms: 0,
+                revoked_unix_ms: Some(1_700_000_000_000),
+            }),
+        ];
+        let text = table(&records);
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].starts_with("NAME     ROLE    IDENTITY"), "{text}");
+        assert!(lines[1].contains("cert sha256:abababababababab…") && lines[1].ends_with(" -"), "{text}");
+        assert!(lines[2].contains("uid 1000") && lines[2].ends_with("2023-11-14T22:13:20Z"), "{text}");
+    }
+
+    #[test]
+    fn new_clients_follow_the_servers_rules() {
+        let taken = new_record("r1", Role::Reader, Identity::Uid { uid: 7 });
+        let mut revoked = new_record("r2", Role::Reader, Identity::Uid { uid: 8 });
+        revoked.revoked_unix_ms = Some(1);
+        let records = [taken, revoked];
+        let error = check_new(&records, "r2", None).unwrap_err().to_string();
+        assert!(error.contains("names are never reused"), "{error}");
+        let error = check_new(&records, "r3", Some(&Identity::Uid { uid: 7 })).unwrap_err().to_string();
+        assert!(error.contains("client 'r1' has this identity already"), "{error}");
+        check_new(&records, "r3", Some(&Identity::Uid { uid: 8 })).unwrap();
+        for bad in ["", "local", "local-http", "-x", "a b", &"x".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_bundle_never_follows_a_symlink_or_overwrites_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::create_dir(&real).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(Bundle::prepare(&link).unwrap_err().to_string().contains("is a symlink"));
+
+        let out = dir.path().join("a").join("b");
+        let bundle = Bundle::prepare(&out).unwrap();
+        assert_eq!(fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o700);
+        bundle.write_key(&KeyPair::generate().unwrap()).unwrap();
+        assert_eq!(fs::metadata(out.join("client.key")).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(Bundle::prepare(&out).unwrap_err().to_string().contains("holds client.key already"));
+        bundle.remove();
+        assert!(!out.exists(), "a directory add made is removed again on failure");
+    }
+}

@@ -1,0 +1,174 @@
+//! The principals `keyward serve` sets up: the `default` client (the certificate set's client
+//! certificate, owner), the Unix socket's users, and the host services the core asks for.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use keyward_core::{ClientRecord, Host, Identity, IssuedCertificate, Role, Server};
+
+use crate::{certs, tls};
+
+/// The name of the client made at first start.
+pub const DEFAULT_CLIENT: &str = "default";
+
+/// The host services of `keyward serve`: the wall clock, and certificates for the clients added
+/// over the API, signed by the CA of the set in use (when the set keeps its key).
+#[derive(Debug)]
+pub struct ServeHost {
+    tls_dir: PathBuf,
+}
+
+impl ServeHost {
+    /// The host of a server whose certificate directory is `tls_dir`.
+    pub fn new(tls_dir: PathBuf) -> Self {
+        Self { tls_dir }
+    }
+
+    /// The CA of the set in use, read now (so that a rotation is followed), or why there is none.
+    fn ca(&self) -> Result<certs::Ca, String> {
+        let loaded = certs::set_dir(&self.tls_dir).and_then(|set| certs::Ca::load(&set));
+        match loaded {
+            Ok(Some(ca)) => Ok(ca),
+            Ok(None) => Err(NO_CA_KEY.into()),
+            Err(error) => {
+                tracing::error!("cannot use the CA key to issue a client certificate: {error:#}");
+                Err("this server cannot issue certificates: its CA cannot be used (see the server's log)".into())
+            }
+        }
+    }
+}
+
+/// The answer to `add_client` with a public key when the set in use keeps no CA key.
+const NO_CA_KEY: &str = "this server cannot issue certificates (its certificate set keeps no CA key): \
+                         add the client with `keyward clients add --ca-key` while the server is stopped";
+
+impl Host for ServeHost {
+    fn unix_time_ms(&self) -> u64 {
+        unix_time_ms()
+    }
+
+    /// Checks the key first (so a bad key is refused the same way with or without a CA key), then
+    /// signs with the CA of the set in use. Errors go to the API client: no paths in them.
+    fn issue_certificate(&self, name: &str, public_key_pem: &str) -> Result<IssuedCertificate, String> {
+        let key = certs::ClientPublicKey::from_pem(public_key_pem)?;
+        let ca = self.ca()?;
+        let issued = ca.issue(name, &key).map_err(|error| {
+            tracing::error!("cannot issue a client certificate: {error:#}");
+            "this server cannot issue certificates: signing failed (see the server's log)".to_owned()
+        })?;
+        Ok(IssuedCertificate {
+            certificate_pem: issued.certificate_pem,
+            ca_certificate_pem: ca.cert_pem().to_owned(),
+            spki_sha256: issued.spki_sha256,
+        })
+    }
+}
+
+/// Unix time in milliseconds.
+pub fn unix_time_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The key (SHA-256 of the SPKI) of the client certificate of the set in use in `tls_dir`.
+pub fn client_key(tls_dir: &Path) -> anyhow::Result<[u8; 32]> {
+    let path = tls_dir.join(certs::CLIENT_CERT);
+    let certs = tls::load_certs(&path)?;
+    let cert = certs.first().with_context(|| format!("{} holds no certificate", path.display()))?;
+    keyward_driver::spki_sha256(cert).with_context(|| format!("{} is not an X.509 certificate", path.display()))
+}
+
+/// Makes sure the set's client certificate is the `default` client's: registers `default`
+/// (owner) on first start, and moves it to the new key after `keyward certs rotate`. A revoked
+/// `default` stays revoked.
+pub fn ensure_default(core: &Server, tls_dir: &Path) -> anyhow::Result<()> {
+    let identity = Identity::Cert { spki_sha256: client_key(tls_dir)? };
+    match core.clients().into_iter().find(|r| r.name == DEFAULT_CLIENT) {
+        None => {
+            let record = ClientRecord {
+                name: DEFAULT_CLIENT.into(),
+                role: Role::Owner,
+                identity,
+                created_unix_ms: unix_time_ms(),
+                revoked_unix_ms: None,
+            };
+            core.add_client(record).map_err(|e| anyhow::anyhow!("cannot register the default client: {e}"))?;
+            tracing::info!("registered the client certificate as client 'default' (owner)");
+        }
+        Some(record) if record.is_active() && record.identity != identity => {
+            core.set_client_identity(DEFAULT_CLIENT, identity)
+                .map_err(|e| anyhow::anyhow!("cannot move client 'default' to the new certificate: {e}"))?;
+            tracing::info!("client 'default' now uses the rotated client certificate");
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
+/// Makes sure each uid that may use the Unix socket is a client: `uid-N`, owner, unless a client
+/// (active or revoked) has that uid or name already.
+pub fn ensure_uids(core: &Server, uids: &[u32]) -> anyhow::Result<()> {
+    let records = core.clients();
+    for &uid in uids {
+        let identity = Identity::Uid { uid };
+        let name = format!("uid-{uid}");
+        if records.iter().any(|r| r.identity == identity || r.name == name) {
+            continue;
+        }
+        let record =
+            ClientRecord { name, role: Role::Owner, identity, created_unix_ms: unix_time_ms(), revoked_unix_ms: None };
+        core.add_client(record).map_err(|e| anyhow::anyhow!("cannot register uid {uid}: {e}"))?;
+        tracing::info!(uid, "registered the Unix socket user as client 'uid-{uid}' (owner)");
+    }
+    Ok(())
+}
+
+/// The live registry check for the TLS verifier.
+pub fn registered(core: &Arc<Server>) -> tls::Registered {
+    let core = Arc::downgrade(core);
+    Arc::new(move |key: &[u8; 32]| core.upgrade().is_some_and(|core| core.client_for_cert(key).is_some()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn public_key() -> String {
+        rcgen::KeyPair::generate().unwrap().public_key_pem()
+    }
+
+    #[test]
+    fn the_host_signs_with_the_ca_of_the_set_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = dir.path().join("tls");
+        certs::ensure(&tls).unwrap();
+        let host = ServeHost::new(tls.clone());
+        let first = host.issue_certificate("r1", &public_key()).unwrap();
+        assert_eq!(first.ca_certificate_pem, std::fs::read_to_string(tls.join(certs::CA_CERT)).unwrap());
+
+        // A rotation is followed at the next call, without a new host.
+        certs::rotate(&tls, true).unwrap();
+        let second = host.issue_certificate("r2", &public_key()).unwrap();
+        assert_ne!(second.ca_certificate_pem, first.ca_certificate_pem);
+        assert_eq!(second.ca_certificate_pem, std::fs::read_to_string(tls.join(certs::CA_CERT)).unwrap());
+
+        // A bad key is refused before the CA is looked at; a set without a CA key cannot issue.
+        certs::rotate(&tls, false).unwrap();
+        let error = host.issue_certificate("r3", "garbage").unwrap_err();
+        assert!(error.contains("must be a PEM public key"), "{error}");
+        let error = host.issue_certificate("r3", &public_key()).unwrap_err();
+        assert!(error.starts_with("this server cannot issue certificates"), "{error}");
+        assert!(!error.contains(&dir.path().display().to_string()), "no paths: {error}");
+
+        // A CA key others can read is not used, and the answer names no path.
+        let set = certs::rotate(&tls, true).unwrap();
+        std::fs::set_permissions(set.join(certs::CA_KEY), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        let error = host.issue_certificate("r4", &public_key()).unwrap_err();
+        assert!(error.contains("its CA cannot be used"), "{error}");
+        assert!(!error.contains('/'), "no paths: {error}");
+    }
+}

@@ -1,0 +1,277 @@
+//! The audit log's records and their hash chain.
+//!
+//! The core queues an [`AuditEvent`] for every lifecycle, key-use and administrative call and
+//! every refusal; the host's store appends them, each as an [`AuditRecord`] that carries the hash
+//! of the one before it, so that an edited, removed or reordered record breaks the chain
+//! ([`verify`]). Records hold who, what, which wallet and the outcome: never a secret (no
+//! password, mnemonic, token, key or message). Time is the store's wall clock (the core has none).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// One call or refusal, as the core reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Who: the principal's name.
+    pub principal: String,
+    /// What: the method (or `handshake` for a refused connection).
+    pub method: String,
+    /// Which wallet, or client for client administration (`dir/name` for a wallet in a directory).
+    pub wallet: Option<String>,
+    /// `ok`, or why it was refused or failed (`wrong password`, `throttled`, `forbidden`, ...).
+    pub outcome: String,
+    /// How many identical events in a row this record stands for (at least 1): a flood of the same
+    /// refusal is one record, not one per request.
+    pub count: u32,
+}
+
+/// An event as stored: numbered, timed and chained.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditRecord {
+    /// 1 for the first record ever written; one more for each next.
+    pub seq: u64,
+    /// When the store wrote it (Unix milliseconds).
+    pub time_unix_ms: u64,
+    /// The event.
+    pub event: AuditEvent,
+    /// The hash of the record before it (all zeros before the first).
+    #[serde(with = "crate::principal::hex_32")]
+    pub prev: [u8; 32],
+    /// This record's hash: [`AuditRecord::expected_hash`].
+    #[serde(with = "crate::principal::hex_32")]
+    pub hash: [u8; 32],
+}
+
+impl AuditRecord {
+    /// The record that follows one whose hash is `prev`.
+    pub fn seal(prev: [u8; 32], seq: u64, time_unix_ms: u64, event: AuditEvent) -> Self {
+        let mut record = Self { seq, time_unix_ms, event, prev, hash: [0; 32] };
+        record.hash = record.expected_hash();
+        record
+    }
+
+    /// SHA-256 over a fixed encoding of every field but `hash` (length-prefixed strings).
+    pub fn expected_hash(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(b"keyward/audit/v1\0");
+        hasher.update(self.seq.to_le_bytes());
+        hasher.update(self.time_unix_ms.to_le_bytes());
+        let mut field = |text: &str| {
+            hasher.update((text.len() as u64).to_le_bytes());
+            hasher.update(text.as_bytes());
+        };
+        field(&self.event.principal);
+        field(&self.event.method);
+        match &self.event.wallet {
+            Some(wallet) => {
+                field("some");
+                field(wallet);
+            }
+            None => field("none"),
+        }
+        field(&self.event.outcome);
+        hasher.update(self.event.count.to_le_bytes());
+        hasher.update(self.prev);
+        hasher.finalize().into()
+    }
+
+    /// The record as the store keeps it (JSON).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// A record read back from the store; `None` for bytes that are not a record.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+/// Where a log's retained records start: the sequence number and hash of the last record removed
+/// by retention (`0` and all zeros when none was).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Anchor {
+    /// The last removed record's number.
+    pub seq: u64,
+    /// Its hash.
+    #[serde(with = "crate::principal::hex_32")]
+    pub hash: [u8; 32],
+}
+
+/// The first record that does not follow from the ones before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainBreak {
+    /// Its position in the log, counting retained records from 1.
+    pub position: u64,
+    /// The sequence number it carries (or was expected to carry).
+    pub seq: u64,
+    /// What is wrong.
+    pub why: &'static str,
+}
+
+impl fmt::Display for ChainBreak {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "record {} (seq {}): {}", self.position, self.seq, self.why)
+    }
+}
+
+/// Checks that `records`, in stored order, chain from `anchor` and end at `head` (the store's own
+/// note of its last record, which catches removing records from the end). Returns how many were
+/// checked.
+pub fn verify<'a>(
+    records: impl IntoIterator<Item = &'a AuditRecord>,
+    anchor: Anchor,
+    head: Anchor,
+) -> Result<u64, ChainBreak> {
+    let mut expected = anchor;
+    let mut position = 0;
+    for record in records {
+        position += 1;
+        let Some(seq) = expected.seq.checked_add(1) else {
+            return Err(ChainBreak { position, seq: record.seq, why: "out of sequence (after the last number)" });
+        };
+        if record.seq != seq {
+            return Err(ChainBreak {
+                position,
+                seq: record.seq,
+                why: "out of sequence (a record was removed or moved)",
+            });
+        }
+        if record.prev != expected.hash {
+            return Err(ChainBreak { position, seq, why: "does not follow the record before it" });
+        }
+        if record.hash != record.expected_hash() {
+            return Err(ChainBreak { position, seq, why: "its contents do not match its hash (edited)" });
+        }
+        expected = Anchor { seq, hash: record.hash };
+    }
+    if expected != head {
+        let why = "the log ends before its last record (records were removed from the end)";
+        return Err(ChainBreak { position: position + 1, seq: expected.seq.saturating_add(1), why });
+    }
+    Ok(position)
+}
+
+/// Most events the core holds before the host writes them ([`AuditQueue`]); past it, events are
+/// counted and the count is written as one record ("N events dropped").
+pub const AUDIT_QUEUE_MAX: usize = 65_536;
+
+/// Events waiting to be written. A run of identical events (same principal, method, wallet and
+/// outcome) is one event with a count, so a flood of the same refusal costs one record.
+#[derive(Debug, Default)]
+pub struct AuditQueue {
+    pending: Vec<AuditEvent>,
+    dropped: u64,
+}
+
+impl AuditQueue {
+    /// Queues an event.
+    pub fn push(&mut self, event: AuditEvent) {
+        if let Some(last) = self.pending.last_mut()
+            && last.principal == event.principal
+            && last.method == event.method
+            && last.wallet == event.wallet
+            && last.outcome == event.outcome
+        {
+            last.count = last.count.saturating_add(event.count);
+            return;
+        }
+        if self.pending.len() >= AUDIT_QUEUE_MAX {
+            self.dropped += 1;
+            return;
+        }
+        self.pending.push(event);
+    }
+
+    /// Counts events that could not be kept (a failed write).
+    pub fn lost(&mut self, events: usize) {
+        self.dropped += events as u64;
+    }
+
+    /// The events to write now, oldest first (with a note of any dropped).
+    pub fn take(&mut self) -> Vec<AuditEvent> {
+        let mut events = std::mem::take(&mut self.pending);
+        if self.dropped > 0 {
+            events.push(AuditEvent {
+                principal: "keyward".into(),
+                method: "audit".into(),
+                wallet: None,
+                outcome: format!("{} events dropped: the log could not keep up", self.dropped),
+                count: 1,
+            });
+            self.dropped = 0;
+        }
+        events
+    }
+
+    /// Events waiting.
+    pub fn len(&self) -> usize {
+        self.pending.len() + usize::from(self.dropped > 0)
+    }
+
+    /// Whether none wait.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: u32) -> AuditEvent {
+        AuditEvent {
+            principal: "owner".into(),
+            method: "open_wallet".into(),
+            wallet: Some(format!("w{n}")),
+            outcome: "ok".into(),
+            count: 1,
+        }
+    }
+
+    fn chain(n: u64) -> Vec<AuditRecord> {
+        let mut prev = [0; 32];
+        (1..=n)
+            .map(|seq| {
+                let record = AuditRecord::seal(prev, seq, 1000 + seq, event(seq as u32));
+                prev = record.hash;
+                record
+            })
+            .collect()
+    }
+
+    fn head(records: &[AuditRecord]) -> Anchor {
+        records.last().map_or(Anchor::default(), |r| Anchor { seq: r.seq, hash: r.hash })
+    }
+
+    #[test]
+    fn a_chain_verifies_and_every_tampering_names_its_first_bad_record() {
+        let records = chain(5);
+        let head = head(&records);
+        assert_eq!(verify(&records, Anchor::default(), head), Ok(5));
+        let mut edited = records.clone();
+        edited[2].event.outcome = "wrong password".into();
+        assert_eq!(verify(&edited, Anchor::default(), head).map_err(|e| e.position), Err(3));
+        let mut removed = records.clone();
+        removed.remove(1);
+        assert_eq!(verify(&removed, Anchor::default(), head).map_err(|e| e.position), Err(2));
+        let mut reordered = records.clone();
+        reordered.swap(3, 4);
+        assert_eq!(verify(&reordered, Anchor::default(), head).map_err(|e| e.position), Err(4));
+        let truncated = &records[..4];
+        assert_eq!(verify(truncated, Anchor::default(), head).map_err(|e| e.position), Err(5));
+        // Retention: the retained tail verifies from its anchor.
+        let anchor = Anchor { seq: records[1].seq, hash: records[1].hash };
+        assert_eq!(verify(&records[2..], anchor, head), Ok(3));
+        assert!(verify(&records[3..], anchor, head).is_err());
+    }
+
+    #[test]
+    fn records_round_trip_through_bytes() {
+        let record = &chain(1)[0];
+        assert_eq!(AuditRecord::from_bytes(&record.to_bytes()).as_ref(), Some(record));
+        assert_eq!(AuditRecord::from_bytes(b"{}"), None);
+    }
+}

@@ -1,0 +1,329 @@
+//! Principals: every method × every role against the table in `spec/protocol.md`; sessions and
+//! tokens bound to the principal that made them; per-principal bounds; revocation; the audit log.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use keyward_core::audit::verify;
+use keyward_core::session::SessionLimits;
+use keyward_core::{Client, ClientRecord, Identity, Incoming, Role, Server, SessionId, Step};
+use keyward_testkit::{WatchedStore, test_config};
+use serde_json::{Value, json};
+
+/// A server over a watched memory store; writes other than the audit log's are counted.
+fn server(limits: Option<SessionLimits>) -> (Server, Arc<AtomicUsize>) {
+    let writes = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&writes);
+    let store = WatchedStore::new(move |what| {
+        if what != "append_audit" {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let mut config = test_config();
+    if let Some(limits) = limits {
+        config.sessions = limits;
+    }
+    let mut server = Server::new(config, Box::new(store), [3; 32]);
+    server.register_method("sign_blob", &["blob"], Role::Signer, |_| Ok(json!("signed"))).unwrap();
+    for (uid, role) in [(1, Role::Reader), (2, Role::Signer), (3, Role::Owner)] {
+        let record = ClientRecord {
+            name: role.as_str().into(),
+            role,
+            identity: Identity::Uid { uid },
+            created_unix_ms: 0,
+            revoked_unix_ms: None,
+        };
+        server.add_client(record).unwrap();
+    }
+    (server, writes)
+}
+
+/// A principal's client, with its own session.
+struct Caller {
+    principal: &'static str,
+    client: Client,
+    session: Option<SessionId>,
+}
+
+fn handle(server: &Server, body: &[u8], session: Option<SessionId>, principal: &str) -> Vec<u8> {
+    let incoming = Incoming { body, session, recent: None, principal, now_ms: 10 };
+    match server.handle_step(incoming) {
+        Step::Done(out) => out.body,
+        Step::Slow(call) => server.finish(call).body,
+    }
+}
+
+impl Caller {
+    fn new(server: &Server, principal: &'static str, seed: u8) -> Self {
+        let mut client = Client::new([seed; 32]);
+        let out =
+            server.handle(Incoming { body: &client.init_request(), session: None, recent: None, principal, now_ms: 1 });
+        client.handle_init_answer(&out.body).unwrap();
+        Self { principal, client, session: out.session }
+    }
+
+    /// The call's `Ok` value, or the error's `(code, message)`.
+    fn call(&mut self, server: &Server, method: &str, params: Value) -> Result<Value, (i64, String)> {
+        let (body, pending) = self.client.seal(method, params).unwrap();
+        let answer = handle(server, &body, self.session, self.principal);
+        self.client.open(pending, &answer).map_err(|e| match e {
+            keyward_core::ClientError::Rpc { code, message } => (code, message),
+            other => (0, other.to_string()),
+        })
+    }
+}
+
+/// The `| method | params | role | speed |` table of `spec/protocol.md`.
+fn protocol_roles() -> Vec<(String, Role)> {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/protocol.md")).unwrap();
+    let start = text.find("| method | params | role | speed |").unwrap();
+    text[start..]
+        .lines()
+        .skip(2)
+        .take_while(|line| line.starts_with('|'))
+        .map(|line| {
+            let cells: Vec<String> = line.split('|').map(|c| c.trim().replace('`', "")).collect();
+            (cells[1].clone(), Role::parse(&cells[3]).unwrap())
+        })
+        .collect()
+}
+
+/// Params that reach each method's own checks (a wallet `w` exists; `token` is filled in).
+fn params_for(method: &str, token: &Value) -> Value {
+    match method {
+        "init_secure_api" => json!({"ecdh_pubkey": "02".to_owned() + &"11".repeat(32)}),
+        "set_top_level_directory" => json!({"dir": "sub"}),
+        "create_config" => {
+            json!({"chain_type": "Mainnet", "wallet_config": null, "logging_config": null, "tor_config": null})
+        }
+        "create_wallet" => json!({"name": "new", "mnemonic": null, "mnemonic_length": 16, "password": "pw"}),
+        "open_wallet" | "get_mnemonic" | "delete_wallet" => json!({"name": "w", "password": "pw"}),
+        "close_wallet" => json!({"name": "w"}),
+        "change_password" => json!({"name": "w", "old": "pw", "new": "pw"}),
+        "import_grin_wallet" => json!({"name": "g", "wallet_seed": "not a seed", "password": "x"}),
+        "accounts" => json!({"token": token}),
+        "create_account_path" | "set_active_account" => json!({"token": token, "label": "default"}),
+        "get_public_key" => json!({"token": token, "path": "m/0/1"}),
+        "sign_message" => json!({"token": token, "path": "m/0/1", "message": "hi"}),
+        "verify_message" => {
+            json!({"public_key": "02".to_owned() + &"11".repeat(32), "message": "m", "signature": "00"})
+        }
+        "add_client" => json!({"name": "made", "role": "reader", "public_key": null, "uid": 77}),
+        "set_client_role" => json!({"name": "reader", "role": "reader"}),
+        "revoke_client" => json!({"name": "nobody-here"}),
+        "audit_log" => json!({"after": null, "limit": 5}),
+        _ => json!({}),
+    }
+}
+
+#[test]
+fn every_method_and_every_role_follow_the_protocol_table() {
+    let table = protocol_roles();
+    assert!(table.len() >= 23, "the table lists every method");
+    for role in Role::ALL {
+        let (server, writes) = server(None);
+        let mut owner = Caller::new(&server, "owner", 9);
+        owner
+            .call(
+                &server,
+                "create_wallet",
+                json!({"name": "w", "mnemonic": null, "mnemonic_length": 16, "password": "pw"}),
+            )
+            .unwrap();
+        let mut caller = Caller::new(&server, role.as_str(), 7);
+        let token = caller.call(&server, "open_wallet", json!({"name": "w", "password": "pw"})).unwrap();
+        let mut rows = table.clone();
+        // The embedder's signing method follows its registered role.
+        rows.push(("sign_blob".into(), Role::Signer));
+        for (method, needs) in rows {
+            let params =
+                if method == "sign_blob" { json!({"token": token, "blob": "b"}) } else { params_for(&method, &token) };
+            let before = writes.load(Ordering::SeqCst);
+            let answer = caller.call(&server, &method, params);
+            let forbidden = (-32099, format!("Forbidden: {method} needs the {needs} role"));
+            if role.allows(needs) {
+                assert_ne!(answer.as_ref().err(), Some(&forbidden), "{role} may call {method}");
+            } else {
+                assert_eq!(answer.err(), Some(forbidden), "{role} may not call {method}");
+                assert_eq!(writes.load(Ordering::SeqCst), before, "a refused {method} changed the store");
+            }
+        }
+        server.flush_audit();
+        // Every refusal is in the audit log, with its principal.
+        let records = server.store().read_audit(0, 10_000).unwrap();
+        let refused = records.iter().filter(|r| r.event.outcome == "forbidden").count();
+        let expected =
+            table.iter().filter(|(_, needs)| !role.allows(*needs)).count() + usize::from(role == Role::Reader);
+        assert_eq!(refused, expected, "{role}: one audit record per refusal");
+        assert!(records.iter().filter(|r| r.event.outcome == "forbidden").all(|r| r.event.principal == role.as_str()));
+    }
+}
+
+#[test]
+fn a_session_belongs_to_its_principal() {
+    let (server, _) = server(None);
+    let mut owner = Caller::new(&server, "owner", 1);
+    let reader = Caller::new(&server, "reader", 2);
+    // The owner's envelope, sent by the reader under the owner's session id: a wrong key's answer.
+    let (body, _) = owner.client.seal("list_wallets", json!({})).unwrap();
+    let stolen = String::from_utf8(handle(&server, &body, owner.session, "reader")).unwrap();
+    let (wrong_key, _) = Caller::new(&server, "owner", 3).client.seal("list_wallets", json!({})).unwrap();
+    let wrong = String::from_utf8(handle(&server, &wrong_key, owner.session, "owner")).unwrap();
+    assert!(stolen.contains("-32002") && stolen.contains("Decryption"), "{stolen}");
+    let code_of = |text: &str| serde_json::from_str::<Value>(text).unwrap()["error"].clone();
+    assert_eq!(code_of(&stolen), code_of(&wrong), "another principal's session answers as a wrong key");
+    // Naming none, the owner's envelope is not matched among the reader's sessions.
+    let unnamed = String::from_utf8(handle(&server, &body, None, "reader")).unwrap();
+    assert!(unnamed.contains("-32001"), "{unnamed}");
+    // The owner's own call still works (nothing was recorded against it).
+    assert!(owner.call(&server, "list_wallets", json!({})).is_ok());
+    assert_eq!(server.session_count_of("reader"), 1);
+    drop(reader);
+}
+
+#[test]
+fn a_token_belongs_to_the_principal_that_opened_the_wallet() {
+    let (server, _) = server(None);
+    let mut owner = Caller::new(&server, "owner", 1);
+    let mut reader = Caller::new(&server, "reader", 2);
+    owner
+        .call(&server, "create_wallet", json!({"name": "w", "mnemonic": null, "mnemonic_length": 16, "password": "pw"}))
+        .unwrap();
+    let owners = owner.call(&server, "open_wallet", json!({"name": "w", "password": "pw"})).unwrap();
+    let stolen = reader.call(&server, "accounts", json!({"token": owners}));
+    let wrong = reader.call(&server, "accounts", json!({"token": "11".repeat(32)}));
+    assert_eq!(stolen, wrong, "another principal's token is refused as a wrong token");
+    // Within a principal, a token works from any of its sessions.
+    let mut owner_again = Caller::new(&server, "owner", 3);
+    assert!(owner_again.call(&server, "accounts", json!({"token": owners})).is_ok());
+    // Each principal's opening is its own; the seed leaves memory when no one holds it.
+    let readers = reader.call(&server, "open_wallet", json!({"name": "w", "password": "pw"})).unwrap();
+    assert_eq!(server.open_wallet_count(), 2);
+    reader.call(&server, "close_wallet", json!({"name": "w"})).unwrap();
+    assert_eq!(server.open_wallet_count(), 1);
+    assert!(
+        owner.call(&server, "accounts", json!({"token": owners})).is_ok(),
+        "the reader's close leaves the owner's opening"
+    );
+    assert!(reader.call(&server, "accounts", json!({"token": readers})).is_err());
+    owner.call(&server, "close_wallet", json!({"name": "w"})).unwrap();
+    assert_eq!(server.open_wallet_count(), 0);
+    assert!(server.vault_masked_bytes().is_empty());
+}
+
+#[test]
+fn a_readers_init_flood_evicts_only_its_own_sessions() {
+    let limits = SessionLimits { max_sessions: 64, max_per_principal: 16, ..SessionLimits::default() };
+    let (server, _) = server(Some(limits));
+    let mut owner = Caller::new(&server, "owner", 1);
+    let mut signer = Caller::new(&server, "signer", 2);
+    for n in 0..2_000u32 {
+        let mut client = Client::new([(n % 250) as u8 + 3; 32]);
+        handle(&server, &client.init_request(), None, "reader");
+    }
+    assert_eq!(server.session_count_of("reader"), 16);
+    assert!(owner.call(&server, "list_wallets", json!({})).is_ok(), "the owner's session outlived the flood");
+    assert!(signer.call(&server, "list_wallets", json!({})).is_ok());
+}
+
+#[test]
+fn a_readers_wrong_passwords_do_not_make_the_owner_wait() {
+    let (server, _) = server(None);
+    let mut owner = Caller::new(&server, "owner", 1);
+    let mut reader = Caller::new(&server, "reader", 2);
+    owner
+        .call(&server, "create_wallet", json!({"name": "w", "mnemonic": null, "mnemonic_length": 16, "password": "pw"}))
+        .unwrap();
+    let mut throttled = false;
+    for _ in 0..10 {
+        let answer = reader.call(&server, "open_wallet", json!({"name": "w", "password": "guess"}));
+        throttled |= answer.is_err_and(|(_, message)| message.contains("too many failed attempts"));
+    }
+    assert!(throttled, "the reader is throttled");
+    assert!(owner.call(&server, "open_wallet", json!({"name": "w", "password": "pw"})).is_ok());
+}
+
+#[test]
+fn revocation_ends_sessions_openings_and_requests_at_once() {
+    let (server, _) = server(None);
+    let mut owner = Caller::new(&server, "owner", 1);
+    let mut reader = Caller::new(&server, "reader", 2);
+    owner
+        .call(&server, "create_wallet", json!({"name": "w", "mnemonic": null, "mnemonic_length": 16, "password": "pw"}))
+        .unwrap();
+    reader.call(&server, "open_wallet", json!({"name": "w", "password": "pw"})).unwrap();
+    assert_eq!(server.open_wallet_count(), 1);
+    assert_eq!(
+        owner.call(&server, "revoke_client", json!({"name": "owner"})).unwrap_err().1,
+        "ArgumentError: a client cannot revoke itself"
+    );
+    owner.call(&server, "revoke_client", json!({"name": "reader"})).unwrap();
+    assert_eq!(server.session_count_of("reader"), 0);
+    assert_eq!(server.open_wallet_count(), 0);
+    assert_eq!(server.role_of("reader"), None);
+    assert_eq!(server.client_for_uid(1), None);
+    let refused = String::from_utf8(handle(&server, &reader.client.init_request(), None, "reader")).unwrap();
+    assert!(refused.contains("Forbidden: this client is revoked"), "{refused}");
+    // A role change applies to the next request.
+    let mut signer = Caller::new(&server, "signer", 3);
+    owner.call(&server, "set_client_role", json!({"name": "signer", "role": "reader"})).unwrap();
+    let token = Value::String("11".repeat(32));
+    let answer = signer.call(&server, "sign_message", json!({"token": token, "path": "m/0", "message": "m"}));
+    assert_eq!(answer.unwrap_err().1, "Forbidden: sign_message needs the signer role");
+    let clients = owner.call(&server, "list_clients", json!({})).unwrap();
+    let reader_record = clients["Ok"]
+        .as_array()
+        .or(clients.as_array())
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "reader")
+        .cloned()
+        .unwrap();
+    assert!(reader_record["revoked_unix_ms"].is_u64());
+}
+
+#[test]
+fn the_audit_log_names_who_did_what_and_holds_no_secret() {
+    let (server, _) = server(None);
+    let mut owner = Caller::new(&server, "owner", 1);
+    let mut reader = Caller::new(&server, "reader", 2);
+    let mnemonic = "fat twenty mean degree forget shell check candy immense awful flame next during february bulb bike sun wink theory day kiwi embrace peace lunch";
+    owner
+        .call(
+            &server,
+            "create_wallet",
+            json!({"name": "w", "mnemonic": mnemonic, "mnemonic_length": 0, "password": "hunter2-secret"}),
+        )
+        .unwrap();
+    let token = owner.call(&server, "open_wallet", json!({"name": "w", "password": "hunter2-secret"})).unwrap();
+    owner.call(&server, "sign_message", json!({"token": token, "path": "m/0/1", "message": "pay bob"})).unwrap();
+    assert!(reader.call(&server, "open_wallet", json!({"name": "w", "password": "wrong-guess"})).is_err());
+    assert!(reader.call(&server, "get_mnemonic", json!({"name": "w", "password": "hunter2-secret"})).is_err());
+    let page = owner.call(&server, "audit_log", json!({"after": 0, "limit": 100})).unwrap();
+    let records: Vec<keyward_core::audit::AuditRecord> = serde_json::from_value(page["records"].clone()).unwrap();
+    let seen: Vec<(&str, &str, Option<&str>, &str)> = records
+        .iter()
+        .map(|r| {
+            (r.event.principal.as_str(), r.event.method.as_str(), r.event.wallet.as_deref(), r.event.outcome.as_str())
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("owner", "create_wallet", Some("w"), "ok"),
+            ("owner", "open_wallet", Some("w"), "ok"),
+            ("owner", "sign_message", Some("w"), "ok"),
+            ("reader", "open_wallet", Some("w"), "wrong password"),
+            ("reader", "get_mnemonic", Some("w"), "forbidden"),
+        ]
+    );
+    let anchor = serde_json::from_value(page["anchor"].clone()).unwrap();
+    let head = serde_json::from_value(page["head"].clone()).unwrap();
+    assert_eq!(verify(&records, anchor, head), Ok(5));
+    let text = page.to_string();
+    for secret in ["hunter2-secret", "wrong-guess", "fat twenty", "pay bob", token.as_str().unwrap()] {
+        assert!(!text.contains(secret), "the audit log holds {secret:?}");
+    }
+}
