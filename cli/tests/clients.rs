@@ -277,6 +277,26 @@ fn readers_over_https_quic_and_unix_are_checked_promoted_and_revoked() {
     assert!(line("default").contains("cert sha256:"), "{table}");
     assert!(line("r-https").ends_with('Z'), "revoked shows when: {table}");
     assert!(line("u-reader").contains("uid 4242"), "{table}");
+
+    // The audit log names who did what in this scenario, over the API of the running server.
+    let shown = ok(&kw(&data, &[&["audit", "show", "--json"], &url[..]].concat(), None, None));
+    let records: Vec<Value> = serde_json::from_str(&shown).unwrap();
+    let seen = |principal: &str, method: &str, outcome: &str| {
+        records.iter().any(|r| {
+            r["event"]["principal"] == principal && r["event"]["method"] == method && r["event"]["outcome"] == outcome
+        })
+    };
+    assert!(seen("default", "create_wallet", "ok"), "{shown}");
+    for reader in ["r-https", "r-quic"] {
+        assert!(seen(reader, "open_wallet", "ok"), "{reader}: {shown}");
+        assert!(seen(reader, "get_mnemonic", "forbidden"), "{reader}: {shown}");
+        assert!(seen(reader, "create_account_path", "ok"), "{reader} as signer: {shown}");
+        assert!(seen("default", "revoke_client", "ok"), "{shown}");
+    }
+    assert!(seen(&own_client, "get_mnemonic", "forbidden"), "{shown}");
+    assert!(!shown.contains("\"pw\""), "no password in the log");
+    let verified = ok(&kw(&data, &[&["audit", "verify"], &url[..]].concat(), None, None));
+    assert!(verified.starts_with("audit log verified:"), "{verified}");
     drop(server);
 }
 

@@ -277,3 +277,70 @@ fn one_connections_init_flood_evicts_only_its_own_sessions() {
         running.stop().await;
     });
 }
+
+/// A reader's client certificate, issued by the running server's CA and registered: a bundle
+/// directory (ca.crt, client.crt, client.key) as `keyward clients add` writes it.
+fn reader_bundle(running: &keyward::serve::Running, data: &Path, name: &str) -> Arc<rustls::ClientConfig> {
+    use keyward::certs;
+    let tls_dir = keyward::serve::tls_dir(data);
+    let ca = certs::Ca::load(&certs::set_dir(&tls_dir).unwrap()).unwrap().expect("the set keeps its CA key");
+    let pair = rcgen::KeyPair::generate().unwrap();
+    let issued = ca.issue(name, &certs::ClientPublicKey::from_pem(&pair.public_key_pem()).unwrap()).unwrap();
+    let record = keyward_core::ClientRecord {
+        name: name.into(),
+        role: keyward_core::Role::Reader,
+        identity: keyward_core::Identity::Cert { spki_sha256: issued.spki_sha256 },
+        created_unix_ms: 0,
+        revoked_unix_ms: None,
+    };
+    running.core.add_client(record).unwrap();
+    let bundle = data.join(format!("bundle-{name}"));
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::fs::write(bundle.join("client.crt"), issued.certificate_pem).unwrap();
+    std::fs::write(bundle.join("client.key"), pair.serialize_pem()).unwrap();
+    let ca_file = tls_dir.join(certs::CA_CERT);
+    tls::client_config_from(&ca_file, Some((&bundle.join("client.crt"), &bundle.join("client.key")))).unwrap()
+}
+
+/// A reader that floods inits over many connections keeps at most its own `per_principal`
+/// sessions and evicts none of the owner's, even when its flood is larger than the whole table;
+/// and its flood of wrong passwords does not make the owner's unlock wait.
+#[test]
+fn a_readers_floods_leave_the_owners_session_and_unlock_alone() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("kw");
+        let config = format!("{FAST_KDF}[sessions]\nmax = 300\nper_principal = 64\n");
+        let running = start_with_config(&data, &config).await;
+        let addr = running.https.unwrap();
+        let owner_tls = client_tls(&data);
+        let mut owner = Session::open(&Target::Https { addr, tls: Arc::clone(&owner_tls) }, 1, true).await;
+        owner
+            .ok("create_wallet", json!({"name": "w", "mnemonic": null, "mnemonic_length": 16, "password": "pw"}))
+            .await;
+        let reader_tls = reader_bundle(&running, &data, "dashboard");
+        let reader_target = Target::Https { addr, tls: Arc::clone(&reader_tls) };
+        // Each flood session is used once, so "never-used first" does not protect the owner: only
+        // the per-principal bound does.
+        for i in 0..400u16 {
+            let seed = u8::try_from(10 + i % 200).unwrap();
+            let mut flood = Session::open(&reader_target, seed, true).await;
+            flood.ok("list_wallets", json!({})).await;
+        }
+        assert!(running.core.session_count_of("dashboard") <= 64, "{}", running.core.session_count_of("dashboard"));
+        assert!(
+            owner.ok("get_top_level_directory", json!({})).await.is_string(),
+            "the owner's session survived 400 used sessions of a reader"
+        );
+        // Wrong passwords from the reader: it is throttled, the owner is not.
+        let mut reader = Session::open(&Target::Https { addr, tls: reader_tls }, 2, true).await;
+        let mut throttled = false;
+        for _ in 0..8 {
+            let answer = reader.call("open_wallet", json!({"name": "w", "password": "guess"})).await;
+            throttled |= answer.is_err_and(|e| e.to_string().contains("too many failed attempts"));
+        }
+        assert!(throttled, "the reader is throttled");
+        assert!(owner.ok("open_wallet", json!({"name": "w", "password": "pw"})).await.is_string());
+        running.stop().await;
+    });
+}
