@@ -2,6 +2,9 @@
 //!
 //! * `call/full_round_trip`: client seal → server handle → client open of `accounts`.
 //! * `call/server_handle`: the server's share of `accounts` (requests are sealed outside the timing).
+//! * `call/server_handle_registered`: `call/server_handle` by a registered client (`dashboard`,
+//!   owner) instead of the built-in `local`: the registry look-ups of its role (the role check and
+//!   the principal binding cost the same for both).
 //! * `call/server_handle_sign`: the server's share of `sign_message` at `m/44h/0h/0h/0/0`.
 //! * `call/server_handle_init`: a plaintext `init_secure_api` (key pair + ECDH + a new session).
 //! * `client/seal`, `client/open`: the client's two halves of `accounts`.
@@ -76,6 +79,28 @@ fn bench(c: &mut Criterion) {
                     now_ms: 0,
                 }))
             },
+            BatchSize::SmallInput,
+        )
+    });
+    let mut registered = Client::new([4; 32]);
+    let record = keyward_core::ClientRecord {
+        name: "dashboard".into(),
+        role: keyward_core::Role::Owner,
+        identity: keyward_core::Identity::Uid { uid: 1000 },
+        created_unix_ms: 0,
+        revoked_unix_ms: None,
+    };
+    server.add_client(record).expect("registered");
+    let as_registered =
+        |body: &[u8]| server.handle(Incoming { body, session: None, recent: None, principal: "dashboard", now_ms: 0 });
+    let init = registered.init_request();
+    registered.handle_init_answer(&as_registered(&init).body).expect("init");
+    let (body, pending) = registered.seal("open_wallet", json!({"name": null, "password": "p"})).expect("seal");
+    let own_token = registered.open(pending, &as_registered(&body).body).expect("open_wallet");
+    group.bench_function("server_handle_registered", |b| {
+        b.iter_batched(
+            || registered.seal("accounts", json!({"token": own_token})).expect("seal"),
+            |(body, _pending)| black_box(as_registered(&body)),
             BatchSize::SmallInput,
         )
     });

@@ -240,7 +240,37 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
         median(&open_ms),
         median(&kdf_ms)
     ));
-    let token: Arc<str> = Arc::from(token.as_str());
+    // A token belongs to the principal that opened the wallet: HTTPS and QUIC present the same
+    // client certificate, plain HTTP is `local-http`; each endpoint's own principal opens it too.
+    let mut tokens: Vec<(Transport, Arc<str>)> = vec![(setup_endpoint.transport, Arc::from(token.as_str()))];
+    let mut openers = Vec::new();
+    for endpoint in &under.endpoints {
+        if endpoint.transport == Transport::Tcp || endpoint.transport == setup_endpoint.transport {
+            continue;
+        }
+        let mut session = Session::open(endpoint.link().await?).await.context("a session to open the wallet")?;
+        // The same principal over another transport (HTTPS and QUIC share the client
+        // certificate) already holds a token: reopening would make it stale.
+        let mut shared = None;
+        for (_, known) in &tokens {
+            if session.call("accounts", json!({"token": &**known})).await.is_ok() {
+                shared = Some(Arc::clone(known));
+                break;
+            }
+        }
+        if let Some(known) = shared {
+            tokens.push((endpoint.transport, known));
+            continue;
+        }
+        match session.call("open_wallet", json!({"name": under.wallet, "password": password})).await {
+            Ok(Value::String(t)) => tokens.push((endpoint.transport, Arc::from(t.as_str()))),
+            Ok(_) | Err(_) => errors += 1,
+        }
+        openers.push(session);
+    }
+    let token_for = |transport: Transport| {
+        tokens.iter().find(|(t, _)| *t == transport).map_or_else(|| Arc::clone(&tokens[0].1), |(_, t)| Arc::clone(t))
+    };
 
     // Calls: keyward and its echo floor back to back, for every transport and concurrency.
     let mut cells: Vec<Cell> = Vec::new();
@@ -260,7 +290,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
         let keyward = under.endpoints.iter().find(|e| e.transport == transport);
         let echo = echo_of(transport);
         for &concurrency in &plan.concurrency {
-            let keyward = keyward.map(|e| (e, Arc::clone(&token), under.reinit_after, under.pid));
+            let keyward = keyward.map(|e| (e, token_for(e.transport), under.reinit_after, under.pid));
             let echo = echo.as_ref().map(|e| (e, Arc::clone(&bodies), echo_child.pid()));
             cells.extend(measure_level(keyward, echo, concurrency, &plan, &progress).await);
         }
@@ -278,7 +308,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
         if endpoint.transport == Transport::Tcp {
             continue;
         }
-        let result = new_connections(endpoint, &echo, &token, &bodies, plan.connections).await;
+        let result = new_connections(endpoint, &echo, &token_for(endpoint.transport), &bodies, plan.connections).await;
         progress.line(format_args!(
             "new connection, {}: handshake + init + first call {:.0} µs (echo: handshake + 2 exchanges {:.0} µs), {} errors",
             endpoint.transport.label(),
@@ -291,7 +321,11 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
     }
     let after_rss_main = under.pid.and_then(rss_kib);
 
-    // Close or delete the wallet.
+    // Close or delete the wallet (each principal closes its own opening).
+    for mut opener in openers {
+        let _ = opener.call("close_wallet", json!({"name": under.wallet})).await;
+        opener.close().await;
+    }
     if under.owned {
         let _ = setup.call("close_wallet", json!({"name": under.wallet})).await;
     } else {
