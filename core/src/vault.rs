@@ -113,7 +113,8 @@ pub struct Vault {
     by_fingerprint: HashMap<[u8; 32], OpenWallet>,
     /// Fingerprints by opening (a wallet and the principal that opened it), to close by name.
     by_key: HashMap<(WalletKey, Principal), [u8; 32]>,
-    closed: VecDeque<[u8; 32]>,
+    /// Closed tokens' fingerprints, with the principal that had opened them.
+    closed: VecDeque<([u8; 32], Principal)>,
 }
 
 impl fmt::Debug for Vault {
@@ -245,13 +246,14 @@ impl Vault {
     }
 
     fn forget(&mut self, fingerprint: [u8; 32]) {
-        if let Some(wallet) = self.by_fingerprint.remove(&fingerprint) {
-            self.release(wallet.slot);
-        }
+        let Some(wallet) = self.by_fingerprint.remove(&fingerprint) else {
+            return;
+        };
+        self.release(wallet.slot);
         if self.closed.len() >= CLOSED_TOKENS_REMEMBERED {
             self.closed.pop_front();
         }
-        self.closed.push_back(fingerprint);
+        self.closed.push_back((fingerprint, wallet.principal));
     }
 
     /// Closes every wallet (shutdown).
@@ -298,11 +300,10 @@ impl Vault {
         let fingerprint = self.fingerprint(token);
         let limits = self.limits;
         let Some(wallet) = self.by_fingerprint.get_mut(&fingerprint) else {
-            return Err(if self.closed.contains(&fingerprint) {
-                UnlockError::Closed
-            } else {
-                UnlockError::InvalidToken
-            });
+            // Only its own principal learns that a token was real and is now closed; to anyone
+            // else it is a wrong token.
+            let own_closed = self.closed.iter().any(|(f, p)| *f == fingerprint && p.name() == principal);
+            return Err(if own_closed { UnlockError::Closed } else { UnlockError::InvalidToken });
         };
         if wallet.principal.name() != principal {
             return Err(UnlockError::InvalidToken);
@@ -436,5 +437,15 @@ mod tests {
         assert_eq!(vault.close_principal("owner"), 1);
         assert_eq!(vault.open_count(), 0);
         assert!(vault.masked_bytes().is_empty());
+    }
+
+    #[test]
+    fn another_principals_closed_token_is_a_wrong_token() {
+        let mut vault = Vault::new([9; 32], TokenLimits::default());
+        let token = Token::from_bytes([1; 32]);
+        vault.open(key("a"), &Principal::new("owner"), &MasterKey::from_bytes([7; 64]), &token, 0).expect("room");
+        assert!(vault.close(&key("a"), &Principal::new("owner")));
+        assert_eq!(vault.unlock(&token, "owner", 1).map(|u| u.key), Err(UnlockError::Closed));
+        assert_eq!(vault.unlock(&token, "reader", 1).map(|u| u.key), Err(UnlockError::InvalidToken));
     }
 }

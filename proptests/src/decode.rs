@@ -3,7 +3,9 @@
 //!
 //! Format: one tag byte per op, then one byte per small field and two (little-endian) per `u16`
 //! field; missing bytes read as zero, and decoding stops at the end of the input or at
-//! [`MAX_OPS`].
+//! [`MAX_OPS`]. Tags from [`PRINCIPAL_TAGS`] up are the principal ops (`Become`, `Steal`,
+//! `StealReplay`); every smaller tag reads modulo 12, as before they were added, so saved inputs
+//! whose tags are all below it run the ops they were saved with.
 
 use crate::model::{Call, CreateKind, Form, Garbage, Op, Tamper, TokenMethod, TokenSel};
 
@@ -11,6 +13,8 @@ use crate::model::{Call, CreateKind, Form, Garbage, Op, Tamper, TokenMethod, Tok
 pub const MAX_OPS: usize = 64;
 /// Longest garbage body.
 pub const MAX_GARBAGE: usize = 255;
+/// The first tag of the principal ops: 240 to 255 read as `Become`, `Steal`, `StealReplay` in turn.
+pub const PRINCIPAL_TAGS: u8 = 240;
 
 struct Reader<'a>(&'a [u8]);
 
@@ -49,7 +53,18 @@ pub fn decode_ops(data: &[u8]) -> Vec<Op> {
 }
 
 fn decode_op(r: &mut Reader<'_>) -> Op {
-    match r.u8() % 12 {
+    let tag = r.u8();
+    if tag >= PRINCIPAL_TAGS {
+        return match (tag - PRINCIPAL_TAGS) % 3 {
+            0 => Op::Become { c: r.u8(), p: r.u8() },
+            1 => {
+                let (from, by, hint) = (r.u8(), r.u8(), r.bool());
+                Op::Steal { from, by, call: decode_call(r), hint }
+            }
+            _ => Op::StealReplay { from: r.u8(), by: r.u8(), back: r.u8(), hint: r.bool() },
+        };
+    }
+    match tag % 12 {
         0 => Op::Init { c: r.u8(), bad_key: r.bool() },
         1 => {
             let c = r.u8();
@@ -208,6 +223,14 @@ fn encode_op(op: &Op, out: &mut Vec<u8>) {
         Op::Shutdown => out.push(9),
         Op::ArmFailure(k) => out.extend([10, *k]),
         Op::PlantLegacy { dir, name, pw } => out.extend([11, *dir, *name, *pw]),
+        Op::Become { c, p } => out.extend([PRINCIPAL_TAGS, *c, *p]),
+        Op::Steal { from, by, call, hint } => {
+            out.extend([PRINCIPAL_TAGS + 1, *from, *by, u8::from(*hint)]);
+            encode_call(call, out);
+        }
+        Op::StealReplay { from, by, back, hint } => {
+            out.extend([PRINCIPAL_TAGS + 2, *from, *by, *back, u8::from(*hint)]);
+        }
     }
 }
 

@@ -2,11 +2,15 @@
 //!
 //! Reads never fail. A write that fails changes nothing (as a crash before the write would), so the
 //! lifecycle must leave the wallet as it was: openable with the old password.
+//!
+//! Only the wallet and config writes count (and may fail): the client registry is kept (the model
+//! test registers its principals at start) but its writes are not the lifecycle's; throttle counts
+//! and the audit log are not kept (the trait's defaults), as before principals.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use keyward_core::store::{Account, StoredWallet};
-use keyward_core::{MemoryStore, Store, StoreError, WalletKey};
+use keyward_core::{ClientRecord, MemoryStore, Store, StoreError, WalletKey};
 
 /// The shared switch of a [`FailingStore`]: arm it to make the k-th write from now fail.
 #[derive(Debug, Default)]
@@ -88,6 +92,14 @@ impl Store for FailingStore {
 
     fn load_accounts(&self, key: &WalletKey) -> Result<Option<Vec<Account>>, StoreError> {
         self.inner.load_accounts(key)
+    }
+
+    fn load_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        self.inner.load_clients()
+    }
+
+    fn save_client(&self, record: &ClientRecord) -> Result<(), StoreError> {
+        self.inner.save_client(record)
     }
 
     fn create_wallet(&self, key: &WalletKey, wallet: &StoredWallet) -> Result<(), StoreError> {

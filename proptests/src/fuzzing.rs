@@ -263,7 +263,9 @@ pub fn inner_request(data: &[u8]) {
 // op_sequence: the model test, driven by fuzz bytes
 
 /// Target 3: the input decoded as a sequence of operations (see [`crate::decode`]) and run through
-/// the reference model and the real server, with every check of the model test.
+/// the reference model and the real server, with every check of the model test. The clients start
+/// as `local`, the registered `owner` and `v3` ([`crate::model::Model::new`]); the principal ops
+/// (`Become`, `Steal`, `StealReplay`) reach the other roles and the cross-principal paths.
 pub fn op_sequence(data: &[u8]) {
     sut::run(&decode_ops(data));
 }

@@ -1,16 +1,23 @@
 //! The system under test: a real [`Server`] over a [`FailingStore`], driven by the requests the
 //! model's [`Step`]s describe, with every answer and, after every op, the invariants checked.
 //!
+//! The server knows the model's principals: `local` is built in, the others with a role are
+//! registered at start (`Server::add_client`, one uid each); every request goes in as the principal
+//! the model says sends it.
+//!
 //! Checks after each request: the route (which session, or which plaintext error), the inner answer,
 //! that an answer authenticates under its own session's key and under no other live key, that reply
-//! nonces never repeat, that a refused request changed nothing (store, vault, armed failure), and
-//! that the vault gained a masked seed only on a successful `open_wallet`.
+//! nonces never repeat, that a refused request or a `Forbidden` call changed nothing (store, vault,
+//! armed failure), that the vault gained a masked seed only on a successful `open_wallet`, and after
+//! a new session that the table holds exactly the model's sessions, per principal (the server
+//! sweeps expired sessions before it evicts one).
 //!
 //! Invariants after each op: the vault holds masked seeds only of wallets whose token is current (or
 //! expired but not yet swept), exactly those of current tokens after `handle_timeout`, nothing after
 //! `shutdown`, and never a known master key in the clear; the store holds what the model says
 //! (wallets, accounts, KDF parameters, configs); after a failed write every wallet still opens with
-//! its model password; the live session count is at least the model's, and equal after a timeout.
+//! its model password; the live session count, in all and per principal, is at least the model's,
+//! and equal after a timeout.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -28,9 +35,10 @@ use serde_json::{Value, json};
 
 use crate::failing_store::{FailPlan, FailingStore};
 use crate::model::{
-    self, Answer, CreateKind, DIRS, EnvStep, ErrPat, Form, GARBAGE_PLAIN_CALL, Garbage, Hint, KEPT_ENVELOPES, LABELS,
-    LEGACY_ENTROPY, LEGACY_KDF, MESSAGE, Model, NAME_PARAMS, OkVal, Origin, PASSWORDS, PATHS, RAW_BODIES, Resolved,
-    Route, SET_DIRS, Source, Step, Tamper, TokenArg, TokenMethod, TokenStatus, WALLET_NAMES,
+    self, Answer, CreateKind, DIRS, EnvStep, ErrPat, Evicted, Form, GARBAGE_PLAIN_CALL, Garbage, Hint, KEPT_ENVELOPES,
+    LABELS, LEGACY_ENTROPY, LEGACY_KDF, LOCAL, MESSAGE, Model, NAME_PARAMS, OkVal, Origin, PASSWORDS, PATHS,
+    PRINCIPALS, RAW_BODIES, Resolved, Route, SET_DIRS, Source, Step, Tamper, TokenArg, TokenMethod, TokenStatus,
+    WALLET_NAMES,
 };
 use crate::peer::{self, KeyPair, PeerRng, Sealed};
 
@@ -139,13 +147,21 @@ impl Default for Sut {
 }
 
 impl Sut {
-    /// A fresh server with the model's configuration and fixed randomness.
+    /// A fresh server with the model's configuration, its registered clients and fixed randomness.
     pub fn new() -> Self {
         let store = Arc::new(MemoryStore::new());
         let plan = Arc::new(FailPlan::default());
         let failing = FailingStore::new(Arc::clone(&store), Arc::clone(&plan));
+        let server = Server::new(model::config(), Box::new(failing), [0x5e; 32]);
+        for record in model::registered_clients() {
+            let name = record.name.clone();
+            server.add_client(record).unwrap_or_else(|e| panic!("registering {name}: {e}"));
+        }
+        for (name, role) in PRINCIPALS {
+            assert_eq!(server.role_of(name), role, "the role of {name}");
+        }
         Self {
-            server: Server::new(model::config(), Box::new(failing), [0x5e; 32]),
+            server,
             plan,
             store,
             rng: PeerRng::new([0x42; 32]),
@@ -175,8 +191,9 @@ impl Sut {
         }
     }
 
-    fn handle(&self, body: &[u8], session: Option<SessionId>, now_ms: u64) -> Outgoing {
-        self.server.handle(Incoming { body, session, recent: None, principal: "local", now_ms })
+    fn handle(&self, body: &[u8], session: Option<SessionId>, principal: u8, now_ms: u64) -> Outgoing {
+        let principal = Model::name_of(principal);
+        self.server.handle(Incoming { body, session, recent: None, principal, now_ms })
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -201,7 +218,10 @@ impl Sut {
     pub fn apply(&mut self, model: &Model) {
         for step in &model.steps {
             match step {
-                Step::Init { now, c: _, bad_key, session, key } => self.init(*now, *bad_key, *session, *key),
+                Step::Init { now, c: _, principal, bad_key, session, key, evicted } => {
+                    self.init(*now, *principal, *bad_key, *session, *key);
+                    self.check_session_table(model, *principal, *bad_key, *evicted);
+                }
                 Step::Envelope(step) => self.envelope(step, model),
                 Step::Garbage { now, garbage, code, route } => self.garbage(*now, garbage, *code, *route),
                 Step::Timeout { now } => self.server.handle_timeout(*now),
@@ -219,13 +239,20 @@ impl Sut {
         self.check(model);
     }
 
-    fn init(&mut self, now: u64, bad_key: bool, session: u32, key: u32) {
+    fn init(&mut self, now: u64, principal: u8, bad_key: bool, session: u32, key: u32) {
         let pair = self.rng.key_pair();
         let id = self.id();
         let public = if bad_key { &pair.public_hex[2..] } else { &pair.public_hex[..] };
-        let before = bad_key.then(|| self.snapshot());
-        let out = self.handle(&peer::init_body(id, public), None, now);
+        let known = Model::role_of(principal).is_some();
+        let before = (bad_key || !known).then(|| self.snapshot());
+        let out = self.handle(&peer::init_body(id, public), None, principal, now);
         let answer = parse(&out.body);
+        if !known {
+            let before = before.expect("taken");
+            self.check_revoked(&answer, &out);
+            assert_eq!(before, self.snapshot(), "an unknown principal's init changed state");
+            return;
+        }
         assert_eq!(answer["id"], json!(id), "init answer id: {answer}");
         if let Some(before) = before {
             assert_eq!(error_of(&answer).0, -32602, "x-only key: {answer}");
@@ -240,6 +267,37 @@ impl Sut {
         assert!(!self.session_ids.values().any(|known| *known == id), "session id reused");
         self.session_ids.insert(session, id);
         self.ciphers.insert(key, cipher);
+    }
+
+    /// After a plaintext init: a new session made room exactly as the model says. The server drops
+    /// every expired session before it evicts, so its table is the model's, per principal.
+    fn check_session_table(&self, model: &Model, principal: u8, bad_key: bool, evicted: Option<Evicted>) {
+        if bad_key || Model::role_of(principal).is_none() {
+            return;
+        }
+        bump(|| match evicted {
+            None => "init: no eviction".to_owned(),
+            Some(e) => {
+                let whose = if e.principal == principal { "own" } else { "another's" };
+                let rule = if e.own_cap { "per-principal cap" } else { "full table" };
+                format!("init: {rule} evicts {whose} {} session", if e.used { "used" } else { "never-used" })
+            }
+        });
+        assert_eq!(self.server.session_count(), model.sessions.len(), "live sessions after an init");
+        for (p, (name, _)) in (0u8..).zip(PRINCIPALS) {
+            assert_eq!(
+                self.server.session_count_of(name),
+                model.sessions_of(p).count(),
+                "sessions of {name} after an init"
+            );
+        }
+    }
+
+    /// The answer to any request of an unknown principal: refused before anything is parsed.
+    fn check_revoked(&self, answer: &Value, out: &Outgoing) {
+        assert_eq!(error_of(answer), (-32099, "Forbidden: this client is revoked".to_owned()), "{answer}");
+        assert_eq!(answer["id"], Value::Null, "an unknown principal's answer echoes nothing: {answer}");
+        assert!(!out.created_session && out.session.is_none(), "an unknown principal's request reached a session");
     }
 
     fn token_value(&self, arg: TokenArg) -> Option<Value> {
@@ -261,33 +319,26 @@ impl Sut {
 
     /// The inner plaintext of a call and its inner id (`None` for raw bodies).
     fn plaintext(&mut self, call: &Resolved) -> (Vec<u8>, Option<u64>) {
-        let (method, params) = match call {
+        let params = match call {
             Resolved::Token(method, arg) => {
                 let mut params = serde_json::Map::new();
                 if let Some(token) = self.token_value(*arg) {
                     params.insert("token".into(), token);
                 }
-                let method = match *method {
-                    TokenMethod::Accounts => "accounts",
+                match *method {
+                    TokenMethod::Accounts => {}
                     TokenMethod::CreateAccount(i) | TokenMethod::SetActive(i) => {
                         params.insert("label".into(), json!(LABELS[usize::from(i) % LABELS.len()]));
-                        if matches!(method, TokenMethod::SetActive(_)) {
-                            "set_active_account"
-                        } else {
-                            "create_account_path"
-                        }
                     }
                     TokenMethod::PublicKey(p) => {
                         params.insert("path".into(), json!(PATHS[usize::from(p) % PATHS.len()]));
-                        "get_public_key"
                     }
                     TokenMethod::Sign(p) => {
                         params.insert("path".into(), json!(PATHS[usize::from(p) % PATHS.len()]));
                         params.insert("message".into(), json!(MESSAGE));
-                        "sign_message"
                     }
-                };
-                (method, Value::Object(params))
+                }
+                Value::Object(params)
             }
             Resolved::Plain(call) => match *call {
                 model::Call::Raw(i) => return (RAW_BODIES[usize::from(i) % RAW_BODIES.len()].to_vec(), None),
@@ -295,17 +346,13 @@ impl Sut {
                     let pair = self.rng.key_pair();
                     let public = if bad_key { pair.public_hex[2..].to_owned() } else { pair.public_hex.clone() };
                     self.rekey_pair = Some(pair);
-                    ("init_secure_api", json!({"ecdh_pubkey": public}))
+                    json!({"ecdh_pubkey": public})
                 }
-                model::Call::TopDir => ("get_top_level_directory", json!({})),
-                model::Call::SetDir(i) => {
-                    ("set_top_level_directory", json!({"dir": SET_DIRS[usize::from(i) % SET_DIRS.len()].0}))
-                }
+                model::Call::TopDir | model::Call::ListWallets => json!({}),
+                model::Call::SetDir(i) => json!({"dir": SET_DIRS[usize::from(i) % SET_DIRS.len()].0}),
                 model::Call::CreateConfig { valid } => {
                     let chain = if valid { "Mainnet" } else { "Moonnet" };
-                    let params =
-                        json!({"chain_type": chain, "wallet_config": null, "logging_config": null, "tor_config": null});
-                    ("create_config", params)
+                    json!({"chain_type": chain, "wallet_config": null, "logging_config": null, "tor_config": null})
                 }
                 model::Call::Create { name, kind, pw } => {
                     let (mnemonic, length) = match kind {
@@ -314,32 +361,27 @@ impl Sut {
                         CreateKind::BadLength => (Value::Null, 15),
                         CreateKind::BadMnemonic => (json!("abandon abandon abandon"), 0),
                     };
-                    let params = json!({"name": name_param(name), "mnemonic": mnemonic, "mnemonic_length": length, "password": password(pw)});
-                    ("create_wallet", params)
+                    json!({"name": name_param(name), "mnemonic": mnemonic, "mnemonic_length": length, "password": password(pw)})
                 }
                 model::Call::ImportGrin { name, right_pw } => {
                     let (seed, salt, nonce) = model::GRIN_SEED;
                     let file = json!({"encrypted_seed": seed, "salt": salt, "nonce": nonce});
                     let pw = if right_pw { "testpass" } else { "pw0" };
-                    ("import_grin_wallet", json!({"name": name_param(name), "wallet_seed": file, "password": pw}))
+                    json!({"name": name_param(name), "wallet_seed": file, "password": pw})
                 }
-                model::Call::Open { name, pw } => {
-                    ("open_wallet", json!({"name": name_param(name), "password": password(pw)}))
+                model::Call::Open { name, pw }
+                | model::Call::Mnemonic { name, pw }
+                | model::Call::Delete { name, pw } => {
+                    json!({"name": name_param(name), "password": password(pw)})
                 }
-                model::Call::Close { name } => ("close_wallet", json!({"name": name_param(name)})),
-                model::Call::Mnemonic { name, pw } => {
-                    ("get_mnemonic", json!({"name": name_param(name), "password": password(pw)}))
-                }
+                model::Call::Close { name } => json!({"name": name_param(name)}),
                 model::Call::ChangePassword { name, old, new } => {
-                    ("change_password", json!({"name": name_param(name), "old": password(old), "new": password(new)}))
+                    json!({"name": name_param(name), "old": password(old), "new": password(new)})
                 }
-                model::Call::Delete { name, pw } => {
-                    ("delete_wallet", json!({"name": name_param(name), "password": password(pw)}))
-                }
-                model::Call::ListWallets => ("list_wallets", json!({})),
                 model::Call::Token { .. } => unreachable!("token calls are resolved"),
             },
         };
+        let method = call.method().expect("only odd bodies name no method");
         let id = self.id();
         (peer::inner_body(id, method, &params), Some(id))
     }
@@ -422,16 +464,49 @@ impl Sut {
             let answer = match &e.answer {
                 Some(Answer::Ok(ok)) => format!("Ok {}", format!("{ok:?}").split(['(', ' ', '{']).next().unwrap_or("")),
                 Some(Answer::Err(p)) => format!("Err {}", p[0].contains),
+                Some(Answer::Forbidden { .. }) => "Forbidden".to_owned(),
                 Some(other) => format!("{other:?}").chars().take(12).collect(),
                 None => String::new(),
             };
-            format!("{kind:<28} {:<12} {answer}", format!("{:?}", e.route).split('(').next().unwrap_or(""))
+            // Who sends it: the sealer's current principal, or another (a stolen envelope, or a
+            // client that became another principal: then its old envelopes may be its old
+            // principal's, and a replay of one is still a replay); and whose token it carries.
+            let sender = if model.principal_of(e.c) == e.principal { "" } else { " [sent as another]" };
+            let token = match &e.source {
+                Source::Fresh { call: Resolved::Token(_, TokenArg::Issued { index, .. }), .. }
+                    if model.tokens[*index as usize].principal != e.principal =>
+                {
+                    " [another's token]"
+                }
+                _ => "",
+            };
+            // A password check while another principal is throttled on the same wallet.
+            let throttle = match (&e.source, e.route) {
+                (Source::Fresh { call: Resolved::Plain(call), .. }, Route::Accepted(s)) => {
+                    let name = match *call {
+                        model::Call::Open { name, .. }
+                        | model::Call::Mnemonic { name, .. }
+                        | model::Call::Delete { name, .. }
+                        | model::Call::ChangePassword { name, .. } => model::name_key(name),
+                        _ => None,
+                    };
+                    let wallet = name.zip(model.sessions.get(&s)).map(|(name, session)| (session.dir, name));
+                    let others = |((p, key), t): (&(u8, (u8, u8)), &model::ThrottleM)| {
+                        Some(*key) == wallet && *p != e.principal && t.next_allowed > e.now
+                    };
+                    if model.throttle.iter().any(others) { " [another principal throttled here]" } else { "" }
+                }
+                _ => "",
+            };
+            let route = format!("{:?}", e.route);
+            format!("{kind:<28} {:<12} {answer}{sender}{token}{throttle}", route.split('(').next().unwrap_or(""))
         });
-        let before = (!accepted).then(|| self.snapshot());
-        let out = self.handle(&body, hint, e.now);
+        let forbidden = matches!(e.answer, Some(Answer::Forbidden { .. }));
+        let before = (!accepted || forbidden).then(|| self.snapshot());
+        let out = self.handle(&body, hint, e.principal, e.now);
         let answer = parse(&out.body);
         assert!(!out.created_session, "an envelope created a session");
-        if let Some(before) = before {
+        if !accepted && let Some(before) = before {
             self.check_refused(&answer, &out, e.route, hint, outer);
             assert_eq!(before, self.snapshot(), "a refused envelope ({:?}) changed state", e.route);
             self.track_vault(None);
@@ -470,6 +545,9 @@ impl Sut {
         }
         let inner: Value = serde_json::from_slice(&plaintext).expect("the inner answer is JSON");
         let token = self.check_answer(&inner, expected, inner_id, model);
+        if let Some(before) = before {
+            assert_eq!(before, self.snapshot(), "a forbidden call changed state: {inner}");
+        }
         if let Some(new_key) = e.rekey_to {
             let server_key = inner["result"]["Ok"].as_str().expect("re-key answer");
             let pair = self.rekey_pair.take().expect("a re-key call drew a key pair");
@@ -479,6 +557,9 @@ impl Sut {
     }
 
     fn check_refused(&self, answer: &Value, out: &Outgoing, route: Route, hint: Option<SessionId>, outer: Option<u64>) {
+        if route == Route::Revoked {
+            return self.check_revoked(answer, out);
+        }
         let (code, message) = error_of(answer);
         let ok = match route {
             Route::NoSession => code == -32001,
@@ -488,7 +569,7 @@ impl Sut {
                 code == -32002 && message.starts_with("Encrypted request format error") && !message.contains("replay")
             }
             Route::Parse => code == -32700,
-            Route::Accepted(_) => unreachable!("refused"),
+            Route::Accepted(_) | Route::Revoked => unreachable!("refused here"),
         };
         assert!(ok, "expected {route:?}, got {answer}");
         assert_eq!(out.session, hint, "a refused envelope's answer names another session");
@@ -513,6 +594,11 @@ impl Sut {
                     patterns.iter().any(|p| matches(p, code, &message)),
                     "expected one of {patterns:?}, got {inner}"
                 );
+                return None;
+            }
+            Answer::Forbidden { method, needs } => {
+                let message = format!("Forbidden: {method} needs the {needs} role");
+                assert_eq!(error_of(inner), (-32099, message), "{inner}");
                 return None;
             }
             Answer::Ok(ok) => match inner.get("result").and_then(|r| r.get("Ok")) {
@@ -617,7 +703,7 @@ impl Sut {
             }
         };
         let before = self.snapshot();
-        let out = self.handle(&body, None, now);
+        let out = self.handle(&body, None, LOCAL, now);
         let answer = parse(&out.body);
         assert!(!out.created_session && out.session.is_none(), "garbage made a session: {answer}");
         let (got, _) = error_of(&answer);
@@ -681,6 +767,11 @@ impl Sut {
         if swept {
             assert_eq!(owners, current, "after handle_timeout/shutdown the vault holds exactly the open wallets");
             assert_eq!(self.server.session_count(), model.sessions.len(), "live sessions after a sweep");
+        }
+        for (p, (name, _)) in (0u8..).zip(PRINCIPALS) {
+            let (live, modelled) = (self.server.session_count_of(name), model.sessions_of(p).count());
+            assert!(live >= modelled, "a live session of {name} is missing");
+            assert!(!swept || live == modelled, "live sessions of {name} after a sweep");
         }
         for observed in self.observed.values() {
             if let Some(master) = &observed.master {

@@ -1,8 +1,13 @@
 //! The model-based test: random sequences of operations run through the reference model and the
 //! real server (see `keyward_proptests::model` and `keyward_proptests::sut`), checked after every
-//! step. 256 cases by default (about a minute in a debug build); set `PROPTEST_CASES` for more.
+//! step. Each case also picks the principal client 1 starts as (`CLIENT1_STARTS`: a registered
+//! reader, signer or owner, or `local` like client 0). 256 cases by default; set `PROPTEST_CASES`
+//! for more.
 
-use keyward_proptests::model::{Call, CreateKind, Form, Garbage, Model, Op, Tamper, TokenMethod, TokenSel};
+use keyward_proptests::model::{
+    CLIENT1_STARTS, CLIENTS, Call, CreateKind, Form, Garbage, Model, Op, PASSWORDS, PRINCIPALS, Tamper, TokenMethod,
+    TokenSel,
+};
 use keyward_proptests::sut::Sut;
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -27,26 +32,48 @@ fn config() -> Config {
 /// so shrinking may drop any of them.
 #[derive(Debug, Clone)]
 struct Ctx {
-    /// Clients with a live session.
+    /// Clients whose latest session is live and belongs to the principal they speak as.
     live_clients: Vec<u8>,
     /// `name` params of stored wallets.
     names: Vec<u8>,
     /// Passwords of stored wallets.
     passwords: Vec<u8>,
-    /// `TokenSel::Issued` arguments that pick a current token.
+    /// `name` and a wrong password of a stored wallet: repeated, they make the unlock throttle
+    /// count and wait (per principal), which random passwords alone rarely do.
+    guesses: Vec<(u8, u8)>,
+    /// `TokenSel::Issued` arguments that pick a current token (of any principal).
     current: Vec<u8>,
+    /// The same, per client: current tokens of the principal it speaks as.
+    own_current: Vec<Vec<u8>>,
 }
 
 impl Ctx {
     fn of(model: &Model) -> Self {
-        let live_clients = (0..3u8)
-            .filter(|c| model.clients[usize::from(*c)].session.is_some_and(|s| model.sessions.contains_key(&s)))
+        let live_clients = (0..CLIENTS as u8)
+            .filter(|c| {
+                let client = &model.clients[usize::from(*c)];
+                client.session.and_then(|s| model.sessions.get(&s)).is_some_and(|s| s.principal == client.principal)
+            })
             .collect();
         let names = model.wallets.keys().map(|(_, name)| *name).collect();
         let passwords = model.wallets.values().map(|w| w.password).collect();
+        let guesses = model
+            .wallets
+            .iter()
+            .flat_map(|((_, name), w)| (0..PASSWORDS.len() as u8).filter(|pw| *pw != w.password).map(|pw| (*name, pw)))
+            .collect();
         let n = model.tokens.len();
-        let current = model.current_tokens().iter().filter_map(|t| u8::try_from(n - 1 - *t as usize).ok()).collect();
-        Self { live_clients, names, passwords, current }
+        let back = |t: &u32| u8::try_from(n - 1 - *t as usize).ok();
+        let current = model.current_tokens().iter().filter_map(back).collect();
+        let own_current = model
+            .clients
+            .iter()
+            .map(|client| {
+                let own = |t: &&u32| model.tokens[**t as usize].principal == client.principal;
+                model.current_tokens().iter().filter(own).filter_map(back).collect()
+            })
+            .collect();
+        Self { live_clients, names, passwords, guesses, current, own_current }
     }
 }
 
@@ -91,10 +118,14 @@ fn token_method() -> impl Strategy<Value = TokenMethod> {
     ]
 }
 
-fn token(ctx: &Ctx) -> BoxedStrategy<TokenSel> {
-    let issued = if ctx.current.is_empty() { 4 } else { 14 };
+/// A token for client `c` (`None`: a client not known yet): mostly its own principal's current
+/// ones, sometimes any principal's.
+fn token(ctx: &Ctx, c: Option<u8>) -> BoxedStrategy<TokenSel> {
+    let own = c.map_or(&ctx.current, |c| &ctx.own_current[usize::from(c)]);
+    let issued = if own.is_empty() { 4 } else { 16 };
     prop_oneof![
-        issued => likely(&ctx.current, 0..3).prop_map(TokenSel::Issued),
+        issued => likely(own, 0..3).prop_map(TokenSel::Issued),
+        2 => likely(&ctx.current, 0..3).prop_map(TokenSel::Issued),
         1 => (0..3u8).prop_map(TokenSel::Upper),
         1 => (0..3u8).prop_map(TokenSel::Flipped),
         1 => Just(TokenSel::Wrong),
@@ -106,8 +137,9 @@ fn token(ctx: &Ctx) -> BoxedStrategy<TokenSel> {
     .boxed()
 }
 
-fn call(ctx: &Ctx) -> BoxedStrategy<Call> {
+fn call(ctx: &Ctx, c: Option<u8>) -> BoxedStrategy<Call> {
     let (name, password) = (|| name_in(ctx), || password_in(ctx));
+    let guess = if ctx.guesses.is_empty() { (name(), password()).boxed() } else { select(ctx.guesses.clone()).boxed() };
     prop_oneof![
         2 => prop_oneof![5 => Just(false), 1 => Just(true)].prop_map(|bad_key| Call::Reinit { bad_key }),
         1 => Just(Call::TopDir),
@@ -116,12 +148,13 @@ fn call(ctx: &Ctx) -> BoxedStrategy<Call> {
         5 => (name(), create_kind(), password()).prop_map(|(name, kind, pw)| Call::Create { name, kind, pw }),
         1 => (name(), any::<bool>()).prop_map(|(name, right_pw)| Call::ImportGrin { name, right_pw }),
         6 => (name(), password()).prop_map(|(name, pw)| Call::Open { name, pw }),
+        3 => guess.prop_map(|(name, pw)| Call::Open { name, pw }),
         2 => name().prop_map(|name| Call::Close { name }),
         1 => (name(), password()).prop_map(|(name, pw)| Call::Mnemonic { name, pw }),
         2 => (name(), password(), password()).prop_map(|(name, old, new)| Call::ChangePassword { name, old, new }),
         2 => (name(), password()).prop_map(|(name, pw)| Call::Delete { name, pw }),
         1 => Just(Call::ListWallets),
-        10 => (token_method(), token(ctx)).prop_map(|(method, token)| Call::Token { method, token }),
+        10 => (token_method(), token(ctx, c)).prop_map(|(method, token)| Call::Token { method, token }),
         1 => (0..6u8).prop_map(Call::Raw),
     ]
     .boxed()
@@ -165,14 +198,23 @@ fn form() -> impl Strategy<Value = Form> {
 }
 
 fn op(ctx: &Ctx) -> BoxedStrategy<Op> {
-    let (client, call, password) = (|| client_in(ctx), || call(ctx), || password_in(ctx));
+    let own_call = {
+        let ctx = ctx.clone();
+        client_in(&ctx).prop_flat_map(move |c| (Just(c), call(&ctx, Some(c)), form()))
+    };
+    let (client, call, password) = (|| client_in(ctx), || call(ctx, None), || password_in(ctx));
     prop_oneof![
         5 => (0..3u8, prop_oneof![9 => Just(false), 1 => Just(true)]).prop_map(|(c, bad_key)| Op::Init { c, bad_key }),
-        24 => (client(), call(), form()).prop_map(|(c, call, form)| Op::Call { c, call, form }),
+        24 => own_call.prop_map(|(c, call, form)| Op::Call { c, call, form }),
         3 => (client(), call(), tamper(), any::<bool>())
             .prop_map(|(c, call, how, then_original)| Op::Tamper { c, call, how, then_original }),
         2 => (client(), client(), call()).prop_map(|(from, to, call)| Op::CrossSend { from, to, call }),
         3 => (client(), 0..8u8, any::<bool>()).prop_map(|(c, back, hint)| Op::Replay { c, back, hint }),
+        1 => (0..3u8, 0..PRINCIPALS.len() as u8).prop_map(|(c, p)| Op::Become { c, p }),
+        2 => (client(), 0..3u8, call(), any::<bool>())
+            .prop_map(|(from, by, call, hint)| Op::Steal { from, by, call, hint }),
+        1 => (client(), 0..3u8, 0..8u8, any::<bool>())
+            .prop_map(|(from, by, back, hint)| Op::StealReplay { from, by, back, hint }),
         1 => garbage().prop_map(Op::Garbage),
         4 => advance().prop_map(Op::Advance),
         1 => Just(Op::Timeout),
@@ -192,7 +234,7 @@ impl ReferenceStateMachine for Reference {
     type Transition = Op;
 
     fn init_state() -> BoxedStrategy<Model> {
-        Just(Model::new()).boxed()
+        select(CLIENT1_STARTS.to_vec()).prop_map(Model::with_client1).boxed()
     }
 
     fn transitions(model: &Model) -> BoxedStrategy<Op> {

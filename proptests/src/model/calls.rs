@@ -1,17 +1,27 @@
 //! Inner calls: what each method of an accepted envelope does to the model and must answer
-//! (wallet lifecycle, passwords and the throttle, the store's armed failure, token methods).
+//! (roles, wallet lifecycle, passwords and the throttle, the store's armed failure, token methods),
+//! for the principal that sent it.
 
-use keyward_core::methods::account_path;
+use std::collections::BTreeMap;
+
+use keyward_core::methods::{self, account_path};
 use serde_json::{Value, json};
 
 use super::{
     Answer, Call, CreateKind, DATA_ROOT, DIRS, E_ARG, E_EXISTS, E_LABEL_EXISTS, E_MASK, E_NOT_OPEN, E_OPEN, E_PARAMS,
-    E_STORE, E_THROTTLED, E_UNKNOWN_LABEL, LABELS, LENGTHS, Model, NAME_PARAMS, OkVal, OpenM, Origin, PASSWORDS, PATHS,
-    RAW_BODIES, Resolved, SET_DIRS, THROTTLE, ThrottleM, TokenArg, TokenM, TokenMethod, TokenStatus, WALLET_NAMES,
-    WalletM,
+    E_STORE, E_THROTTLED, E_UNKNOWN_LABEL, ErrPat, LABELS, LENGTHS, Model, NAME_PARAMS, OkVal, OpenM, Origin,
+    PASSWORDS, PATHS, RAW_BODIES, Resolved, SET_DIRS, THROTTLE, ThrottleM, TokenArg, TokenM, TokenMethod, TokenStatus,
+    WALLET_NAMES, WalletM,
 };
 
-fn name_key(name: u8) -> Option<u8> {
+/// What a principal gets for another principal's token whose opening was closed (by
+/// `close_wallet`, `delete_wallet`, `shutdown` or a sweep after expiry): a wrong token's answer
+/// (section 7.2), so a stolen token's holder never learns it was real. (The model found the vault
+/// answering `Wallet has not been opened` here; the vault now remembers who closed a token.)
+pub const ANOTHERS_CLOSED_TOKEN: ErrPat = E_MASK;
+
+/// The wallet name (index into [`WALLET_NAMES`]) a `name` param means; `None` if invalid.
+pub fn name_key(name: u8) -> Option<u8> {
     match NAME_PARAMS[usize::from(name) % NAME_PARAMS.len()] {
         None | Some("default") => Some(0),
         Some("w1") => Some(1),
@@ -20,10 +30,21 @@ fn name_key(name: u8) -> Option<u8> {
 }
 
 impl Model {
-    pub(super) fn dispatch(&mut self, call: &Resolved, dir: u8, now: u64) -> (Answer, After) {
+    /// Runs an accepted call of principal `p` in directory `dir`.
+    pub(super) fn dispatch(&mut self, call: &Resolved, dir: u8, now: u64, p: u8) -> (Answer, After) {
         let mut after = After::default();
+        // The least role of each method is the core's one table (`METHODS`), which
+        // core/tests/principals.rs checks against the specification's; what the model adds is that
+        // a call below it is refused before anything runs.
+        let role = Self::role_of(p).expect("an accepted call's principal is known");
+        if let Some(method) = call.method() {
+            let needs = methods::find(method).expect("a built-in method").role();
+            if !role.allows(needs) {
+                return (Answer::Forbidden { method, needs }, after);
+            }
+        }
         let answer = match call {
-            Resolved::Token(method, arg) => self.token_call(*method, *arg, now),
+            Resolved::Token(method, arg) => self.token_call(*method, *arg, now, p),
             Resolved::Plain(call) => match *call {
                 Call::Reinit { bad_key: true } => Answer::Err(vec![E_PARAMS]),
                 Call::Reinit { bad_key: false } => {
@@ -49,19 +70,19 @@ impl Model {
                 }
                 Call::Create { name, kind, pw } => self.create(dir, name, kind, pw),
                 Call::ImportGrin { name, right_pw } => self.import_grin(dir, name, right_pw),
-                Call::Open { name, pw } => self.open(dir, name, pw, now),
+                Call::Open { name, pw } => self.open(dir, name, pw, now, p),
                 Call::Close { name } => match name_key(name) {
                     None => Answer::Err(vec![E_ARG]),
                     Some(name) => {
-                        self.close_wallet((dir, name));
+                        self.close_openings((dir, name), Some(p));
                         Answer::Ok(OkVal::Null)
                     }
                 },
-                Call::Mnemonic { name, pw } => self.with_password(dir, name, pw, now, |model, key| {
+                Call::Mnemonic { name, pw } => self.with_password(dir, name, pw, now, p, |model, key| {
                     let wallet = &model.wallets[&key];
                     Answer::Ok(OkVal::Mnemonic { incarnation: wallet.incarnation, origin: wallet.origin })
                 }),
-                Call::ChangePassword { name, old, new } => self.with_password(dir, name, old, now, |model, key| {
+                Call::ChangePassword { name, old, new } => self.with_password(dir, name, old, now, p, |model, key| {
                     if model.write() {
                         if let Some(wallet) = model.wallets.get_mut(&key) {
                             wallet.password = new % PASSWORDS.len() as u8;
@@ -72,8 +93,9 @@ impl Model {
                         Answer::Err(vec![E_STORE])
                     }
                 }),
-                Call::Delete { name, pw } => self.with_password(dir, name, pw, now, |model, key| {
-                    model.close_wallet(key);
+                Call::Delete { name, pw } => self.with_password(dir, name, pw, now, p, |model, key| {
+                    // Every principal's opening closes, even if the store then fails.
+                    model.close_openings(key, None);
                     if model.write() {
                         model.wallets.remove(&key);
                         Answer::Ok(OkVal::Null)
@@ -81,8 +103,8 @@ impl Model {
                         Answer::Err(vec![E_STORE])
                     }
                 }),
-                Call::ListWallets => Answer::Ok(OkVal::Exact(self.list_wallets(dir))),
-                Call::Raw(i) => self.raw_answer(i, dir),
+                Call::ListWallets => Answer::Ok(OkVal::Exact(self.list_wallets(dir, p))),
+                Call::Raw(i) => self.raw_answer(i, dir, p),
                 Call::Token { .. } => unreachable!("token calls are resolved"),
             },
         };
@@ -112,7 +134,7 @@ impl Model {
             origin,
             incarnation,
             accounts: vec![("default".into(), 0)],
-            open: None,
+            opens: BTreeMap::new(),
             legacy: false,
         };
         self.wallets.insert(key, wallet);
@@ -151,15 +173,16 @@ impl Model {
         Answer::Ok(OkVal::Null)
     }
 
-    /// Checks a password as the server does (a missing wallet fails like a wrong password but is
-    /// never throttled nor tracked; an existing one goes through the throttle first), then runs
-    /// `then` on success.
+    /// Checks principal `p`'s password as the server does (a missing wallet fails like a wrong
+    /// password but is never throttled nor tracked; an existing one goes through `p`'s own throttle
+    /// entry first), then runs `then` on success.
     fn with_password(
         &mut self,
         dir: u8,
         name: u8,
         pw: u8,
         now: u64,
+        p: u8,
         then: impl FnOnce(&mut Self, (u8, u8)) -> Answer,
     ) -> Answer {
         let Some(name) = name_key(name) else {
@@ -170,14 +193,15 @@ impl Model {
         let Some(wallet) = self.wallets.get(&key) else {
             return Answer::Err(vec![E_OPEN]);
         };
-        if self.throttle.get(&key).is_some_and(|t| t.next_allowed > now) {
+        let at = (p, key);
+        if self.throttle.get(&at).is_some_and(|t| t.next_allowed > now) {
             return Answer::Err(vec![E_THROTTLED]);
         }
         if wallet.password == pw {
-            self.throttle.remove(&key);
+            self.throttle.remove(&at);
             then(self, key)
         } else {
-            let entry = self.throttle.entry(key).or_insert(ThrottleM { failures: 0, next_allowed: 0 });
+            let entry = self.throttle.entry(at).or_insert(ThrottleM { failures: 0, next_allowed: 0 });
             entry.failures += 1;
             if entry.failures > THROTTLE.free_attempts {
                 let doublings = (entry.failures - THROTTLE.free_attempts - 1).min(40);
@@ -187,41 +211,50 @@ impl Model {
         }
     }
 
-    fn open(&mut self, dir: u8, name: u8, pw: u8, now: u64) -> Answer {
-        self.with_password(dir, name, pw, now, |model, key| {
+    fn open(&mut self, dir: u8, name: u8, pw: u8, now: u64, p: u8) -> Answer {
+        self.with_password(dir, name, pw, now, p, |model, key| {
             // An upgrade of a legacy record is one write; its failure keeps the old record and does
             // not fail the call.
             if model.wallets[&key].legacy && model.write() {
                 model.wallets.get_mut(&key).expect("checked").legacy = false;
             }
-            for token in model.tokens.iter_mut().filter(|t| t.wallet == key) {
+            // The principal's earlier opening is replaced (its token goes stale, unless a sweep
+            // closed it first); then the vault sweeps, closing every other expired opening.
+            // Other principals' openings of this wallet stay, with their tokens.
+            for token in &mut model.tokens {
                 token.status = match token.status {
-                    TokenStatus::Current => TokenStatus::Stale,
-                    TokenStatus::ExpiredUnswept => TokenStatus::StaleOrClosed,
+                    TokenStatus::Current if token.wallet == key && token.principal == p => TokenStatus::Stale,
+                    TokenStatus::ExpiredUnswept if token.wallet == key && token.principal == p => {
+                        TokenStatus::StaleOrClosed
+                    }
+                    TokenStatus::ExpiredUnswept => TokenStatus::Closed,
                     other => other,
                 };
             }
             let token = model.tokens.len() as u32;
-            model.tokens.push(TokenM { wallet: key, status: TokenStatus::Current });
+            model.tokens.push(TokenM { wallet: key, principal: p, status: TokenStatus::Current });
             let wallet = model.wallets.get_mut(&key).expect("checked");
-            wallet.open = Some(OpenM { token, opened: now, last_used: now });
+            wallet.opens.insert(p, OpenM { token, opened: now, last_used: now });
             Answer::Ok(OkVal::Token(token))
         })
     }
 
-    /// Closes a wallet in the vault (close, delete, shutdown): its token, current or expired, is closed.
-    pub(super) fn close_wallet(&mut self, key: (u8, u8)) {
+    /// Closes openings of a wallet in the vault: principal `p`'s (`close_wallet`), or every one
+    /// (`None`: delete, shutdown). Their tokens, current or expired, are closed.
+    pub(super) fn close_openings(&mut self, key: (u8, u8), p: Option<u8>) {
+        let closes = |principal: u8| p.is_none_or(|p| p == principal);
         if let Some(wallet) = self.wallets.get_mut(&key) {
-            wallet.open = None;
+            wallet.opens.retain(|principal, _| !closes(*principal));
         }
-        for token in self.tokens.iter_mut().filter(|t| t.wallet == key) {
+        for token in self.tokens.iter_mut().filter(|t| t.wallet == key && closes(t.principal)) {
             if matches!(token.status, TokenStatus::Current | TokenStatus::ExpiredUnswept) {
                 token.status = TokenStatus::Closed;
             }
         }
     }
 
-    fn token_call(&mut self, method: TokenMethod, arg: TokenArg, now: u64) -> Answer {
+    /// A token method called by principal `p`.
+    fn token_call(&mut self, method: TokenMethod, arg: TokenArg, now: u64, p: u8) -> Answer {
         let key = match arg {
             TokenArg::Missing => return Answer::Err(vec![E_PARAMS]),
             // The specification says −32602 for a token that is neither a string nor null; the code
@@ -232,6 +265,18 @@ impl Model {
             }
             TokenArg::Issued { index, .. } => {
                 let token = &mut self.tokens[index as usize];
+                if token.principal != p {
+                    // Another principal's token is refused as a wrong one is, and nothing about it
+                    // changes; but see ANOTHERS_CLOSED_TOKEN.
+                    return Answer::Err(match token.status {
+                        TokenStatus::Current | TokenStatus::Stale => vec![E_MASK],
+                        TokenStatus::Closed => vec![ANOTHERS_CLOSED_TOKEN],
+                        // Closed if a sweep ran first; else a live entry of another principal.
+                        TokenStatus::ExpiredUnswept | TokenStatus::StaleOrClosed => {
+                            vec![E_MASK, ANOTHERS_CLOSED_TOKEN]
+                        }
+                    });
+                }
                 match token.status {
                     TokenStatus::Current => token.wallet,
                     TokenStatus::Stale => return Answer::Err(vec![E_MASK]),
@@ -245,7 +290,7 @@ impl Model {
             }
         };
         let wallet = self.wallets.get_mut(&key).expect("a current token's wallet is stored");
-        wallet.open.as_mut().expect("a current token's wallet is open").last_used = now;
+        wallet.opens.get_mut(&p).expect("a current token's wallet is open for its principal").last_used = now;
         let (incarnation, origin) = (wallet.incarnation, wallet.origin);
         match method {
             TokenMethod::Accounts => {
@@ -313,18 +358,19 @@ pub fn top_level_directory(dir: u8) -> String {
 }
 
 impl Model {
-    fn list_wallets(&self, dir: u8) -> Value {
+    /// `list_wallets` for principal `p`: "open" is its own opening.
+    fn list_wallets(&self, dir: u8, p: u8) -> Value {
         let list = self
             .wallets
             .iter()
             .filter(|((d, _), _)| *d == dir)
-            .map(|((_, n), w)| json!({"name": WALLET_NAMES[usize::from(*n)], "open": w.open.is_some()}))
+            .map(|((_, n), w)| json!({"name": WALLET_NAMES[usize::from(*n)], "open": w.opens.contains_key(&p)}))
             .collect();
         Value::Array(list)
     }
 
-    /// The whole inner answer to `RAW_BODIES[i]`.
-    fn raw_answer(&self, i: u8, dir: u8) -> Answer {
+    /// The whole inner answer to `RAW_BODIES[i]` (their methods need no more than `reader`).
+    fn raw_answer(&self, i: u8, dir: u8, p: u8) -> Answer {
         let error = |id: Value, code: i64, message: &str| json!({"id": id, "jsonrpc": "2.0", "error": {"code": code, "message": message}});
         match i % RAW_BODIES.len() as u8 {
             0 => Answer::NotJson,
@@ -332,7 +378,7 @@ impl Model {
             2 => Answer::Whole(error(json!(7), -32601, "Method not found")),
             3 => Answer::Whole(error(Value::Null, -32600, "Invalid Request: not a JSON-RPC request")),
             4 => Answer::Whole(json!([
-                {"id": 1, "jsonrpc": "2.0", "result": {"Ok": self.list_wallets(dir)}},
+                {"id": 1, "jsonrpc": "2.0", "result": {"Ok": self.list_wallets(dir, p)}},
                 error(json!(2), -32601, "Method not found"),
             ])),
             _ => Answer::Whole(error(json!(7), -32602, "Invalid params: unexpected param 'x'")),

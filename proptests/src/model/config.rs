@@ -5,21 +5,70 @@ use keyward_core::seed_record::KdfParams;
 use keyward_core::session::SessionLimits;
 use keyward_core::throttle::ThrottleConfig;
 use keyward_core::vault::TokenLimits;
-use keyward_core::{ServerConfig, SessionId};
+use keyward_core::{ClientRecord, Identity, Role, ServerConfig, SessionId};
 
 /// Clients in a run. Clients 0 and 1 name their session (`Keyward-Session`); client 2 is a plain V3
-/// client found by trial decryption.
+/// client found by trial decryption. Each speaks as one of the [`PRINCIPALS`]: client 0 as `local`
+/// (the built-in owner), client 1 as the run's choice of [`CLIENT1_STARTS`], client 2 as the
+/// registered owner `v3`; an [`Op::Become`](super::Op::Become) makes a client another principal
+/// (the same program presenting another certificate).
 pub const CLIENTS: usize = 3;
+
+/// The principals a client may speak as: the name the transport gives the core, and the role the
+/// server knows it by (`None`: a name the server does not know, refused before anything is parsed).
+/// `local` is built in; the others with a role are registered at start ([`registered_clients`]).
+pub const PRINCIPALS: [(&str, Option<Role>); 6] = [
+    ("local", Some(Role::Owner)),
+    ("reader", Some(Role::Reader)),
+    ("signer", Some(Role::Signer)),
+    ("owner", Some(Role::Owner)),
+    ("v3", Some(Role::Owner)),
+    ("ghost", None),
+];
+/// The built-in in-process principal (index into [`PRINCIPALS`]).
+pub const LOCAL: u8 = 0;
+/// The registered reader.
+pub const READER: u8 = 1;
+/// The registered signer.
+pub const SIGNER: u8 = 2;
+/// The registered owner (beside `local`).
+pub const OWNER: u8 = 3;
+/// The registered owner the plain V3 client speaks as.
+pub const V3: u8 = 4;
+/// Principals client 1 may start a run as: a registered reader (most refusals), signer (may sign,
+/// not manage), owner (a second owner beside `local`: two principals with full power over the same
+/// wallets), or `local` itself (two clients of one principal share its sessions' cap, its tokens,
+/// its openings and its throttle).
+pub const CLIENT1_STARTS: [u8; 4] = [READER, SIGNER, OWNER, LOCAL];
+
+/// The client records the driver registers at start (`Server::add_client`): every principal with a
+/// role but the built-in `local`, each with its own uid.
+pub fn registered_clients() -> Vec<ClientRecord> {
+    let mut records = Vec::new();
+    for (uid, (name, role)) in (1000u32..).zip(PRINCIPALS) {
+        if let Some(role) = role
+            && name != PRINCIPALS[usize::from(LOCAL)].0
+        {
+            let identity = Identity::Uid { uid };
+            records.push(ClientRecord { name: name.into(), role, identity, created_unix_ms: 0, revoked_unix_ms: None });
+        }
+    }
+    records
+}
+
 /// The data root the server is configured with.
 pub const DATA_ROOT: &str = "/srv/keyward";
 /// Session limits of the model's server: small, so that eviction, expiry and the request cap happen.
+/// A principal holds at most 2 of the 3 sessions, so both eviction rules happen: a principal's third
+/// session evicts its own, and a full table (three principals, or two with 2 + 1) evicts from the
+/// principal holding the most.
 pub const SESSIONS: SessionLimits = SessionLimits {
     max_sessions: 3,
     idle_ms: 6_000,
     lifetime_ms: 25_000,
     max_requests: 24,
     max_nonces: 1 << 20,
-    max_per_principal: 3,
+    max_per_principal: 2,
     max_unnamed_bytes: 64 * 1024,
 };
 /// Token limits of the model's server (other limits, such as how many wallets may be open, stay at

@@ -1,6 +1,7 @@
 //! What the server must do: the error patterns, routes and answers the model expects, and the
 //! [`Step`]s that [`Model::apply`](super::Model::apply) records for the driver to check.
 
+use keyward_core::Role;
 use serde_json::Value;
 
 use super::{Call, Form, Garbage, Tamper, TokenMethod};
@@ -58,6 +59,8 @@ pub enum Route {
     Format,
     /// −32700: not JSON.
     Parse,
+    /// −32099 `Forbidden: this client is revoked`: the principal is unknown; nothing is parsed.
+    Revoked,
 }
 
 /// The session id sent with a request.
@@ -114,6 +117,8 @@ pub enum Answer {
     Whole(Value),
     /// The plaintext was not JSON: a plaintext −32002 instead of an encrypted answer.
     NotJson,
+    /// −32099 `Forbidden: <method> needs the <needs> role`, and nothing changed.
+    Forbidden { method: &'static str, needs: Role },
 }
 
 /// A token param, resolved against the tokens issued so far.
@@ -144,6 +149,16 @@ pub enum Resolved {
     Token(TokenMethod, TokenArg),
 }
 
+impl Resolved {
+    /// The method the call names (`None` for an odd body).
+    pub fn method(&self) -> Option<&'static str> {
+        match self {
+            Self::Plain(call) => call.method(),
+            Self::Token(method, _) => Some(method.name()),
+        }
+    }
+}
+
 /// Where an envelope's bytes come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -158,8 +173,10 @@ pub enum Source {
 pub struct EnvStep {
     /// The clock.
     pub now: u64,
-    /// The sending client.
+    /// The client whose key sealed it (and who keeps it for replays).
     pub c: u8,
+    /// The principal that sends it (index into [`PRINCIPALS`](super::PRINCIPALS)).
+    pub principal: u8,
     /// What is sent.
     pub source: Source,
     /// The session id sent.
@@ -174,11 +191,25 @@ pub struct EnvStep {
     pub rekey_to: Option<u32>,
 }
 
+/// A session a new one pushed out, and by which rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Evicted {
+    /// The model session.
+    pub session: u32,
+    /// The principal it belonged to.
+    pub principal: u8,
+    /// The new session's principal was at `max_per_principal`: one of its own went.
+    pub own_cap: bool,
+    /// Whether the evicted session had ever been used.
+    pub used: bool,
+}
+
 /// One request (or local action) of an op and what must happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// Plaintext `init_secure_api`; `session`/`key` are the new model session and key (unused if `bad_key`).
-    Init { now: u64, c: u8, bad_key: bool, session: u32, key: u32 },
+    /// Plaintext `init_secure_api` by `principal`; `session`/`key` are the new model session and
+    /// key (unused if `bad_key` or the principal is unknown); `evicted` is the session it pushed out.
+    Init { now: u64, c: u8, principal: u8, bad_key: bool, session: u32, key: u32, evicted: Option<Evicted> },
     /// An envelope.
     Envelope(EnvStep),
     /// Garbage: refused with `code` (`None`: any plaintext error) and nothing changes.

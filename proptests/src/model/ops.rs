@@ -10,8 +10,18 @@ pub enum Op {
     Call { c: u8, call: Call, form: Form },
     /// A damaged copy of an encrypted call; then, maybe, the undamaged original.
     Tamper { c: u8, call: Call, how: Tamper, then_original: bool },
-    /// A call sealed by `from` but sent with `to`'s session id.
+    /// A call sealed by `from` but sent (as `from`'s principal) with `to`'s session id.
     CrossSend { from: u8, to: u8, call: Call },
+    /// Client `c` speaks as `PRINCIPALS[p]` from now on (another certificate): its sessions, tokens
+    /// and openings stay with the principal that made them.
+    Become { c: u8, p: u8 },
+    /// Client `by` sends, as its own principal, a fresh call sealed by `from` (under `from`'s key),
+    /// naming `from`'s session (`hint`) or none: a stolen envelope, or a sibling client's of the
+    /// same principal.
+    Steal { from: u8, by: u8, call: Call, hint: bool },
+    /// Client `by` resends, as its own principal, one of `from`'s earlier accepted envelopes,
+    /// naming its session (`hint`) or none.
+    StealReplay { from: u8, by: u8, back: u8, hint: bool },
     /// Resends one of the client's earlier accepted envelopes, with its session id or none.
     Replay { c: u8, back: u8, hint: bool },
     /// Bytes that are not a valid request.
@@ -108,6 +118,28 @@ pub enum Call {
     Raw(u8),
 }
 
+impl Call {
+    /// The method the call names (`None` for the odd bodies of [`RAW_BODIES`]).
+    pub fn method(&self) -> Option<&'static str> {
+        Some(match self {
+            Self::Reinit { .. } => "init_secure_api",
+            Self::TopDir => "get_top_level_directory",
+            Self::SetDir(_) => "set_top_level_directory",
+            Self::CreateConfig { .. } => "create_config",
+            Self::Create { .. } => "create_wallet",
+            Self::ImportGrin { .. } => "import_grin_wallet",
+            Self::Open { .. } => "open_wallet",
+            Self::Close { .. } => "close_wallet",
+            Self::Mnemonic { .. } => "get_mnemonic",
+            Self::ChangePassword { .. } => "change_password",
+            Self::Delete { .. } => "delete_wallet",
+            Self::ListWallets => "list_wallets",
+            Self::Token { method, .. } => method.name(),
+            Self::Raw(_) => return None,
+        })
+    }
+}
+
 /// How `create_wallet` is asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CreateKind {
@@ -134,6 +166,19 @@ pub enum TokenMethod {
     PublicKey(u8),
     /// `sign_message` at `PATHS[i]`.
     Sign(u8),
+}
+
+impl TokenMethod {
+    /// The method's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Accounts => "accounts",
+            Self::CreateAccount(_) => "create_account_path",
+            Self::SetActive(_) => "set_active_account",
+            Self::PublicKey(_) => "get_public_key",
+            Self::Sign(_) => "sign_message",
+        }
+    }
 }
 
 /// Which token a token method is given.

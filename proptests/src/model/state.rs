@@ -3,11 +3,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{CLIENTS, Origin, START_MS, Step};
+use keyward_core::Role;
+
+use super::{CLIENTS, LOCAL, OWNER, Origin, PRINCIPALS, START_MS, Step, V3};
 
 /// A client.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientM {
+    /// The principal it speaks as (index into [`PRINCIPALS`]).
+    pub principal: u8,
     /// The key its envelopes are sealed with.
     pub key: Option<u32>,
     /// Its latest session (maybe gone).
@@ -22,6 +26,8 @@ pub struct ClientM {
 pub struct SessionM {
     /// The client that made it.
     pub owner: u8,
+    /// The principal it belongs to.
+    pub principal: u8,
     /// Its key.
     pub key: u32,
     /// When made.
@@ -36,7 +42,7 @@ pub struct SessionM {
     pub dir: u8,
 }
 
-/// An open wallet's vault entry.
+/// One principal's opening of a wallet (its vault entry).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenM {
     /// Its token.
@@ -58,8 +64,8 @@ pub struct WalletM {
     pub incarnation: u32,
     /// Accounts: (label, index).
     pub accounts: Vec<(String, u32)>,
-    /// The vault entry, if open (and not expired).
-    pub open: Option<OpenM>,
+    /// The openings that have not expired, by principal.
+    pub opens: BTreeMap<u8, OpenM>,
     /// Whether its record still has the legacy KDF parameters.
     pub legacy: bool,
 }
@@ -84,6 +90,8 @@ pub enum TokenStatus {
 pub struct TokenM {
     /// Its wallet: (dir, name).
     pub wallet: (u8, u8),
+    /// The principal that opened the wallet (the only one it opens it for).
+    pub principal: u8,
     /// Its status.
     pub status: TokenStatus,
 }
@@ -116,8 +124,8 @@ pub struct Model {
     pub wallets: BTreeMap<(u8, u8), WalletM>,
     /// Every token issued, in order.
     pub tokens: Vec<TokenM>,
-    /// Throttle entries by (dir, name).
-    pub throttle: BTreeMap<(u8, u8), ThrottleM>,
+    /// Throttle entries by principal and wallet (dir, name).
+    pub throttle: BTreeMap<(u8, (u8, u8)), ThrottleM>,
     /// Directories with a config.
     pub configs: BTreeSet<u8>,
     /// The store's armed failure.
@@ -133,11 +141,20 @@ impl Default for Model {
 }
 
 impl Model {
-    /// A server that has seen nothing.
+    /// A server that has seen nothing, client 1 speaking as the registered `owner`: a principal of
+    /// its own, but one that may call everything, so the fuzz inputs and seeds saved before there
+    /// were principals (`sut::run`) still run the lifecycle they were written for. The model test
+    /// picks client 1's start per case; fuzz inputs reach the other roles with `Op::Become`.
     pub fn new() -> Self {
+        Self::with_client1(OWNER)
+    }
+
+    /// A server that has seen nothing, client 1 speaking as `PRINCIPALS[p]`.
+    pub fn with_client1(p: u8) -> Self {
+        let principals: [u8; CLIENTS] = [LOCAL, p % PRINCIPALS.len() as u8, V3];
         Self {
             now: START_MS,
-            clients: vec![ClientM::default(); CLIENTS],
+            clients: principals.iter().map(|&principal| ClientM { principal, ..ClientM::default() }).collect(),
             sessions: BTreeMap::new(),
             session_count: 0,
             key_count: 0,
@@ -154,6 +171,26 @@ impl Model {
     /// Whether client `c` sends its session id.
     pub fn names_session(c: u8) -> bool {
         c != 2
+    }
+
+    /// The name of principal `p`.
+    pub fn name_of(p: u8) -> &'static str {
+        PRINCIPALS[usize::from(p)].0
+    }
+
+    /// The role of principal `p` (`None`: unknown to the server).
+    pub fn role_of(p: u8) -> Option<Role> {
+        PRINCIPALS[usize::from(p)].1
+    }
+
+    /// The principal client `c` speaks as.
+    pub fn principal_of(&self, c: u8) -> u8 {
+        self.clients[usize::from(c)].principal
+    }
+
+    /// Live sessions of principal `p`.
+    pub fn sessions_of(&self, p: u8) -> impl Iterator<Item = (&u32, &SessionM)> {
+        self.sessions.iter().filter(move |(_, s)| s.principal == p)
     }
 
     /// Live sessions whose key a client holds: the keys that must not open another session's answers.

@@ -1,10 +1,25 @@
-//! Transitions: [`Model::apply`] runs one [`Op`]: the clock, expiry, sessions, routing of
-//! envelopes, replays and garbage; accepted inner calls go to `calls.rs`.
+//! Transitions: [`Model::apply`] runs one [`Op`]: the clock, expiry, sessions and their eviction,
+//! routing of envelopes (by session and principal), replays and garbage; accepted inner calls go to
+//! `calls.rs`.
+
+use std::collections::BTreeMap;
 
 use super::{
-    CLIENTS, Call, EnvStep, Form, Garbage, Hint, KEPT_ENVELOPES, Model, Op, Origin, PASSWORDS, RAW_BODIES, Resolved,
-    Route, SESSIONS, SessionM, Source, Step, Tamper, TokenArg, TokenSel, TokenStatus, tokens,
+    CLIENTS, Call, EnvStep, Evicted, Form, Garbage, Hint, KEPT_ENVELOPES, LOCAL, Model, Op, Origin, PASSWORDS,
+    PRINCIPALS, RAW_BODIES, Resolved, Route, SESSIONS, SessionM, Source, Step, Tamper, TokenArg, TokenSel, TokenStatus,
+    tokens,
 };
+
+/// Who sends an envelope and under which session id.
+#[derive(Debug, Clone, Copy)]
+struct Sender {
+    /// The client whose key seals it.
+    sealer: u8,
+    /// The principal that sends it.
+    principal: u8,
+    /// The session id it names.
+    hint: Hint,
+}
 
 impl Model {
     /// Applies one op; `steps` then says what the server must do.
@@ -12,22 +27,36 @@ impl Model {
         self.steps.clear();
         match op {
             Op::Init { c, bad_key } => self.init(client(*c), *bad_key),
-            Op::Call { c, call, form } => self.send(client(*c), *call, *form, None, None),
+            Op::Call { c, call, form } => {
+                let sender = self.own_sender(client(*c));
+                self.send(sender, *call, *form, None);
+            }
             Op::Tamper { c, call, how, then_original } => {
-                self.send(client(*c), *call, Form::Named, Some(*how), None);
+                let sender = self.own_sender(client(*c));
+                self.send(sender, *call, Form::Named, Some(*how));
                 if *then_original {
-                    self.send(client(*c), *call, Form::Named, None, None);
+                    self.send(sender, *call, Form::Named, None);
                 }
             }
             Op::CrossSend { from, to, call } => {
-                let (from, mut to) = (client(*from), client(*to));
-                if to == from {
-                    to = (from + 1) % CLIENTS as u8;
-                }
-                let hint = self.clients[usize::from(to)].session.map_or(Hint::Bogus, Hint::Session);
-                self.send(from, *call, Form::Named, None, Some(hint));
+                let (from, to) = other_client(*from, *to);
+                let hint = self.session_hint(to);
+                self.send(Sender { sealer: from, principal: self.principal_of(from), hint }, *call, Form::Named, None);
             }
-            Op::Replay { c, back, hint } => self.replay(client(*c), *back, *hint),
+            Op::Become { c, p } => self.clients[usize::from(client(*c))].principal = p % PRINCIPALS.len() as u8,
+            Op::Steal { from, by, call, hint } => {
+                let (from, by) = other_client(*from, *by);
+                let hint = if *hint { self.session_hint(from) } else { Hint::None };
+                self.send(Sender { sealer: from, principal: self.principal_of(by), hint }, *call, Form::Named, None);
+            }
+            Op::Replay { c, back, hint } => {
+                let c = client(*c);
+                self.replay(c, self.principal_of(c), *back, *hint);
+            }
+            Op::StealReplay { from, by, back, hint } => {
+                let (from, by) = other_client(*from, *by);
+                self.replay(from, self.principal_of(by), *back, *hint);
+            }
             Op::Garbage(garbage) => self.garbage(garbage.clone()),
             Op::Advance(ms) => {
                 self.now += ms;
@@ -53,7 +82,7 @@ impl Model {
                 self.sessions.clear();
                 let keys: Vec<_> = self.wallets.keys().copied().collect();
                 for key in keys {
-                    self.close_wallet(key);
+                    self.close_openings(key, None);
                 }
                 self.steps.push(Step::Shutdown);
             }
@@ -93,29 +122,40 @@ impl Model {
         self.sessions.retain(|_, s| {
             now.saturating_sub(s.last_used) < SESSIONS.idle_ms && now.saturating_sub(s.created) < SESSIONS.lifetime_ms
         });
+        let tokens = &mut self.tokens;
         for wallet in self.wallets.values_mut() {
-            if let Some(open) = &wallet.open
-                && (now.saturating_sub(open.last_used) >= limits.idle_ms
-                    || now.saturating_sub(open.opened) >= limits.lifetime_ms)
-            {
-                self.tokens[open.token as usize].status = TokenStatus::ExpiredUnswept;
-                wallet.open = None;
-            }
+            wallet.opens.retain(|_, open| {
+                let expired = now.saturating_sub(open.last_used) >= limits.idle_ms
+                    || now.saturating_sub(open.opened) >= limits.lifetime_ms;
+                if expired {
+                    tokens[open.token as usize].status = TokenStatus::ExpiredUnswept;
+                }
+                !expired
+            });
         }
+    }
+
+    /// Client `c` sending as itself: its principal, and its session id if it names one.
+    fn own_sender(&self, c: u8) -> Sender {
+        let hint = if Self::names_session(c) { self.session_hint(c) } else { Hint::None };
+        Sender { sealer: c, principal: self.principal_of(c), hint }
+    }
+
+    /// The id of client `c`'s latest session (maybe gone), or one no session has.
+    fn session_hint(&self, c: u8) -> Hint {
+        self.clients[usize::from(c)].session.map_or(Hint::Bogus, Hint::Session)
     }
 
     fn init(&mut self, c: u8, bad_key: bool) {
         let now = self.tick();
         let (session, key) = (self.session_count, self.key_count);
-        if !bad_key {
-            if self.sessions.len() >= SESSIONS.max_sessions
-                && let Some(oldest) = self.sessions.iter().min_by_key(|(_, s)| (s.used, s.last_used)).map(|(id, _)| *id)
-            {
-                self.sessions.remove(&oldest);
-            }
+        let principal = self.principal_of(c);
+        let mut evicted = None;
+        if !bad_key && Self::role_of(principal).is_some() {
+            evicted = self.make_room(principal);
             self.sessions.insert(
                 session,
-                SessionM { owner: c, key, created: now, last_used: now, requests: 0, used: false, dir: 0 },
+                SessionM { owner: c, principal, key, created: now, last_used: now, requests: 0, used: false, dir: 0 },
             );
             self.session_count += 1;
             self.key_count += 1;
@@ -123,69 +163,110 @@ impl Model {
             client.key = Some(key);
             client.session = Some(session);
         }
-        self.steps.push(Step::Init { now, c, bad_key, session, key });
+        self.steps.push(Step::Init { now, c, principal, bad_key, session, key, evicted });
     }
 
-    /// Where an envelope sealed with `key` and sent with `hint` goes.
-    fn route(&self, hint: Hint, key: u32) -> Route {
+    /// Makes room for a new session of principal `p`, as the server does: at its
+    /// `max_per_principal` one of its own goes; else, in a full table, one of the principal holding
+    /// the most (ties: the smallest name). Returns the session evicted.
+    fn make_room(&mut self, p: u8) -> Option<Evicted> {
+        let own_cap = self.sessions_of(p).count() >= SESSIONS.max_per_principal;
+        let holder = if own_cap {
+            p
+        } else if self.sessions.len() >= SESSIONS.max_sessions {
+            self.largest_holder()?
+        } else {
+            return None;
+        };
+        let session = self.eviction_victim(holder)?;
+        let used = self.sessions.remove(&session).expect("a live victim").used;
+        Some(Evicted { session, principal: holder, own_cap, used })
+    }
+
+    /// The principal holding the most sessions; ties go to the smallest name.
+    fn largest_holder(&self) -> Option<u8> {
+        let mut counts = BTreeMap::<u8, usize>::new();
+        for session in self.sessions.values() {
+            *counts.entry(session.principal).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .max_by(|(a, m), (b, n)| m.cmp(n).then_with(|| Self::name_of(*b).cmp(Self::name_of(*a))))
+            .map(|(p, _)| p)
+    }
+
+    /// The session principal `p` gives up: never-used first, then the one idle the longest.
+    fn eviction_victim(&self, p: u8) -> Option<u32> {
+        let rank = |s: &SessionM| (s.used, s.last_used);
+        let (id, victim) = self.sessions_of(p).min_by_key(|(_, s)| rank(s))?;
+        // Every request has its own instant, so no two sessions rank alike: the server breaks such
+        // a tie by random session id, which the model could not follow.
+        assert_eq!(self.sessions_of(p).filter(|(_, s)| rank(s) == rank(victim)).count(), 1, "eviction tie");
+        Some(*id)
+    }
+
+    /// Where an envelope sealed with `key`, sent by principal `p` with `hint`, goes.
+    fn route(&self, hint: Hint, key: u32, p: u8) -> Route {
+        if Self::role_of(p).is_none() {
+            return Route::Revoked;
+        }
         match hint {
             Hint::Session(s) => match self.sessions.get(&s) {
                 None => Route::NoSession,
-                Some(session) if session.key != key => Route::Decryption,
+                // Another principal's session answers as a wrong key does.
+                Some(session) if session.principal != p || session.key != key => Route::Decryption,
                 Some(_) => Route::Accepted(s),
             },
             Hint::Bogus => Route::NoSession,
-            Hint::None if self.sessions.is_empty() => Route::NoSession,
-            // Nothing matches a request that names no session: -32001, so V3 clients init again.
-            Hint::None => self
-                .sessions
-                .iter()
-                .find(|(_, s)| s.key == key)
-                .map_or(Route::NoSession, |(id, _)| Route::Accepted(*id)),
+            // A request that names no session is tried against the caller's own sessions only;
+            // nothing matching is -32001, so V3 clients init again.
+            Hint::None => {
+                self.sessions_of(p).find(|(_, s)| s.key == key).map_or(Route::NoSession, |(id, _)| Route::Accepted(*id))
+            }
         }
     }
 
-    fn tamper_route(&self, hint: Hint, key: u32, how: Tamper) -> Route {
-        let found = self.route(hint, key);
+    fn tamper_route(&self, hint: Hint, key: u32, p: u8, how: Tamper) -> Route {
+        let found = self.route(hint, key, p);
+        let foreign = matches!(hint, Hint::Session(s) if self.sessions.get(&s).is_some_and(|s| s.principal != p));
         match how {
+            _ if found == Route::Revoked => Route::Revoked,
             Tamper::ShortNonce | Tamper::BadBase64 => Route::Format,
             Tamper::TruncateBody(_) => Route::Parse,
-            // Unnamed: with no live session nothing is tried; else a body shorter than a tag is
-            // malformed, and anything else matches no key (-32001).
-            _ if hint == Hint::None && self.sessions.is_empty() => Route::NoSession,
+            // Unnamed: with no live session of the caller nothing is tried; else a body shorter
+            // than a tag is malformed, and anything else matches no key (-32001).
+            _ if hint == Hint::None && self.sessions_of(p).next().is_none() => Route::NoSession,
             _ if hint != Hint::None && found == Route::NoSession => Route::NoSession,
+            // Another principal's session is refused before its key is tried.
+            _ if foreign => Route::Decryption,
             Tamper::TruncateCipher { short: true, .. } => Route::Format,
             _ if hint == Hint::None => Route::NoSession,
             _ => Route::Decryption,
         }
     }
 
-    fn send(&mut self, c: u8, call: Call, form: Form, tamper: Option<Tamper>, cross: Option<Hint>) {
+    fn send(&mut self, sender: Sender, call: Call, form: Form, tamper: Option<Tamper>) {
         let now = self.tick();
-        let state = &self.clients[usize::from(c)];
-        let Some(key) = state.key else {
+        let Sender { sealer: c, principal, hint } = sender;
+        let Some(key) = self.clients[usize::from(c)].key else {
             return;
-        };
-        let hint = match cross {
-            Some(hint) => hint,
-            None if Self::names_session(c) => state.session.map_or(Hint::Bogus, Hint::Session),
-            None => Hint::None,
         };
         // A request that names no session is tried only under keys that decrypt its first byte to
         // something a JSON request can start with; the odd bodies that cannot match no session.
         let json = !matches!(call, Call::Raw(i) if usize::from(i) % RAW_BODIES.len() < 2);
         let resolved = self.resolve(call);
         let route = match tamper {
-            Some(how) => self.tamper_route(hint, key, how),
-            None if hint == Hint::None && !json => match self.route(hint, key) {
+            Some(how) => self.tamper_route(hint, key, principal, how),
+            None if hint == Hint::None && !json => match self.route(hint, key, principal) {
                 Route::Accepted(_) => Route::NoSession,
                 other => other,
             },
-            None => self.route(hint, key),
+            None => self.route(hint, key, principal),
         };
         let mut step = EnvStep {
             now,
             c,
+            principal,
             source: Source::Fresh { call: resolved.clone(), form, tamper },
             hint,
             key,
@@ -195,7 +276,7 @@ impl Model {
         };
         if let Route::Accepted(s) = route {
             let dir = self.accept(c, s, key, json, now);
-            let (answer, after) = self.dispatch(&resolved, dir, now);
+            let (answer, after) = self.dispatch(&resolved, dir, now, principal);
             if let Some(new_dir) = after.dir
                 && let Some(session) = self.sessions.get_mut(&s)
             {
@@ -236,7 +317,8 @@ impl Model {
         dir
     }
 
-    fn replay(&mut self, c: u8, back: u8, hint: bool) {
+    /// Resends one of client `c`'s accepted envelopes, as principal `p`.
+    fn replay(&mut self, c: u8, p: u8, back: u8, hint: bool) {
         let now = self.tick();
         let kept = &self.clients[usize::from(c)].envelopes;
         if kept.is_empty() {
@@ -245,7 +327,7 @@ impl Model {
         let index = kept.len() - 1 - usize::from(back) % kept.len();
         let (session, key, json) = kept[index];
         let hint = if hint { Hint::Session(session) } else { Hint::None };
-        let route = match self.route(hint, key) {
+        let route = match self.route(hint, key, p) {
             Route::Accepted(_) if hint == Hint::None && !json => Route::NoSession,
             Route::Accepted(_) => Route::Replay,
             other => other,
@@ -253,6 +335,7 @@ impl Model {
         self.steps.push(Step::Envelope(EnvStep {
             now,
             c,
+            principal: p,
             source: Source::Replay(index),
             hint,
             key,
@@ -269,8 +352,9 @@ impl Model {
             Garbage::NotJson => (Some(-32700), None),
             Garbage::Array | Garbage::NoMethod => (Some(-32600), None),
             Garbage::PlainCall => (Some(-32001), None),
+            // Garbage comes from `local`: only its sessions are tried.
             Garbage::RandomEnvelope { len } => {
-                let route = if self.sessions.is_empty() {
+                let route = if self.sessions_of(LOCAL).next().is_none() {
                     Route::NoSession
                 } else if *len < 16 {
                     Route::Format
@@ -311,4 +395,10 @@ impl Model {
 
 fn client(c: u8) -> u8 {
     c % CLIENTS as u8
+}
+
+/// Two different clients: `b` moves on to the next client if it is `a`.
+fn other_client(a: u8, b: u8) -> (u8, u8) {
+    let (a, b) = (client(a), client(b));
+    if a == b { (a, (a + 1) % CLIENTS as u8) } else { (a, b) }
 }
