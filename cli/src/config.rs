@@ -55,6 +55,18 @@ pub struct FileConfig {
     pub quic_limits: Option<QuicFileConfig>,
     /// The slow-call pool.
     pub slow_calls: Option<SlowCallsConfig>,
+    /// The audit log's retention.
+    pub audit: Option<AuditConfig>,
+}
+
+/// `[audit]`: how much of the audit log the store keeps.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Most records kept (default 1,000,000); the oldest go first.
+    pub max_records: Option<u64>,
+    /// Days a record is kept (default 90).
+    pub max_age_days: Option<u64>,
 }
 
 /// `[slow_calls]`: the pool that runs KDFs and store writes.
@@ -164,6 +176,8 @@ pub struct ServeOptions {
     pub unix_allowed_uids: Vec<u32>,
     /// The driver (slow-call pool).
     pub driver: DriverConfig,
+    /// The store's options (the audit log's retention).
+    pub store: keyward_store::StoreOptions,
 }
 
 /// The default data directory: `$KEYWARD_DATA_DIR`, else `~/.keyward`.
@@ -283,5 +297,24 @@ pub fn resolve(file: FileConfig, flags: ServeFlags) -> anyhow::Result<ServeOptio
     }
     anyhow::ensure!(driver.slow_threads > 0, "[slow_calls] threads must be at least 1");
     let unix = unix.map(PathBuf::from);
-    Ok(ServeOptions { data_dir, https, http_insecure, quic, core, http, quic_limits, unix, unix_allowed_uids, driver })
+    let mut store = keyward_store::StoreOptions::default();
+    if let Some(audit) = file.audit {
+        let retention = &mut store.audit_retention;
+        retention.max_records = audit.max_records.unwrap_or(retention.max_records);
+        retention.max_age_ms = audit.max_age_days.map_or(retention.max_age_ms, |d| d.saturating_mul(86_400_000));
+        anyhow::ensure!(retention.max_records > 0, "[audit] max_records must be at least 1");
+    }
+    Ok(ServeOptions {
+        data_dir,
+        https,
+        http_insecure,
+        quic,
+        core,
+        http,
+        quic_limits,
+        unix,
+        unix_allowed_uids,
+        driver,
+        store,
+    })
 }

@@ -128,7 +128,21 @@ pub fn ensure_uids(core: &Server, uids: &[u32]) -> anyhow::Result<()> {
 /// The live registry check for the TLS verifier.
 pub fn registered(core: &Arc<Server>) -> tls::Registered {
     let core = Arc::downgrade(core);
-    Arc::new(move |key: &[u8; 32]| core.upgrade().is_some_and(|core| core.client_for_cert(key).is_some()))
+    Arc::new(move |key: &[u8; 32]| {
+        let Some(core) = core.upgrade() else { return false };
+        if core.client_for_cert(key).is_some() {
+            return true;
+        }
+        // A refused handshake goes to the audit log: a revoked client by its name, a stranger by
+        // its key (a flood of the same refusal is one record with a count).
+        let identity = Identity::Cert { spki_sha256: *key };
+        let (who, why) = match core.clients().into_iter().find(|r| r.identity == identity) {
+            Some(record) => (record.name, "revoked client"),
+            None => (format!("cert sha256:{}", hex::encode(&key[..8])), "unknown client"),
+        };
+        core.audit_refusal(&who, "handshake", why);
+        false
+    })
 }
 
 #[cfg(test)]

@@ -76,7 +76,8 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
         (None, None) => None,
         _ => Some(tls::ServerTls::load(&tls_dir)?),
     };
-    let store = FjallStore::open(&options.data_dir.join("store")).context("cannot open the wallet store")?;
+    let store = FjallStore::open_with(&options.data_dir.join("store"), options.store)
+        .context("cannot open the wallet store")?;
     let mut seed = zeroize::Zeroizing::new([0u8; 32]);
     getrandom::fill(&mut *seed).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
     let mut server = Server::new(options.core.clone(), Box::new(store), *seed);

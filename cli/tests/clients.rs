@@ -294,6 +294,9 @@ fn readers_over_https_quic_and_unix_are_checked_promoted_and_revoked() {
         assert!(seen("default", "revoke_client", "ok"), "{shown}");
     }
     assert!(seen(&own_client, "get_mnemonic", "forbidden"), "{shown}");
+    // The revoked clients' refused handshakes (TLS: by the verifier's live check).
+    assert!(seen("r-https", "handshake", "revoked client"), "{shown}");
+    assert!(seen("r-quic", "handshake", "revoked client"), "{shown}");
     assert!(!shown.contains("\"pw\""), "no password in the log");
     let verified = ok(&kw(&data, &[&["audit", "verify"], &url[..]].concat(), None, None));
     assert!(verified.starts_with("audit log verified:"), "{verified}");
