@@ -205,7 +205,16 @@ pub async fn link(options: &CallOptions) -> anyhow::Result<BoxLink> {
 pub async fn run(options: &CallOptions, method: &str, params: Option<&str>) -> anyhow::Result<Value> {
     let mut passwords = Passwords::new(options.password_stdin);
     let params = fill_params(method, params, &mut passwords)?;
-    let mut session = SecureSession::open(link(options).await?).await.context("init_secure_api failed")?;
+    let mut session = match SecureSession::open(link(options).await?).await {
+        Ok(session) => session,
+        // With TLS 1.3 a refused client certificate shows up as a connection closed after the
+        // handshake, not as an alert the client can name.
+        Err(SessionError::Link(error)) => bail!(
+            "init_secure_api failed: {error} (the server closed the connection: is this client's certificate \
+             registered and not revoked? `keyward clients list` on the server shows it)"
+        ),
+        Err(error) => bail!("init_secure_api failed: {error}"),
+    };
     match session.call(method, params).await {
         Ok(value) => Ok(value),
         Err(SessionError::Link(error)) => bail!("the request failed: {error}"),

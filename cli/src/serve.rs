@@ -216,6 +216,9 @@ impl Running {
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
+        // The audit events of the last second (a refused handshake, say) go to the store first.
+        let core = Arc::clone(&self.core);
+        let _ = tokio::task::spawn_blocking(move || core.flush_audit()).await;
         self.driver.shutdown();
         drop(self.driver);
         // Calls still running on the blocking pool hold the core (and so the store); wait for them,
