@@ -273,12 +273,16 @@ fn line(record: &AuditRecord) -> String {
 
 /// `text` with control characters escaped, so a record cannot drive the terminal.
 fn printable(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    // Control characters, and the invisible and direction-changing ones that could make a line
+    // read differently from what it holds.
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+    };
+    if !text.chars().any(hidden) {
         return Cow::Borrowed(text);
     }
-    Cow::Owned(
-        text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect(),
-    )
+    Cow::Owned(text.chars().map(|c| if hidden(c) { c.escape_unicode().to_string() } else { c.to_string() }).collect())
 }
 
 /// Feeds a log to [`verify`] a page at a time, so memory stays bounded.

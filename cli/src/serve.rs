@@ -78,6 +78,9 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     };
     let store = FjallStore::open_with(&options.data_dir.join("store"), options.store)
         .context("cannot open the wallet store")?;
+    // A registry that cannot be read would start with none (and re-register `default` over a
+    // revoked one): refuse to start instead.
+    keyward_core::Store::load_clients(&store).map_err(|e| anyhow::anyhow!("cannot read the client registry: {e}"))?;
     let mut seed = zeroize::Zeroizing::new([0u8; 32]);
     getrandom::fill(&mut *seed).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
     let mut server = Server::new(options.core.clone(), Box::new(store), *seed);

@@ -127,6 +127,8 @@ pub(crate) fn set_identity(state: &State, name: &str, identity: Identity) -> Res
         return Err(MethodError::Argument(format!("client '{}' has this identity already", holder.name)));
     }
     change(state, name, |record| record.identity = identity)?;
+    // Connections made with the old key are closed like a revoked client's.
+    state.revocations.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     Ok(())
 }
 

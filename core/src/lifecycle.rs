@@ -255,17 +255,23 @@ pub(crate) fn open_wallet(state: &State, p: &[Value], context: &CallContext) -> 
         }
     };
     let limit = state.config.tokens.max_open_wallets;
-    lock(&state.vault)
+    let mut vault = lock(&state.vault);
+    // A revocation while the KDF ran closed this principal's openings: do not make a new one
+    // (revoke writes the registry before it takes the vault lock, so this check sees it).
+    if state.role_of(context.principal.name()).is_none() {
+        return Err(MethodError::Revoked);
+    }
+    vault
         .open(key, &context.principal, &master, &token, context.now_ms)
         .map_err(|_| MethodError::Lifecycle(format!("too many open wallets (at most {limit}): close one first")))?;
     Ok(Value::String(token.to_hex().to_string()))
 }
 
-pub(crate) fn close_wallet(state: &State, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {
+/// Closes the caller's opening of a wallet; whether it held one.
+pub(crate) fn close_wallet(state: &State, p: &[Value], context: &CallContext) -> Result<bool, MethodError> {
     let key = wallet_key(&p[0], context)?;
     // The caller's own opening: another principal's stays open (and its seed in the vault).
-    lock(&state.vault).close(&key, &context.principal);
-    Ok(Value::Null)
+    Ok(lock(&state.vault).close(&key, &context.principal))
 }
 
 pub(crate) fn get_mnemonic(state: &State, p: &[Value], context: &CallContext) -> Result<Value, MethodError> {

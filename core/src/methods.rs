@@ -51,6 +51,9 @@ pub(crate) struct AfterAnswer {
     pub(crate) revoked: Option<String>,
     /// The wallet a token call used, for the audit log.
     pub(crate) wallet: Option<String>,
+    /// Nothing happened that the audit log keeps (a `close_wallet` of a wallet the caller did not
+    /// hold open): a client cannot fill the log with made-up names.
+    pub(crate) nothing_to_audit: bool,
 }
 
 /// A built-in method's code: the shared state, the params in the table's order, the call's context.
@@ -130,7 +133,10 @@ pub const METHODS: &[Method] = &[
         lifecycle::create_wallet(s, p, c)
     }),
     method("open_wallet", &["name", "password"], Reader, Slow, |s, p, c, _| lifecycle::open_wallet(s, p, c)),
-    method("close_wallet", &["name"], Reader, Fast, |s, p, c, _| lifecycle::close_wallet(s, p, c)),
+    method("close_wallet", &["name"], Reader, Fast, |s, p, c, after| {
+        after.nothing_to_audit = !lifecycle::close_wallet(s, p, c)?;
+        Ok(Value::Null)
+    }),
     method("get_mnemonic", &["name", "password"], Owner, Slow, |s, p, c, _| lifecycle::get_mnemonic(s, p, c)),
     method("change_password", &["name", "old", "new"], Owner, Slow, |s, p, c, _| lifecycle::change_password(s, p, c)),
     method("delete_wallet", &["name", "password"], Owner, Slow, |s, p, c, _| lifecycle::delete_wallet(s, p, c)),

@@ -154,13 +154,17 @@ impl ClientRecord {
 }
 
 /// Whether `name` may name a client: 1 to 64 characters of `a-z A-Z 0-9 . _ -`, not starting with
-/// `.` or `-`, and not one of the built-in principals ([`Principal::LOCAL`]).
+/// `.` or `-`, and not one of the [`RESERVED_NAMES`].
 pub fn valid_client_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         && !name.starts_with(['.', '-'])
-        && name != Principal::LOCAL
+        && !RESERVED_NAMES.contains(&name)
 }
+
+/// Names no client may take: the built-in principals, and the names the audit log gives to the
+/// server itself (`keyward`) and to the offline CLI (`offline`).
+pub const RESERVED_NAMES: [&str; 4] = [Principal::LOCAL, Principal::LOCAL_HTTP, "keyward", "offline"];
 
 /// The registry as the core keeps it in memory: records by name, and the active ones by identity.
 #[derive(Debug, Default)]

@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 
 use crate::envelope;
 use crate::jsonrpc::{self, EnvelopeError, MethodError};
-use crate::methods::{self, APP_METHOD_SPEED, AfterAnswer, AppCall, AppError, AppMethod, RegisterError, Speed};
+use crate::methods::{self, APP_METHOD_SPEED, AfterAnswer, AppCall, AppError, AppMethod, Method, RegisterError, Speed};
 use crate::principal::{Principal, Role};
 use crate::secret::{SecretBuffer, WipedJson, wipe_json};
 use crate::session::{self, AcceptError, Accepted, SessionId, SessionTable};
@@ -377,7 +377,8 @@ impl Server {
                 return Step::Done(outgoing);
             }
         };
-        if is_slow(&accepted.plaintext, &self.app_methods) {
+        let role = self.state.role_of(accepted.principal.name());
+        if is_slow(&accepted.plaintext, &self.app_methods, role) {
             // The request (it may hold a password) was decrypted on this thread, which goes on to
             // serve other clients: wipe what AES-GCM left on its stack before handing the call on.
             crate::secret::scrub_stack_shallow();
@@ -589,10 +590,17 @@ impl Server {
             },
         };
         let refused = result.as_ref().err().is_some_and(MethodError::is_refusal);
-        if audited || refused {
+        // A refusal that needed no work (forbidden, revoked) names no wallet: the name is the
+        // client's own text, and a run of such refusals is then one record with a count.
+        let cheap_refusal = matches!(result, Err(MethodError::Forbidden { .. } | MethodError::Revoked));
+        let named = if cheap_refusal { None } else { named };
+        // (Read and reset: `after` is shared by the requests of a batch.)
+        let nothing_to_audit = std::mem::take(&mut after.nothing_to_audit);
+        let token_wallet = after.wallet.take();
+        if (audited && !nothing_to_audit) || refused {
             let outcome = result.as_ref().map_or_else(MethodError::audit_outcome, |_| "ok");
             let client_call = ["add_client", "set_client_role", "revoke_client"].contains(&method);
-            let wallet = after.wallet.take().or_else(|| match named {
+            let wallet = token_wallet.or_else(|| match named {
                 Some(name) if !client_call && !context.dir.is_empty() => Some(format!("{}/{name}", context.dir)),
                 other => other,
             });
@@ -643,7 +651,9 @@ impl fmt::Debug for SlowCall {
 
 /// Whether an inner body may be slow: a [`Speed::Slow`] method of the table, an embedder's method,
 /// or a batch.
-fn is_slow(plaintext: &[u8], app_methods: &HashMap<String, AppMethod>) -> bool {
+/// A single request the caller's `role` may not make is not slow: it is refused at once, without
+/// taking a place in the host's pool.
+fn is_slow(plaintext: &[u8], app_methods: &HashMap<String, AppMethod>, role: Option<Role>) -> bool {
     #[derive(Deserialize)]
     struct MethodOnly<'a> {
         #[serde(borrow, default)]
@@ -653,7 +663,11 @@ fn is_slow(plaintext: &[u8], app_methods: &HashMap<String, AppMethod>) -> bool {
         return plaintext.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     }
     match serde_json::from_slice::<MethodOnly<'_>>(plaintext) {
-        Ok(MethodOnly { method: Some(method) }) => speed(&method, app_methods) == Some(Speed::Slow),
+        Ok(MethodOnly { method: Some(method) }) => {
+            let needs = methods::find(&method).map(Method::role).or_else(|| app_methods.get(&*method).map(|a| a.role));
+            let allowed = matches!((role, needs), (Some(role), Some(needs)) if role.allows(needs));
+            allowed && speed(&method, app_methods) == Some(Speed::Slow)
+        }
         _ => false,
     }
 }

@@ -10,7 +10,8 @@
 //! * Anti-replay: a session remembers every request nonce it accepted (8-byte fingerprints), exactly,
 //!   for as long as it lives. Memory is bounded twice: a session accepts at most `max_requests`
 //!   requests (about a million by default) and then ends; and all sessions together remember at most
-//!   `max_nonces`: past it, the least recently used other sessions end until it fits. A client whose
+//!   `max_nonces`: past it, the least recently used other sessions of the principal remembering the
+//!   most end until it fits. A client whose
 //!   session ended gets −32001 and calls `init_secure_api` again.
 //! * Expiry: a session idle for `idle_ms`, or older than `lifetime_ms`, is dropped.
 //! * Principals: a session belongs to the principal that made it. Used by another (by id or by
@@ -70,7 +71,7 @@ pub struct SessionLimits {
     /// Most requests one session accepts (its anti-replay memory bound); then it ends.
     pub max_requests: u32,
     /// Most nonces all sessions together remember; past it, the least recently used other
-    /// sessions end. Never below `max_requests` (it is raised to it).
+    /// sessions of the principal remembering the most end. Never below `max_requests` (it is raised to it).
     pub max_nonces: usize,
     /// Most live sessions of one principal; its next one evicts its own.
     pub max_per_principal: usize,
@@ -447,10 +448,24 @@ impl SessionTable {
             self.remove_session(id);
         }
         while self.nonces > limits.max_nonces {
+            // From the principal whose sessions remember the most nonces (the one spending the
+            // budget), its least recently used other session: one client's flood of calls ends
+            // its own sessions, not another's.
+            let mut held: HashMap<&Principal, usize> = HashMap::new();
+            for (other, s) in &self.sessions {
+                if other != id {
+                    *held.entry(&s.principal).or_default() += s.accepted.len();
+                }
+            }
+            let heaviest = held
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .max_by(|(a, m), (b, n)| m.cmp(n).then_with(|| b.cmp(a)))
+                .map(|(p, _)| p.clone());
             let lru = self
                 .sessions
                 .iter()
-                .filter(|(other, s)| *other != id && !s.accepted.is_empty())
+                .filter(|(other, s)| *other != id && !s.accepted.is_empty() && Some(&s.principal) == heaviest.as_ref())
                 .min_by_key(|(_, s)| s.last_used_ms)
                 .map(|(other, _)| *other);
             match lru {
@@ -744,5 +759,31 @@ mod tests {
         // max_nonces is never below max_requests.
         let table = SessionTable::new(SessionLimits { max_requests: 100, max_nonces: 10, ..limits_big() });
         assert_eq!(table.limits().max_nonces, 100);
+    }
+
+    #[test]
+    fn the_nonce_budget_ends_the_heaviest_principals_sessions_first() {
+        let limits = SessionLimits { max_requests: 50, max_nonces: 60, ..limits_big() };
+        let mut table = SessionTable::new(limits);
+        let owner = SessionId::from_bytes([1; 16]);
+        let (flood_a, flood_b) = (SessionId::from_bytes([2; 16]), SessionId::from_bytes([3; 16]));
+        table.insert(owner, cipher(1), String::new(), Principal::new("owner"), 0);
+        table.insert(flood_a, cipher(2), String::new(), Principal::new("reader"), 0);
+        table.insert(flood_b, cipher(3), String::new(), Principal::new("reader"), 0);
+        let nonce = |n: u32| {
+            let mut bytes = [0u8; 12];
+            bytes[..4].copy_from_slice(&n.to_le_bytes());
+            bytes
+        };
+        // The owner's one call is the least recent of all; the reader spends the budget.
+        assert!(table.accept(Some(&owner), "owner", &nonce(0), sealed(1, nonce(0)), 1).is_ok());
+        for n in 0..40 {
+            assert!(table.accept(Some(&flood_a), "reader", &nonce(n), sealed(2, nonce(n)), 2).is_ok());
+        }
+        for n in 0..25 {
+            assert!(table.accept(Some(&flood_b), "reader", &nonce(n), sealed(3, nonce(n)), 3).is_ok());
+        }
+        assert!(table.contains(&owner), "the owner's session outlives the reader's flood");
+        assert!(!table.contains(&flood_a), "the reader's own older session ended");
     }
 }

@@ -316,7 +316,7 @@ fn the_audit_log_names_who_did_what_and_holds_no_secret() {
             ("owner", "open_wallet", Some("w"), "ok"),
             ("owner", "sign_message", Some("w"), "ok"),
             ("reader", "open_wallet", Some("w"), "wrong password"),
-            ("reader", "get_mnemonic", Some("w"), "forbidden"),
+            ("reader", "get_mnemonic", None, "forbidden"),
         ]
     );
     let anchor = serde_json::from_value(page["anchor"].clone()).unwrap();
@@ -326,4 +326,31 @@ fn the_audit_log_names_who_did_what_and_holds_no_secret() {
     for secret in ["hunter2-secret", "wrong-guess", "fat twenty", "pay bob", token.as_str().unwrap()] {
         assert!(!text.contains(secret), "the audit log holds {secret:?}");
     }
+}
+
+#[test]
+fn a_reader_cannot_fill_the_audit_log_with_made_up_names() {
+    let (server, _) = server(None);
+    let mut reader = Caller::new(&server, "reader", 2);
+    // A batch of closes of wallets it does not hold open: nothing happened, nothing is recorded.
+    let batch: Vec<Value> = (0..1000)
+        .map(|n| json!({"jsonrpc": "2.0", "id": n, "method": "close_wallet", "params": {"name": format!("x{n}")}}))
+        .collect();
+    let body = serde_json::to_vec(&Value::Array(batch)).unwrap();
+    let (sealed, pending) = reader.client.seal_raw(&body, 0, None).unwrap();
+    let answer = handle(&server, &sealed, reader.session, "reader");
+    let answers = reader.client.open_raw(pending, &answer).unwrap();
+    assert_eq!(answers.as_array().map(Vec::len), Some(1000), "{answers}");
+    server.flush_audit();
+    assert!(server.store().read_audit(0, 10_000).unwrap().is_empty());
+    // Forbidden calls on made-up names: one record with a count (the names are not kept).
+    for n in 0..50 {
+        let answer = reader.call(&server, "get_mnemonic", json!({"name": format!("y{n}"), "password": "p"}));
+        assert_eq!(answer.unwrap_err().1, "Forbidden: get_mnemonic needs the owner role");
+    }
+    server.flush_audit();
+    let records = server.store().read_audit(0, 10_000).unwrap();
+    assert_eq!(records.len(), 1, "one record: {records:?}");
+    let event = &records[0].event;
+    assert_eq!((event.method.as_str(), event.wallet.as_deref(), event.count), ("get_mnemonic", None, 50));
 }

@@ -149,7 +149,8 @@ impl FjallStore {
             head_seq: head.seq,
             cutoff_ms: now.saturating_sub(self.retention.max_age_ms),
             anchor,
-            budget: MAX_REMOVED_PER_APPEND,
+            // At least as many as this append adds, so the log never outgrows its bound.
+            budget: MAX_REMOVED_PER_APPEND.max(records.len()),
         };
         // The oldest stored records first; the range starts past every removed key (no tombstones
         // to skip).

@@ -200,6 +200,11 @@ impl Session {
         }
     }
 
+    /// A call whose failure, a closed connection included, is an `Err` (not a panic).
+    pub async fn inner_call(&mut self, method: &str, params: Value) -> Result<Value, String> {
+        self.inner.call(method, params).await.map_err(|e| e.to_string())
+    }
+
     pub async fn ok(&mut self, method: &str, params: Value) -> Value {
         match self.call(method, params).await {
             Ok(value) => value,

@@ -103,7 +103,7 @@ fn client_of(ca_dir: &Path, cert_dir: &Path) -> Arc<rustls::ClientConfig> {
 }
 
 #[test]
-fn a_rotation_reaches_the_running_server_and_open_connections_finish() {
+fn a_rotation_reaches_the_running_server_and_closes_the_old_keys_connections() {
     runtime().block_on(async {
         let server = TestServer::start().await;
         let tls_dir = server.tls_dir();
@@ -158,9 +158,10 @@ fn a_rotation_reaches_the_running_server_and_open_connections_finish() {
                 assert!(refused.is_err(), "{what} over {}: {refused:?}", target.name());
             }
         }
-        // Connections opened before the rotation finish their work.
-        assert!(kept_https.ok("get_top_level_directory", json!({})).await.is_string());
-        assert!(kept_quic.ok("get_top_level_directory", json!({})).await.is_string());
+        // Connections opened before the rotation with the old client key are closed: `default`
+        // moved to the new key, and a connection is its key's principal, like a revoked client's.
+        assert!(kept_https.inner_call("get_top_level_directory", json!({})).await.is_err(), "old HTTPS connection");
+        assert!(kept_quic.inner_call("get_top_level_directory", json!({})).await.is_err(), "old QUIC connection");
         server.stop().await;
     });
 }

@@ -112,14 +112,22 @@ pub struct Connection {
 #[derive(Default)]
 pub(crate) struct Live {
     next: u64,
-    connections: std::collections::HashMap<u64, (Box<str>, watch::Sender<bool>)>,
+    connections: std::collections::HashMap<u64, LiveConnection>,
 }
 
-/// Signals every live connection whose principal `core` no longer knows (revoked) to close.
+/// A live connection's principal, its certificate key (if it presented one), and its close signal.
+type LiveConnection = (Box<str>, Option<[u8; 32]>, watch::Sender<bool>);
+
+/// Signals every live connection whose principal `core` no longer knows (revoked), or whose
+/// certificate key is no longer its principal's (the client moved to a new key), to close.
 pub(crate) fn close_revoked(inner: &crate::Inner, core: &Server) {
     let live = inner.live.lock().unwrap_or_else(PoisonError::into_inner);
-    for (principal, signal) in live.connections.values() {
-        if !*signal.borrow() && core.role_of(principal).is_none() {
+    for (principal, key, signal) in live.connections.values() {
+        let gone = match key {
+            Some(key) => core.client_for_cert(key).as_deref() != Some(&**principal),
+            None => core.role_of(principal).is_none(),
+        };
+        if !*signal.borrow() && gone {
             tracing::info!(%principal, "closing a revoked client's connection");
             signal.send_replace(true);
         }
@@ -149,7 +157,11 @@ impl Connection {
             let number = live.next;
             match &principal {
                 Some(name) => {
-                    live.connections.insert(number, (name.clone(), signal));
+                    let key = match &peer {
+                        Peer::Net { client_key, .. } => *client_key,
+                        _ => None,
+                    };
+                    live.connections.insert(number, (name.clone(), key, signal));
                 }
                 None => {
                     signal.send_replace(true);

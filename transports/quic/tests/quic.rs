@@ -569,3 +569,31 @@ async fn a_revoked_clients_connection_is_closed_within_a_second() {
     assert_eq!(owner.ok("list_wallets", json!({})).await, json!([]));
     fx.stop().await;
 }
+
+/// A client moved to a new key (as `default` after `keyward certs rotate`): connections made with
+/// the old key are closed, and the old key no longer connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_of_a_replaced_key_are_closed() {
+    let fx = Fixture::start(QuicLimits::default()).await;
+    let old = fx.ca.leaf("front end, old key", &[], Usage::Client, false);
+    let name = support::register(&fx.core, &old, keyward_core::Role::Owner);
+    let tls = Arc::new(support::client_config(&fx.ca, Some(&old)));
+    let quic = within(10, QuicClient::connect(fx.addr, "localhost", Arc::clone(&tls))).await.expect("connect");
+    let mut held = support::Caller::new(quic, 5).await;
+    assert_eq!(held.ok("list_wallets", json!({})).await, json!([]));
+    let new = fx.ca.leaf("front end, new key", &[], Usage::Client, false);
+    let spki_sha256 = keyward_driver::spki_sha256(&new.chain[0]).expect("a certificate");
+    fx.core.set_client_identity(&name, keyward_core::Identity::Cert { spki_sha256 }).expect("moved");
+    // The next answer on any connection makes the driver look (the timer does within a second).
+    let mut other = fx.caller(1).await;
+    assert_eq!(other.ok("list_wallets", json!({})).await, json!([]));
+    let closed = within(5, held.quic().connection().closed()).await;
+    assert!(matches!(closed, ConnectionError::ApplicationClosed(_)), "{closed:?}");
+    let again = within(10, async {
+        let client = QuicClient::connect(fx.addr, "localhost", tls).await?;
+        client.call(&Client::new([9; 32]).init_request()).await
+    })
+    .await;
+    assert!(again.is_err(), "the old key is refused: {again:?}");
+    fx.stop().await;
+}
