@@ -9,44 +9,21 @@
 
 use std::borrow::Cow;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use keyward_core::Store as _;
 use keyward_core::admin::AUDIT_PAGE_MAX;
 use keyward_core::audit::{Anchor, AuditRecord, ChainBreak, verify};
 use keyward_driver::SecureSession;
-use keyward_store::{FjallStore, OpenError};
+use keyward_store::FjallStore;
 use serde::Deserialize;
 
-use crate::call::{self, BoxLink, CallOptions};
-use crate::{config, serve};
+use crate::call::{self, BoxLink, Reached};
 
-/// Where `keyward call` and `keyward audit` reach a server by default.
-pub const DEFAULT_URL: &str = "https://127.0.0.1:3420/v3/owner";
-
-/// Where the log is read from.
-#[derive(Debug, Clone, clap::Args)]
-pub struct SourceArgs {
-    /// Data directory: its store is read when no server runs on it (default ~/.keyward).
-    #[arg(long, env = "KEYWARD_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Read from the server at this URL (default, when a server holds the data directory:
-    /// https://127.0.0.1:3420/v3/owner).
-    #[arg(long)]
-    pub url: Option<String>,
-    /// Read from the server over QUIC at this address.
-    #[arg(long)]
-    pub quic: Option<SocketAddr>,
-    /// Read from the server over the Unix socket at this path.
-    #[arg(long, conflicts_with = "quic")]
-    pub unix: Option<PathBuf>,
-    /// Certificate directory for HTTPS and QUIC (default: DATA_DIR/tls).
-    #[arg(long)]
-    pub tls_dir: Option<PathBuf>,
-}
+/// Where the log is read from: the server named by `--url`/`--quic`/`--unix`, or the data
+/// directory's store, or the server that holds it.
+pub type SourceArgs = call::ServerArgs;
 
 /// `keyward audit …`.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -113,39 +90,10 @@ struct Page {
 
 impl Log {
     async fn open(args: &SourceArgs) -> anyhow::Result<Self> {
-        let data_dir = args.data_dir.clone().unwrap_or_else(config::default_data_dir);
-        let named_server = args.url.is_some() || args.quic.is_some() || args.unix.is_some();
-        if !named_server {
-            let store_dir = data_dir.join("store");
-            let exists = FjallStore::exists_in(&store_dir)
-                .with_context(|| format!("cannot look for a store in {}", store_dir.display()))?;
-            anyhow::ensure!(exists, "{} holds no keyward store (give --data-dir)", data_dir.display());
-            match FjallStore::open(&store_dir) {
-                Ok(store) => return Ok(Self::Store(Box::new(store))),
-                Err(OpenError::InUse) => {}
-                Err(error) => {
-                    return Err(error).with_context(|| format!("cannot open the store in {}", store_dir.display()));
-                }
-            }
-        }
-        let options = CallOptions {
-            url: args.url.clone().unwrap_or_else(|| DEFAULT_URL.to_owned()),
-            tls_dir: args.tls_dir.clone().unwrap_or_else(|| serve::tls_dir(&data_dir)),
-            quic: args.quic,
-            unix: args.unix.clone(),
-            password_stdin: false,
-        };
-        let session = async { anyhow::Ok(SecureSession::open(call::link(&options).await?).await?) }.await;
-        match session {
-            Ok(session) => Ok(Self::Server(Box::new(session))),
-            Err(error) if !named_server => Err(error.context(format!(
-                "a keyward server holds {} (its store is locked), and it could not be reached at {}: give \
-                 --url, --quic or --unix",
-                data_dir.display(),
-                options.url
-            ))),
-            Err(error) => Err(error.context("cannot reach the keyward server")),
-        }
+        Ok(match args.reach().await? {
+            Reached::Store(store) => Self::Store(Box::new(store)),
+            Reached::Server(session) => Self::Server(Box::new(session)),
+        })
     }
 
     fn is_server(&self) -> bool {

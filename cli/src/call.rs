@@ -221,3 +221,107 @@ pub async fn run(options: &CallOptions, method: &str, params: Option<&str>) -> a
         Err(error) => bail!("{method} failed: {error}"),
     }
 }
+
+/// Where `keyward serve` listens for HTTPS by default, and so where `keyward clients` and
+/// `keyward audit` look for the server of a data directory.
+pub const DEFAULT_URL: &str = "https://127.0.0.1:3420/v3/owner";
+
+/// Which server (or stopped server's store) `keyward clients` and `keyward audit` work on.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServerArgs {
+    /// Data directory of the server (default ~/.keyward): its store when no server runs on it.
+    #[arg(long, env = "KEYWARD_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Server URL (default https://127.0.0.1:3420/v3/owner when a server runs on the data directory).
+    #[arg(long, global = true)]
+    pub url: Option<String>,
+    /// Call over QUIC at this address (e.g. 127.0.0.1:3420) instead of HTTPS.
+    #[arg(long, global = true)]
+    pub quic: Option<SocketAddr>,
+    /// Call over the Unix socket at this path instead of HTTPS.
+    #[arg(long, global = true, conflicts_with = "quic")]
+    pub unix: Option<PathBuf>,
+    /// The owner's certificate directory: a bundle or a server's tls/ (default DATA_DIR/tls).
+    #[arg(long, global = true)]
+    pub tls_dir: Option<PathBuf>,
+}
+
+/// What [`reach`] found: the stopped server's store, or a secure session with the running one.
+// One value per command: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Reached {
+    /// No server runs on the data directory: its store, opened (and locked) for this command.
+    Store(keyward_store::FjallStore),
+    /// A session with the server named by `--url`/`--quic`/`--unix`, or the one holding the store.
+    Server(SecureSession<BoxLink>),
+}
+
+impl std::fmt::Debug for Reached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Store(_) => "Reached::Store",
+            Self::Server(_) => "Reached::Server",
+        })
+    }
+}
+
+impl ServerArgs {
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(crate::config::default_data_dir)
+    }
+
+    /// Whether `--url`, `--quic` or `--unix` names a server.
+    pub fn names_a_server(&self) -> bool {
+        self.url.is_some() || self.quic.is_some() || self.unix.is_some()
+    }
+
+    /// The server named by `--url`/`--quic`/`--unix`; else the data directory's store, or, when a
+    /// server holds it (its lock), that server at [`DEFAULT_URL`] with the data directory's
+    /// certificates as the owner's.
+    pub async fn reach(&self) -> anyhow::Result<Reached> {
+        use keyward_store::{FjallStore, OpenError};
+        let data_dir = self.data_dir();
+        if !self.names_a_server() {
+            let store_dir = data_dir.join("store");
+            let exists = FjallStore::exists_in(&store_dir)
+                .with_context(|| format!("cannot look for a store in {}", store_dir.display()))?;
+            anyhow::ensure!(
+                exists,
+                "{} holds no keyward store (start `keyward serve` on it once, or name a server with --url, --quic or \
+                 --unix)",
+                data_dir.display()
+            );
+            let opened = tokio::task::spawn_blocking(move || FjallStore::open(&store_dir))
+                .await
+                .context("the store could not be opened")?;
+            match opened {
+                Ok(store) => return Ok(Reached::Store(store)),
+                // A server runs on this data directory: ask it.
+                Err(OpenError::InUse) => {}
+                Err(error) => bail!("cannot open the store in {}: {error}", data_dir.display()),
+            }
+        }
+        let options = CallOptions {
+            url: self.url.clone().unwrap_or_else(|| DEFAULT_URL.to_owned()),
+            tls_dir: self.tls_dir.clone().unwrap_or_else(|| crate::serve::tls_dir(&data_dir)),
+            quic: self.quic,
+            unix: self.unix.clone(),
+            password_stdin: false,
+        };
+        let hint = if self.names_a_server() {
+            String::new()
+        } else {
+            format!(
+                " (a server runs on {} and its store is locked: if it does not listen on {DEFAULT_URL}, name it with \
+                 --url, --quic or --unix)",
+                data_dir.display()
+            )
+        };
+        let link = link(&options).await.with_context(|| format!("cannot reach the server{hint}"))?;
+        let session = SecureSession::open(link)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot open a secure session with the server: {error}{hint}"))?;
+        Ok(Reached::Server(session))
+    }
+}

@@ -23,7 +23,6 @@
 
 use std::fs;
 use std::io;
-use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -32,7 +31,7 @@ use keyward_core::audit::AuditEvent;
 use keyward_core::principal::valid_client_name;
 use keyward_core::{ClientRecord, Identity, Principal, Role, Store};
 use keyward_driver::{SecureSession, SessionError};
-use keyward_store::{FjallStore, OpenError};
+use keyward_store::FjallStore;
 use rcgen::{KeyPair, PublicKeyData};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -40,48 +39,14 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::call::{self, BoxLink, CallOptions};
-use crate::{certs, config, principals, serve};
-
-/// Where the server of a data directory listens unless told otherwise (`keyward serve`'s default).
-pub const DEFAULT_URL: &str = "https://127.0.0.1:3420/v3/owner";
-
-/// The store's directory inside a data directory (as `keyward serve` opens it).
-const STORE_DIR: &str = "store";
+use crate::call::{self, BoxLink, Reached};
+use crate::{certs, principals, serve};
 
 /// The principal offline changes are recorded under in the audit log.
 const OFFLINE: &str = "offline";
 
 /// Which server (or stopped server's store) the commands work on.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct Target {
-    /// Data directory of the server (default ~/.keyward): its store when no server runs on it.
-    #[arg(long, env = "KEYWARD_DATA_DIR", global = true)]
-    pub data_dir: Option<PathBuf>,
-    /// Server URL (default https://127.0.0.1:3420/v3/owner when a server runs on the data directory).
-    #[arg(long, global = true)]
-    pub url: Option<String>,
-    /// Call over QUIC at this address (e.g. 127.0.0.1:3420) instead of HTTPS.
-    #[arg(long, global = true)]
-    pub quic: Option<SocketAddr>,
-    /// Call over the Unix socket at this path instead of HTTPS.
-    #[arg(long, global = true, conflicts_with = "quic")]
-    pub unix: Option<PathBuf>,
-    /// The owner's certificate directory: a bundle or a server's tls/ (default DATA_DIR/tls).
-    #[arg(long, global = true)]
-    pub tls_dir: Option<PathBuf>,
-}
-
-impl Target {
-    fn data_dir(&self) -> PathBuf {
-        self.data_dir.clone().unwrap_or_else(config::default_data_dir)
-    }
-
-    /// Whether `--url`, `--quic` or `--unix` names a server.
-    fn names_a_server(&self) -> bool {
-        self.url.is_some() || self.quic.is_some() || self.unix.is_some()
-    }
-}
+pub type Target = call::ServerArgs;
 
 /// A `keyward clients` command.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -172,47 +137,10 @@ enum Registry {
 
 impl Registry {
     async fn open(target: &Target) -> anyhow::Result<Self> {
-        let data_dir = target.data_dir();
-        let tls_dir = target.tls_dir.clone().unwrap_or_else(|| serve::tls_dir(&data_dir));
-        if !target.names_a_server() {
-            let store_dir = data_dir.join(STORE_DIR);
-            if fs::symlink_metadata(&store_dir).is_err() {
-                bail!(
-                    "{} holds no keyward store (start `keyward serve` on it once, or name a server with --url, --quic \
-                     or --unix)",
-                    data_dir.display()
-                );
-            }
-            let opened = tokio::task::spawn_blocking(move || FjallStore::open(&store_dir))
-                .await
-                .context("the store could not be opened")?;
-            match opened {
-                Ok(store) => return Ok(Self::Offline { store, tls_dir: serve::tls_dir(&data_dir) }),
-                // A server runs on this data directory: ask it.
-                Err(OpenError::InUse) => {}
-                Err(error) => bail!("cannot open the store in {}: {error}", data_dir.display()),
-            }
-        }
-        let options = CallOptions {
-            url: target.url.clone().unwrap_or_else(|| DEFAULT_URL.to_owned()),
-            tls_dir,
-            quic: target.quic,
-            unix: target.unix.clone(),
-            password_stdin: false,
-        };
-        let hint = if target.names_a_server() {
-            String::new()
-        } else {
-            format!(
-                " (a server runs on {}: if it does not listen on {DEFAULT_URL}, name it with --url, --quic or --unix)",
-                data_dir.display()
-            )
-        };
-        let link = call::link(&options).await.with_context(|| format!("cannot reach the server{hint}"))?;
-        let session = SecureSession::open(link)
-            .await
-            .map_err(|error| anyhow::anyhow!("cannot open a secure session with the server: {error}{hint}"))?;
-        Ok(Self::Online { session })
+        Ok(match target.reach().await? {
+            Reached::Store(store) => Self::Offline { store, tls_dir: serve::tls_dir(&target.data_dir()) },
+            Reached::Server(session) => Self::Online { session },
+        })
     }
 
     async fn close(self) {

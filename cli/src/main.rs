@@ -111,7 +111,7 @@ enum Command {
     /// Call a method over the secure protocol and print its result.
     Call {
         /// Server URL.
-        #[arg(long, default_value = "https://127.0.0.1:3420/v3/owner")]
+        #[arg(long, default_value = keyward::call::DEFAULT_URL)]
         url: String,
         /// Call over QUIC at this address (e.g. 127.0.0.1:3420) instead of HTTPS.
         #[arg(long)]
