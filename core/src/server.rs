@@ -135,7 +135,8 @@ impl Server {
     /// the store, an embedder's method, or a batch). Call it off the I/O threads. A batch runs at most
     /// its first slow request; each later one is answered −32099 `Busy: …` without running.
     pub fn finish(&self, call: SlowCall) -> Outgoing {
-        let outgoing = self.answer_accepted(&call.id, &call.accepted, call.now_ms, Run::Dispatch);
+        let role = self.state.role_of(call.accepted.principal.name());
+        let outgoing = self.answer_accepted(&call.id, &call.accepted, call.now_ms, Run::Dispatch, role);
         drop(call);
         // This thread may block: the audit events queued so far go to the store now.
         crate::admin::flush_audit(&self.state);
@@ -148,7 +149,8 @@ impl Server {
     /// this instead of [`Server::finish`] when its bounded pool of slow calls is full; the client
     /// may send the call again in a new envelope.
     pub fn refuse_busy(&self, call: SlowCall) -> Outgoing {
-        let outgoing = self.answer_accepted(&call.id, &call.accepted, call.now_ms, Run::RefuseBusy);
+        // (Nothing is dispatched: the role is not needed.)
+        let outgoing = self.answer_accepted(&call.id, &call.accepted, call.now_ms, Run::RefuseBusy, None);
         drop(call);
         // The decrypted request (it may hold a password) was parsed here; nothing ran a KDF.
         crate::secret::scrub_stack_shallow();
@@ -161,7 +163,9 @@ impl Server {
     /// [`Server::finish`] on a blocking thread (or to [`Server::refuse_busy`]).
     /// Never panics on any input.
     pub fn handle_step(&self, incoming: Incoming<'_>) -> Step {
-        if self.state.role_of(incoming.principal).is_none() {
+        // The caller's role, read once for the whole request (a slow call reads it again when it
+        // runs, so a revocation meanwhile applies).
+        let Some(role) = self.state.role_of(incoming.principal) else {
             // Unknown or revoked: the transport should not have let it in (or it was revoked a
             // moment ago). Nothing is parsed.
             let (code, message) = MethodError::Revoked.wire();
@@ -171,7 +175,7 @@ impl Server {
                 created_session: false,
                 unmatched: false,
             });
-        }
+        };
         // A body that names no session and is too large to be tried against keys is refused before
         // it is even parsed: a stranger's megabyte costs a length check.
         if incoming.session.is_none() && incoming.body.len() > self.max_unnamed_body() {
@@ -194,7 +198,7 @@ impl Server {
             Some("init_secure_api") => {
                 Step::Done(self.handle_plain_init(id, request.params, incoming.principal, incoming.now_ms))
             }
-            Some("encrypted_request_v3") => self.handle_encrypted(id, request.params, incoming),
+            Some("encrypted_request_v3") => self.handle_encrypted(id, request.params, incoming, role),
             Some(_) => Step::Done(plain_error(id, &EnvelopeError::EncryptionRequired, incoming.session)),
             None => Step::Done(plain_error(id, &EnvelopeError::InvalidRequest("no method"), incoming.session)),
         }
@@ -351,7 +355,7 @@ impl Server {
         Outgoing { body, session: Some(session), created_session: true, unmatched: false }
     }
 
-    fn handle_encrypted(&self, id: &RawValue, params: Option<&RawValue>, incoming: Incoming<'_>) -> Step {
+    fn handle_encrypted(&self, id: &RawValue, params: Option<&RawValue>, incoming: Incoming<'_>, role: Role) -> Step {
         let hint = incoming.session;
         let Some(params) = params.and_then(EnvelopeParams::parse) else {
             let why = "params must be {\"nonce\": hex, \"body_enc\": base64} or [nonce, body_enc]";
@@ -377,14 +381,14 @@ impl Server {
                 return Step::Done(outgoing);
             }
         };
-        let role = self.state.role_of(accepted.principal.name());
+        // (The accepted session is the caller's own: its principal is `incoming.principal`.)
         if is_slow(&accepted.plaintext, &self.app_methods, role) {
             // The request (it may hold a password) was decrypted on this thread, which goes on to
             // serve other clients: wipe what AES-GCM left on its stack before handing the call on.
             crate::secret::scrub_stack_shallow();
             return Step::Slow(SlowCall { id: id.to_owned(), accepted, now_ms: incoming.now_ms });
         }
-        let outgoing = self.answer_accepted(id, &accepted, incoming.now_ms, Run::Dispatch);
+        let outgoing = self.answer_accepted(id, &accepted, incoming.now_ms, Run::Dispatch, Some(role));
         drop(accepted);
         // The decrypted request (a token) and the answer passed through AES-GCM's stack buffers.
         crate::secret::scrub_stack_shallow();
@@ -438,11 +442,18 @@ impl Server {
 
     /// Answers an accepted, decrypted request: dispatch (or refuse), seal, and the session updates
     /// it asks for.
-    fn answer_accepted(&self, id: &RawValue, accepted: &Accepted, now_ms: u64, run: Run) -> Outgoing {
+    fn answer_accepted(
+        &self,
+        id: &RawValue,
+        accepted: &Accepted,
+        now_ms: u64,
+        run: Run,
+        role: Option<Role>,
+    ) -> Outgoing {
         let session = Some(accepted.id);
         let context = CallContext {
             principal: accepted.principal.clone(),
-            role: self.state.role_of(accepted.principal.name()),
+            role,
             session: accepted.id,
             dir: accepted.dir.clone(),
             now_ms,
@@ -653,7 +664,7 @@ impl fmt::Debug for SlowCall {
 /// or a batch.
 /// A single request the caller's `role` may not make is not slow: it is refused at once, without
 /// taking a place in the host's pool.
-fn is_slow(plaintext: &[u8], app_methods: &HashMap<String, AppMethod>, role: Option<Role>) -> bool {
+fn is_slow(plaintext: &[u8], app_methods: &HashMap<String, AppMethod>, role: Role) -> bool {
     #[derive(Deserialize)]
     struct MethodOnly<'a> {
         #[serde(borrow, default)]
@@ -665,7 +676,7 @@ fn is_slow(plaintext: &[u8], app_methods: &HashMap<String, AppMethod>, role: Opt
     match serde_json::from_slice::<MethodOnly<'_>>(plaintext) {
         Ok(MethodOnly { method: Some(method) }) => {
             let needs = methods::find(&method).map(Method::role).or_else(|| app_methods.get(&*method).map(|a| a.role));
-            let allowed = matches!((role, needs), (Some(role), Some(needs)) if role.allows(needs));
+            let allowed = needs.is_some_and(|needs| role.allows(needs));
             allowed && speed(&method, app_methods) == Some(Speed::Slow)
         }
         _ => false,
