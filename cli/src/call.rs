@@ -222,6 +222,14 @@ pub async fn run(options: &CallOptions, method: &str, params: Option<&str>) -> a
     }
 }
 
+/// The URL `keyward call --tls-dir DIR` uses without `--url`: the bundle's `keyward.toml` url
+/// (`keyward pair` writes it), else [`DEFAULT_URL`].
+pub fn bundle_url(tls_dir: &Path) -> anyhow::Result<String> {
+    let config = keyward_pairing::BundleConfig::read(tls_dir)
+        .with_context(|| format!("cannot read {}", tls_dir.join(keyward_pairing::bundle::CONFIG).display()))?;
+    Ok(config.and_then(|c| c.endpoints.url).unwrap_or_else(|| DEFAULT_URL.to_owned()))
+}
+
 /// Where `keyward serve` listens for HTTPS by default, and so where `keyward clients` and
 /// `keyward audit` look for the server of a data directory.
 pub const DEFAULT_URL: &str = "https://127.0.0.1:3420/v3/owner";

@@ -68,6 +68,23 @@ pub enum Action {
         #[arg(long, value_name = "FILE", conflicts_with = "uid")]
         ca_key: Option<PathBuf>,
     },
+    /// Make a one-time code with which a front end registers itself (`keyward pair CODE`): the
+    /// running server opens its pairing listener while the code is live.
+    Pair {
+        /// The name the client gets: 1 to 64 of A-Z a-z 0-9 . _ - (never reused).
+        #[arg(long)]
+        name: String,
+        /// reader, signer or owner.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Seconds the code lives (10 to 3600; default 300). It works once and dies after 3 wrong
+        /// attempts.
+        #[arg(long, value_name = "SECS")]
+        ttl: Option<u64>,
+        /// Print {"code", "expires_at", "expires_unix_ms", "pair_url", "name", "role"} as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the clients: name, role, identity, when added and when revoked.
     List {
         /// Print the records as JSON (as `list_clients` answers them).
@@ -96,7 +113,7 @@ pub fn parse_role(name: &str) -> Result<Role, String> {
 
 /// Runs a `keyward clients` command and returns what to print.
 pub async fn run(target: &Target, action: Action) -> anyhow::Result<String> {
-    if let Action::Add { name, .. } = &action {
+    if let Action::Add { name, .. } | Action::Pair { name, .. } = &action {
         check_name(name)?;
     }
     let mut registry = Registry::open(target).await?;
@@ -109,6 +126,7 @@ pub async fn run(target: &Target, action: Action) -> anyhow::Result<String> {
         Action::List { json } => {
             registry.list().await.and_then(|records| if json { as_json(&records) } else { Ok(table(&records)) })
         }
+        Action::Pair { name, role, ttl, json } => registry.pair(&name, role, ttl, json).await,
         Action::Role { name, role } => registry.set_role(&name, role).await,
         Action::Revoke { name } => registry.revoke(&name).await,
     };
@@ -265,6 +283,42 @@ impl Registry {
         Ok(format!(
             "added client '{name}' ({role}) for uid {uid}{how}; it reaches the Unix socket only if the socket's \
              permissions let it (the server makes it 0600 in a 0700 directory)\n"
+        ))
+    }
+
+    async fn pair(&mut self, name: &str, role: Role, ttl: Option<u64>, as_json: bool) -> anyhow::Result<String> {
+        let Self::Online { session } = self else {
+            bail!(
+                "pairing needs the running server (it opens the pairing listener): start `keyward serve`, or add the \
+                 client with `keyward clients add {name} --out DIR` and copy DIR to the front end"
+            );
+        };
+        let params = json!({"name": name, "role": role.as_str(), "ttl_secs": ttl});
+        let mut answer = Self::call(session, "pair_client", params).await?;
+        let text = |field: &str| {
+            answer[field].as_str().map(str::to_owned).with_context(|| format!("pair_client answered no {field}"))
+        };
+        let code = Zeroizing::new(text("code")?);
+        let pair_url = text("pair_url")?;
+        let expires_unix_ms = answer["expires_unix_ms"].as_u64().context("pair_client answered no expiry")?;
+        keyward_core::client::wipe(&mut answer);
+        let expires_at = rfc3339(expires_unix_ms);
+        if as_json {
+            let value = json!({
+                "code": code.as_str(),
+                "expires_at": expires_at,
+                "expires_unix_ms": expires_unix_ms,
+                "pair_url": pair_url,
+                "name": name,
+                "role": role.as_str(),
+            });
+            return Ok(format!("{value}\n"));
+        }
+        Ok(format!(
+            "pairing code for client '{name}' ({role}): {}\nit works once until {expires_at}, and dies after 3 wrong \
+             attempts\non the front end: keyward pair {} --url {pair_url} --out DIR\n",
+            code.as_str(),
+            code.as_str()
         ))
     }
 

@@ -17,6 +17,8 @@ use serde::Deserialize;
 
 /// The default HTTPS (and QUIC) address.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:3420";
+/// Where front ends pair by default (open only while a pairing code is live).
+pub const DEFAULT_PAIRING_ADDR: &str = "127.0.0.1:3422";
 
 /// The config file, as written by people. Every field is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -32,6 +34,9 @@ pub struct FileConfig {
     pub quic: Option<String>,
     /// Unix socket path, or "off" (the default).
     pub unix: Option<String>,
+    /// Where front ends pair with a one-time code (a loopback address, open only while a code is
+    /// live), or "off" (default 127.0.0.1:3422).
+    pub pairing: Option<String>,
     /// Uids served over the Unix socket besides the server's own.
     pub unix_allowed_uids: Option<Vec<u32>>,
     /// The role of `local-http`, the principal of loopback plain HTTP (`--http-insecure`):
@@ -174,6 +179,8 @@ pub struct ServeOptions {
     pub unix: Option<PathBuf>,
     /// Uids served over the Unix socket besides the server's own.
     pub unix_allowed_uids: Vec<u32>,
+    /// The pairing address (loopback), if pairing is on.
+    pub pairing: Option<SocketAddr>,
     /// The driver (slow-call pool).
     pub driver: DriverConfig,
     /// The store's options (the audit log's retention).
@@ -217,6 +224,8 @@ pub struct ServeFlags {
     pub quic: Option<String>,
     /// `--unix`.
     pub unix: Option<String>,
+    /// `--pairing`.
+    pub pairing: Option<String>,
 }
 
 /// Defaults, then the file, then the flags.
@@ -229,6 +238,13 @@ pub fn resolve(file: FileConfig, flags: ServeFlags) -> anyhow::Result<ServeOptio
         anyhow::ensure!(
             addr.ip().is_loopback(),
             "--http-insecure serves plain HTTP and only on a loopback address (127.0.0.0/8 or [::1]); {addr} is not one"
+        );
+    }
+    let pairing = parse_addr(flags.pairing.as_deref().or(file.pairing.as_deref()).unwrap_or(DEFAULT_PAIRING_ADDR))?;
+    if let Some(addr) = pairing {
+        anyhow::ensure!(
+            addr.ip().is_loopback(),
+            "pairing listens only on a loopback address (127.0.0.0/8 or [::1]); {addr} is not one"
         );
     }
     let mut core = ServerConfig { data_root: data_dir.display().to_string(), ..ServerConfig::default() };
@@ -314,6 +330,7 @@ pub fn resolve(file: FileConfig, flags: ServeFlags) -> anyhow::Result<ServeOptio
         quic_limits,
         unix,
         unix_allowed_uids,
+        pairing,
         driver,
         store,
     })

@@ -9,6 +9,8 @@ pub mod certs;
 pub mod clients;
 pub mod config;
 pub mod harden;
+pub mod native_host;
+pub mod pairing;
 pub mod principals;
 pub mod serve;
 pub mod tls;

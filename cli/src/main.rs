@@ -42,6 +42,10 @@ enum Command {
         /// be a registered client's: the server's own and `unix_allowed_uids` are registered at start).
         #[arg(long)]
         unix: Option<String>,
+        /// Where front ends pair with a one-time code, or "off" (default 127.0.0.1:3422; loopback
+        /// only; the listener is open only while a code from `keyward clients pair` is live).
+        #[arg(long)]
+        pairing: Option<String>,
         /// Once listening, write the bound addresses here as JSON (for scripts and `keyward bench`).
         #[arg(long)]
         ready_file: Option<PathBuf>,
@@ -108,11 +112,40 @@ enum Command {
         #[command(flatten)]
         target: keyward::clients::Target,
     },
+    /// Pair this front end with a server using the one-time code the owner got from `keyward
+    /// clients pair`: writes a bundle (ca.crt, client.crt, client.key, keyward.toml) to DIR.
+    Pair {
+        /// The code, e.g. 7KQ2M-XR4TD (case, spaces and dashes do not matter).
+        code: String,
+        /// Where to pair, as `keyward clients pair` printed it.
+        #[arg(long, default_value = "tcp://127.0.0.1:3422")]
+        url: String,
+        /// The client name the owner chose (checked; optional).
+        #[arg(long)]
+        name: Option<String>,
+        /// The directory to write the bundle to (made 0700; must not hold a bundle).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// The native-messaging host a browser extension talks to (started by the browser), and its
+    /// installation: `keyward native-host install|uninstall`.
+    #[command(name = "native-host", args_conflicts_with_subcommands = true)]
+    NativeHost {
+        #[command(subcommand)]
+        action: Option<keyward::native_host::Action>,
+        /// The host's bundle (as `install` made it).
+        #[arg(long, value_name = "DIR")]
+        bundle: Option<PathBuf>,
+        /// What the browser passes: the calling extension's origin (Chrome, Chromium), or the app
+        /// manifest's path and the extension's id (Firefox).
+        #[arg(allow_hyphen_values = true)]
+        browser_args: Vec<String>,
+    },
     /// Call a method over the secure protocol and print its result.
     Call {
-        /// Server URL.
-        #[arg(long, default_value = keyward::call::DEFAULT_URL)]
-        url: String,
+        /// Server URL (default: the bundle's keyward.toml url, else https://127.0.0.1:3420/v3/owner).
+        #[arg(long)]
+        url: Option<String>,
         /// Call over QUIC at this address (e.g. 127.0.0.1:3420) instead of HTTPS.
         #[arg(long)]
         quic: Option<std::net::SocketAddr>,
@@ -191,13 +224,13 @@ fn init_logging(filter: Option<&str>) {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { data_dir, config: file, https, http_insecure, quic, unix, ready_file } => {
+        Command::Serve { data_dir, config: file, https, http_insecure, quic, unix, pairing, ready_file } => {
             let file = match file {
                 Some(path) => config::read_file(&path)?,
                 None => config::FileConfig::default(),
             };
             init_logging(file.log.as_deref());
-            let options = config::resolve(file, ServeFlags { data_dir, https, http_insecure, quic, unix })?;
+            let options = config::resolve(file, ServeFlags { data_dir, https, http_insecure, quic, unix, pairing })?;
             let running = serve::start(options).await?;
             if let Some(path) = ready_file {
                 running.write_ready_file(&path)?;
@@ -251,6 +284,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Call { url, quic, unix, tls_dir, password_stdin, raw, method, params } => {
             init_logging(Some("warn"));
             let tls_dir = tls_dir.unwrap_or_else(|| serve::tls_dir(&config::default_data_dir()));
+            let url = match url {
+                Some(url) => url,
+                None => keyward::call::bundle_url(&tls_dir)?,
+            };
             let options = CallOptions { url, tls_dir, quic, unix, password_stdin };
             let mut value = keyward::call::run(&options, &method, params.as_deref()).await?;
             match (&value, raw) {
@@ -259,6 +296,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             keyward_core::client::wipe(&mut value);
             Ok(())
+        }
+        Command::Pair { code, url, name, out } => {
+            init_logging(Some("warn"));
+            print!("{}", keyward::pairing::pair(&code, &url, name.as_deref(), &out).await?);
+            Ok(())
+        }
+        Command::NativeHost { action: Some(action), .. } => {
+            init_logging(Some("warn"));
+            print!("{}", keyward::native_host::manage(action).await?);
+            Ok(())
+        }
+        Command::NativeHost { action: None, bundle, browser_args } => {
+            // Standard output carries the browser's frames only: logs go to standard error.
+            init_logging(Some("warn"));
+            keyward::native_host::run(bundle, &browser_args).await
         }
         Command::Audit { command } => {
             init_logging(Some("warn"));

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use keyward_core::{ClientRecord, Host, Identity, IssuedCertificate, Role, Server};
+use keyward_core::{ClientRecord, Host, Identity, IssuedCertificate, PairingTicket, Role, Server};
 
 use crate::{certs, tls};
 
@@ -17,12 +17,19 @@ pub const DEFAULT_CLIENT: &str = "default";
 #[derive(Debug)]
 pub struct ServeHost {
     tls_dir: PathBuf,
+    /// The pairing service, once `keyward serve` has started it (none: pairing is off).
+    pairing: std::sync::OnceLock<keyward_pairing::PairingService>,
 }
 
 impl ServeHost {
     /// The host of a server whose certificate directory is `tls_dir`.
     pub fn new(tls_dir: PathBuf) -> Self {
-        Self { tls_dir }
+        Self { tls_dir, pairing: std::sync::OnceLock::new() }
+    }
+
+    /// Turns pairing on (`pair_client` makes codes on `service`).
+    pub fn set_pairing(&self, service: keyward_pairing::PairingService) {
+        let _ = self.pairing.set(service);
     }
 
     /// The CA of the set in use, read now (so that a rotation is followed), or why there is none.
@@ -61,6 +68,23 @@ impl Host for ServeHost {
             certificate_pem: issued.certificate_pem,
             ca_certificate_pem: ca.cert_pem().to_owned(),
             spki_sha256: issued.spki_sha256,
+        })
+    }
+
+    /// A code from the pairing service; errors name no path.
+    fn start_pairing(&self, name: &str, role: Role, ttl_secs: Option<u64>) -> Result<PairingTicket, String> {
+        let service = self.pairing.get().ok_or("this server does not pair clients (pairing = \"off\")")?;
+        // A certificate must be issuable when the front end comes: say so now, not then.
+        self.ca()?;
+        let ttl = ttl_secs.map_or(keyward_pairing::DEFAULT_TTL, std::time::Duration::from_secs);
+        let ticket = service.offer(name, role.as_str(), ttl).map_err(|error| {
+            tracing::error!("cannot start pairing: {error}");
+            error.to_string()
+        })?;
+        Ok(PairingTicket {
+            code: ticket.code.display(),
+            expires_unix_ms: ticket.expires_unix_ms,
+            pair_url: ticket.pair_url,
         })
     }
 }

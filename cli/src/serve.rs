@@ -38,6 +38,8 @@ pub struct Running {
     pub core: Arc<Server>,
     /// The driver every listener runs on.
     pub driver: Driver,
+    /// The pairing service, if pairing is on.
+    pub pairing: Option<keyward_pairing::PairingService>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -84,7 +86,8 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     let mut seed = zeroize::Zeroizing::new([0u8; 32]);
     getrandom::fill(&mut *seed).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
     let mut server = Server::new(options.core.clone(), Box::new(store), *seed);
-    server.set_host(Arc::new(principals::ServeHost::new(tls_dir.clone())));
+    let host = Arc::new(principals::ServeHost::new(tls_dir.clone()));
+    server.set_host(Arc::clone(&host) as Arc<dyn keyward_core::Host>);
     let core = Arc::new(server);
     // Every peer is a registered client: the set's client certificate is `default` (owner), and
     // the Unix socket's own user and allowed users are `uid-N` (owner) unless registered already.
@@ -105,6 +108,19 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     }
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    // Pairing: a listener opens on `options.pairing` only while a code is live.
+    let mut pairing = None;
+    let registrar = Arc::new(crate::pairing::ServeRegistrar::new(&core, tls_dir.clone()));
+    if let Some(addr) = options.pairing {
+        let service = keyward_pairing::PairingService::new(
+            addr,
+            Arc::clone(&registrar) as Arc<dyn keyward_pairing::Registrar>,
+            tokio::runtime::Handle::current(),
+            stop_rx.clone(),
+        );
+        host.set_pairing(service.clone());
+        pairing = Some(service);
+    }
 
     // One set for both TLS listeners, followed across `keyward certs rotate`.
     let server_tls = match server_tls {
@@ -159,7 +175,11 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
         unix = Some(server.path().to_owned());
         tasks.spawn(server.run(driver.clone(), stopped(stop_rx.clone())));
     }
-    Ok(Running { https, http_insecure, quic, unix, data_dir: options.data_dir, core, driver, stop, tasks })
+    registrar.set_endpoints(keyward_pairing::Endpoints {
+        url: https.map(|addr| format!("https://{addr}/v3/owner")),
+        quic: quic.map(|addr| addr.to_string()),
+    });
+    Ok(Running { https, http_insecure, quic, unix, data_dir: options.data_dir, core, driver, pairing, stop, tasks })
 }
 
 /// How often `keyward serve` looks for a rotated certificate set.

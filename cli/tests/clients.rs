@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{Serve, keyward, run, text};
+use common::{Serve, keyward, ok, refused, run, text};
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -73,16 +73,6 @@ fn kw(data: &Path, args: &[&str], stdin: Option<&str>, token: Option<&str>) -> O
     let mut command = keyward();
     command.env("KEYWARD_DATA_DIR", data).env_remove("KEYWARD_TOKEN").args(args);
     run(&mut command, stdin, token)
-}
-
-fn ok(output: &Output) -> String {
-    assert!(output.status.success(), "{}", text(output));
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn refused(output: &Output, expected: &str) {
-    assert!(!output.status.success(), "expected a refusal containing {expected:?}: {}", text(output));
-    assert!(text(output).contains(expected), "expected {expected:?} in: {}", text(output));
 }
 
 /// `keyward clients list --json` over the given server arguments, by name.

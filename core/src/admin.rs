@@ -1,5 +1,5 @@
 //! Client administration and the audit log over the API (owner only): `add_client`,
-//! `list_clients`, `set_client_role`, `revoke_client`, `audit_log`.
+//! `pair_client`, `list_clients`, `set_client_role`, `revoke_client`, `audit_log`.
 
 use serde_json::{Value, json};
 
@@ -103,6 +103,32 @@ pub(crate) fn add_client(state: &State, p: &[Value], _: &CallContext) -> Result<
         }
         _ => Err(MethodError::InvalidParams("give exactly one of 'public_key' (PEM) or 'uid'".into())),
     }
+}
+
+/// `pair_client(name, role, ttl_secs)`: a one-time code with which a front end registers itself
+/// as client `name` with `role` (see the host's [`crate::Host::start_pairing`]); the code is
+/// answered only to the owner who asked.
+pub(crate) fn pair_client(state: &State, p: &[Value], _: &CallContext) -> Result<Value, MethodError> {
+    let name = client_name(&p[0])?;
+    let role = role_param(&p[1])?;
+    let ttl_secs = match &p[2] {
+        Value::Null => None,
+        value => {
+            Some(value.as_u64().ok_or_else(|| MethodError::Argument("'ttl_secs' must be a number of seconds".into()))?)
+        }
+    };
+    if name == Principal::LOCAL_HTTP || read(&state.clients).get(name).is_some() {
+        return Err(MethodError::Argument(format!("a client called '{name}' exists (names are never reused)")));
+    }
+    let host = state.host.as_ref().ok_or_else(|| MethodError::Argument("this server does not pair clients".into()))?;
+    let ticket = host.start_pairing(name, role, ttl_secs).map_err(MethodError::Argument)?;
+    Ok(json!({
+        "name": name,
+        "role": role.as_str(),
+        "code": ticket.code.as_str(),
+        "expires_unix_ms": ticket.expires_unix_ms,
+        "pair_url": ticket.pair_url,
+    }))
 }
 
 pub(crate) fn list_clients(state: &State) -> Value {

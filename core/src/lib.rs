@@ -90,6 +90,8 @@ pub mod vault;
 pub use client::{Client, ClientError};
 pub use methods::{AppCall, AppError, Method, Speed};
 pub use principal::{ClientRecord, Identity, Principal, Role};
-pub use server::{CallContext, Host, Incoming, IssuedCertificate, Outgoing, Server, ServerConfig, SlowCall, Step};
+pub use server::{
+    CallContext, Host, Incoming, IssuedCertificate, Outgoing, PairingTicket, Server, ServerConfig, SlowCall, Step,
+};
 pub use session::{SessionId, SessionLimits};
 pub use store::{MemoryStore, Store, StoreError, WalletKey};

@@ -151,6 +151,7 @@ pub const METHODS: &[Method] = &[
     method("sign_message", &["token", "path", "message"], Signer, Fast, sign_message),
     method("verify_message", &["public_key", "message", "signature"], Reader, Fast, |_, p, _, _| verify_message(p)),
     method("add_client", &["name", "role", "public_key", "uid"], Owner, Slow, |s, p, c, _| admin::add_client(s, p, c)),
+    method("pair_client", &["name", "role", "ttl_secs"], Owner, Slow, |s, p, c, _| admin::pair_client(s, p, c)),
     method("list_clients", &[], Owner, Fast, |s, _, _, _| Ok(admin::list_clients(s))),
     method("set_client_role", &["name", "role"], Owner, Slow, |s, p, c, _| admin::set_client_role(s, p, c)),
     method("revoke_client", &["name"], Owner, Slow, |s, p, c, after| {
@@ -378,6 +379,7 @@ pub const AUDITED: &[&str] = &[
     "sign_message",
     "create_account_path",
     "add_client",
+    "pair_client",
     "set_client_role",
     "revoke_client",
 ];

@@ -22,7 +22,7 @@ use crate::session::{self, AcceptError, Accepted, SessionId, SessionTable};
 use crate::state::{State, lock};
 use crate::store::Store;
 
-pub use crate::state::{CallContext, Host, IssuedCertificate, ServerConfig};
+pub use crate::state::{CallContext, Host, IssuedCertificate, PairingTicket, ServerConfig};
 
 /// One request, as the transport hands it in.
 #[derive(Debug, Clone, Copy)]
@@ -610,7 +610,7 @@ impl Server {
         let token_wallet = after.wallet.take();
         if (audited && !nothing_to_audit) || refused {
             let outcome = result.as_ref().map_or_else(MethodError::audit_outcome, |_| "ok");
-            let client_call = ["add_client", "set_client_role", "revoke_client"].contains(&method);
+            let client_call = ["add_client", "pair_client", "set_client_role", "revoke_client"].contains(&method);
             let wallet = token_wallet.or_else(|| match named {
                 Some(name) if !client_call && !context.dir.is_empty() => Some(format!("{}/{name}", context.dir)),
                 other => other,

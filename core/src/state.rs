@@ -221,6 +221,38 @@ pub trait Host: Send + Sync {
         let _ = (name, public_key_pem);
         Err("this server keeps no CA key: add clients while it is stopped".into())
     }
+    /// Starts pairing for a new client `name` with `role`: a one-time code that lives `ttl_secs`
+    /// (the host's default when `None`), and where the front end pairs with it. The host registers
+    /// the client when the front end pairs. The default refuses: such a server does not pair.
+    fn start_pairing(
+        &self,
+        name: &str,
+        role: crate::principal::Role,
+        ttl_secs: Option<u64>,
+    ) -> Result<PairingTicket, String> {
+        let _ = (name, role, ttl_secs);
+        Err("this server does not pair clients (no pairing address is configured)".into())
+    }
+}
+
+/// A pairing code a [`Host`] made.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PairingTicket {
+    /// The one-time code, for the owner to hand to the front end (a secret until used).
+    pub code: zeroize::Zeroizing<String>,
+    /// When it expires (Unix milliseconds).
+    pub expires_unix_ms: u64,
+    /// Where the front end pairs (`tcp://IP:PORT`).
+    pub pair_url: String,
+}
+
+impl std::fmt::Debug for PairingTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PairingTicket")
+            .field("expires_unix_ms", &self.expires_unix_ms)
+            .field("pair_url", &self.pair_url)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A certificate a [`Host`] issued.

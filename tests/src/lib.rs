@@ -75,6 +75,7 @@ pub async fn start_in(root: &Path) -> Running {
         http_insecure: Some("127.0.0.1:0".into()),
         quic: Some("127.0.0.1:0".into()),
         unix: Some(root.join("kw").join("keyward.sock").display().to_string()),
+        pairing: Some("127.0.0.1:0".into()),
     };
     let mut options = config::resolve(config::FileConfig::default(), flags).unwrap();
     options.core.kdf = KdfParams::INSECURE_FOR_TESTS;

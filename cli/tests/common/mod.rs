@@ -52,3 +52,15 @@ pub fn serve(mut command: Command, ready: &std::path::Path) -> (Serve, serde_jso
     let info = serde_json::from_slice(&std::fs::read(ready).unwrap()).unwrap();
     (serve, info)
 }
+
+/// Standard output of a command that must succeed.
+pub fn ok(output: &Output) -> String {
+    assert!(output.status.success(), "{}", text(output));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A command that must fail, saying `expected`.
+pub fn refused(output: &Output, expected: &str) {
+    assert!(!output.status.success(), "expected a refusal containing {expected:?}: {}", text(output));
+    assert!(text(output).contains(expected), "expected {expected:?} in: {}", text(output));
+}

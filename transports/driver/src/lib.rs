@@ -15,7 +15,7 @@
 //! * the per-connection handle, [`Connection`]: its peer, the session bound to it, and
 //!   [`Connection::answer`]; dropping it drops the bound session;
 //! * the accept loop with a connection limit and graceful shutdown, [`serve`];
-//! * length-prefixed framing, [`frame`];
+//! * length-prefixed framing, [`frame`], and the browsers' native-messaging framing, [`native`];
 //! * the client side: the [`Link`] trait ("send these bytes, get those bytes") and one
 //!   [`SecureSession`] over any link.
 //!
@@ -29,6 +29,7 @@ mod client;
 mod connection;
 pub mod frame;
 mod identity;
+pub mod native;
 mod pool;
 mod serve;
 

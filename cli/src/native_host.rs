@@ -1,0 +1,455 @@
+//! `keyward native-host`: how a browser extension reaches keyward. Browsers cannot present client
+//! certificates from JavaScript, so an extension talks to a native-messaging host the browser
+//! starts (spec/native-messaging.md): frames of a 32-bit native-endian length and UTF-8 JSON on
+//! standard input and output. Each message is one Owner API V3 request exactly as a V3 client sends
+//! it over HTTP (`init_secure_api`, then `encrypted_request_v3`); the host relays its bytes to the
+//! running server over mTLS as its own registered client and frames the answer back. It holds no
+//! key of the extension's session: it sees ciphertext only.
+//!
+//! * `keyward native-host install --browser B --extension-id ID --role ROLE` registers the client
+//!   (`ext-B-ID…`, as `keyward clients add` does), writes its bundle under
+//!   `DATA_DIR/native-host/NAME/` with a wrapper script, and writes the host manifest
+//!   (`keyward.owner.json`) to the browser's per-user directory.
+//! * The browser runs the wrapper with the caller's origin (`chrome-extension://ID/`; Firefox: the
+//!   app manifest's path and the extension's id); the host refuses any other extension.
+//! * `keyward native-host uninstall` revokes the client and removes the manifest and the bundle.
+//!
+//! Limits: a message from the extension up to [`MAX_REQUEST`] bytes (browsers allow far more, the
+//! server takes 1 MiB); an answer above the browsers' 1 MiB is replaced by an error. Standard output
+//! carries frames only (logs go to standard error).
+
+use std::fs;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use keyward_core::Role;
+use keyward_driver::Link;
+use keyward_driver::native::{self, Decoder, NativeError};
+use keyward_pairing::{BundleConfig, Endpoints};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::call::{self, BoxLink, DEFAULT_URL, ServerArgs};
+use crate::clients::{self, parse_role};
+
+/// The host's name in the browser (`chrome.runtime.connectNative("keyward.owner")`).
+pub const HOST_NAME: &str = "keyward.owner";
+
+/// The largest message the host takes from the extension (the server's default body limit).
+pub const MAX_REQUEST: usize = 1024 * 1024;
+
+/// The host's settings in its bundle.
+const HOST_CONFIG: &str = "native-host.toml";
+
+/// The wrapper the manifest names (browsers pass no arguments of the manifest's).
+const WRAPPER: &str = "keyward-native-host";
+
+/// JSON-RPC error code of the host's own errors (the server was not reached or answered too much).
+const HOST_ERROR: i64 = -32000;
+
+/// The browsers a host can be installed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Browser {
+    /// Google Chrome.
+    Chrome,
+    /// Chromium.
+    Chromium,
+    /// Mozilla Firefox.
+    Firefox,
+}
+
+impl Browser {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Chrome => "chrome",
+            Self::Chromium => "chromium",
+            Self::Firefox => "firefox",
+        }
+    }
+
+    /// The browser's per-user directory of host manifests.
+    fn manifest_dir(self) -> anyhow::Result<PathBuf> {
+        let home = std::env::var_os("HOME").map(PathBuf::from).context("HOME is not set: give --manifest-dir")?;
+        let config = std::env::var_os("XDG_CONFIG_HOME").map_or_else(|| home.join(".config"), PathBuf::from);
+        Ok(match self {
+            Self::Chrome => config.join("google-chrome/NativeMessagingHosts"),
+            Self::Chromium => config.join("chromium/NativeMessagingHosts"),
+            Self::Firefox => home.join(".mozilla/native-messaging-hosts"),
+        })
+    }
+
+    /// Whether `id` can be this browser's extension id.
+    fn valid_id(self, id: &str) -> bool {
+        match self {
+            // 32 letters a to p.
+            Self::Chrome | Self::Chromium => id.len() == 32 && id.bytes().all(|b| (b'a'..=b'p').contains(&b)),
+            // `name@domain` or `{uuid}`.
+            Self::Firefox => {
+                !id.is_empty()
+                    && id.len() <= 80
+                    && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"@._-{}".contains(&b))
+            }
+        }
+    }
+
+    /// Whether the arguments the browser passed name extension `id`.
+    fn is_caller(self, id: &str, args: &[String]) -> bool {
+        match self {
+            Self::Chrome | Self::Chromium => {
+                args.first().is_some_and(|origin| *origin == format!("chrome-extension://{id}/"))
+            }
+            Self::Firefox => args.get(1).is_some_and(|caller| caller == id),
+        }
+    }
+}
+
+/// `native-host.toml`: which extension the host serves and where its manifest is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostConfig {
+    browser: Browser,
+    extension_id: String,
+    manifest: PathBuf,
+}
+
+/// `keyward native-host install|uninstall`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Action {
+    /// Register the extension's client, write its bundle and the browser's host manifest.
+    Install {
+        /// The browser.
+        #[arg(long, value_enum)]
+        browser: Browser,
+        /// The extension's id (Chrome/Chromium: 32 letters a-p; Firefox: its `gecko.id`).
+        #[arg(long)]
+        extension_id: String,
+        /// The client's role: reader, signer or owner.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// The client's name (default ext-BROWSER-first 16 characters of the id).
+        #[arg(long)]
+        name: Option<String>,
+        /// Write the manifest here instead of the browser's per-user directory (a browser started
+        /// with --user-data-dir=UDD reads UDD/NativeMessagingHosts).
+        #[arg(long, value_name = "DIR")]
+        manifest_dir: Option<PathBuf>,
+        #[command(flatten)]
+        target: ServerArgs,
+    },
+    /// Revoke the extension's client and remove its manifest and bundle.
+    Uninstall {
+        /// The browser.
+        #[arg(long, value_enum)]
+        browser: Browser,
+        /// The extension's id.
+        #[arg(long)]
+        extension_id: String,
+        /// The client's name, if `install` was given one.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        target: ServerArgs,
+    },
+}
+
+fn default_name(browser: Browser, id: &str) -> String {
+    let id: String = id.chars().filter(|c| c.is_ascii_alphanumeric()).take(16).collect();
+    format!("ext-{}-{id}", browser.as_str())
+}
+
+fn bundle_dir(target: &ServerArgs, name: &str) -> PathBuf {
+    target.data_dir().join("native-host").join(name)
+}
+
+/// Quotes a path for `sh` ('…', with ' as '\'').
+fn sh_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Runs `install` or `uninstall`; returns what to print.
+pub async fn manage(action: Action) -> anyhow::Result<String> {
+    match action {
+        Action::Install { browser, extension_id, role, name, manifest_dir, target } => {
+            install(browser, &extension_id, role, name, manifest_dir, &target).await
+        }
+        Action::Uninstall { browser, extension_id, name, target } => {
+            let name = name.unwrap_or_else(|| default_name(browser, &extension_id));
+            uninstall(&name, &target).await
+        }
+    }
+}
+
+async fn install(
+    browser: Browser,
+    extension_id: &str,
+    role: Role,
+    name: Option<String>,
+    manifest_dir: Option<PathBuf>,
+    target: &ServerArgs,
+) -> anyhow::Result<String> {
+    anyhow::ensure!(browser.valid_id(extension_id), "'{extension_id}' is not a {} extension id", browser.as_str());
+    anyhow::ensure!(
+        target.unix.is_none(),
+        "the native host relays over HTTPS or QUIC: name the server with --url or --quic"
+    );
+    let name = name.unwrap_or_else(|| default_name(browser, extension_id));
+    let manifest_dir = match manifest_dir {
+        Some(dir) => dir,
+        None => browser.manifest_dir()?,
+    };
+    let manifest = manifest_dir.join(format!("{HOST_NAME}.json"));
+    anyhow::ensure!(
+        fs::symlink_metadata(&manifest).is_err(),
+        "{} exists: uninstall the host it names first (`keyward native-host uninstall`)",
+        manifest.display()
+    );
+    let bundle = bundle_dir(target, &name);
+    anyhow::ensure!(
+        fs::symlink_metadata(&bundle).is_err(),
+        "{} exists: a host called '{name}' is installed",
+        bundle.display()
+    );
+    let exe = std::env::current_exe().context("cannot find the keyward executable")?;
+    let exe = exe.canonicalize().unwrap_or(exe);
+    fs::create_dir_all(bundle.parent().unwrap_or(&bundle)).context("cannot make the native-host directory")?;
+
+    // The client and its key and certificates (as `keyward clients add --out`).
+    let add = clients::Action::Add { name: name.clone(), role, out: Some(bundle.clone()), uid: None, ca_key: None };
+    clients::run(target, add).await?;
+    let written = (|| {
+        let endpoints = Endpoints {
+            url: Some(target.url.clone().unwrap_or_else(|| DEFAULT_URL.to_owned())),
+            quic: target.quic.map(|addr| addr.to_string()),
+        };
+        let config = BundleConfig { name: name.clone(), role: role.as_str().into(), endpoints };
+        write_new(&bundle.join(keyward_pairing::bundle::CONFIG), config.to_toml().as_bytes(), 0o644)?;
+        let host = HostConfig { browser, extension_id: extension_id.to_owned(), manifest: manifest.clone() };
+        write_new(&bundle.join(HOST_CONFIG), toml::to_string(&host)?.as_bytes(), 0o644)?;
+        let wrapper = bundle.join(WRAPPER);
+        let script = format!(
+            "#!/bin/sh\n# The keyward native-messaging host for {} extension {extension_id} (client '{name}').\nexec {} \
+             native-host --bundle {} \"$@\"\n",
+            browser.as_str(),
+            sh_quote(&exe),
+            sh_quote(&bundle)
+        );
+        write_new(&wrapper, script.as_bytes(), 0o700)?;
+        let origins = match browser {
+            Browser::Chrome | Browser::Chromium => {
+                ("allowed_origins", json!([format!("chrome-extension://{extension_id}/")]))
+            }
+            Browser::Firefox => ("allowed_extensions", json!([extension_id])),
+        };
+        let mut body = json!({
+            "name": HOST_NAME,
+            "description": "keyward: the wallet owner API for this extension",
+            "path": wrapper,
+            "type": "stdio",
+        });
+        body[origins.0] = origins.1;
+        fs::create_dir_all(&manifest_dir).with_context(|| format!("cannot make {}", manifest_dir.display()))?;
+        write_new(&manifest, serde_json::to_string_pretty(&body)?.as_bytes(), 0o644)?;
+        anyhow::Ok(())
+    })();
+    if let Err(error) = written {
+        let _ = fs::remove_file(&manifest);
+        return Err(error.context(format!(
+            "client '{name}' is registered but the host could not be installed: `keyward native-host uninstall \
+             --browser {} --extension-id {extension_id} --name {name}` undoes it",
+            browser.as_str()
+        )));
+    }
+    Ok(format!(
+        "installed the native-messaging host '{HOST_NAME}' for {} extension {extension_id}\n  client '{name}' \
+         ({role}), bundle {}\n  manifest {}\n",
+        browser.as_str(),
+        bundle.display(),
+        manifest.display()
+    ))
+}
+
+async fn uninstall(name: &str, target: &ServerArgs) -> anyhow::Result<String> {
+    let bundle = bundle_dir(target, name);
+    let host: Option<HostConfig> =
+        fs::read_to_string(bundle.join(HOST_CONFIG)).ok().and_then(|text| toml::from_str(&text).ok());
+    // The client first: once revoked, a copy of the bundle is worth nothing.
+    let mut out = match clients::run(target, clients::Action::Revoke { name: name.to_owned() }).await {
+        Ok(text) => text,
+        Err(error) if error.to_string().contains("no active client") => format!("client '{name}' was not active\n"),
+        Err(error) => return Err(error),
+    };
+    if let Some(host) = &host {
+        match fs::remove_file(&host.manifest) {
+            Ok(()) => out.push_str(&format!("removed {}\n", host.manifest.display())),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error).with_context(|| format!("cannot remove {}", host.manifest.display())),
+        }
+    }
+    match fs::remove_dir_all(&bundle) {
+        Ok(()) => out.push_str(&format!("removed {}\n", bundle.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error).with_context(|| format!("cannot remove {}", bundle.display())),
+    }
+    Ok(out)
+}
+
+/// A JSON-RPC error answer from the host itself.
+fn host_error(id: &Value, code: i64, message: &str) -> Vec<u8> {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}).to_string().into_bytes()
+}
+
+/// The relay: standard input to the server, answers to standard output, until standard input ends.
+pub async fn run(bundle: Option<PathBuf>, browser_args: &[String]) -> anyhow::Result<()> {
+    let mut stdout = tokio::io::stdout();
+    let result = relay(bundle, browser_args, &mut stdout).await;
+    if let Err(error) = &result {
+        // Tell the extension why it is closed (the browser shows standard error only in its log).
+        let message = format!("keyward native-host: {error:#}");
+        if let Ok(frame) = native::encode(&host_error(&Value::Null, HOST_ERROR, &message)) {
+            let _ = stdout.write_all(&frame).await;
+            let _ = stdout.flush().await;
+        }
+    }
+    result
+}
+
+async fn relay(bundle: Option<PathBuf>, browser_args: &[String], stdout: &mut tokio::io::Stdout) -> anyhow::Result<()> {
+    let bundle = bundle.context("no --bundle: run the wrapper `keyward native-host install` wrote")?;
+    let host: HostConfig = toml::from_str(
+        &fs::read_to_string(bundle.join(HOST_CONFIG)).context("the host's bundle is missing or unreadable")?,
+    )
+    .context("the host's bundle is damaged")?;
+    if !host.browser.is_caller(&host.extension_id, browser_args) {
+        bail!("refused: the calling extension is not the one this host was installed for");
+    }
+    let config = BundleConfig::read(&bundle).ok().flatten().context("the host's bundle has no keyward.toml")?;
+    let mut stdin = tokio::io::stdin();
+    let mut decoder = Decoder::new(MAX_REQUEST);
+    let mut server: Option<BoxLink> = None;
+    let mut session: Option<String> = None;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let message = match decoder.next_message() {
+            Ok(Some(message)) => message,
+            Ok(None) => {
+                let want = decoder.wanted().min(chunk.len());
+                let read = stdin.read(&mut chunk[..want]).await.context("cannot read standard input")?;
+                if read == 0 {
+                    // The browser closed the port: a clean end, or a frame cut short.
+                    decoder.finish().map_err(|e| anyhow::anyhow!("{e}"))?;
+                    if let Some(mut link) = server.take() {
+                        link.close().await;
+                    }
+                    return Ok(());
+                }
+                decoder.push(&chunk[..read]);
+                continue;
+            }
+            Err(error @ NativeError::TooLarge { .. }) => bail!("{error}"),
+            Err(error) => bail!("{error}"),
+        };
+        let answer = answer(&message, &config, &bundle, &mut server, &mut session).await;
+        let frame = native::encode(&answer).unwrap_or_else(|_| {
+            let id = request_id(&message);
+            let too_large = "the server's answer is larger than a browser takes (1 MiB)";
+            native::encode(&host_error(&id, HOST_ERROR, too_large)).unwrap_or_default()
+        });
+        stdout.write_all(&frame).await.context("cannot write standard output")?;
+        stdout.flush().await.context("cannot write standard output")?;
+    }
+}
+
+fn request_id(message: &[u8]) -> Value {
+    serde_json::from_slice::<Value>(message).ok().and_then(|v| v.get("id").cloned()).unwrap_or(Value::Null)
+}
+
+/// One message's answer: the server's, or the host's error.
+async fn answer(
+    message: &[u8],
+    config: &BundleConfig,
+    bundle: &Path,
+    server: &mut Option<BoxLink>,
+    session: &mut Option<String>,
+) -> Vec<u8> {
+    if let Err(error) = native::check_json(message) {
+        return host_error(&Value::Null, -32700, &format!("Parse error: {error}"));
+    }
+    if server.is_none() {
+        match connect(config, bundle).await {
+            Ok(link) => *server = Some(link),
+            Err(error) => {
+                tracing::warn!("cannot reach keyward: {error:#}");
+                let text = format!("keyward native-host cannot reach the server: {error:#}");
+                return host_error(&request_id(message), HOST_ERROR, &text);
+            }
+        }
+    }
+    let Some(link) = server.as_mut() else { return Vec::new() };
+    match link.exchange(message.to_vec(), session.as_deref()).await {
+        Ok(exchange) => {
+            if exchange.session.is_some() {
+                *session = exchange.session;
+            }
+            exchange.body
+        }
+        Err(error) => {
+            // The connection is gone (the server restarted, say): the next message reconnects.
+            *server = None;
+            *session = None;
+            host_error(&request_id(message), HOST_ERROR, &format!("the request to keyward failed: {error}"))
+        }
+    }
+}
+
+/// The link the bundle names: QUIC if it has a QUIC address, else HTTPS.
+async fn connect(config: &BundleConfig, bundle: &Path) -> anyhow::Result<BoxLink> {
+    if let Some(quic) = &config.endpoints.quic {
+        let addr = quic.parse().with_context(|| format!("'{quic}' is not a QUIC address"))?;
+        return Ok(Box::new(call::quic_link(addr, bundle).await?));
+    }
+    let url = config.endpoints.url.clone().unwrap_or_else(|| DEFAULT_URL.to_owned());
+    Ok(Box::new(call::http_link(&url, bundle).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn only_the_installed_extension_is_a_caller() {
+        let id = "abcdefghijklmnopabcdefghijklmnop";
+        assert!(Browser::Chromium.valid_id(id) && !Browser::Chromium.valid_id("qbcdefghijklmnopabcdefghijklmnop"));
+        let origin = |o: &str| vec![o.to_owned()];
+        assert!(Browser::Chromium.is_caller(id, &origin(&format!("chrome-extension://{id}/"))));
+        assert!(!Browser::Chromium.is_caller(id, &origin("chrome-extension://bbcdefghijklmnopabcdefghijklmnop/")));
+        assert!(!Browser::Chrome.is_caller(id, &[]));
+        let firefox = vec!["/path/to/keyward.owner.json".to_owned(), "wallet@example.org".to_owned()];
+        assert!(Browser::Firefox.is_caller("wallet@example.org", &firefox));
+        assert!(!Browser::Firefox.is_caller("other@example.org", &firefox));
+        assert!(
+            Browser::Firefox.valid_id("{0b4f7e3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b}") && !Browser::Firefox.valid_id("a b")
+        );
+        assert_eq!(default_name(Browser::Firefox, "{0b4f7e3a-1c2d}"), "ext-firefox-0b4f7e3a1c2d");
+    }
+
+    #[test]
+    fn wrapper_paths_are_quoted_for_the_shell() {
+        assert_eq!(sh_quote(Path::new("/a b/it's")), r"'/a b/it'\''s'");
+    }
+}

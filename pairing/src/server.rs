@@ -1,0 +1,401 @@
+//! The server's side: [`PairingService`] keeps the live codes and, only while one is live, a
+//! listener on a loopback address where front ends pair.
+//!
+//! Limits (each one's worst case is in spec/pairing.md):
+//! * [`MAX_LIVE_CODES`] live codes; a new code for a name that has one replaces it;
+//! * a code lives its TTL ([`MIN_TTL`] to [`MAX_TTL`]), is used once, and dies after
+//!   [`MAX_ATTEMPTS`] exchanges that did not confirm (an attempt is counted when the server sends
+//!   its SPAKE2 message, so a client that leaves without confirming has used one);
+//! * [`MAX_CONNECTIONS`] connections at once (more are closed at once), each done within
+//!   [`EXCHANGE_TIMEOUT`], messages up to [`crate::protocol::MAX_MESSAGE`] bytes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use keyward_driver::frame::{self, FrameLimits};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+
+use crate::bundle::Endpoints;
+use crate::code::PairingCode;
+use crate::protocol::{self, Finish, Granted, Hello, MAX_MESSAGE, Outcome, ProtocolError, Refusal, ServerExchange};
+
+/// Exchanges that fail to confirm before a code is voided.
+pub const MAX_ATTEMPTS: u32 = 3;
+/// Codes live at once.
+pub const MAX_LIVE_CODES: usize = 16;
+/// Pairing connections at once.
+pub const MAX_CONNECTIONS: usize = 8;
+/// How long one pairing connection may take, start to end.
+pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The shortest life of a code.
+pub const MIN_TTL: Duration = Duration::from_secs(10);
+/// The longest life of a code.
+pub const MAX_TTL: Duration = Duration::from_secs(3600);
+/// A code's life when none is asked for.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+
+/// What the server does for the pairing service: register a paired client, say where the server
+/// listens, record pairing in the audit log, and read the wall clock.
+pub trait Registrar: Send + Sync + 'static {
+    /// Issues a certificate for `public_key_pem` and registers client `name` with `role`; may block
+    /// (it writes the store). An error goes to the paired client: no paths in it.
+    fn register(&self, name: &str, role: &str, public_key_pem: &str) -> Result<Issued, String>;
+    /// The server's addresses, for the client's bundle.
+    fn endpoints(&self) -> Endpoints;
+    /// Records a pairing event for client `name`: `ok`, `wrong code`, `voided`, `expired`, ...
+    fn audit(&self, name: &str, outcome: &str);
+    /// Unix time in milliseconds.
+    fn unix_time_ms(&self) -> u64;
+}
+
+/// A certificate the [`Registrar`] issued.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The client's certificate (PEM).
+    pub certificate_pem: String,
+    /// The CA's certificate (PEM).
+    pub ca_certificate_pem: String,
+}
+
+/// A live code as the owner gets it.
+#[derive(Debug)]
+pub struct Ticket {
+    /// The code to hand to the front end.
+    pub code: PairingCode,
+    /// When it expires (Unix milliseconds).
+    pub expires_unix_ms: u64,
+    /// Where the front end pairs: `tcp://IP:PORT`.
+    pub pair_url: String,
+}
+
+/// Why a code could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum OfferError {
+    /// The TTL is outside [`MIN_TTL`]..=[`MAX_TTL`].
+    #[error("a pairing code lives 10 to 3600 seconds")]
+    Ttl,
+    /// [`MAX_LIVE_CODES`] are live.
+    #[error("16 pairing codes are live already: use or let one expire first")]
+    TooMany,
+    /// The listener could not be opened.
+    #[error("cannot listen for pairing on {addr}: {error}")]
+    Listen {
+        /// The configured address.
+        addr: SocketAddr,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// No randomness.
+    #[error("no OS randomness for a code")]
+    Random,
+}
+
+struct Live {
+    code: PairingCode,
+    name: String,
+    role: String,
+    expires: Instant,
+    attempts_left: u32,
+}
+
+#[derive(Default)]
+struct Codes {
+    live: HashMap<String, Live>,
+    /// The listener's address while it runs.
+    listening: Option<SocketAddr>,
+}
+
+struct Inner {
+    bind: SocketAddr,
+    registrar: Arc<dyn Registrar>,
+    runtime: tokio::runtime::Handle,
+    codes: Mutex<Codes>,
+    stop: watch::Receiver<bool>,
+    connections: Arc<Semaphore>,
+    /// Wakes the accept loop when a code is used or voided (the last one closes the listener).
+    changed: tokio::sync::Notify,
+}
+
+/// The live codes and their listener. Cheap to clone.
+#[derive(Clone)]
+pub struct PairingService {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PairingService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PairingService").field("bind", &self.inner.bind).finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    fn codes(&self) -> std::sync::MutexGuard<'_, Codes> {
+        self.codes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Removes expired codes (recording each) and returns the earliest expiry left.
+    fn prune(&self, codes: &mut Codes) -> Option<Instant> {
+        let now = Instant::now();
+        codes.live.retain(|_, live| {
+            let keep = live.expires > now;
+            if !keep {
+                self.registrar.audit(&live.name, "expired");
+            }
+            keep
+        });
+        codes.live.values().map(|live| live.expires).min()
+    }
+}
+
+impl PairingService {
+    /// A service that will listen on `bind` (a loopback address) while a code is live, on the
+    /// runtime of `runtime`, until `stop` turns true.
+    pub fn new(
+        bind: SocketAddr,
+        registrar: Arc<dyn Registrar>,
+        runtime: tokio::runtime::Handle,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        let inner = Inner {
+            bind,
+            registrar,
+            runtime,
+            codes: Mutex::new(Codes::default()),
+            stop,
+            connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            changed: tokio::sync::Notify::new(),
+        };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// The listener's address while a code is live.
+    pub fn listening(&self) -> Option<SocketAddr> {
+        let mut codes = self.inner.codes();
+        self.inner.prune(&mut codes);
+        codes.listening
+    }
+
+    /// How many codes are live.
+    pub fn live_codes(&self) -> usize {
+        let mut codes = self.inner.codes();
+        self.inner.prune(&mut codes);
+        codes.live.len()
+    }
+
+    /// Makes a code for client `name` with `role`, living `ttl`, and opens the listener if it is
+    /// closed. A live code for the same name is replaced. Call it from any thread (it binds a
+    /// socket, so not from a latency-sensitive one).
+    pub fn offer(&self, name: &str, role: &str, ttl: Duration) -> Result<Ticket, OfferError> {
+        if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
+            return Err(OfferError::Ttl);
+        }
+        let mut codes = self.inner.codes();
+        self.inner.prune(&mut codes);
+        if let Some(id) = codes.live.iter().find(|(_, live)| live.name == name).map(|(id, _)| id.clone()) {
+            codes.live.remove(&id);
+            self.inner.registrar.audit(name, "replaced by a new code");
+        }
+        if codes.live.len() >= MAX_LIVE_CODES {
+            return Err(OfferError::TooMany);
+        }
+        let code = loop {
+            let code = PairingCode::generate().map_err(|_| OfferError::Random)?;
+            if !codes.live.contains_key(code.id()) {
+                break code;
+            }
+        };
+        let addr = match codes.listening {
+            Some(addr) => addr,
+            None => {
+                let listener = self.listen().map_err(|error| OfferError::Listen { addr: self.inner.bind, error })?;
+                let addr =
+                    listener.local_addr().map_err(|error| OfferError::Listen { addr: self.inner.bind, error })?;
+                codes.listening = Some(addr);
+                self.inner.runtime.spawn(accept_loop(Arc::clone(&self.inner), listener));
+                tracing::info!(%addr, "listening for pairing while a code is live");
+                addr
+            }
+        };
+        let expires = Instant::now() + ttl;
+        let expires_unix_ms =
+            self.inner.registrar.unix_time_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let live =
+            Live { code: code.clone(), name: name.into(), role: role.into(), expires, attempts_left: MAX_ATTEMPTS };
+        codes.live.insert(code.id().to_owned(), live);
+        Ok(Ticket { code, expires_unix_ms, pair_url: format!("tcp://{addr}") })
+    }
+
+    /// A listening socket on the configured address (SO_REUSEADDR: the port of a listener closed
+    /// a moment ago may still have connections in TIME_WAIT).
+    fn listen(&self) -> std::io::Result<TcpListener> {
+        let _entered = self.inner.runtime.enter();
+        let socket = match self.inner.bind {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(self.inner.bind)?;
+        socket.listen(64)
+    }
+}
+
+/// Accepts pairing connections until no code is live (then the listener closes) or the server stops.
+async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
+    let mut stop = inner.stop.clone();
+    loop {
+        let next_expiry = {
+            let mut codes = inner.codes();
+            let next = inner.prune(&mut codes);
+            if next.is_none() || *stop.borrow() {
+                codes.listening = None;
+                codes.live.clear();
+                drop(listener);
+                tracing::info!("no pairing code is live: the pairing listener is closed");
+                return;
+            }
+            next.unwrap_or_else(Instant::now)
+        };
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, peer)) = accepted else { continue };
+                let Ok(permit) = Arc::clone(&inner.connections).try_acquire_owned() else {
+                    tracing::warn!(%peer, "too many pairing connections: closed one");
+                    continue;
+                };
+                let inner = Arc::clone(&inner);
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let _ = tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(&inner, stream)).await;
+                });
+            }
+            () = tokio::time::sleep_until(next_expiry) => {}
+            () = inner.changed.notified() => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+fn limits() -> FrameLimits {
+    FrameLimits { max_bytes: MAX_MESSAGE, idle: EXCHANGE_TIMEOUT, io: EXCHANGE_TIMEOUT }
+}
+
+async fn refuse(stream: &mut TcpStream, why: &str) {
+    let _ = frame::write_frame(stream, &protocol::to_bytes(&Refusal { error: why.into() })).await;
+}
+
+/// What is left of a live code for one exchange.
+struct Attempt {
+    id: String,
+    code: PairingCode,
+    name: String,
+    role: String,
+}
+
+/// Takes one attempt of the code `id`: `Err` with the refusal when there is no such live code.
+fn take_attempt(inner: &Inner, id: &str) -> Result<Attempt, &'static str> {
+    let mut codes = inner.codes();
+    inner.prune(&mut codes);
+    let live = codes.live.get_mut(id).ok_or("no live pairing code has this id: it expired, was used or was voided")?;
+    if live.attempts_left == 0 {
+        return Err("this code was voided after 3 wrong attempts");
+    }
+    live.attempts_left -= 1;
+    Ok(Attempt { id: id.into(), code: live.code.clone(), name: live.name.clone(), role: live.role.clone() })
+}
+
+/// An exchange of `attempt` did not confirm: the code dies once its attempts are spent.
+fn failed(inner: &Inner, attempt: &Attempt) {
+    let mut codes = inner.codes();
+    let Some(live) = codes.live.get(&attempt.id).filter(|live| live.code == attempt.code) else { return };
+    if live.attempts_left == 0 {
+        codes.live.remove(&attempt.id);
+        inner.changed.notify_one();
+        inner.registrar.audit(&attempt.name, "voided after 3 wrong codes");
+    } else {
+        inner.registrar.audit(&attempt.name, "wrong code");
+    }
+}
+
+/// Uses the code up: `false` if it is gone meanwhile (expired, replaced or used by another exchange).
+fn consume(inner: &Inner, attempt: &Attempt) -> bool {
+    let mut codes = inner.codes();
+    inner.prune(&mut codes);
+    match codes.live.get(&attempt.id) {
+        Some(live) if live.code == attempt.code => {
+            codes.live.remove(&attempt.id);
+            inner.changed.notify_one();
+            true
+        }
+        _ => false,
+    }
+}
+
+async fn read(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    frame::read_frame(stream, limits()).await.ok().flatten()
+}
+
+/// One pairing connection.
+async fn exchange(inner: &Arc<Inner>, mut stream: TcpStream) {
+    let Some(bytes) = read(&mut stream).await else { return };
+    let hello: Hello = match protocol::parse(&bytes) {
+        Ok(hello) => hello,
+        Err(error) => return refuse(&mut stream, &error.to_string()).await,
+    };
+    let attempt = match take_attempt(inner, &hello.id) {
+        Ok(attempt) => attempt,
+        Err(why) => return refuse(&mut stream, why).await,
+    };
+    let (server, reply) = match ServerExchange::new(&attempt.code, &hello) {
+        Ok(started) => started,
+        Err(error) => {
+            failed(inner, &attempt);
+            return refuse(&mut stream, &error.to_string()).await;
+        }
+    };
+    let confirmed = async {
+        frame::write_frame(&mut stream, &protocol::to_bytes(&reply)).await.ok()?;
+        let bytes = read(&mut stream).await?;
+        let finish: Finish = protocol::parse(&bytes).ok()?;
+        server.request(&finish).ok()
+    };
+    let Some(request) = confirmed.await else {
+        failed(inner, &attempt);
+        return refuse(&mut stream, &ProtocolError::WrongCode.to_string()).await;
+    };
+    let outcome = if request.name.as_deref().is_some_and(|name| name != attempt.name) {
+        Outcome::Error(format!(
+            "this code is for client '{}', not '{}'",
+            attempt.name,
+            request.name.unwrap_or_default()
+        ))
+    } else if !consume(inner, &attempt) {
+        Outcome::Error("the code expired or was used meanwhile".into())
+    } else {
+        let registrar = Arc::clone(&inner.registrar);
+        let (name, role, key) = (attempt.name.clone(), attempt.role.clone(), request.public_key);
+        let issued = tokio::task::spawn_blocking(move || registrar.register(&name, &role, &key)).await;
+        match issued {
+            Ok(Ok(issued)) => {
+                inner.registrar.audit(&attempt.name, "ok");
+                tracing::info!(client = %attempt.name, role = %attempt.role, "paired a client");
+                Outcome::Ok(Granted {
+                    name: attempt.name.clone(),
+                    role: attempt.role.clone(),
+                    certificate: issued.certificate_pem,
+                    ca_certificate: issued.ca_certificate_pem,
+                    endpoints: inner.registrar.endpoints(),
+                })
+            }
+            Ok(Err(why)) => {
+                inner.registrar.audit(&attempt.name, "not registered");
+                Outcome::Error(why)
+            }
+            Err(_) => Outcome::Error("internal error".into()),
+        }
+    };
+    let _ = frame::write_frame(&mut stream, &protocol::to_bytes(&server.done(&outcome))).await;
+}
