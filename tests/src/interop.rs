@@ -33,7 +33,7 @@ pub fn python_with_aioquic(test: &str) -> Option<PathBuf> {
 }
 
 /// The one place that turns "no runtime" into a skip or, when required, a failure.
-fn found_or_skip(test: &str, found: Result<PathBuf, String>) -> Option<PathBuf> {
+pub(crate) fn found_or_skip(test: &str, found: Result<PathBuf, String>) -> Option<PathBuf> {
     let why = match found {
         Ok(program) => return Some(program),
         Err(why) => why,
@@ -124,7 +124,7 @@ fn imports_aioquic(python: &Path, version: Option<&str>) -> bool {
 
 /// `CARGO_TARGET_DIR` when absolute (a relative one is relative to where cargo ran, unknown here),
 /// else from the test binary's own path: `<target>/<profile>/deps/<binary>`.
-fn target_dir() -> Option<PathBuf> {
+pub(crate) fn target_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).filter(|dir| dir.is_absolute()) {
         return Some(dir);
     }
@@ -134,7 +134,7 @@ fn target_dir() -> Option<PathBuf> {
 }
 
 /// The last non-empty line of stderr (else stdout), for a one-line reason.
-fn last_line(output: &Output) -> String {
+pub(crate) fn last_line(output: &Output) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let text = if stderr.trim().is_empty() { stdout } else { stderr };

@@ -3,6 +3,7 @@
 //! transport, and the scenario list that every transport runs.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc, missing_docs, missing_debug_implementations)]
 
+pub mod browser;
 pub mod interop;
 
 use std::future::Future;
