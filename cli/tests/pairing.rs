@@ -246,3 +246,26 @@ fn a_fake_server_without_the_code_gets_nothing_and_the_client_writes_nothing() {
     assert_eq!(hello.spake.0.len(), 33, "side byte and one group element: {:?}", hello.spake);
     assert!(rest.is_empty(), "the client sent nothing after the server failed to confirm: {} bytes", rest.len());
 }
+
+/// One peer holding every pairing connection: the ninth is closed at once, the eight held ones
+/// are dropped after 10 s (they never spoke), and pairing works again; none of it spent an attempt.
+#[test]
+fn a_flood_of_pairing_connections_is_bounded_and_passes() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(&home.path().join("kw"));
+    let (code, url) = server.pair_code("phone", "reader", Some("60"));
+    let held: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(addr(&url)).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut ninth = TcpStream::connect(addr(&url)).unwrap();
+    ninth.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let mut byte = [0u8; 1];
+    assert_eq!(ninth.read(&mut byte).unwrap(), 0, "the ninth connection is closed without an answer");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Each held connection is closed by the server within its 10 s.
+    for mut stream in held {
+        stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        assert_eq!(stream.read(&mut byte).unwrap_or(0), 0);
+    }
+    ok(&pair(&code, &url, &home.path().join("phone")));
+}
