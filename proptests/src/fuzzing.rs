@@ -24,8 +24,17 @@ use crate::decode::decode_ops;
 use crate::sut;
 
 /// The fuzz targets, by name (the names of `fuzz/fuzz_targets/*.rs`).
-pub const TARGETS: [&str; 6] =
-    ["server_handle", "inner_request", "op_sequence", "seed_parsing", "codecs", "store_records"];
+pub const TARGETS: [&str; 9] = [
+    "server_handle",
+    "inner_request",
+    "op_sequence",
+    "seed_parsing",
+    "codecs",
+    "store_records",
+    "native_framing",
+    "stream_framing",
+    "pairing_messages",
+];
 
 /// Runs the target `name` on one input.
 pub fn run_target(name: &str, data: &[u8]) {
@@ -36,6 +45,9 @@ pub fn run_target(name: &str, data: &[u8]) {
         "seed_parsing" => seed_parsing(data),
         "codecs" => codecs(data),
         "store_records" => store_records(data),
+        "native_framing" => native_framing(data),
+        "stream_framing" => stream_framing(data),
+        "pairing_messages" => pairing_messages(data),
         other => panic!("no fuzz target {other}"),
     }
 }
@@ -370,4 +382,148 @@ pub fn store_records(data: &[u8]) {
             keyward_core::audit::Anchor { seq: record.seq, hash: record.hash },
         );
     }
+}
+
+/// The browsers' native-messaging framing (`keyward native-host` reads it from standard input):
+/// the input's first byte picks a limit and a chunk size, the rest arrives in such chunks. Every
+/// message that comes out is what a plain reading of the stream gives, in order; the decoder never
+/// asks for more than one frame's bytes; the end is clean exactly when no frame is cut.
+pub fn native_framing(data: &[u8]) {
+    use keyward_driver::native::{self, Decoder, NativeError, PREFIX_LEN};
+    let Some((&first, stream)) = data.split_first() else { return };
+    let max = usize::from(first & 0x0f) * 256;
+    let chunk = usize::from(first >> 4) + 1;
+    // The reference: read frames one after another.
+    let mut expected = Vec::new();
+    let mut at = 0;
+    let mut too_large = false;
+    while stream.len() - at >= PREFIX_LEN {
+        let len = u32::from_ne_bytes(stream[at..at + PREFIX_LEN].try_into().unwrap_or_default()) as usize;
+        if len > max {
+            too_large = true;
+            break;
+        }
+        if stream.len() - at - PREFIX_LEN < len {
+            break;
+        }
+        expected.push(stream[at + PREFIX_LEN..at + PREFIX_LEN + len].to_vec());
+        at += PREFIX_LEN + len;
+    }
+    let mut decoder = Decoder::new(max);
+    let mut got = Vec::new();
+    let mut fed = 0;
+    let mut failed = false;
+    'feed: while fed < stream.len() {
+        let want = decoder.wanted().min(chunk);
+        assert!(want >= 1, "the decoder asks for at least a byte");
+        let end = (fed + want).min(stream.len());
+        decoder.push(&stream[fed..end]);
+        fed = end;
+        loop {
+            match decoder.next_message() {
+                Ok(Some(message)) => {
+                    assert!(message.len() <= max, "a message above the limit came out");
+                    got.push(message);
+                }
+                Ok(None) => break,
+                Err(NativeError::TooLarge { .. }) => {
+                    failed = true;
+                    break 'feed;
+                }
+                Err(other) => panic!("next_message failed with {other:?}"),
+            }
+        }
+    }
+    assert_eq!(got, expected, "messages differ from a plain reading");
+    assert_eq!(failed, too_large, "a length above the limit is refused exactly when there is one");
+    if !failed {
+        assert_eq!(decoder.finish().is_ok(), at == stream.len(), "a clean end exactly between frames");
+    }
+    for message in &got {
+        if let Ok(frame) = native::encode(message) {
+            assert_eq!(&frame[PREFIX_LEN..], &message[..], "encode round trip");
+        }
+        let _ = native::check_json(message);
+    }
+}
+
+/// The driver's 4-byte big-endian framing (the Unix socket and the example TCP transport read it
+/// with `frame::read_frame`): frames come out as a plain reading gives them, a length above the
+/// limit is refused, a cut frame is `Truncated`, and nothing panics.
+pub fn stream_framing(data: &[u8]) {
+    use keyward_driver::frame::{self, FrameError, FrameLimits};
+    thread_local! {
+        static RUNTIME: Option<tokio::runtime::Runtime> =
+            tokio::runtime::Builder::new_current_thread().enable_time().build().ok();
+    }
+    let Some((&first, stream)) = data.split_first() else { return };
+    let max = usize::from(first) * 16;
+    let limits =
+        FrameLimits { max_bytes: max, idle: std::time::Duration::from_secs(5), io: std::time::Duration::from_secs(5) };
+    RUNTIME.with(|runtime| {
+        let Some(runtime) = runtime else { return };
+        runtime.block_on(async {
+            let mut reader = stream;
+            let mut at = 0;
+            loop {
+                let result = frame::read_frame(&mut reader, limits).await;
+                let left = stream.len() - at;
+                match result {
+                    Ok(None) => {
+                        assert_eq!(left, 0, "a clean end only between frames");
+                        return;
+                    }
+                    Ok(Some(body)) => {
+                        let len = u32::from_be_bytes(stream[at..at + 4].try_into().unwrap_or_default()) as usize;
+                        assert!(len <= max && body.len() == len && body == stream[at + 4..at + 4 + len]);
+                        at += 4 + len;
+                    }
+                    Err(FrameError::TooLarge { len, .. }) => {
+                        assert!(left >= 4 && len > max as u64, "refused a length within the limit");
+                        return;
+                    }
+                    Err(FrameError::Truncated) => {
+                        let cut = left < 4
+                            || (u32::from_be_bytes(stream[at..at + 4].try_into().unwrap_or_default()) as usize)
+                                > left - 4;
+                        assert!(cut, "Truncated on a whole frame");
+                        return;
+                    }
+                    Err(other) => panic!("read_frame failed with {other}"),
+                }
+            }
+        });
+    });
+}
+
+/// The pairing messages a server or a client reads from its peer: each parser takes any bytes;
+/// a server with a fixed code answers any `Hello` it parses and checks any `Finish`, and a client
+/// checks any `Reply` and opens any `Done`. With a wrong code nothing confirms.
+pub fn pairing_messages(data: &[u8]) {
+    use keyward_pairing::PairingCode;
+    use keyward_pairing::protocol::{self, ClientStart, Done, Finish, Hello, Refusal, Reply, ServerExchange};
+    let code = PairingCode::from_random([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    if let Ok(hello) = protocol::parse::<Hello>(data) {
+        assert_eq!(protocol::parse::<Hello>(&protocol::to_bytes(&hello)).ok(), Some(hello.clone()), "hello round trip");
+        if let Ok((server, _reply)) = ServerExchange::new(&code, &hello) {
+            // A peer that only replays bytes cannot confirm.
+            let forged = Finish { confirm: protocol::B64(hello.spake.0.clone()), sealed: hello.spake.clone() };
+            assert!(server.request(&forged).is_err(), "a forged finish confirmed");
+        }
+    }
+    if let Ok(reply) = protocol::parse::<Reply>(data) {
+        let (client, _) = ClientStart::new(&code);
+        assert!(client.confirm(&reply).is_err(), "a reply made without the client's message confirmed");
+    }
+    let (client, hello) = ClientStart::new(&code);
+    let (server, reply) = ServerExchange::new(&code, &hello).unwrap_or_else(|_| unreachable!());
+    if let Ok(finish) = protocol::parse::<Finish>(data) {
+        assert!(server.request(&finish).is_err(), "an arbitrary finish confirmed");
+    }
+    if let Ok(done) = protocol::parse::<Done>(data) {
+        let client = client.confirm(&reply).unwrap_or_else(|_| unreachable!());
+        assert!(client.outcome(&done).is_err(), "an arbitrary done opened");
+    }
+    let _ = protocol::parse::<Refusal>(data);
+    let _ = PairingCode::parse(&String::from_utf8_lossy(data));
 }

@@ -223,6 +223,26 @@ fn seeds() -> BTreeMap<String, Vec<u8>> {
         prev = record.hash;
         add("store_records", format!("audit-{}.json", i + 1), record.to_bytes());
     }
+    // The framings carry the transcript's requests, as a browser and a Unix client send them.
+    let requests: Vec<&[u8]> = steps.iter().filter_map(|s| s["request"].as_str()).map(str::as_bytes).take(4).collect();
+    let native: Vec<u8> = requests.iter().flat_map(|r| [&(r.len() as u32).to_ne_bytes()[..], r].concat()).collect();
+    add("native_framing", "transcript-frames.bin".into(), [&[0x3f][..], &native].concat());
+    add("native_framing", "cut-frame.bin".into(), [&[0x0f][..], &native[..native.len() - 3]].concat());
+    let stream: Vec<u8> = requests.iter().flat_map(|r| [&(r.len() as u32).to_be_bytes()[..], r].concat()).collect();
+    add("stream_framing", "transcript-frames.bin".into(), [&[0xff][..], &stream].concat());
+    // The pairing messages (spec/pairing.md), with fixed bytes where SPAKE2 puts random ones.
+    let b64 = |bytes: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes);
+    let point = [&[0x41][..], &[0x58; 32]].concat();
+    let messages = [
+        ("hello", json!({"keyward_pair": 1, "id": "7K", "spake": b64(&point)})),
+        ("reply", json!({"spake": b64(&[&[0x42][..], &[0x66; 32]].concat()), "confirm": b64(&[7; 32])})),
+        ("finish", json!({"confirm": b64(&[9; 32]), "sealed": b64(&[1; 80])})),
+        ("done", json!({"sealed": b64(&[2; 400])})),
+        ("refusal", json!({"error": "wrong code"})),
+    ];
+    for (name, message) in messages {
+        add("pairing_messages", format!("{name}.json"), bytes(&message));
+    }
     seeds
 }
 
