@@ -316,9 +316,8 @@ impl Registry {
         }
         Ok(format!(
             "pairing code for client '{name}' ({role}): {}\nit works once until {expires_at}, and dies after 3 wrong \
-             attempts\non the front end: keyward pair {} --url {pair_url} --out DIR\n",
+             attempts\non the front end: keyward pair --url {pair_url} --out DIR   (then type the code)\n",
             code.as_str(),
-            code.as_str()
         ))
     }
 

@@ -115,8 +115,13 @@ enum Command {
     /// Pair this front end with a server using the one-time code the owner got from `keyward
     /// clients pair`: writes a bundle (ca.crt, client.crt, client.key, keyward.toml) to DIR.
     Pair {
-        /// The code, e.g. 7KQ2M-XR4TD (case, spaces and dashes do not matter).
-        code: String,
+        /// The code, e.g. 7KQ2M-XR4TD (case, spaces and dashes do not matter). Better left out:
+        /// it is then asked for (or read from standard input with --code-stdin), because other
+        /// local users can read a command line while the code is live.
+        code: Option<String>,
+        /// Read the code from standard input (one line) instead of a prompt.
+        #[arg(long, conflicts_with = "code")]
+        code_stdin: bool,
         /// Where to pair, as `keyward clients pair` printed it.
         #[arg(long, default_value = "tcp://127.0.0.1:3422")]
         url: String,
@@ -297,8 +302,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             keyward_core::client::wipe(&mut value);
             Ok(())
         }
-        Command::Pair { code, url, name, out } => {
+        Command::Pair { code, code_stdin, url, name, out } => {
             init_logging(Some("warn"));
+            let code = match code {
+                Some(code) => {
+                    eprintln!(
+                        "keyward: warning: other local users can read a code given on the command line; leave it out \
+                         to type it at a prompt"
+                    );
+                    zeroize::Zeroizing::new(code)
+                }
+                None => keyward::pairing::read_code(code_stdin)?,
+            };
             print!("{}", keyward::pairing::pair(&code, &url, name.as_deref(), &out).await?);
             Ok(())
         }

@@ -29,6 +29,7 @@ use keyward_driver::native::{self, Decoder, NativeError};
 use keyward_pairing::{BundleConfig, Endpoints};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use sha2::Digest as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::call::{self, BoxLink, DEFAULT_URL, ServerArgs};
@@ -155,9 +156,16 @@ pub enum Action {
     },
 }
 
+/// `ext-BROWSER-ID`; an id that is not plain letters and digits (Firefox's `name@domain`,
+/// `{uuid}`) keeps its first 32 of them and gets 8 hex digits of its SHA-256, so two ids never
+/// share a name.
 fn default_name(browser: Browser, id: &str) -> String {
-    let id: String = id.chars().filter(|c| c.is_ascii_alphanumeric()).take(16).collect();
-    format!("ext-{}-{id}", browser.as_str())
+    let plain: String = id.chars().filter(char::is_ascii_alphanumeric).take(32).collect();
+    if plain == id {
+        return format!("ext-{}-{id}", browser.as_str());
+    }
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    format!("ext-{}-{plain}-{}", browser.as_str(), hex::encode(&digest[..4]))
 }
 
 fn bundle_dir(target: &ServerArgs, name: &str) -> PathBuf {
@@ -188,7 +196,7 @@ pub async fn manage(action: Action) -> anyhow::Result<String> {
         }
         Action::Uninstall { browser, extension_id, name, target } => {
             let name = name.unwrap_or_else(|| default_name(browser, &extension_id));
-            uninstall(&name, &target).await
+            uninstall(&name, browser, &extension_id, &target).await
         }
     }
 }
@@ -282,10 +290,18 @@ async fn install(
     ))
 }
 
-async fn uninstall(name: &str, target: &ServerArgs) -> anyhow::Result<String> {
+async fn uninstall(name: &str, browser: Browser, extension_id: &str, target: &ServerArgs) -> anyhow::Result<String> {
     let bundle = bundle_dir(target, name);
     let host: Option<HostConfig> =
         fs::read_to_string(bundle.join(HOST_CONFIG)).ok().and_then(|text| toml::from_str(&text).ok());
+    if let Some(host) = &host {
+        anyhow::ensure!(
+            host.browser == browser && host.extension_id == extension_id,
+            "the host called '{name}' was installed for {} extension {}, not this one: nothing changed",
+            host.browser.as_str(),
+            host.extension_id
+        );
+    }
     // The client first: once revoked, a copy of the bundle is worth nothing.
     let mut out = match clients::run(target, clients::Action::Revoke { name: name.to_owned() }).await {
         Ok(text) => text,
@@ -445,7 +461,11 @@ mod tests {
         assert!(
             Browser::Firefox.valid_id("{0b4f7e3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b}") && !Browser::Firefox.valid_id("a b")
         );
-        assert_eq!(default_name(Browser::Firefox, "{0b4f7e3a-1c2d}"), "ext-firefox-0b4f7e3a1c2d");
+        let firefox = default_name(Browser::Firefox, "{0b4f7e3a-1c2d}");
+        assert!(firefox.starts_with("ext-firefox-0b4f7e3a1c2d-") && firefox.len() == 33, "{firefox}");
+        assert_ne!(default_name(Browser::Firefox, "a@b.c"), default_name(Browser::Firefox, "ab@c"));
+        assert_eq!(default_name(Browser::Chrome, id), format!("ext-chrome-{id}"));
+        assert!(default_name(Browser::Firefox, &"x@".repeat(40)).len() <= 64);
     }
 
     #[test]

@@ -71,19 +71,15 @@ impl Registrar for ServeRegistrar {
     }
 }
 
-/// `keyward pair CODE --url PAIR_URL [--name NAME] --out DIR`: pairs and writes the bundle;
-/// returns what to print.
+/// `keyward pair --url PAIR_URL [--name NAME] --out DIR`: pairs with `code` (typed at a prompt or
+/// read from standard input: a command line is readable by every local user) and writes the
+/// bundle; returns what to print.
 pub async fn pair(code: &str, url: &str, name: Option<&str>, out: &Path) -> anyhow::Result<String> {
     let code = PairingCode::parse(code)?;
     let addr = keyward_pairing::parse_pair_url(url)?;
-    // Refuse a directory that holds a bundle before the code is spent.
-    for file in [keyward_pairing::bundle::CLIENT_KEY, keyward_pairing::bundle::CONFIG] {
-        anyhow::ensure!(
-            std::fs::symlink_metadata(out.join(file)).is_err(),
-            "{} holds {file} already: give --out a new directory",
-            out.display()
-        );
-    }
+    // Refuse a directory a bundle cannot be written to before the code is spent.
+    keyward_pairing::bundle::check_target(out)
+        .with_context(|| format!("cannot write a bundle to {}: give --out a new directory", out.display()))?;
     let bundle = keyward_pairing::pair(addr, &code, name).await?;
     bundle.write(out).with_context(|| {
         format!(
@@ -100,4 +96,15 @@ pub async fn pair(code: &str, url: &str, name: Option<&str>, out: &Path) -> anyh
          {dir}/keyward.toml\ncall the server with `keyward call --tls-dir {dir} METHOD`\n",
         bundle.config.name, bundle.config.role
     ))
+}
+
+/// The code from standard input (one line) or a prompt (not echoed).
+pub fn read_code(from_stdin: bool) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    if from_stdin {
+        let mut line = zeroize::Zeroizing::new(String::new());
+        std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut line).context("cannot read the code")?;
+        return Ok(zeroize::Zeroizing::new(line.trim().to_owned()));
+    }
+    let code = rpassword::prompt_password("Pairing code: ").context("cannot read the code from the terminal")?;
+    Ok(zeroize::Zeroizing::new(code))
 }

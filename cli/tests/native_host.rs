@@ -143,7 +143,7 @@ fn an_extension_runs_the_wallet_lifecycle_through_the_native_host() {
     let server = Server::start(&home.path().join("kw"));
     let manifests = home.path().join("NativeMessagingHosts");
     let installed = install(&server, &manifests, "owner", &["--quic", &server.quic.clone()]);
-    assert!(installed.contains("client 'ext-chromium-abcdefghijklmnop' (owner)"), "{installed}");
+    assert!(installed.contains("client 'ext-chromium-abcdefghijklmnopabcdefghijklmnop' (owner)"), "{installed}");
     let manifest_path = manifests.join("keyward.owner.json");
     let manifest: Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
     assert_eq!(manifest["name"], "keyward.owner");
@@ -170,7 +170,9 @@ fn an_extension_runs_the_wallet_lifecycle_through_the_native_host() {
     // The audit log names the extension's client.
     let audit = ok(&server.kw(&["audit", "show", "--url", &server.url]));
     assert!(
-        audit.lines().any(|l| l.contains("ext-chromium-abcdefghijklmnop") && l.contains("create_wallet")),
+        audit
+            .lines()
+            .any(|l| l.contains("ext-chromium-abcdefghijklmnopabcdefghijklmnop") && l.contains("create_wallet")),
         "{audit}"
     );
 
@@ -185,8 +187,19 @@ fn an_extension_runs_the_wallet_lifecycle_through_the_native_host() {
     assert!(!status.success() && rest.is_empty());
 
     // Uninstall revokes the client and removes the manifest and the bundle.
-    let bundle = home.path().join("kw/native-host/ext-chromium-abcdefghijklmnop");
+    let bundle = home.path().join("kw/native-host/ext-chromium-abcdefghijklmnopabcdefghijklmnop");
     assert!(bundle.join("client.key").is_file());
+    let other = "bbcdefghijklmnopabcdefghijklmnop";
+    let args = ["native-host", "uninstall", "--browser", "chromium", "--extension-id", other];
+    let wrong =
+        server
+            .kw(&[&args[..], &["--name", "ext-chromium-abcdefghijklmnopabcdefghijklmnop", "--url", &server.url]]
+                .concat());
+    assert!(
+        !wrong.status.success()
+            && String::from_utf8_lossy(&wrong.stderr).contains("was installed for chromium extension")
+    );
+    assert!(manifest_path.exists() && bundle.exists(), "a refused uninstall changes nothing");
     let removed = ok(&server.kw(&[
         "native-host",
         "uninstall",
@@ -197,11 +210,13 @@ fn an_extension_runs_the_wallet_lifecycle_through_the_native_host() {
         "--url",
         &server.url,
     ]));
-    assert!(removed.contains("revoked client 'ext-chromium-abcdefghijklmnop'"), "{removed}");
+    assert!(removed.contains("revoked client 'ext-chromium-abcdefghijklmnopabcdefghijklmnop'"), "{removed}");
     assert!(!manifest_path.exists() && !bundle.exists(), "{removed}");
     let listed = ok(&server.kw(&["clients", "list", "--url", &server.url]));
     assert!(
-        listed.lines().any(|l| l.starts_with("ext-chromium-abcdefghijklmnop") && !l.trim_end().ends_with('-')),
+        listed
+            .lines()
+            .any(|l| l.starts_with("ext-chromium-abcdefghijklmnopabcdefghijklmnop") && !l.trim_end().ends_with('-')),
         "{listed}"
     );
 

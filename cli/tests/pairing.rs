@@ -61,8 +61,18 @@ impl Server {
     }
 }
 
+/// `keyward pair` as the README shows it: the code on standard input, not the command line.
 fn pair(code: &str, url: &str, out: &Path) -> Output {
-    run(keyward().args(["pair", code, "--url", url, "--out"]).arg(out), None, None)
+    pair_as(code, url, out, None)
+}
+
+fn pair_as(code: &str, url: &str, out: &Path, name: Option<&str>) -> Output {
+    let mut command = keyward();
+    command.args(["pair", "--code-stdin", "--url", url, "--out"]).arg(out);
+    if let Some(name) = name {
+        command.args(["--name", name]);
+    }
+    run(&mut command, Some(&format!("{code}\n")), None)
 }
 
 fn addr(pair_url: &str) -> SocketAddr {
@@ -122,6 +132,13 @@ fn a_front_end_pairs_with_a_code_and_calls_with_the_role_it_was_given() {
         "needs the owner role",
     );
 
+    // A code on the command line works, with a warning that other users can read it there.
+    let (code_on_argv, url_argv) = server.pair_code("laptop", "reader", None);
+    let out = home.path().join("laptop");
+    let output = run(keyward().args(["pair", &code_on_argv, "--url", &url_argv, "--out"]).arg(&out), None, None);
+    assert!(text(&output).contains("other local users can read a code given on the command line"));
+    ok(&output);
+
     // Used once: the listener closed with the last live code, and the code is gone.
     closes(&url);
     refused(&pair(&code, &url, &home.path().join("again")), "cannot reach the pairing listener");
@@ -146,6 +163,20 @@ fn a_front_end_pairs_with_a_code_and_calls_with_the_role_it_was_given() {
     refused(&pair(&code, &url, &home.path().join("late")), "cannot reach the pairing listener");
     assert!(!home.path().join("late").exists());
 
+    // A directory that cannot take a bundle is refused before the code is spent; a client that
+    // expects another name spends the code and gets nothing.
+    let (code, url) = server.pair_code("kiosk", "reader", None);
+    let taken = home.path().join("taken");
+    std::fs::create_dir(&taken).unwrap();
+    std::fs::write(taken.join("ca.crt"), "x").unwrap();
+    refused(&pair(&code, &url, &taken), "cannot write a bundle to");
+    refused(
+        &pair_as(&code, &url, &home.path().join("kiosk"), Some("other")),
+        "this code is for client 'kiosk', not 'other'",
+    );
+    closes(&url);
+    assert!(!home.path().join("kiosk").exists());
+
     // A new code for the voided name works; while two codes are live, using one leaves the
     // listener open for the other.
     let (tablet, url) = server.pair_code("tablet", "signer", None);
@@ -163,9 +194,13 @@ fn a_front_end_pairs_with_a_code_and_calls_with_the_role_it_was_given() {
     closes(&url);
 
     let audit = server.audit();
-    for (who, outcome) in
-        [("phone", "ok"), ("tablet", "wrong code"), ("tablet", "voided after 3 wrong codes"), ("watch", "ok")]
-    {
+    for (who, outcome) in [
+        ("phone", "ok"),
+        ("tablet", "wrong code"),
+        ("tablet", "voided after 3 wrong codes"),
+        ("watch", "ok"),
+        ("kiosk", "expected another name"),
+    ] {
         assert!(
             audit.lines().any(|l| l.contains(who) && l.contains(" pair ") && l.contains(outcome)),
             "no '{who} pair {outcome}' in the audit log:\n{audit}"
@@ -206,15 +241,33 @@ fn an_expired_code_fails() {
         ),
         "a pairing code lives 10 to 3600 seconds",
     );
+    // A long code replaced by a short one: the listener follows the new expiry.
+    server.pair_code("late", "reader", Some("3600"));
     let (code, url) = server.pair_code("late", "reader", Some("10"));
-    std::thread::sleep(Duration::from_secs(10));
+    // Three guesses that stall after the server's message: each spends an attempt when the
+    // server gives up on it (10 s), and the third voids the code.
+    let (stall, _) = server.pair_code("stall", "reader", Some("60"));
+    let stalled: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut stream = TcpStream::connect(addr(&url)).unwrap();
+            let (_, hello) = protocol::ClientStart::new(&PairingCode::parse(&wrong(&stall)).unwrap());
+            send(&mut stream, &protocol::to_bytes(&hello));
+            let _reply: Reply = protocol::parse(&receive(&mut stream)).unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(11));
+    drop(stalled);
     // At expiry the listener closes (the last code went); whatever the timing, pairing fails.
     let out = home.path().join("late");
     let output = pair(&code, &url, &out);
     assert!(!output.status.success(), "{}", text(&output));
     assert!(!out.exists());
     closes(&url);
-    assert!(server.audit().lines().any(|l| l.contains("late") && l.contains(" pair ") && l.contains("expired")));
+    let audit = server.audit();
+    assert!(audit.lines().any(|l| l.contains("late") && l.contains(" pair ") && l.contains("expired")), "{audit}");
+    assert!(audit.lines().any(|l| l.contains("late") && l.contains("replaced by a new code")), "{audit}");
+    assert!(audit.lines().any(|l| l.contains("stall") && l.contains("voided after 3 wrong codes")), "{audit}");
 }
 
 /// A server that does not know the code: it takes the client's first message and answers as a

@@ -83,14 +83,32 @@ impl std::fmt::Debug for Bundle {
     }
 }
 
+/// Whether a bundle could be written to `dir`: it is missing, or a directory (not a symlink) that
+/// holds none of the four files. [`Bundle::write`] checks it again; check it before spending a code.
+pub fn check_target(dir: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(dir) {
+        Ok(metadata) if metadata.file_type().is_symlink() || !metadata.is_dir() => {
+            Err(io::Error::new(io::ErrorKind::InvalidInput, "not a directory (or a symlink)"))
+        }
+        Ok(_) => {
+            for file in [CLIENT_KEY, CLIENT_CERT, CA_CERT, CONFIG] {
+                if fs::symlink_metadata(dir.join(file)).is_ok() {
+                    return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("it holds {file} already")));
+                }
+            }
+            Ok(())
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
 impl Bundle {
     /// Writes the bundle into `dir` (made 0700 if missing). Refused if `dir` is a symlink or holds
     /// any of the four files: a key is never overwritten. On failure nothing of it stays.
     pub fn write(&self, dir: &Path) -> io::Result<()> {
+        check_target(dir)?;
         let made = match fs::symlink_metadata(dir) {
-            Ok(metadata) if metadata.file_type().is_symlink() || !metadata.is_dir() => {
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a directory (or a symlink)"));
-            }
             Ok(_) => false,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;

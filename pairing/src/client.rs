@@ -90,7 +90,7 @@ async fn pair_inner(addr: SocketAddr, code: &PairingCode, name: Option<&str>) ->
         Ok(reply) => reply,
         Err(error) => return Err(refusal(&answer).map_or(PairError::Protocol(error.to_string()), PairError::Refused)),
     };
-    let exchange = start.confirm(&reply).map_err(|_| PairError::ServerNotConfirmed)?;
+    let mut exchange = start.confirm(&reply).map_err(|_| PairError::ServerNotConfirmed)?;
     let request = Request { name: name.map(str::to_owned), public_key: key.public_key_pem() };
     let answer = round(&mut stream, &protocol::to_bytes(&exchange.finish(&request))).await?;
     let done: Done = match protocol::parse(&answer) {

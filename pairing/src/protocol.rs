@@ -242,6 +242,7 @@ impl std::fmt::Debug for ClientStart {
 pub struct ClientExchange {
     keys: Keys,
     confirm: [u8; 32],
+    finished: bool,
 }
 
 impl std::fmt::Debug for ClientExchange {
@@ -272,13 +273,15 @@ impl ClientStart {
             return Err(ProtocolError::WrongCode);
         }
         let confirm = confirmation(&keys.client_confirm, b"client", &self.id, &self.hello, &reply.spake.0);
-        Ok(ClientExchange { keys, confirm })
+        Ok(ClientExchange { keys, confirm, finished: false })
     }
 }
 
 impl ClientExchange {
-    /// The client's [`Finish`], sealing `request`.
-    pub fn finish(&self, request: &Request) -> Finish {
+    /// The client's [`Finish`], sealing `request` (once: the key seals one message).
+    pub fn finish(&mut self, request: &Request) -> Finish {
+        assert!(!self.finished, "a pairing client seals one request");
+        self.finished = true;
         let plaintext = Zeroizing::new(to_bytes(request));
         Finish { confirm: B64(self.confirm.to_vec()), sealed: B64(seal(&self.keys.client_to_server, &plaintext)) }
     }
@@ -336,9 +339,9 @@ impl ServerExchange {
         parse(&plaintext)
     }
 
-    /// The server's [`Done`], sealing `outcome`.
-    pub fn done(&self, outcome: &Outcome) -> Done {
-        Done { sealed: B64(seal(&self.keys.server_to_client, &to_bytes(outcome))) }
+    /// The server's [`Done`], sealing `outcome` (it takes the exchange: the key seals one message).
+    pub fn done(self, outcome: Outcome) -> Done {
+        Done { sealed: B64(seal(&self.keys.server_to_client, &to_bytes(&outcome))) }
     }
 }
 
@@ -361,12 +364,12 @@ mod tests {
         let (client, hello) = ClientStart::new(&code(7));
         let hello: Hello = parse(&to_bytes(&hello)).unwrap();
         let (server, reply) = ServerExchange::new(&code(7), &hello).unwrap();
-        let client = client.confirm(&parse(&to_bytes(&reply)).unwrap()).unwrap();
+        let mut client = client.confirm(&parse(&to_bytes(&reply)).unwrap()).unwrap();
         let finish = client.finish(&request());
         assert!(!String::from_utf8_lossy(&to_bytes(&finish)).contains("phone"), "the request travels sealed");
         assert_eq!(server.request(&parse(&to_bytes(&finish)).unwrap()).unwrap(), request());
         let outcome = Outcome::Error("a client called 'phone' exists".into());
-        assert_eq!(client.outcome(&server.done(&outcome)).unwrap(), outcome);
+        assert_eq!(client.outcome(&server.done(outcome.clone())).unwrap(), outcome);
     }
 
     #[test]
@@ -396,7 +399,7 @@ mod tests {
         assert!(client.confirm(&reply).is_err());
         let (client, hello) = ClientStart::new(&code(7));
         let (_, reply) = ServerExchange::new(&code(7), &hello).unwrap();
-        let client = client.confirm(&reply).unwrap();
+        let mut client = client.confirm(&reply).unwrap();
         let mut finish = client.finish(&request());
         let last = finish.sealed.0.len() - 1;
         finish.sealed.0[last] ^= 1;

@@ -226,6 +226,8 @@ impl PairingService {
         let live =
             Live { code: code.clone(), name: name.into(), role: role.into(), expires, attempts_left: MAX_ATTEMPTS };
         codes.live.insert(code.id().to_owned(), live);
+        // The earliest expiry may have changed (a replaced code): the loop sleeps until the new one.
+        self.inner.changed.notify_one();
         Ok(Ticket { code, expires_unix_ms, pair_url: format!("tcp://{addr}") })
     }
 
@@ -261,7 +263,15 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
         };
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else { continue };
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of descriptors, say: the connection stays in the backlog, so do not spin.
+                        tracing::warn!(%error, "cannot accept a pairing connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
                 let Ok(permit) = Arc::clone(&inner.connections).try_acquire_owned() else {
                     tracing::warn!(%peer, "too many pairing connections: closed one");
                     continue;
@@ -269,7 +279,7 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
                 let inner = Arc::clone(&inner);
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let _ = tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(&inner, stream)).await;
+                    exchange(&inner, stream).await;
                 });
             }
             () = tokio::time::sleep_until(next_expiry) => {}
@@ -287,16 +297,28 @@ async fn refuse(stream: &mut TcpStream, why: &str) {
     let _ = frame::write_frame(stream, &protocol::to_bytes(&Refusal { error: why.into() })).await;
 }
 
-/// What is left of a live code for one exchange.
+/// One exchange's attempt at a live code. Dropped before the exchange confirmed (a wrong code, a
+/// peer that left or stalled past the deadline), it counts as failed: the code dies once its
+/// attempts are spent, and the audit log says so.
 struct Attempt {
+    inner: Arc<Inner>,
     id: String,
     code: PairingCode,
     name: String,
     role: String,
+    confirmed: bool,
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.confirmed {
+            failed(&self.inner, self);
+        }
+    }
 }
 
 /// Takes one attempt of the code `id`: `Err` with the refusal when there is no such live code.
-fn take_attempt(inner: &Inner, id: &str) -> Result<Attempt, &'static str> {
+fn take_attempt(inner: &Arc<Inner>, id: &str) -> Result<Attempt, &'static str> {
     let mut codes = inner.codes();
     inner.prune(&mut codes);
     let live = codes.live.get_mut(id).ok_or("no live pairing code has this id: it expired, was used or was voided")?;
@@ -304,7 +326,14 @@ fn take_attempt(inner: &Inner, id: &str) -> Result<Attempt, &'static str> {
         return Err("this code was voided after 3 wrong attempts");
     }
     live.attempts_left -= 1;
-    Ok(Attempt { id: id.into(), code: live.code.clone(), name: live.name.clone(), role: live.role.clone() })
+    Ok(Attempt {
+        inner: Arc::clone(inner),
+        id: id.into(),
+        code: live.code.clone(),
+        name: live.name.clone(),
+        role: live.role.clone(),
+        confirmed: false,
+    })
 }
 
 /// An exchange of `attempt` did not confirm: the code dies once its attempts are spent.
@@ -338,35 +367,17 @@ async fn read(stream: &mut TcpStream) -> Option<Vec<u8>> {
     frame::read_frame(stream, limits()).await.ok().flatten()
 }
 
-/// One pairing connection.
+/// One pairing connection. Until the client confirms, the exchange has [`EXCHANGE_TIMEOUT`] in
+/// all (a peer that stalls spends its attempt); registration is not cut short by it (it writes the
+/// store, and its outcome is recorded either way); the last answer has a few seconds to go out.
 async fn exchange(inner: &Arc<Inner>, mut stream: TcpStream) {
-    let Some(bytes) = read(&mut stream).await else { return };
-    let hello: Hello = match protocol::parse(&bytes) {
-        Ok(hello) => hello,
-        Err(error) => return refuse(&mut stream, &error.to_string()).await,
-    };
-    let attempt = match take_attempt(inner, &hello.id) {
-        Ok(attempt) => attempt,
-        Err(why) => return refuse(&mut stream, why).await,
-    };
-    let (server, reply) = match ServerExchange::new(&attempt.code, &hello) {
-        Ok(started) => started,
-        Err(error) => {
-            failed(inner, &attempt);
-            return refuse(&mut stream, &error.to_string()).await;
-        }
-    };
-    let confirmed = async {
-        frame::write_frame(&mut stream, &protocol::to_bytes(&reply)).await.ok()?;
-        let bytes = read(&mut stream).await?;
-        let finish: Finish = protocol::parse(&bytes).ok()?;
-        server.request(&finish).ok()
-    };
-    let Some(request) = confirmed.await else {
-        failed(inner, &attempt);
-        return refuse(&mut stream, &ProtocolError::WrongCode.to_string()).await;
-    };
+    let confirmed = tokio::time::timeout(EXCHANGE_TIMEOUT, confirm(inner, &mut stream)).await;
+    let Ok(Some((mut attempt, server, request))) = confirmed else { return };
+    attempt.confirmed = true;
     let outcome = if request.name.as_deref().is_some_and(|name| name != attempt.name) {
+        // The code was right: it is used up, as for any other outcome.
+        consume(inner, &attempt);
+        inner.registrar.audit(&attempt.name, "not registered: the client expected another name");
         Outcome::Error(format!(
             "this code is for client '{}', not '{}'",
             attempt.name,
@@ -394,8 +405,54 @@ async fn exchange(inner: &Arc<Inner>, mut stream: TcpStream) {
                 inner.registrar.audit(&attempt.name, "not registered");
                 Outcome::Error(why)
             }
-            Err(_) => Outcome::Error("internal error".into()),
+            Err(_) => {
+                inner.registrar.audit(&attempt.name, "not registered: internal error");
+                Outcome::Error("internal error".into())
+            }
         }
     };
-    let _ = frame::write_frame(&mut stream, &protocol::to_bytes(&server.done(&outcome))).await;
+    let done = protocol::to_bytes(&server.done(outcome));
+    let _ = tokio::time::timeout(FINAL_WRITE, frame::write_frame(&mut stream, &done)).await;
+}
+
+/// How long the last answer may take to go out.
+const FINAL_WRITE: Duration = Duration::from_secs(5);
+
+/// Hello, Reply, Finish: the attempt, the server's state and the client's request once the client
+/// confirmed; `None` (with a refusal sent where there is one to send) otherwise. Dropping the
+/// attempt unconfirmed records the failure.
+async fn confirm(inner: &Arc<Inner>, stream: &mut TcpStream) -> Option<(Attempt, ServerExchange, protocol::Request)> {
+    let bytes = read(stream).await?;
+    let hello: Hello = match protocol::parse(&bytes) {
+        Ok(hello) => hello,
+        Err(error) => {
+            refuse(stream, &error.to_string()).await;
+            return None;
+        }
+    };
+    let attempt = match take_attempt(inner, &hello.id) {
+        Ok(attempt) => attempt,
+        Err(why) => {
+            refuse(stream, why).await;
+            return None;
+        }
+    };
+    let (server, reply) = match ServerExchange::new(&attempt.code, &hello) {
+        Ok(started) => started,
+        Err(error) => {
+            drop(attempt);
+            refuse(stream, &error.to_string()).await;
+            return None;
+        }
+    };
+    frame::write_frame(stream, &protocol::to_bytes(&reply)).await.ok()?;
+    let finish: Option<Finish> = read(stream).await.and_then(|bytes| protocol::parse(&bytes).ok());
+    match finish.map(|finish| server.request(&finish)) {
+        Some(Ok(request)) => Some((attempt, server, request)),
+        _ => {
+            drop(attempt);
+            refuse(stream, &ProtocolError::WrongCode.to_string()).await;
+            None
+        }
+    }
 }
