@@ -223,10 +223,18 @@ pub async fn run(options: &CallOptions, method: &str, params: Option<&str>) -> a
 }
 
 /// The URL `keyward call --tls-dir DIR` uses without `--url`: the bundle's `keyward.toml` url
-/// (`keyward pair` writes it), else [`DEFAULT_URL`].
+/// (`keyward pair` writes it), else [`DEFAULT_URL`]. A directory without a readable `keyward.toml`
+/// (a server's `tls/`, or one this user cannot read) has no URL of its own.
 pub fn bundle_url(tls_dir: &Path) -> anyhow::Result<String> {
-    let config = keyward_pairing::BundleConfig::read(tls_dir)
-        .with_context(|| format!("cannot read {}", tls_dir.join(keyward_pairing::bundle::CONFIG).display()))?;
+    let config = match keyward_pairing::BundleConfig::read(tls_dir) {
+        Ok(config) => config,
+        Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
+            return Err(error).with_context(|| {
+                format!("{} is not a bundle's keyward.toml", tls_dir.join(keyward_pairing::bundle::CONFIG).display())
+            });
+        }
+        Err(_) => None,
+    };
     Ok(config.and_then(|c| c.endpoints.url).unwrap_or_else(|| DEFAULT_URL.to_owned()))
 }
 

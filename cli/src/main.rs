@@ -291,7 +291,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let tls_dir = tls_dir.unwrap_or_else(|| serve::tls_dir(&config::default_data_dir()));
             let url = match url {
                 Some(url) => url,
-                None => keyward::call::bundle_url(&tls_dir)?,
+                None if quic.is_none() && unix.is_none() => keyward::call::bundle_url(&tls_dir)?,
+                None => keyward::call::DEFAULT_URL.to_owned(),
             };
             let options = CallOptions { url, tls_dir, quic, unix, password_stdin };
             let mut value = keyward::call::run(&options, &method, params.as_deref()).await?;

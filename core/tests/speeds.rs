@@ -11,6 +11,28 @@ use keyward_core::{Client, Incoming, Server, ServerConfig, SessionId, Speed, Ste
 use keyward_testkit::WatchedStore;
 use serde_json::{Value, json};
 
+/// A host that pairs (with a fixed ticket), so that `pair_client` runs to its answer.
+struct PairingHost;
+
+impl keyward_core::Host for PairingHost {
+    fn unix_time_ms(&self) -> u64 {
+        1
+    }
+
+    fn start_pairing(
+        &self,
+        _: &str,
+        _: keyward_core::Role,
+        _: Option<u64>,
+    ) -> Result<keyward_core::PairingTicket, String> {
+        Ok(keyward_core::PairingTicket {
+            code: "7KQ2M-XR4TD".to_owned().into(),
+            expires_unix_ms: 300_001,
+            pair_url: "tcp://127.0.0.1:3422".into(),
+        })
+    }
+}
+
 struct Rig {
     server: Server,
     client: Client,
@@ -27,7 +49,8 @@ impl Rig {
             counter.fetch_add(1, Ordering::SeqCst);
         });
         let config = ServerConfig { kdf: KdfParams::INSECURE_FOR_TESTS, ..ServerConfig::default() };
-        let server = Server::new(config, Box::new(store), [3; 32]);
+        let mut server = Server::new(config, Box::new(store), [3; 32]);
+        server.set_host(Arc::new(PairingHost));
         let mut client = Client::new([4; 32]);
         let answer = server.handle(Incoming {
             body: &client.init_request(),
@@ -99,6 +122,7 @@ fn fast_methods_write_nothing_and_slow_ones_are_set_aside() {
         ("sign_message", json!({"token": null, "path": "m/0/1", "message": "hi"})),
         ("verify_message", json!({"public_key": null, "message": "hi", "signature": null})),
         ("add_client", json!({"name": "r1", "role": "reader", "public_key": null, "uid": 1000})),
+        ("pair_client", json!({"name": "phone", "role": "reader", "ttl_secs": null})),
         ("list_clients", json!({})),
         ("set_client_role", json!({"name": "r1", "role": "signer"})),
         ("revoke_client", json!({"name": "r1"})),
