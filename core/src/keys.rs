@@ -9,7 +9,9 @@
 //! Signatures are ECDSA over secp256k1 of `SHA-256(message bytes)`, 64-byte compact `r ‖ s`, low S.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::PoisonError;
+
+use crate::sync::Mutex;
 
 use hmac::{Hmac, KeyInit, Mac};
 use secp256k1::{Message, PublicKey, Scalar, SecretKey};

@@ -84,6 +84,7 @@ pub mod server;
 pub mod session;
 mod state;
 pub mod store;
+mod sync;
 pub mod throttle;
 pub mod vault;
 

@@ -5,7 +5,6 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
 
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
@@ -21,6 +20,7 @@ use crate::secret::{SecretBuffer, WipedJson, wipe_json};
 use crate::session::{self, AcceptError, Accepted, SessionId, SessionTable};
 use crate::state::{State, lock};
 use crate::store::Store;
+use crate::sync::Mutex;
 
 pub use crate::state::{CallContext, Host, IssuedCertificate, PairingTicket, ServerConfig};
 

@@ -3,7 +3,7 @@
 //! envelope layer (`server`) owns it and never lets a handler see the session table.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError};
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng as _, SeedableRng as _};
@@ -19,6 +19,7 @@ use crate::secret::Token;
 use crate::seed_record::KdfParams;
 use crate::session::{SessionId, SessionLimits};
 use crate::store::{Store, StoreError, WalletKey};
+use crate::sync::{AtomicU64, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::throttle::{Throttle, ThrottleConfig};
 use crate::vault::{TokenLimits, UnlockError, Unlocked, Vault};
 
@@ -90,7 +91,7 @@ pub(crate) struct State {
     /// What the host provides: its wall clock, and certificates for new clients.
     pub(crate) host: Option<Arc<dyn Host>>,
     /// How many revocations happened (a host that closes revoked clients' connections watches it).
-    pub(crate) revocations: std::sync::atomic::AtomicU64,
+    pub(crate) revocations: AtomicU64,
     pub(crate) vault: Mutex<Vault>,
     pub(crate) throttle: Mutex<Throttle>,
     rng: Mutex<ChaCha20Rng>,
@@ -125,7 +126,7 @@ impl State {
             clients: RwLock::new(clients),
             audit: Mutex::new(AuditQueue::default()),
             host: None,
-            revocations: std::sync::atomic::AtomicU64::new(0),
+            revocations: AtomicU64::new(0),
             vault: Mutex::new(Vault::new(vault_key, config.tokens)),
             throttle: Mutex::new(Throttle::new(config.throttle)),
             rng: Mutex::new(rng),
@@ -267,12 +268,12 @@ pub struct IssuedCertificate {
 }
 
 /// Reads a lock that guards plain tables (see [`lock`]).
-pub(crate) fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+pub(crate) fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Writes a lock that guards plain tables (see [`lock`]).
-pub(crate) fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+pub(crate) fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 

@@ -5,7 +5,6 @@
 //! disk). Seed records are opaque bytes here; `seed_record` knows their format.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -185,7 +184,7 @@ impl<T: Store + ?Sized> Store for std::sync::Arc<T> {
 /// A `Store` in memory, for tests of the core and for embedders that persist elsewhere.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    inner: Mutex<MemoryInner>,
+    inner: crate::sync::Mutex<MemoryInner>,
 }
 
 #[derive(Debug, Default)]
@@ -203,7 +202,7 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
+    fn lock(&self) -> crate::sync::MutexGuard<'_, MemoryInner> {
         // A panic while holding this lock leaves plain data behind; keep serving it.
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
