@@ -1,7 +1,8 @@
 //! Concurrency exploration of the real core with shuttle: two or three threads, each a client of
 //! its own principal with its own session, issue lifecycle and token calls on one shared wallet
-//! (open, change_password, delete, close, accounts, sign_message) while another may run the expiry
-//! timer, under many schedules (random and PCT). Each run's history must equal some sequential
+//! (open, change_password, delete, close, accounts, sign_message), re-init their sessions (each
+//! principal may hold one, so the old one is evicted), while another may run the expiry timer,
+//! under many schedules (random and PCT). Each run's history must equal some sequential
 //! order of the same calls that keeps each thread's order and the real-time order (a call that
 //! ended before another began comes first) under the reference semantics below
 //! (linearizability); after the run, the vault holds exactly the openings that order leaves, and
@@ -110,9 +111,12 @@ mod explore {
         Sign,
         /// The expiry timer: `handle_timeout` past the token idle time.
         Tick,
+        /// A new `init_secure_api`: the thread's principal may hold one session, so its old one is
+        /// evicted; its openings and tokens stay (they are the principal's).
+        Reinit,
     }
 
-    use Op::{Accounts, Change, Close, Delete, Open, Sign, Tick};
+    use Op::{Accounts, Change, Close, Delete, Open, Reinit, Sign, Tick};
 
     /// The workloads: each thread's calls, in order. The races the issue names: open against
     /// change_password, delete against a token call, expiry against open; and the rest.
@@ -129,6 +133,8 @@ mod explore {
         &[&[Change(0, 1), Open(1)], &[Open(0), Sign]],
         &[&[Open(0), Accounts], &[Delete(0)], &[Open(0)]],
         &[&[Open(0), Sign], &[Open(0), Tick]],
+        &[&[Open(0), Reinit, Accounts], &[Reinit, Delete(0)]],
+        &[&[Reinit, Open(0), Reinit, Sign], &[Change(0, 1), Reinit, Open(1)]],
     ];
 
     /// What a call answered: a token (for `open_wallet`), another success, or an error.
@@ -204,6 +210,7 @@ mod explore {
                     self.open.iter_mut().for_each(|o| *o = None);
                     true
                 }
+                Reinit => true,
             }
         }
 
@@ -277,7 +284,7 @@ mod explore {
         ServerConfig {
             kdf: KdfParams::INSECURE_FOR_TESTS,
             tokens: TokenLimits { idle_ms: TOKEN_IDLE, ..TokenLimits::default() },
-            sessions: SessionLimits::default(),
+            sessions: SessionLimits { max_per_principal: 1, ..SessionLimits::default() },
             ..ServerConfig::default()
         }
     }
@@ -354,6 +361,24 @@ mod explore {
                                 server.handle_timeout(TICK);
                                 Seen::Ok
                             }
+                            Reinit => {
+                                let body = caller.client.init_request();
+                                let incoming = Incoming {
+                                    body: &body,
+                                    session: None,
+                                    recent: None,
+                                    principal: &caller.principal,
+                                    now_ms: NOW,
+                                };
+                                let answer = server.handle(incoming);
+                                match caller.client.handle_init_answer(&answer.body) {
+                                    Ok(()) => {
+                                        caller.session = answer.session;
+                                        Seen::Ok
+                                    }
+                                    Err(error) => Seen::Err(error.to_string()),
+                                }
+                            }
                         };
                         if let Seen::Token(issued) = &seen {
                             token = Value::String(issued.clone());
@@ -376,7 +401,7 @@ mod explore {
             number % WORKLOADS.len(),
             STARTED.get().map_or(0.0, |t| t.elapsed().as_secs_f64())
         );
-        assert_eq!(server.session_count(), threads, "a session was lost");
+        assert_eq!(server.session_count(), threads, "one session per principal: none lost, every evicted one gone");
         CHECKED_CALLS.fetch_add(events.len(), Ordering::Relaxed);
     }
 
