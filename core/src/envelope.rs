@@ -224,6 +224,12 @@ mod tests {
     }
 
     #[test]
+    fn a_cipher_prints_no_key() {
+        let cipher = Cipher::new(&SharedKey::from_bytes([0xcd; 32]));
+        assert_eq!(format!("{cipher:?}"), "Cipher(<redacted>)");
+    }
+
+    #[test]
     fn round_trip_and_tamper() {
         let cipher = Cipher::new(&SharedKey::from_bytes([3; 32]));
         let nonce = [9; 12];
@@ -235,6 +241,27 @@ mod tests {
         assert_eq!(cipher.open(&[8; 12], &body), Err(OpenError::Authentication));
         assert_eq!(cipher.open_bytes(&nonce, &raw[..15]), Err(OpenError::Truncated));
         assert_eq!(cipher.open(&nonce, "not base64!"), Err(OpenError::BadBase64));
+    }
+
+    #[test]
+    fn a_tag_alone_is_an_empty_message_and_less_is_truncated() {
+        let cipher = Cipher::new(&SharedKey::from_bytes([3; 32]));
+        let nonce = [9; 12];
+        let raw = decode_body(&cipher.seal(&nonce, b"")).expect("base64");
+        assert_eq!(raw.len(), TAG_LEN);
+        assert_eq!(cipher.open_bytes(&nonce, &raw).map(|p| p.len()), Ok(0));
+        let mut buffer = raw.clone();
+        assert_eq!(cipher.open_in_place(&nonce, &mut buffer), Ok(()));
+        assert!(buffer.is_empty());
+        let mut short = raw[..TAG_LEN - 1].to_vec();
+        assert_eq!(cipher.open_in_place(&nonce, &mut short), Err(OpenError::Truncated));
+        assert_eq!(cipher.open_bytes(&nonce, &raw[..TAG_LEN - 1]), Err(OpenError::Truncated));
+    }
+
+    #[test]
+    fn nonces_up_to_1024_hex_characters_are_read() {
+        assert_eq!(parse_nonce(&"0a".repeat(512)), Ok([10; 12]));
+        assert_eq!(parse_nonce(&"0a".repeat(513)), Err(OpenError::BadNonce));
     }
 
     #[test]

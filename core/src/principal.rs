@@ -261,6 +261,56 @@ mod tests {
     }
 
     #[test]
+    fn principals_roles_and_identities_print_their_names() {
+        assert_eq!(Role::Signer.to_string(), "signer");
+        let principal = Principal::new("dashboard");
+        assert_eq!((principal.name(), principal.to_string()), ("dashboard", "dashboard".to_owned()));
+        assert_eq!(format!("{principal:?}"), "Principal(dashboard)");
+        assert_eq!(Principal::local().name(), "local");
+        assert_eq!(Identity::Uid { uid: 1000 }.to_string(), "uid 1000");
+        assert_eq!(Identity::Cert { spki_sha256: [0xab; 32] }.to_string(), format!("cert sha256:{}", "ab".repeat(32)));
+    }
+
+    #[test]
+    fn client_names_are_1_to_64_safe_characters() {
+        assert!(valid_client_name("a") && valid_client_name(&"a".repeat(64)) && valid_client_name("a.b_c-D9"));
+        for bad in ["", &"a".repeat(65), ".a", "-a", "a/b", "a b", "keyward", "offline", "local-http"] {
+            assert!(!valid_client_name(bad), "{bad:?}");
+        }
+    }
+
+    fn record(name: &str, identity: Identity, revoked: Option<u64>) -> ClientRecord {
+        ClientRecord { name: name.into(), role: Role::Signer, identity, created_unix_ms: 1, revoked_unix_ms: revoked }
+    }
+
+    #[test]
+    fn the_registry_finds_active_clients_by_identity_only() {
+        let cert = Identity::Cert { spki_sha256: [1; 32] };
+        let uid = Identity::Uid { uid: 1000 };
+        let mut registry = Registry::new(vec![record("a", cert, None), record("b", uid, None)]);
+        assert!(record("a", cert, None).is_active() && !record("a", cert, Some(2)).is_active());
+        assert_eq!(registry.active(&cert).map(|r| r.name.as_str()), Some("a"));
+        assert_eq!(registry.active(&uid).map(|r| r.name.as_str()), Some("b"));
+        assert_eq!(registry.records().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        // Revoking keeps the record but no identity finds it.
+        registry.put(record("a", cert, Some(5)));
+        assert_eq!(registry.active(&cert), None);
+        assert_eq!(registry.get("a").and_then(|r| r.revoked_unix_ms), Some(5));
+        // A record that moves to a new identity frees its old one; another's identity stays indexed.
+        registry.put(record("b", Identity::Uid { uid: 1001 }, None));
+        assert_eq!(registry.active(&uid), None);
+        assert_eq!(registry.active(&Identity::Uid { uid: 1001 }).map(|r| r.name.as_str()), Some("b"));
+        registry.put(record("c", cert, None));
+        registry.put(record("a", Identity::Uid { uid: 7 }, Some(6)));
+        assert_eq!(registry.active(&cert).map(|r| r.name.as_str()), Some("c"), "a's old entry was not its to remove");
+        registry.put(record("d", Identity::Uid { uid: 9 }, None));
+        registry.put(record("e", Identity::Uid { uid: 9 }, None));
+        registry.put(record("d", Identity::Uid { uid: 10 }, None));
+        assert_eq!(registry.active(&Identity::Uid { uid: 9 }).map(|r| r.name.as_str()), Some("e"));
+        assert_eq!(registry.get("zz"), None);
+    }
+
+    #[test]
     fn records_round_trip_and_bad_bytes_are_refused() {
         let record = ClientRecord {
             name: "dashboard".into(),

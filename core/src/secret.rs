@@ -280,6 +280,45 @@ mod tests {
     }
 
     #[test]
+    fn every_secret_type_prints_its_name_only() {
+        let entropy = Entropy::from_bytes(vec![0xab; 16]).expect("16 bytes");
+        let printed = [
+            format!("{:?}", SharedKey::from_bytes([0xab; 32])),
+            format!("{:?}", Token::from_bytes([0xab; 32])),
+            format!("{:?}", Password::from("hunter2")),
+            format!("{entropy:?}"),
+            format!("{:?}", MasterKey::from_bytes([0xab; 64])),
+            format!("{:?}", WipedJson(serde_json::json!("hunter2"))),
+        ];
+        assert_eq!(
+            printed,
+            [
+                "SharedKey(<redacted>)",
+                "Token(<redacted>)",
+                "Password(<redacted>)",
+                "Entropy(<redacted>)",
+                "MasterKey(<redacted>)",
+                "WipedJson(<redacted>)"
+            ]
+        );
+        let mut buffer = SecretBuffer::default();
+        buffer.extend_from_slice(b"abc");
+        assert_eq!(format!("{buffer:?}"), "SecretBuffer(3 bytes, <redacted>)");
+    }
+
+    #[test]
+    fn the_scrubs_reach_below_the_deepest_measured_calls() {
+        // `core/tests/stack_scrub.rs` measured how far below `Server::handle` calls go (see the
+        // constants' docs); that test sizes its own check by these constants, so the bounds are
+        // pinned here.
+        let (kdf_calls, other_calls) = if cfg!(debug_assertions) { (123, 52) } else { (24, 15) };
+        let (deep, shallow) = std::hint::black_box((SCRUB_STACK_BYTES, SCRUB_STACK_SHALLOW_BYTES));
+        assert!(deep > kdf_calls * 1024, "{deep}");
+        assert!(shallow > other_calls * 1024, "{shallow}");
+        assert!(deep >= shallow);
+    }
+
+    #[test]
     fn token_hex_round_trip_and_rejects_bad_lengths() {
         let token = Token::from_bytes([7; 32]);
         let hex = token.to_hex();

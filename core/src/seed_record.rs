@@ -260,6 +260,44 @@ mod tests {
     }
 
     #[test]
+    fn a_stronger_kdf_costs_at_least_as_much_everywhere_and_more_somewhere() {
+        let base = KdfParams { m_cost_kib: 64, t_cost: 2, p_cost: 2 };
+        assert!(!base.stronger_than(&base));
+        for stronger in
+            [KdfParams { m_cost_kib: 65, ..base }, KdfParams { t_cost: 3, ..base }, KdfParams { p_cost: 3, ..base }]
+        {
+            assert!(stronger.stronger_than(&base), "{stronger:?}");
+            assert!(!base.stronger_than(&stronger), "{stronger:?}");
+        }
+        for mixed in [
+            KdfParams { m_cost_kib: 128, t_cost: 1, ..base },
+            KdfParams { m_cost_kib: 128, p_cost: 1, ..base },
+            KdfParams { t_cost: 3, m_cost_kib: 32, ..base },
+        ] {
+            assert!(!mixed.stronger_than(&base), "{mixed:?}");
+        }
+        assert_eq!(KdfParams::DEFAULT, KdfParams { m_cost_kib: 65536, t_cost: 3, p_cost: 4 });
+        assert!(KdfParams::DEFAULT.stronger_than(&KdfParams::INSECURE_FOR_TESTS));
+    }
+
+    #[test]
+    fn records_may_ask_for_up_to_1_gib_and_64_passes_and_lanes() {
+        let record = |m: u32, t: u32, p: u32| {
+            let text = format!(
+                r#"{{"version":1,"kdf":{{"algorithm":"argon2id","m_cost_kib":{m},"t_cost":{t},"p_cost":{p}}},"salt":"{}","nonce":"{}","ciphertext":"{}"}}"#,
+                "00".repeat(16),
+                "00".repeat(12),
+                "00".repeat(48)
+            );
+            SeedRecord::from_bytes(text.as_bytes()).map(|r| r.kdf)
+        };
+        assert_eq!(record(1 << 20, 64, 64), Ok(KdfParams { m_cost_kib: 1 << 20, t_cost: 64, p_cost: 64 }));
+        assert_eq!(record((1 << 20) + 1, 1, 1), Err(SeedRecordError::Malformed));
+        assert_eq!(record(64, 65, 1), Err(SeedRecordError::Malformed));
+        assert_eq!(record(1024, 1, 65), Err(SeedRecordError::Malformed));
+    }
+
+    #[test]
     fn damaged_records_are_malformed() {
         for bad in [&b""[..], b"{}", b"[1]", b"{\"version\":2}", b"\xff\xfe"] {
             assert_eq!(SeedRecord::from_bytes(bad), Err(SeedRecordError::Malformed));

@@ -585,6 +585,171 @@ mod tests {
     }
 
     #[test]
+    fn session_ids_print_and_parse_as_hex() {
+        let id = SessionId::from_bytes([0xab; 16]);
+        assert_eq!(id.to_string(), "ab".repeat(16));
+        assert_eq!(format!("{id:?}"), format!("SessionId({})", "ab".repeat(16)));
+        assert_eq!(SessionId::parse(&format!(" {} ", "AB".repeat(16))), Some(id));
+        assert_eq!(SessionId::parse(&"ab".repeat(15)), None);
+        assert_eq!(SessionId::parse(&"zz".repeat(16)), None);
+    }
+
+    #[test]
+    fn an_accepted_envelope_prints_its_session_not_its_plaintext() {
+        let mut table = SessionTable::new(limits());
+        let id = SessionId::from_bytes([1; 16]);
+        table.insert(id, cipher(1), "top".into(), Principal::local(), 0);
+        let accepted = table.accept(Some(&id), "local", &[5; 12], sealed(1, [5; 12]), 1).expect("accepted");
+        assert_eq!(&**accepted.plaintext, b"{}");
+        assert_eq!(format!("{accepted:?}"), format!("Accepted {{ id: {id:?}, dir: \"top\", .. }}"));
+    }
+
+    #[test]
+    fn a_table_prints_its_limits_and_size_only() {
+        let mut table = SessionTable::new(limits());
+        table.insert(SessionId::from_bytes([1; 16]), cipher(1), String::new(), Principal::local(), 0);
+        assert_eq!(format!("{table:?}"), format!("SessionTable {{ limits: {:?}, live: 1 }}", table.limits()));
+    }
+
+    #[test]
+    fn removing_a_session_or_a_principal_ends_its_sessions_and_frees_their_nonces() {
+        let mut table = SessionTable::new(limits_big());
+        let ids: Vec<_> = (1..=3).map(|i| SessionId::from_bytes([i; 16])).collect();
+        table.insert(ids[0], cipher(1), String::new(), Principal::new("a"), 0);
+        table.insert(ids[1], cipher(2), String::new(), Principal::new("b"), 0);
+        table.insert(ids[2], cipher(3), String::new(), Principal::new("b"), 0);
+        assert!(table.accept(Some(&ids[0]), "a", &[1; 12], sealed(1, [1; 12]), 1).is_ok());
+        assert!(table.accept(Some(&ids[1]), "b", &[1; 12], sealed(2, [1; 12]), 1).is_ok());
+        assert_eq!((table.count_of("a"), table.count_of("b"), table.remembered_nonces()), (1, 2, 2));
+        assert!(!table.is_empty());
+        assert!(table.remove(&ids[0]));
+        assert!(!table.remove(&ids[0]), "already gone");
+        assert!(!table.contains(&ids[0]));
+        assert_eq!(table.remembered_nonces(), 1);
+        assert_eq!(table.remove_principal("b"), 2);
+        assert_eq!(table.remove_principal("b"), 0);
+        assert!(table.is_empty());
+        assert_eq!(table.remembered_nonces(), 0);
+    }
+
+    #[test]
+    fn the_earliest_expiry_is_exact_after_a_sweep() {
+        let limits = SessionLimits { idle_ms: 100, lifetime_ms: 150, ..limits_big() };
+        let mut table = SessionTable::new(limits);
+        assert_eq!(table.next_expiry(), None);
+        table.insert(SessionId::from_bytes([1; 16]), cipher(1), String::new(), Principal::local(), 10);
+        table.insert(SessionId::from_bytes([2; 16]), cipher(2), String::new(), Principal::local(), 20);
+        // Used at 90, session 1 would idle out at 190 but its lifetime ends at 160.
+        assert!(table.accept(Some(&SessionId::from_bytes([1; 16])), "local", &[1; 12], sealed(1, [1; 12]), 90).is_ok());
+        table.expire(95);
+        assert_eq!((table.earliest_expiry_ms, table.next_expiry()), (120, Some(120)));
+        table.expire(120);
+        assert_eq!((table.earliest_expiry_ms, table.next_expiry()), (160, Some(160)));
+        assert_eq!(table.remembered_nonces(), 1);
+        table.expire(160);
+        assert_eq!((table.earliest_expiry_ms, table.next_expiry()), (u64::MAX, None));
+        assert_eq!(table.remembered_nonces(), 0, "an expired session's nonces are forgotten with it");
+    }
+
+    #[test]
+    fn a_full_table_evicts_from_the_principal_holding_the_most() {
+        let mut table = SessionTable::new(SessionLimits { max_sessions: 3, ..limits_big() });
+        let ids: Vec<_> = (1..=4).map(|i| SessionId::from_bytes([i; 16])).collect();
+        table.insert(ids[0], cipher(1), String::new(), Principal::new("a"), 0);
+        table.insert(ids[1], cipher(2), String::new(), Principal::new("b"), 1);
+        table.insert(ids[2], cipher(3), String::new(), Principal::new("b"), 2);
+        // "a" has the session idle the longest and the smaller name, but "b" holds more.
+        assert_eq!(table.insert(ids[3], cipher(4), String::new(), Principal::new("c"), 3), Some(ids[1]));
+        assert_eq!((table.count_of("a"), table.count_of("b"), table.count_of("c")), (1, 1, 1));
+    }
+
+    fn numbered(n: u32) -> [u8; 12] {
+        let mut bytes = [0u8; 12];
+        bytes[..4].copy_from_slice(&n.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn re_keying_forgets_the_old_keys_nonces() {
+        let mut table = SessionTable::new(limits_big());
+        let id = SessionId::from_bytes([1; 16]);
+        table.insert(id, cipher(1), String::new(), Principal::local(), 0);
+        for n in 0..3 {
+            assert!(table.accept(Some(&id), "local", &numbered(n), sealed(1, numbered(n)), 1).is_ok());
+        }
+        assert_eq!(table.remembered_nonces(), 3);
+        table.rekey(id, cipher(2), 2);
+        assert_eq!(table.remembered_nonces(), 0);
+        assert!(table.accept(Some(&id), "local", &numbered(0), sealed(2, numbered(0)), 3).is_ok());
+        assert_eq!(table.remembered_nonces(), 1);
+    }
+
+    #[test]
+    fn a_named_call_sweeps_the_table_once_a_second() {
+        let mut table = SessionTable::new(SessionLimits { idle_ms: 500, lifetime_ms: 100_000, ..limits_big() });
+        let (a, b) = (SessionId::from_bytes([1; 16]), SessionId::from_bytes([2; 16]));
+        table.insert(a, cipher(1), String::new(), Principal::local(), 0);
+        table.insert(b, cipher(2), String::new(), Principal::local(), 0);
+        // Keep b alive; a idles out at 500 but stays in the table until a sweep.
+        assert!(table.accept(Some(&b), "local", &[1; 12], sealed(2, [1; 12]), 400).is_ok());
+        assert!(table.accept(Some(&b), "local", &[2; 12], sealed(2, [2; 12]), 800).is_ok());
+        assert!(table.contains(&a), "no sweep within a second of the last");
+        assert!(table.cipher(&b, "local", 1000).is_ok());
+        assert!(!table.contains(&a), "the sweep a second later drops it");
+    }
+
+    #[test]
+    fn the_nonce_budget_does_not_count_the_committing_session() {
+        let limits = SessionLimits { max_requests: 50, max_nonces: 60, ..limits_big() };
+        let mut table = SessionTable::new(limits);
+        let ids: Vec<_> = (1..=3).map(|i| SessionId::from_bytes([i; 16])).collect();
+        table.insert(ids[0], cipher(1), String::new(), Principal::new("owner"), 0);
+        table.insert(ids[1], cipher(2), String::new(), Principal::new("reader"), 0);
+        table.insert(ids[2], cipher(3), String::new(), Principal::new("reader"), 0);
+        for n in 0..30 {
+            assert!(table.accept(Some(&ids[0]), "owner", &numbered(n), sealed(1, numbered(n)), 1).is_ok());
+        }
+        for n in 0..20 {
+            assert!(table.accept(Some(&ids[1]), "reader", &numbered(n), sealed(2, numbered(n)), 2).is_ok());
+        }
+        for n in 0..11 {
+            assert!(table.accept(Some(&ids[2]), "reader", &numbered(n), sealed(3, numbered(n)), 3).is_ok());
+        }
+        // Besides the committing session, the owner's 30 outweigh the reader's 20.
+        assert!(!table.contains(&ids[0]) && table.contains(&ids[1]) && table.contains(&ids[2]));
+        assert_eq!(table.remembered_nonces(), 31);
+    }
+
+    #[test]
+    fn key_trials_take_a_body_of_exactly_the_limit_and_refuse_one_shorter_than_a_tag() {
+        let mut table = SessionTable::new(SessionLimits { max_unnamed_bytes: 64, ..limits_big() });
+        let id = SessionId::from_bytes([1; 16]);
+        table.insert(id, cipher(1), String::new(), Principal::local(), 0);
+        let body = crate::envelope::decode_body(&cipher(1).seal(&[2; 12], &[b' '; 48])).expect("base64");
+        assert_eq!(body.len(), 64);
+        assert_eq!(table.accept(None, "local", &[2; 12], body, 1).map(|a| a.id), Ok(id));
+        let candidates = table.by_recent_use(None, "local", 1);
+        let empty = crate::envelope::decode_body(&cipher(1).seal(&[3; 12], b"")).expect("base64");
+        let found = try_keys(&candidates, &[3; 12], &empty, true).expect("a bare tag is an empty message");
+        assert_eq!((found.id, found.plaintext.len()), (id, 0));
+        assert_eq!(
+            try_keys(&candidates, &[3; 12], &empty[..15], true).map(|f| f.id),
+            Err(AcceptError::Format(OpenError::Truncated))
+        );
+    }
+
+    #[test]
+    fn without_the_screen_any_plaintext_is_found_and_printed_by_its_session_only() {
+        let id = SessionId::from_bytes([1; 16]);
+        let candidates = vec![(id, Arc::new(cipher(1)))];
+        let body = crate::envelope::decode_body(&cipher(1).seal(&[4; 12], b"not json")).expect("base64");
+        assert_eq!(try_keys(&candidates, &[4; 12], &body, true).map(|f| f.id), Err(AcceptError::NoSession));
+        let found = try_keys(&candidates, &[4; 12], &body, false).expect("found unscreened");
+        assert_eq!(&**found.plaintext, b"not json");
+        assert_eq!(format!("{found:?}"), format!("Found {{ id: {id:?}, .. }}"));
+    }
+
+    #[test]
     fn finds_by_id_or_by_key_and_refuses_replay() {
         let mut table = SessionTable::new(limits());
         let a = SessionId::from_bytes([1; 16]);

@@ -219,6 +219,23 @@ mod tests {
     }
 
     #[test]
+    fn restoring_adds_nothing_for_no_failures_and_never_overwrites_a_live_count() {
+        let mut throttle = Throttle::new(ThrottleConfig { free_attempts: 0, base_ms: 10, max_ms: 100, max_entries: 4 });
+        throttle.restore(&key(1), 0, 5);
+        assert!(!throttle.knows(&key(1)));
+        throttle.failure(&key(2), 0);
+        throttle.restore(&key(2), 5, 50);
+        assert_eq!((throttle.failures(&key(2)), throttle.check(&key(2), 5)), (1, Err(5)));
+    }
+
+    #[test]
+    fn a_free_failure_never_makes_anyone_wait_even_if_the_clock_went_back() {
+        let mut throttle = Throttle::new(ThrottleConfig { free_attempts: 2, base_ms: 10, max_ms: 100, max_entries: 4 });
+        throttle.failure(&key(1), 100);
+        assert_eq!((throttle.failures(&key(1)), throttle.check(&key(1), 50)), (1, Ok(())));
+    }
+
+    #[test]
     fn a_restored_count_makes_room_and_its_wait_starts_now() {
         let mut throttle = Throttle::new(ThrottleConfig { free_attempts: 1, base_ms: 10, max_ms: 100, max_entries: 2 });
         throttle.failure(&key(1), 0);

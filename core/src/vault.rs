@@ -440,6 +440,98 @@ mod tests {
     }
 
     #[test]
+    fn the_seed_block_is_fixed_and_sized_by_the_limit() {
+        let mut vault = Vault::new([9; 32], TokenLimits { max_open_wallets: 3, ..TokenLimits::default() });
+        let region = vault.region();
+        assert_ne!(region.0, 0);
+        assert_eq!(region.1, 3 * (64 + 32));
+        vault
+            .open(key("a"), &Principal::local(), &MasterKey::from_bytes([7; 64]), &Token::from_bytes([1; 32]), 0)
+            .expect("room");
+        assert_eq!(vault.region(), region, "the block does not move");
+        assert_eq!(format!("{vault:?}"), "Vault { open_wallets: 1, .. }");
+        let unlocked = vault.unlock(&Token::from_bytes([1; 32]), "local", 0).expect("unlocks");
+        assert_eq!(format!("{unlocked:?}"), format!("Unlocked {{ key: {:?}, .. }}", key("a")));
+        assert_eq!(&*unlocked.active_account, "default");
+    }
+
+    #[test]
+    fn closing_by_wallet_by_principal_and_all_wipes_every_opening() {
+        let mut vault = Vault::new([9; 32], TokenLimits::default());
+        let master = MasterKey::from_bytes([7; 64]);
+        let (owner, reader) = (Principal::new("owner"), Principal::new("reader"));
+        let token = |n: u8| Token::from_bytes([n; 32]);
+        vault.open(key("a"), &owner, &master, &token(1), 0).expect("room");
+        vault.open(key("a"), &reader, &master, &token(2), 0).expect("room");
+        vault.open(key("b"), &owner, &master, &token(3), 0).expect("room");
+        assert_eq!(vault.masked_bytes().len(), 3 * 64);
+        assert_eq!(vault.close_everywhere(&key("a")), 2);
+        assert_eq!(vault.close_everywhere(&key("a")), 0);
+        assert!(!vault.is_open(&key("a"), &owner, 1) && vault.is_open(&key("b"), &owner, 1));
+        assert_eq!(vault.unlock(&token(2), "reader", 1).map(|u| u.key), Err(UnlockError::Closed));
+        vault.open(key("c"), &reader, &master, &token(4), 0).expect("room");
+        vault.close_all();
+        assert_eq!(vault.open_count(), 0);
+        assert!(vault.masked_bytes().is_empty());
+        assert_eq!(vault.unlock(&token(4), "reader", 1).map(|u| u.key), Err(UnlockError::Closed));
+        assert_eq!(vault.close_principal("owner"), 0);
+    }
+
+    #[test]
+    fn the_active_account_and_expiry_are_per_opening() {
+        let limits = TokenLimits { max_open_wallets: 4, idle_ms: 100, lifetime_ms: 250 };
+        let mut vault = Vault::new([9; 32], limits);
+        let master = MasterKey::from_bytes([7; 64]);
+        let (owner, reader) = (Principal::new("owner"), Principal::new("reader"));
+        assert_eq!(vault.next_expiry(), None);
+        vault.open(key("a"), &owner, &master, &Token::from_bytes([1; 32]), 10).expect("room");
+        vault.open(key("a"), &reader, &master, &Token::from_bytes([2; 32]), 20).expect("room");
+        vault.set_active_account(&key("a"), &reader, "savings");
+        let active = |vault: &mut Vault, n: u8, who: &str| {
+            vault.unlock(&Token::from_bytes([n; 32]), who, 90).map(|u| u.active_account.to_string())
+        };
+        assert_eq!(active(&mut vault, 1, "owner"), Ok("default".into()));
+        assert_eq!(active(&mut vault, 2, "reader"), Ok("savings".into()));
+        // Both used at 90: idle expiry at 190, lifetimes end at 260 and 270.
+        assert_eq!(vault.next_expiry(), Some(190));
+        assert!(vault.is_open(&key("a"), &owner, 189) && !vault.is_open(&key("a"), &owner, 190));
+    }
+
+    #[test]
+    fn unlocking_sweeps_expired_openings_once_a_second() {
+        let mut vault = Vault::new([9; 32], TokenLimits { max_open_wallets: 4, idle_ms: 500, lifetime_ms: 100_000 });
+        let master = MasterKey::from_bytes([7; 64]);
+        let (a, b) = (Token::from_bytes([1; 32]), Token::from_bytes([2; 32]));
+        vault.open(key("a"), &Principal::local(), &master, &a, 0).expect("room");
+        vault.open(key("b"), &Principal::local(), &master, &b, 0).expect("room");
+        assert!(vault.unlock(&b, "local", 400).is_ok());
+        assert!(vault.unlock(&b, "local", 800).is_ok());
+        assert_eq!(vault.open_count(), 2, "a idled out at 500, but no sweep within a second of the last");
+        assert!(!vault.is_open(&key("a"), &Principal::local(), 800));
+        assert!(vault.unlock(&b, "local", 1000).is_ok());
+        assert_eq!(vault.open_count(), 1, "the sweep a second later closes it");
+        assert_eq!(vault.unlock(&a, "local", 1000).map(|u| u.key), Err(UnlockError::Closed));
+    }
+
+    #[test]
+    fn the_last_1024_closed_tokens_are_remembered() {
+        let mut vault = Vault::new([9; 32], TokenLimits::default());
+        let master = MasterKey::from_bytes([7; 64]);
+        let token = |n: u32| {
+            let mut bytes = [0u8; 32];
+            bytes[..4].copy_from_slice(&n.to_le_bytes());
+            Token::from_bytes(bytes)
+        };
+        for n in 0..=1024 {
+            vault.open(key("a"), &Principal::local(), &master, &token(n), 0).expect("room");
+            assert!(vault.close(&key("a"), &Principal::local()));
+        }
+        assert_eq!(vault.unlock(&token(0), "local", 0).map(|u| u.key), Err(UnlockError::InvalidToken));
+        assert_eq!(vault.unlock(&token(1), "local", 0).map(|u| u.key), Err(UnlockError::Closed));
+        assert_eq!(vault.unlock(&token(1024), "local", 0).map(|u| u.key), Err(UnlockError::Closed));
+    }
+
+    #[test]
     fn another_principals_closed_token_is_a_wrong_token() {
         let mut vault = Vault::new([9; 32], TokenLimits::default());
         let token = Token::from_bytes([1; 32]);
