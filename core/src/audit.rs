@@ -269,6 +269,36 @@ mod tests {
     }
 
     #[test]
+    fn a_chain_break_says_where_and_why() {
+        let text = ChainBreak { position: 3, seq: 7, why: "its hash is wrong" }.to_string();
+        assert_eq!(text, "record 3 (seq 7): its hash is wrong");
+    }
+
+    #[test]
+    fn a_full_queue_counts_what_it_drops_and_says_so_once() {
+        let mut queue = AuditQueue::default();
+        queue.push(event(0));
+        queue.push(event(0));
+        assert_eq!((queue.len(), queue.pending[0].count), (1, 2), "a run of the same event is one with a count");
+        for n in 1..AUDIT_QUEUE_MAX as u32 + 2 {
+            queue.push(event(n));
+        }
+        assert_eq!(queue.len(), AUDIT_QUEUE_MAX + 1, "full, plus the note of what was dropped");
+        assert!(!queue.is_empty());
+        let events = queue.take();
+        assert_eq!(events.len(), AUDIT_QUEUE_MAX + 1);
+        let note = events.last().expect("the note");
+        assert_eq!((note.principal.as_str(), note.method.as_str()), ("keyward", "audit"));
+        assert_eq!(note.outcome, "2 events dropped: the log could not keep up");
+        assert!(queue.is_empty());
+        assert!(queue.take().is_empty(), "the note is written once");
+        queue.lost(3);
+        queue.lost(4);
+        assert_eq!(queue.len(), 1);
+        assert_eq!(queue.take()[0].outcome, "7 events dropped: the log could not keep up");
+    }
+
+    #[test]
     fn records_round_trip_through_bytes() {
         let record = &chain(1)[0];
         assert_eq!(AuditRecord::from_bytes(&record.to_bytes()).as_ref(), Some(record));

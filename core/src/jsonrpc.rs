@@ -292,6 +292,56 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn envelope_errors_carry_grins_codes() {
+        let codes: Vec<i64> = [
+            EnvelopeError::Parse,
+            EnvelopeError::InvalidRequest("x"),
+            EnvelopeError::InitParams("x".into()),
+            EnvelopeError::EncryptionRequired,
+            EnvelopeError::Format("x".into()),
+            EnvelopeError::Decryption("x".into()),
+            EnvelopeError::Replay,
+            EnvelopeError::Encryption,
+        ]
+        .iter()
+        .map(|e| e.wire().0)
+        .collect();
+        assert_eq!(codes, [-32700, -32600, -32602, -32001, -32002, -32002, -32002, -32003]);
+    }
+
+    #[test]
+    fn a_wrong_password_is_audited_as_such_and_other_lifecycle_errors_as_failed() {
+        assert_eq!(MethodError::Lifecycle(OPEN_ERROR.into()).audit_outcome(), "wrong password");
+        assert_eq!(MethodError::Lifecycle("Wallet is locked".into()).audit_outcome(), "failed");
+    }
+
+    #[test]
+    fn only_refusals_are_audited_whatever_the_method() {
+        let refusals = [
+            MethodError::Forbidden { method: "get_mnemonic".into(), needs: crate::principal::Role::Owner },
+            MethodError::Revoked,
+            MethodError::Throttled { retry_after_ms: 1 },
+            MethodError::Lifecycle(OPEN_ERROR.into()),
+        ];
+        assert!(refusals.iter().all(MethodError::is_refusal));
+        let others = [
+            MethodError::Lifecycle("Wallet is locked".into()),
+            MethodError::InvalidKeychainMask,
+            MethodError::Argument("x".into()),
+            MethodError::MethodNotFound,
+        ];
+        assert!(!others.iter().any(MethodError::is_refusal));
+    }
+
+    #[test]
+    fn an_application_error_shows_its_detail_only_when_it_has_one() {
+        let bare = MethodError::Application { variant: "NotEnoughFunds".into(), detail: String::new() };
+        assert_eq!(bare.wire(), (-32099, "NotEnoughFunds".into()));
+        let detailed = MethodError::Application { variant: "NotEnoughFunds".into(), detail: "need 5".into() };
+        assert_eq!(detailed.wire(), (-32099, "NotEnoughFunds: need 5".into()));
+    }
+
+    #[test]
     fn answers_have_grins_field_order() {
         let mut out = Vec::new();
         write_ok(&json!(1), &json!("x"), &mut out);

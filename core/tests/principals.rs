@@ -354,3 +354,129 @@ fn a_reader_cannot_fill_the_audit_log_with_made_up_names() {
     let event = &records[0].event;
     assert_eq!((event.method.as_str(), event.wallet.as_deref(), event.count), ("get_mnemonic", None, 50));
 }
+
+/// A host that issues certificates and pairs, as `keyward serve` does, with fixed answers: the SPKI
+/// digest is the public key's first byte repeated, so a test can tell keys apart.
+struct IssuingHost;
+
+impl keyward_core::Host for IssuingHost {
+    fn unix_time_ms(&self) -> u64 {
+        5
+    }
+
+    fn issue_certificate(&self, name: &str, public_key_pem: &str) -> Result<keyward_core::IssuedCertificate, String> {
+        let first = *public_key_pem.as_bytes().first().ok_or("an empty key")?;
+        Ok(keyward_core::IssuedCertificate {
+            certificate_pem: format!("CERT for {name}"),
+            ca_certificate_pem: "CA".into(),
+            spki_sha256: [first; 32],
+        })
+    }
+
+    fn start_pairing(&self, name: &str, _: Role, ttl_secs: Option<u64>) -> Result<keyward_core::PairingTicket, String> {
+        Ok(keyward_core::PairingTicket {
+            code: format!("CODE-{name}").into(),
+            expires_unix_ms: 5 + ttl_secs.unwrap_or(300) * 1000,
+            pair_url: "tcp://127.0.0.1:3422".into(),
+        })
+    }
+}
+
+fn issuing_server() -> Server {
+    let (mut server, _) = server(None);
+    server.set_host(Arc::new(IssuingHost));
+    server
+}
+
+#[test]
+fn add_client_issues_a_certificate_for_a_public_key_and_registers_it() {
+    let server = issuing_server();
+    let mut owner = Caller::new(&server, "owner", 1);
+    let answer =
+        owner.call(&server, "add_client", json!({"name": "phone", "role": "signer", "public_key": "K", "uid": null}));
+    let answer = answer.unwrap();
+    assert_eq!(answer["certificate"], "CERT for phone");
+    assert_eq!(answer["ca_certificate"], "CA");
+    assert_eq!(answer["spki_sha256"], hex::encode([b'K'; 32]));
+    assert_eq!(answer["role"], "signer");
+    assert_eq!(server.client_for_cert(&[b'K'; 32]).as_deref(), Some("phone"));
+    assert_eq!(server.role_of("phone"), Some(Role::Signer));
+    // The same key again, under another name: refused, nothing registered.
+    let again =
+        owner.call(&server, "add_client", json!({"name": "tablet", "role": "reader", "public_key": "K", "uid": null}));
+    assert_eq!(again.unwrap_err().1, "ArgumentError: client 'phone' has this identity already");
+    assert_eq!(server.role_of("tablet"), None);
+    // Neither or both of key and uid: invalid params.
+    for (key, uid) in [(json!(null), json!(null)), (json!("K"), json!(9))] {
+        let answer =
+            owner.call(&server, "add_client", json!({"name": "x", "role": "reader", "public_key": key, "uid": uid}));
+        assert_eq!(answer.unwrap_err().0, -32602);
+    }
+}
+
+#[test]
+fn no_client_takes_a_reserved_or_invalid_name() {
+    let server = issuing_server();
+    let mut owner = Caller::new(&server, "owner", 1);
+    for name in ["local-http", ".hidden", "a b"] {
+        let answer =
+            owner.call(&server, "add_client", json!({"name": name, "role": "reader", "public_key": null, "uid": 50}));
+        assert!(answer.is_err(), "{name} was accepted");
+        let record = ClientRecord {
+            name: name.into(),
+            role: Role::Reader,
+            identity: Identity::Uid { uid: 51 },
+            created_unix_ms: 0,
+            revoked_unix_ms: None,
+        };
+        assert_eq!(server.add_client(record), Err(format!("ArgumentError: '{name}' cannot name a client")));
+        let answer = owner.call(&server, "pair_client", json!({"name": name, "role": "reader", "ttl_secs": null}));
+        assert!(answer.is_err(), "pairing {name} was accepted");
+    }
+    assert_eq!(server.clients().len(), 3, "{:?}", server.clients());
+}
+
+#[test]
+fn pair_client_answers_the_hosts_code_for_a_new_name_only() {
+    let server = issuing_server();
+    let mut owner = Caller::new(&server, "owner", 1);
+    let answer = owner.call(&server, "pair_client", json!({"name": "laptop", "role": "reader", "ttl_secs": 60}));
+    assert_eq!(
+        answer.unwrap(),
+        json!({"name": "laptop", "role": "reader", "code": "CODE-laptop", "expires_unix_ms": 60_005,
+               "pair_url": "tcp://127.0.0.1:3422"})
+    );
+    let answer = owner.call(&server, "pair_client", json!({"name": "laptop", "role": "owner", "ttl_secs": null}));
+    assert_eq!(answer.unwrap()["expires_unix_ms"], 300_005);
+    // A name a client has (active or not) is never reused.
+    let answer = owner.call(&server, "pair_client", json!({"name": "signer", "role": "reader", "ttl_secs": null}));
+    assert_eq!(answer.unwrap_err().1, "ArgumentError: a client called 'signer' exists (names are never reused)");
+    let answer = owner.call(&server, "pair_client", json!({"name": "laptop", "role": "reader", "ttl_secs": "soon"}));
+    assert_eq!(answer.unwrap_err().1, "ArgumentError: 'ttl_secs' must be a number of seconds");
+}
+
+#[test]
+fn a_clients_new_identity_replaces_its_old_one_and_closes_old_connections() {
+    let server = issuing_server();
+    let mut owner = Caller::new(&server, "owner", 1);
+    owner
+        .call(&server, "add_client", json!({"name": "phone", "role": "reader", "public_key": "A", "uid": null}))
+        .unwrap();
+    owner
+        .call(&server, "add_client", json!({"name": "pad", "role": "reader", "public_key": "B", "uid": null}))
+        .unwrap();
+    let revocations = server.revocations();
+    // Its own identity again is allowed (a rotation that kept the key).
+    server.set_client_identity("phone", Identity::Cert { spki_sha256: [b'A'; 32] }).unwrap();
+    // Another client's identity is not.
+    assert_eq!(
+        server.set_client_identity("phone", Identity::Cert { spki_sha256: [b'B'; 32] }),
+        Err("ArgumentError: client 'pad' has this identity already".into())
+    );
+    assert_eq!(server.client_for_cert(&[b'B'; 32]).as_deref(), Some("pad"));
+    server.set_client_identity("phone", Identity::Cert { spki_sha256: [b'C'; 32] }).unwrap();
+    assert_eq!(server.client_for_cert(&[b'C'; 32]).as_deref(), Some("phone"));
+    assert_eq!(server.client_for_cert(&[b'A'; 32]), None);
+    assert!(server.revocations() >= revocations + 2, "connections of the old key are closed");
+    assert!(server.set_client_identity("nobody", Identity::Uid { uid: 99 }).is_err());
+}
