@@ -342,6 +342,45 @@ mod tests {
     }
 
     #[test]
+    fn method_errors_carry_grins_codes() {
+        use crate::principal::Role;
+        let errors = [
+            (MethodError::InvalidRequest("x".into()), -32600),
+            (MethodError::MethodNotFound, -32601),
+            (MethodError::InvalidParams("x".into()), -32602),
+            (MethodError::Lifecycle("x".into()), -32099),
+            (MethodError::InvalidKeychainMask, -32099),
+            (MethodError::WalletSeedExists, -32099),
+            (MethodError::Argument("x".into()), -32099),
+            (MethodError::AccountLabelAlreadyExists("x".into()), -32099),
+            (MethodError::UnknownAccountLabel("x".into()), -32099),
+            (MethodError::Throttled { retry_after_ms: 1500 }, -32099),
+            (MethodError::Storage, -32099),
+            (MethodError::Busy, -32099),
+            (MethodError::Forbidden { method: "m".into(), needs: Role::Owner }, -32099),
+            (MethodError::Revoked, -32099),
+            (MethodError::Application { variant: "V".into(), detail: String::new() }, -32099),
+            (MethodError::Application { variant: "V".into(), detail: "d".into() }, -32099),
+        ];
+        for (error, code) in errors {
+            assert_eq!(error.wire().0, code, "{error:?}");
+        }
+        let throttled = MethodError::Throttled { retry_after_ms: 1500 }.wire().1;
+        assert_eq!(throttled, "Lifecycle: too many failed attempts for this wallet, retry in 2 s");
+    }
+
+    #[test]
+    fn an_unexpected_param_is_named_in_at_most_64_characters() {
+        let long = "p".repeat(100);
+        let mut params = json!({"name": "w", long.clone(): 1});
+        let error = take_params(Some(&mut params), &["name"]);
+        assert_eq!(error, Err(MethodError::InvalidParams(format!("unexpected param '{}'", &long[..64]))));
+        let mut params = json!({"name": "w", "naem": 1});
+        let error = take_params(Some(&mut params), &["name"]);
+        assert_eq!(error, Err(MethodError::InvalidParams("unexpected param 'naem'".into())));
+    }
+
+    #[test]
     fn answers_have_grins_field_order() {
         let mut out = Vec::new();
         write_ok(&json!(1), &json!("x"), &mut out);

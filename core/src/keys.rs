@@ -293,6 +293,27 @@ mod tests {
     }
 
     #[test]
+    fn the_public_key_cache_computes_each_path_once_and_empties_when_full() {
+        let cache = PublicKeyCache::default();
+        let computed = std::cell::Cell::new(0);
+        let key = |n: u8| {
+            computed.set(computed.get() + 1);
+            Ok([n; 33])
+        };
+        assert_eq!(cache.get_or_compute(&[1], || key(1)), Ok([1; 33]));
+        assert_eq!(cache.get_or_compute(&[2], || key(2)), Ok([2; 33]));
+        assert_eq!(cache.get_or_compute(&[1], || key(9)), Ok([1; 33]), "the cached key");
+        assert_eq!(computed.get(), 2);
+        for n in 3..=PublicKeyCache::MAX_PATHS as u32 {
+            cache.get_or_compute(&[n], || key(0)).expect("a key");
+        }
+        assert_eq!(cache.get_or_compute(&[2], || key(9)), Ok([2; 33]), "still held when just full");
+        cache.get_or_compute(&[0], || key(0)).expect("a key");
+        assert_eq!(cache.get_or_compute(&[2], || key(9)), Ok([9; 33]), "emptied past the bound");
+        assert_eq!(format!("{cache:?}"), "PublicKeyCache { .. }", "no key in its Debug");
+    }
+
+    #[test]
     fn paths() {
         assert_eq!(parse_path("m"), Ok(vec![]));
         assert_eq!(parse_path("m/44'/1h/2"), Ok(vec![44 | HARDENED, 1 | HARDENED, 2]));
@@ -301,6 +322,8 @@ mod tests {
         }
         let deep = format!("m{}", "/1".repeat(MAX_DEPTH + 1));
         assert_eq!(parse_path(&deep), Err(KeyPathError::BadPath));
+        let deepest = format!("m{}", "/7".repeat(MAX_DEPTH));
+        assert_eq!(parse_path(&deepest).map(|p| p.len()), Ok(MAX_DEPTH), "exactly the most levels");
     }
 
     #[test]
