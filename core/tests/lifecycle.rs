@@ -1,0 +1,79 @@
+//! Lifecycle limits at their exact edges, and the unlock throttle across a restart: the counts a
+//! server saved are what the next server over the same store starts from.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use keyward_core::lifecycle::MAX_DIR_DEPTH;
+use keyward_core::store::WalletKey;
+use keyward_core::{MemoryStore, Store};
+use keyward_testkit::{Harness, assert_rpc_error};
+use serde_json::json;
+
+#[test]
+fn failed_unlocks_are_saved_and_a_restarted_server_still_makes_the_caller_wait() {
+    let store = Arc::new(MemoryStore::new());
+    let key = WalletKey { dir: String::new(), name: "w".into() };
+    let mut h = Harness::new(Box::new(Arc::clone(&store)));
+    let mut c = h.client(1, true);
+    h.ok(&mut c, "create_wallet", json!({"name": "w", "mnemonic": null, "mnemonic_length": 16, "password": "right"}));
+    let free = h.server.config().throttle.free_attempts;
+    for n in 1..=free + 1 {
+        assert_rpc_error(h.call(&mut c, "open_wallet", json!({"name": "w", "password": "x"})), -32099, "Error opening");
+        assert_eq!(store.load_failures("local", &key).unwrap(), n, "each failure is saved");
+    }
+    drop(h);
+
+    // A new server over the same store: the saved count applies to its first attempt.
+    let mut h = Harness::new(Box::new(Arc::clone(&store)));
+    let mut c = h.client(2, true);
+    assert_rpc_error(
+        h.call(&mut c, "open_wallet", json!({"name": "w", "password": "right"})),
+        -32099,
+        "too many failed attempts",
+    );
+    h.now_ms += 3_600_000;
+    let mut c = h.client(3, true);
+    assert!(h.call(&mut c, "open_wallet", json!({"name": "w", "password": "right"})).is_ok());
+    assert_eq!(store.load_failures("local", &key).unwrap(), 0, "a success resets the saved count");
+}
+
+#[test]
+fn a_top_level_directory_may_be_exactly_the_deepest_allowed() {
+    let mut h = Harness::new(Box::new(MemoryStore::new()));
+    let mut c = h.client(1, true);
+    let deepest = ["d"; MAX_DIR_DEPTH].join("/");
+    h.ok(&mut c, "set_top_level_directory", json!({"dir": deepest}));
+    let too_deep = ["d"; MAX_DIR_DEPTH + 1].join("/");
+    assert_rpc_error(
+        h.call(&mut c, "set_top_level_directory", json!({"dir": too_deep})),
+        -32099,
+        "the directory must be inside the server's data root",
+    );
+    assert_rpc_error(
+        h.call(&mut c, "set_top_level_directory", json!({"dir": "a/../b"})),
+        -32099,
+        "the directory must be inside the server's data root",
+    );
+}
+
+#[test]
+fn a_config_may_be_exactly_64_kib() {
+    let mut h = Harness::new(Box::new(MemoryStore::new()));
+    let mut c = h.client(1, true);
+    // The stored config is the four params as one object; pad the wallet config to the limit.
+    let stored_len = |pad: usize| {
+        let config = json!({"chain_type": "Mainnet", "wallet_config": {"pad": "x".repeat(pad)},
+                            "logging_config": null, "tor_config": null});
+        serde_json::to_vec(&config).unwrap().len()
+    };
+    let pad = 64 * 1024 - stored_len(0);
+    assert_eq!(stored_len(pad), 64 * 1024);
+    let params = |pad: usize| {
+        json!({"chain_type": "Mainnet", "wallet_config": {"pad": "x".repeat(pad)}, "logging_config": null,
+               "tor_config": null})
+    };
+    h.ok(&mut c, "create_config", params(pad));
+    assert_rpc_error(h.call(&mut c, "create_config", params(pad + 1)), -32099, "config is larger than 64 KiB");
+}
