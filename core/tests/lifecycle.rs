@@ -1,5 +1,6 @@
-//! Lifecycle limits at their exact edges, and the unlock throttle across a restart: the counts a
-//! server saved are what the next server over the same store starts from.
+//! Lifecycle and account limits at their exact edges, the unlock throttle across a restart (the
+//! counts a server saved are what the next server over the same store starts from), and the `Debug`
+//! texts of the method table and of an embedder's call.
 
 #![allow(clippy::unwrap_used)]
 
@@ -76,4 +77,36 @@ fn a_config_may_be_exactly_64_kib() {
     };
     h.ok(&mut c, "create_config", params(pad));
     assert_rpc_error(h.call(&mut c, "create_config", params(pad + 1)), -32099, "config is larger than 64 KiB");
+}
+
+#[test]
+fn an_account_label_is_1_to_64_printable_characters() {
+    let mut h = Harness::new(Box::new(MemoryStore::new()));
+    let mut c = h.client(1, true);
+    h.ok(&mut c, "create_wallet", json!({"name": "w", "mnemonic": null, "mnemonic_length": 16, "password": "pw"}));
+    let token = h.ok(&mut c, "open_wallet", json!({"name": "w", "password": "pw"}));
+    let longest = "é".repeat(64);
+    h.ok(&mut c, "create_account_path", json!({"token": token, "label": longest}));
+    for bad in ["é".repeat(65), String::new(), "tab\there".into()] {
+        assert_rpc_error(
+            h.call(&mut c, "create_account_path", json!({"token": token, "label": bad})),
+            -32099,
+            "account label must be 1 to 64 printable characters",
+        );
+    }
+}
+
+#[test]
+fn debug_texts_name_the_method_and_never_the_seed() {
+    let text = format!("{:?}", keyward_core::methods::METHODS[0]);
+    assert!(text.starts_with("Method { name: \"init_secure_api\""), "{text}");
+    let mut h = Harness::new(Box::new(MemoryStore::new()));
+    h.server
+        .register_method("describe", &[], keyward_core::Role::Reader, |call| Ok(json!(format!("{call:?}"))))
+        .unwrap();
+    let mut c = h.client(1, true);
+    h.ok(&mut c, "create_wallet", json!({"name": "w", "mnemonic": null, "mnemonic_length": 16, "password": "pw"}));
+    let token = h.ok(&mut c, "open_wallet", json!({"name": "w", "password": "pw"}));
+    let text = h.ok(&mut c, "describe", json!({"token": token}));
+    assert_eq!(text, "AppCall { wallet: WalletKey { dir: \"\", name: \"w\" }, .. }");
 }
