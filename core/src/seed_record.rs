@@ -298,6 +298,60 @@ mod tests {
     }
 
     #[test]
+    fn the_aad_binds_the_version_kdf_and_salt() {
+        let kdf = KdfParams { m_cost_kib: 64, t_cost: 2, p_cost: 3 };
+        let expected = format!("keyward-seed-record/v1/argon2id/m=64/t=2/p=3/salt={}", "ab".repeat(16));
+        assert_eq!(aad(&kdf, &[0xab; 16]), expected.into_bytes());
+    }
+
+    /// A record with a given algorithm, version, and ciphertext and salt lengths (in bytes).
+    fn record_text(version: u32, algorithm: &str, ciphertext_len: usize) -> String {
+        format!(
+            r#"{{"version":{version},"kdf":{{"algorithm":"{algorithm}","m_cost_kib":64,"t_cost":1,"p_cost":1}},"salt":"{}","nonce":"{}","ciphertext":"{}"}}"#,
+            "00".repeat(16),
+            "00".repeat(12),
+            "00".repeat(ciphertext_len)
+        )
+    }
+
+    #[test]
+    fn only_version_1_argon2id_records_with_16_to_32_bytes_of_entropy_parse() {
+        let parse = |text: String| SeedRecord::from_bytes(text.as_bytes()).map(|r| r.ciphertext.len());
+        assert_eq!(parse(record_text(1, "argon2id", 32)), Ok(32));
+        assert_eq!(parse(record_text(1, "argon2id", 48)), Ok(48));
+        for bad in [
+            record_text(2, "argon2id", 48),
+            record_text(1, "scrypt", 48),
+            record_text(1, "argon2id", 31),
+            record_text(1, "argon2id", 49),
+            record_text(1, "argon2id", 16),
+        ] {
+            assert_eq!(parse(bad.clone()), Err(SeedRecordError::Malformed), "{bad}");
+        }
+    }
+
+    #[test]
+    fn grin_seeds_with_a_bad_salt_or_length_are_malformed_before_any_key_is_derived() {
+        let seed = |salt_len: usize, ciphertext_len: usize| GrinWalletSeed {
+            encrypted_seed: "00".repeat(ciphertext_len),
+            salt: "00".repeat(salt_len),
+            nonce: "00".repeat(12),
+        };
+        let password = Password::from("pw");
+        // Well-formed but not sealed under this password: the decryption fails.
+        for (salt, ciphertext) in [(1, 32), (64, 48), (8, 40)] {
+            assert_eq!(seed(salt, ciphertext).open(&password), Err(SeedRecordError::WrongPassword));
+        }
+        for (salt, ciphertext) in [(0, 48), (65, 48), (16, 31), (16, 49), (16, 16)] {
+            assert_eq!(
+                seed(salt, ciphertext).open(&password),
+                Err(SeedRecordError::Malformed),
+                "salt {salt}, ciphertext {ciphertext}"
+            );
+        }
+    }
+
+    #[test]
     fn damaged_records_are_malformed() {
         for bad in [&b""[..], b"{}", b"[1]", b"{\"version\":2}", b"\xff\xfe"] {
             assert_eq!(SeedRecord::from_bytes(bad), Err(SeedRecordError::Malformed));
