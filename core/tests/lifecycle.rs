@@ -100,6 +100,10 @@ fn an_account_label_is_1_to_64_printable_characters() {
 fn debug_texts_name_the_method_and_never_the_seed() {
     let text = format!("{:?}", keyward_core::methods::METHODS[0]);
     assert!(text.starts_with("Method { name: \"init_secure_api\""), "{text}");
+    let server = Harness::new(Box::new(MemoryStore::new())).server;
+    assert_eq!(server.config().data_root, "/srv/keyward", "the configuration it was given");
+    let text = format!("{server:?}");
+    assert!(text.starts_with("Server { config: ServerConfig {"), "{text}");
     let mut h = Harness::new(Box::new(MemoryStore::new()));
     h.server
         .register_method("describe", &[], keyward_core::Role::Reader, |call| Ok(json!(format!("{call:?}"))))
@@ -109,4 +113,17 @@ fn debug_texts_name_the_method_and_never_the_seed() {
     let token = h.ok(&mut c, "open_wallet", json!({"name": "w", "password": "pw"}));
     let text = h.ok(&mut c, "describe", json!({"token": token}));
     assert_eq!(text, "AppCall { wallet: WalletKey { dir: \"\", name: \"w\" }, .. }");
+}
+
+#[test]
+fn an_embedder_cannot_take_a_built_in_or_registered_name() {
+    let mut h = Harness::new(Box::new(MemoryStore::new()));
+    let method = |_: &keyward_core::AppCall<'_>| Ok(json!(null));
+    h.server.register_method("mine", &["x"], keyward_core::Role::Signer, method).unwrap();
+    for name in ["mine", "open_wallet", "encrypted_request_v3"] {
+        let taken = h.server.register_method(name, &[], keyward_core::Role::Signer, method);
+        assert_eq!(taken, Err(keyward_core::methods::RegisterError::NameTaken), "{name}");
+    }
+    let listed = h.server.register_method("other", &["token"], keyward_core::Role::Signer, method);
+    assert_eq!(listed, Err(keyward_core::methods::RegisterError::TokenListed));
 }

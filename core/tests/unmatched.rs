@@ -52,3 +52,20 @@ fn only_requests_no_live_session_takes_are_marked_unmatched() {
     assert!(call(&mut stranger, None, 7).unmatched);
     assert!(call(&mut stranger, other.session, 8).unmatched);
 }
+
+#[test]
+fn an_unnamed_body_may_be_exactly_the_largest_that_is_tried_against_keys() {
+    let server = server();
+    let max = server.max_unnamed_body();
+    let answer = |len: usize| {
+        let mut body = br#"{"jsonrpc":"2.0","method":"accounts","id":1}"#.to_vec();
+        body.resize(len, b' ');
+        let out = server.handle(Incoming { body: &body, session: None, recent: None, principal: "local", now_ms: 1 });
+        (String::from_utf8(out.body).expect("UTF-8"), out.unmatched)
+    };
+    let (at_max, unmatched) = answer(max);
+    assert!(at_max.contains("-32001") && !unmatched, "read and answered: {at_max}");
+    let (over, unmatched) = answer(max + 1);
+    assert!(over.contains("must name its session") && unmatched, "refused unread: {over}");
+    assert_eq!(server.refuse_unnamed_body().body, over.as_bytes());
+}
