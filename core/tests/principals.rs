@@ -348,7 +348,9 @@ fn a_reader_cannot_fill_the_audit_log_with_made_up_names() {
         let answer = reader.call(&server, "get_mnemonic", json!({"name": format!("y{n}"), "password": "p"}));
         assert_eq!(answer.unwrap_err().1, "Forbidden: get_mnemonic needs the owner role");
     }
+    assert_eq!(server.audit_pending(), 1, "one event with a count waits");
     server.flush_audit();
+    assert_eq!(server.audit_pending(), 0);
     let records = server.store().read_audit(0, 10_000).unwrap();
     assert_eq!(records.len(), 1, "one record: {records:?}");
     let event = &records[0].event;

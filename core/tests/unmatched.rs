@@ -68,4 +68,29 @@ fn an_unnamed_body_may_be_exactly_the_largest_that_is_tried_against_keys() {
     let (over, unmatched) = answer(max + 1);
     assert!(over.contains("must name its session") && unmatched, "refused unread: {over}");
     assert_eq!(server.refuse_unnamed_body().body, over.as_bytes());
+    // Far over, not even JSON: refused by its length alone, never parsed.
+    let (huge, unmatched) = answer(1 << 20);
+    assert!(huge.contains("must name its session") && unmatched, "{huge}");
+}
+
+#[test]
+fn an_unnamed_envelope_with_the_largest_ciphertext_is_tried_against_keys() {
+    let server = server();
+    let limit = server.config().sessions.max_unnamed_bytes;
+    let mut client = Client::new([4; 32]);
+    let init = server.handle(Incoming {
+        body: &client.init_request(),
+        session: None,
+        recent: None,
+        principal: "local",
+        now_ms: 1,
+    });
+    client.handle_init_answer(&init.body).expect("init answer");
+    // A request padded so that its ciphertext (plaintext and a 16-byte tag) is exactly the limit.
+    let mut plaintext = br#"{"jsonrpc":"2.0","method":"get_top_level_directory","params":{},"id":7}"#.to_vec();
+    plaintext.resize(limit - 16, b' ');
+    let (body, pending) = client.seal_raw(&plaintext, 7, None).expect("sealed");
+    let out = server.handle(Incoming { body: &body, session: None, recent: None, principal: "local", now_ms: 2 });
+    assert!(!out.unmatched);
+    assert!(client.open(pending, &out.body).is_ok(), "{}", String::from_utf8_lossy(&out.body));
 }
