@@ -482,3 +482,17 @@ fn a_clients_new_identity_replaces_its_old_one_and_closes_old_connections() {
     assert!(server.revocations() >= revocations + 2, "connections of the old key are closed");
     assert!(server.set_client_identity("nobody", Identity::Uid { uid: 99 }).is_err());
 }
+
+#[test]
+fn a_refusal_the_host_made_is_audited_as_given() {
+    let (server, _) = server(None);
+    server.audit_refusal("cert 0a1b", "handshake", "revoked client");
+    server.audit_refusal("cert 0a1b", "handshake", "revoked client");
+    server.flush_audit();
+    let records = server.store().read_audit(0, 10).unwrap();
+    let seen: Vec<_> = records
+        .iter()
+        .map(|r| (r.event.principal.as_str(), r.event.method.as_str(), r.event.outcome.as_str(), r.event.count))
+        .collect();
+    assert_eq!(seen, [("cert 0a1b", "handshake", "revoked client", 2)]);
+}
