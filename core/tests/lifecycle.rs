@@ -127,3 +127,36 @@ fn an_embedder_cannot_take_a_built_in_or_registered_name() {
     let listed = h.server.register_method("other", &["token"], keyward_core::Role::Signer, method);
     assert_eq!(listed, Err(keyward_core::methods::RegisterError::TokenListed));
 }
+
+#[test]
+fn the_host_api_reports_deadlines_the_vault_block_and_clients_and_shuts_down() {
+    let mut h = Harness::new(Box::new(MemoryStore::new()));
+    assert_eq!(h.server.poll_timeout(), None, "nothing to expire");
+    let (address, len) = h.server.vault_region();
+    let slots = h.server.config().tokens.max_open_wallets;
+    assert!(address > 1 && len >= slots * 64, "one block of {slots} masked seeds: ({address:#x}, {len})");
+    let mut c = h.client(1, true);
+    let session_idle = h.server.config().sessions.idle_ms;
+    assert_eq!(h.server.poll_timeout(), Some(h.now_ms + session_idle), "the session's idle deadline");
+    h.ok(&mut c, "create_wallet", json!({"name": "w", "mnemonic": null, "mnemonic_length": 16, "password": "pw"}));
+    h.ok(&mut c, "open_wallet", json!({"name": "w", "password": "pw"}));
+    let token_idle = h.server.config().tokens.idle_ms;
+    assert_eq!(h.server.poll_timeout(), Some(h.now_ms + session_idle.min(token_idle)));
+    assert_eq!(h.server.vault_region(), (address, len), "the block never moves");
+    assert_eq!((h.server.session_count(), h.server.open_wallet_count()), (1, 1));
+    h.server.shutdown();
+    assert_eq!((h.server.session_count(), h.server.open_wallet_count()), (0, 0));
+    assert_eq!(h.server.poll_timeout(), None);
+
+    let record = keyward_core::ClientRecord {
+        name: "sock".into(),
+        role: keyward_core::Role::Reader,
+        identity: keyward_core::Identity::Uid { uid: 1000 },
+        created_unix_ms: 0,
+        revoked_unix_ms: None,
+    };
+    h.server.add_client(record.clone()).unwrap();
+    assert_eq!(h.server.client_for_uid(1000).as_deref(), Some("sock"));
+    assert_eq!(h.server.client_for_uid(1001), None);
+    assert_eq!(h.server.clients(), [record]);
+}
