@@ -525,6 +525,10 @@ fn error_codes(store: Box<dyn Store>) {
     let inner = c.client.open_raw(pending, &h.send_as(&c, &body).body).unwrap();
     assert_eq!(inner[0]["result"]["Ok"], json!("/srv/keyward"));
     assert_eq!(inner[1]["error"]["code"], json!(-32601));
+    // An empty batch is one Invalid Request, as JSON-RPC 2.0 says (not an empty array).
+    let (body, pending) = c.client.seal_raw(b"[]", 0, None).unwrap();
+    let inner = c.client.open_raw(pending, &h.send_as(&c, &body).body).unwrap();
+    assert_eq!(inner["error"]["code"], json!(-32600), "{inner}");
     let (body, pending) = c.client.seal_raw(b"\xff\xfe not utf8", 0, None).unwrap();
     let answer = h.send_as(&c, &body);
     drop(pending);
