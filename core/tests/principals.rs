@@ -496,3 +496,28 @@ fn a_refusal_the_host_made_is_audited_as_given() {
         .collect();
     assert_eq!(seen, [("cert 0a1b", "handshake", "revoked client", 2)]);
 }
+
+#[test]
+fn audited_wallets_carry_their_directory_and_client_names_never_do() {
+    let (server, _) = server(None);
+    let mut owner = Caller::new(&server, "owner", 1);
+    owner.call(&server, "set_top_level_directory", json!({"dir": "sub"})).unwrap();
+    let create = json!({"name": "w", "mnemonic": null, "mnemonic_length": 16, "password": "pw"});
+    // A slow call is set aside as a SlowCall, whose Debug names only its session.
+    let (body, pending) = owner.client.seal("create_wallet", create).unwrap();
+    let incoming = Incoming { body: &body, session: owner.session, recent: None, principal: "owner", now_ms: 10 };
+    let Step::Slow(call) = server.handle_step(incoming) else { panic!("create_wallet is slow") };
+    assert!(format!("{call:?}").starts_with("SlowCall { session: "), "{call:?}");
+    owner.client.open(pending, &server.finish(call).body).unwrap();
+    owner
+        .call(&server, "add_client", json!({"name": "made", "role": "reader", "public_key": null, "uid": 77}))
+        .unwrap();
+    server.flush_audit();
+    let records = server.store().read_audit(0, 100).unwrap();
+    let seen: Vec<_> = records
+        .iter()
+        .filter(|r| r.event.method != "set_top_level_directory")
+        .map(|r| (r.event.method.as_str(), r.event.wallet.as_deref()))
+        .collect();
+    assert_eq!(seen, [("create_wallet", Some("sub/w")), ("add_client", Some("made"))]);
+}
