@@ -512,6 +512,8 @@ fn audited_wallets_carry_their_directory_and_client_names_never_do() {
     owner
         .call(&server, "add_client", json!({"name": "made", "role": "reader", "public_key": null, "uid": 77}))
         .unwrap();
+    // Positional params name the wallet too.
+    assert!(owner.call(&server, "open_wallet", json!(["w", "wrong"])).is_err());
     server.flush_audit();
     let records = server.store().read_audit(0, 100).unwrap();
     let seen: Vec<_> = records
@@ -519,5 +521,6 @@ fn audited_wallets_carry_their_directory_and_client_names_never_do() {
         .filter(|r| r.event.method != "set_top_level_directory")
         .map(|r| (r.event.method.as_str(), r.event.wallet.as_deref()))
         .collect();
-    assert_eq!(seen, [("create_wallet", Some("sub/w")), ("add_client", Some("made"))]);
+    let expected = [("create_wallet", Some("sub/w")), ("add_client", Some("made")), ("open_wallet", Some("sub/w"))];
+    assert_eq!(seen, expected);
 }
