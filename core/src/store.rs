@@ -307,3 +307,72 @@ impl Store for MemoryStore {
         Ok(self.lock().configs.get(dir).cloned())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store that implements only what it must: every optional part takes the trait's default.
+    struct Minimal(StoredWallet);
+
+    impl Store for Minimal {
+        fn load_wallet(&self, _: &WalletKey) -> Result<Option<StoredWallet>, StoreError> {
+            Ok(Some(self.0.clone()))
+        }
+        fn create_wallet(&self, _: &WalletKey, _: &StoredWallet) -> Result<(), StoreError> {
+            Err(StoreError::AlreadyExists)
+        }
+        fn replace_seed_record(&self, _: &WalletKey, _: &[u8], _: &[u8]) -> Result<(), StoreError> {
+            Err(StoreError::Conflict)
+        }
+        fn add_account(&self, _: &WalletKey, _: &Account) -> Result<(), StoreError> {
+            Err(StoreError::AlreadyExists)
+        }
+        fn delete_wallet(&self, _: &WalletKey) -> Result<(), StoreError> {
+            Err(StoreError::NotFound)
+        }
+        fn list_wallets(&self, _: &str) -> Result<Vec<String>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn save_config(&self, _: &str, _: &[u8]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn load_config(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(None)
+        }
+    }
+
+    fn wallet() -> StoredWallet {
+        let accounts =
+            vec![Account { label: "default".into(), index: 0 }, Account { label: "savings".into(), index: 1 }];
+        StoredWallet { seed_record: b"secret-bearing record".to_vec(), accounts }
+    }
+
+    #[test]
+    fn the_optional_parts_default_to_keeping_nothing_and_refusing_clients() {
+        let store = Minimal(wallet());
+        let key = WalletKey { dir: String::new(), name: "w".into() };
+        assert_eq!(store.load_accounts(&key), Ok(Some(wallet().accounts)), "read from the whole wallet");
+        store.save_failures("local", &key, 3).expect("accepted");
+        assert_eq!(store.load_failures("local", &key), Ok(0), "kept nowhere");
+        assert_eq!(store.load_clients(), Ok(Vec::new()));
+        let record = ClientRecord {
+            name: "c".into(),
+            role: crate::principal::Role::Reader,
+            identity: crate::principal::Identity::Uid { uid: 1 },
+            created_unix_ms: 0,
+            revoked_unix_ms: None,
+        };
+        assert_eq!(store.save_client(&record), Err(StoreError::Failed("this store keeps no client registry".into())));
+        store.append_audit(&[]).expect("accepted");
+        assert_eq!(store.audit_bounds(), Ok((Anchor::default(), Anchor::default())));
+        assert_eq!(store.read_audit(0, 10), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn a_stored_wallets_debug_shows_its_accounts_and_only_the_seed_records_length() {
+        let text = format!("{:?}", wallet());
+        assert!(text.starts_with("StoredWallet { seed_record: <21 bytes>, accounts: [Account {"), "{text}");
+        assert!(!text.contains("secret"), "{text}");
+    }
+}

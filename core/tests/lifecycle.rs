@@ -160,3 +160,19 @@ fn the_host_api_reports_deadlines_the_vault_block_and_clients_and_shuts_down() {
     assert_eq!(h.server.client_for_uid(1001), None);
     assert_eq!(h.server.clients(), [record]);
 }
+
+#[test]
+fn generated_mnemonics_and_tokens_are_fresh_each_time() {
+    let mut h = Harness::new(Box::new(MemoryStore::new()));
+    let mut c = h.client(1, true);
+    let mut mnemonics = Vec::new();
+    let mut tokens = Vec::new();
+    for name in ["a", "b"] {
+        h.ok(&mut c, "create_wallet", json!({"name": name, "mnemonic": null, "mnemonic_length": 16, "password": "pw"}));
+        mnemonics.push(h.ok(&mut c, "get_mnemonic", json!({"name": name, "password": "pw"})));
+        tokens.push(h.ok(&mut c, "open_wallet", json!({"name": name, "password": "pw"})));
+    }
+    tokens.push(h.ok(&mut c, "open_wallet", json!({"name": "a", "password": "pw"})));
+    assert_ne!(mnemonics[0], mnemonics[1]);
+    assert!(tokens[0] != tokens[1] && tokens[0] != tokens[2] && tokens[1] != tokens[2], "{tokens:?}");
+}

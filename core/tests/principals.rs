@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use keyward_core::audit::verify;
 use keyward_core::session::SessionLimits;
-use keyward_core::{Client, ClientRecord, Identity, Incoming, Role, Server, SessionId, Step};
+use keyward_core::{Client, ClientRecord, Host as _, Identity, Incoming, Role, Server, SessionId, Step};
 use keyward_testkit::{WatchedStore, test_config};
 use serde_json::{Value, json};
 
@@ -403,6 +403,8 @@ fn add_client_issues_a_certificate_for_a_public_key_and_registers_it() {
     assert_eq!(answer["role"], "signer");
     assert_eq!(server.client_for_cert(&[b'K'; 32]).as_deref(), Some("phone"));
     assert_eq!(server.role_of("phone"), Some(Role::Signer));
+    let record = server.clients().into_iter().find(|r| r.name == "phone").unwrap();
+    assert_eq!(record.created_unix_ms, 5, "stamped with the host's clock");
     // The same key again, under another name: refused, nothing registered.
     let again =
         owner.call(&server, "add_client", json!({"name": "tablet", "role": "reader", "public_key": "K", "uid": null}));
@@ -448,6 +450,9 @@ fn pair_client_answers_the_hosts_code_for_a_new_name_only() {
         json!({"name": "laptop", "role": "reader", "code": "CODE-laptop", "expires_unix_ms": 60_005,
                "pair_url": "tcp://127.0.0.1:3422"})
     );
+    let ticket = IssuingHost.start_pairing("laptop", Role::Reader, None).unwrap();
+    let text = format!("{ticket:?}");
+    assert_eq!(text, r#"PairingTicket { expires_unix_ms: 300005, pair_url: "tcp://127.0.0.1:3422", .. }"#);
     let answer = owner.call(&server, "pair_client", json!({"name": "laptop", "role": "owner", "ttl_secs": null}));
     assert_eq!(answer.unwrap()["expires_unix_ms"], 300_005);
     // A name a client has (active or not) is never reused.
