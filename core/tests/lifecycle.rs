@@ -176,3 +176,31 @@ fn generated_mnemonics_and_tokens_are_fresh_each_time() {
     assert_ne!(mnemonics[0], mnemonics[1]);
     assert!(tokens[0] != tokens[1] && tokens[0] != tokens[2] && tokens[1] != tokens[2], "{tokens:?}");
 }
+
+#[test]
+fn a_restarted_server_over_the_same_store_has_the_same_wallets_accounts_and_clients() {
+    let store = Arc::new(MemoryStore::new());
+    let mut h = Harness::new(Box::new(Arc::clone(&store)));
+    let mut c = h.client(1, true);
+    h.ok(&mut c, "create_wallet", json!({"name": "w", "mnemonic": null, "mnemonic_length": 16, "password": "pw"}));
+    let token = h.ok(&mut c, "open_wallet", json!({"name": "w", "password": "pw"}));
+    h.ok(&mut c, "create_account_path", json!({"token": token, "label": "savings"}));
+    let record = keyward_core::ClientRecord {
+        name: "sock".into(),
+        role: keyward_core::Role::Signer,
+        identity: keyward_core::Identity::Uid { uid: 1000 },
+        created_unix_ms: 0,
+        revoked_unix_ms: None,
+    };
+    h.server.add_client(record).unwrap();
+    drop(h);
+
+    let mut h = Harness::new(Box::new(Arc::clone(&store)));
+    assert_eq!(h.server.client_for_uid(1000).as_deref(), Some("sock"));
+    assert_eq!(h.server.role_of("sock"), Some(keyward_core::Role::Signer));
+    let mut c = h.client(2, true);
+    let token = h.ok(&mut c, "open_wallet", json!({"name": "w", "password": "pw"}));
+    let accounts = h.ok(&mut c, "accounts", json!({"token": token}));
+    let labels: Vec<&str> = accounts.as_array().unwrap().iter().map(|a| a["label"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["default", "savings"]);
+}
