@@ -370,6 +370,45 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_store_passes_every_call_through() {
+        let inner = std::sync::Arc::new(MemoryStore::new());
+        let shared: &dyn Store = &inner;
+        let key = WalletKey { dir: "d".into(), name: "w".into() };
+        shared.create_wallet(&key, &wallet()).expect("created");
+        assert_eq!(shared.create_wallet(&key, &wallet()), Err(StoreError::AlreadyExists));
+        assert_eq!(shared.list_wallets("d"), Ok(vec!["w".to_owned()]));
+        assert_eq!(shared.load_accounts(&key), Ok(Some(wallet().accounts)));
+        let savings = Account { label: "savings".into(), index: 1 };
+        assert_eq!(shared.add_account(&key, &savings), Err(StoreError::AlreadyExists));
+        assert_eq!(shared.replace_seed_record(&key, b"not it", b"new"), Err(StoreError::Conflict));
+        shared.replace_seed_record(&key, &wallet().seed_record, b"new").expect("replaced");
+        assert_eq!(inner.load_wallet(&key).expect("loads").map(|w| w.seed_record), Some(b"new".to_vec()));
+        shared.save_failures("p", &key, 4).expect("saved");
+        assert_eq!(shared.load_failures("p", &key), Ok(4));
+        shared.save_config("d", b"{}").expect("saved");
+        assert_eq!(shared.load_config("d"), Ok(Some(b"{}".to_vec())));
+        let record = ClientRecord {
+            name: "c".into(),
+            role: crate::principal::Role::Reader,
+            identity: crate::principal::Identity::Uid { uid: 1 },
+            created_unix_ms: 0,
+            revoked_unix_ms: None,
+        };
+        shared.save_client(&record).expect("saved");
+        assert_eq!(shared.load_clients(), Ok(vec![record]));
+        let event =
+            AuditEvent { principal: "p".into(), method: "m".into(), wallet: None, outcome: "ok".into(), count: 1 };
+        shared.append_audit(&[event.clone()]).expect("appended");
+        let records = shared.read_audit(0, 10).expect("read");
+        assert_eq!(records.iter().map(|r| &r.event).collect::<Vec<_>>(), [&event]);
+        let head = Anchor { seq: records[0].seq, hash: records[0].hash };
+        assert_eq!(shared.audit_bounds(), Ok((Anchor::default(), head)));
+        shared.delete_wallet(&key).expect("deleted");
+        assert_eq!(shared.delete_wallet(&key), Err(StoreError::NotFound));
+        assert_eq!(shared.load_wallet(&key), Ok(None));
+    }
+
+    #[test]
     fn a_stored_wallets_debug_shows_its_accounts_and_only_the_seed_records_length() {
         let text = format!("{:?}", wallet());
         assert!(text.starts_with("StoredWallet { seed_record: <21 bytes>, accounts: [Account {"), "{text}");
