@@ -398,7 +398,7 @@ mod tests {
         assert_eq!(shared.load_clients(), Ok(vec![record]));
         let event =
             AuditEvent { principal: "p".into(), method: "m".into(), wallet: None, outcome: "ok".into(), count: 1 };
-        shared.append_audit(&[event.clone()]).expect("appended");
+        shared.append_audit(std::slice::from_ref(&event)).expect("appended");
         let records = shared.read_audit(0, 10).expect("read");
         assert_eq!(records.iter().map(|r| &r.event).collect::<Vec<_>>(), [&event]);
         let head = Anchor { seq: records[0].seq, hash: records[0].hash };
