@@ -403,6 +403,9 @@ mod tests {
         assert_eq!(records.iter().map(|r| &r.event).collect::<Vec<_>>(), [&event]);
         let head = Anchor { seq: records[0].seq, hash: records[0].hash };
         assert_eq!(shared.audit_bounds(), Ok((Anchor::default(), head)));
+        shared.append_audit(std::slice::from_ref(&event)).expect("appended");
+        let after_first = shared.read_audit(records[0].seq, 10).expect("read");
+        assert_eq!(after_first.iter().map(|r| r.seq).collect::<Vec<_>>(), [records[0].seq + 1], "strictly after");
         shared.delete_wallet(&key).expect("deleted");
         assert_eq!(shared.delete_wallet(&key), Err(StoreError::NotFound));
         assert_eq!(shared.load_wallet(&key), Ok(None));
