@@ -332,3 +332,29 @@ fn concurrent_writers_and_readers_see_whole_wallets() {
     // Exactly one record file per wallet.
     assert_eq!(std::fs::read_dir(data.join("seeds")).unwrap().count(), 3);
 }
+
+#[test]
+fn a_seed_record_may_be_up_to_64_kib_and_no_larger() {
+    let (_temp, data) = temp_data_dir();
+    let store = FjallStore::open(&data).unwrap();
+    let largest = vec![0x5a; 64 * 1024];
+    store.create_wallet(&key("", "big"), &wallet(&largest)).unwrap();
+    assert_eq!(store.load_wallet(&key("", "big")).unwrap().map(|w| w.seed_record), Some(largest.clone()));
+    let too_large = vec![0x5a; 64 * 1024 + 1];
+    assert_eq!(
+        store.create_wallet(&key("", "bigger"), &wallet(&too_large)),
+        Err(StoreError::Failed("the seed record is too large".into()))
+    );
+    assert_eq!(store.load_wallet(&key("", "bigger")).unwrap(), None, "nothing was written");
+    // A record replaced by a larger one is refused the same way, and the old one stays.
+    assert!(store.replace_seed_record(&key("", "big"), &largest, &too_large).is_err());
+    assert_eq!(store.load_wallet(&key("", "big")).unwrap().map(|w| w.seed_record), Some(largest));
+    // A record file that grew past the limit on disk is damage, not a record.
+    let file = std::fs::read_dir(data.join("seeds"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "rec"))
+        .unwrap();
+    std::fs::write(&file, vec![0x5a; 64 * 1024 + 1]).unwrap();
+    assert_eq!(store.load_wallet(&key("", "big")), Err(StoreError::Failed("a seed record file is too large".into())));
+}
