@@ -669,6 +669,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fjall_errors_are_described_by_kind_without_paths() {
+        let io = || io::Error::new(io::ErrorKind::PermissionDenied, "/home/someone/keyward/db/journal");
+        let cases = [
+            (fjall::Error::Io(io()), "I/O error: permission denied"),
+            (
+                fjall::Error::JournalRecovery(fjall::JournalRecoveryError::TooManyItems),
+                "journal recovery failed (data damaged?)",
+            ),
+            (fjall::Error::InvalidTrailer, "damaged data"),
+            (fjall::Error::Poisoned, "an earlier write failed; no more writes until restart"),
+            (fjall::Error::KeyspaceDeleted, "keyspace deleted"),
+            (fjall::Error::Locked, "database locked by another process"),
+            (fjall::Error::Unrecoverable, "database unrecoverable"),
+        ];
+        for (error, text) in cases {
+            assert_eq!(describe(&error), text);
+        }
+    }
+
+    #[test]
     fn seed_file_names_parse() {
         assert_eq!(parse_seed_file_name(&record_name(0x2a)), Some((0x2a, true)));
         assert_eq!(parse_seed_file_name(&temp_name(u64::MAX)), Some((u64::MAX, false)));
