@@ -157,6 +157,9 @@ fn files_are_0600_and_directories_0700() {
         store.delete_wallet(&key("d", "w2")).unwrap();
         store.compact().unwrap();
         check("while open");
+        // A file fjall writes with the process's umask between two writes is tightened at close.
+        let journal = all_files(&data.join("db")).into_iter().next().unwrap();
+        std::fs::set_permissions(&journal, std::fs::Permissions::from_mode(0o644)).unwrap();
     }
     check("after close");
     drop(FjallStore::open(&data).unwrap());
@@ -200,6 +203,13 @@ fn format_marker_is_written_checked_and_future_formats_are_refused() {
     assert!(matches!(error, OpenError::Damaged(_)), "{error:?}");
     assert!(error.to_string().contains("FORMAT file is missing"), "{error}");
     assert!(!error.to_string().contains(data.to_str().unwrap()));
+
+    // A FORMAT that cannot be read is an I/O error, not a missing marker.
+    std::fs::create_dir(&marker).unwrap();
+    let error = FjallStore::open(&data).unwrap_err();
+    let expected = OpenError::Io { context: "read the FORMAT file", kind: std::io::ErrorKind::IsADirectory };
+    assert_eq!(error.to_string(), expected.to_string());
+    std::fs::remove_dir(&marker).unwrap();
 
     std::fs::write(&marker, "keyward-store format 1\n").unwrap();
     drop(FjallStore::open(&data).unwrap());
