@@ -342,6 +342,16 @@ mod tests {
         }
     }
 
+    fn client() -> ClientRecord {
+        ClientRecord {
+            name: "c".into(),
+            role: crate::principal::Role::Reader,
+            identity: crate::principal::Identity::Uid { uid: 1 },
+            created_unix_ms: 0,
+            revoked_unix_ms: None,
+        }
+    }
+
     fn wallet() -> StoredWallet {
         let accounts =
             vec![Account { label: "default".into(), index: 0 }, Account { label: "savings".into(), index: 1 }];
@@ -356,13 +366,7 @@ mod tests {
         store.save_failures("local", &key, 3).expect("accepted");
         assert_eq!(store.load_failures("local", &key), Ok(0), "kept nowhere");
         assert_eq!(store.load_clients(), Ok(Vec::new()));
-        let record = ClientRecord {
-            name: "c".into(),
-            role: crate::principal::Role::Reader,
-            identity: crate::principal::Identity::Uid { uid: 1 },
-            created_unix_ms: 0,
-            revoked_unix_ms: None,
-        };
+        let record = client();
         assert_eq!(store.save_client(&record), Err(StoreError::Failed("this store keeps no client registry".into())));
         store.append_audit(&[]).expect("accepted");
         assert_eq!(store.audit_bounds(), Ok((Anchor::default(), Anchor::default())));
@@ -387,13 +391,7 @@ mod tests {
         assert_eq!(shared.load_failures("p", &key), Ok(4));
         shared.save_config("d", b"{}").expect("saved");
         assert_eq!(shared.load_config("d"), Ok(Some(b"{}".to_vec())));
-        let record = ClientRecord {
-            name: "c".into(),
-            role: crate::principal::Role::Reader,
-            identity: crate::principal::Identity::Uid { uid: 1 },
-            created_unix_ms: 0,
-            revoked_unix_ms: None,
-        };
+        let record = client();
         shared.save_client(&record).expect("saved");
         assert_eq!(shared.load_clients(), Ok(vec![record]));
         let event =

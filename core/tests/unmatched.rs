@@ -11,18 +11,19 @@ fn server() -> Server {
     Server::new(config, Box::new(WatchedStore::new(|_| {})), [3; 32])
 }
 
+/// `init_secure_api` at time 1: the server's answer, after the client took it.
+fn init(server: &Server, client: &mut Client) -> keyward_core::Outgoing {
+    let body = client.init_request();
+    let init = server.handle(Incoming { body: &body, session: None, recent: None, principal: "local", now_ms: 1 });
+    client.handle_init_answer(&init.body).expect("init answer");
+    init
+}
+
 #[test]
 fn only_requests_no_live_session_takes_are_marked_unmatched() {
     let server = server();
     let mut client = Client::new([4; 32]);
-    let init = server.handle(Incoming {
-        body: &client.init_request(),
-        session: None,
-        recent: None,
-        principal: "local",
-        now_ms: 1,
-    });
-    client.handle_init_answer(&init.body).expect("init answer");
+    let init = init(&server, &mut client);
     let id = init.session.expect("a session");
     assert!(!init.unmatched);
 
@@ -78,14 +79,7 @@ fn an_unnamed_envelope_with_the_largest_ciphertext_is_tried_against_keys() {
     let server = server();
     let limit = server.config().sessions.max_unnamed_bytes;
     let mut client = Client::new([4; 32]);
-    let init = server.handle(Incoming {
-        body: &client.init_request(),
-        session: None,
-        recent: None,
-        principal: "local",
-        now_ms: 1,
-    });
-    client.handle_init_answer(&init.body).expect("init answer");
+    init(&server, &mut client);
     // A request padded so that its ciphertext (plaintext and a 16-byte tag) is exactly the limit.
     let mut plaintext = br#"{"jsonrpc":"2.0","method":"get_top_level_directory","params":{},"id":7}"#.to_vec();
     plaintext.resize(limit - 16, b' ');
