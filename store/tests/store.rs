@@ -368,3 +368,27 @@ fn a_seed_record_may_be_up_to_64_kib_and_no_larger() {
     std::fs::write(&file, vec![0x5a; 64 * 1024 + 1]).unwrap();
     assert_eq!(store.load_wallet(&key("", "big")), Err(StoreError::Failed("a seed record file is too large".into())));
 }
+
+#[test]
+fn a_lost_record_file_keeps_its_id_and_no_new_wallet_takes_it() {
+    let (_temp, data) = temp_data_dir();
+    assert!(!FjallStore::exists_in(&data).unwrap(), "nothing there yet");
+    {
+        let store = FjallStore::open(&data).unwrap();
+        store.create_wallet(&key("", "a"), &wallet(b"record a")).unwrap();
+        store.create_wallet(&key("", "b"), &wallet(b"record b")).unwrap();
+    }
+    assert!(FjallStore::exists_in(&data).unwrap());
+    // The newest record file is lost (say, a disk fault); its wallet still names it.
+    let mut records: Vec<_> = std::fs::read_dir(data.join("seeds")).unwrap().map(|e| e.unwrap().path()).collect();
+    records.sort();
+    std::fs::remove_file(records.last().unwrap()).unwrap();
+    let store = FjallStore::open(&data).unwrap();
+    store.create_wallet(&key("", "c"), &wallet(b"record c")).unwrap();
+    assert_eq!(
+        store.load_wallet(&key("", "b")),
+        Err(StoreError::Failed("a wallet's seed record file is missing".into())),
+        "b must not read c's record"
+    );
+    assert_eq!(store.load_wallet(&key("", "c")).unwrap().map(|w| w.seed_record), Some(b"record c".to_vec()));
+}
