@@ -111,3 +111,32 @@ pub(crate) fn overwrite_and_remove(path: &Path) -> io::Result<()> {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_removed_file_is_zeroed_first_as_another_link_to_it_shows() {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let path = temp.path().join("record");
+        let other = temp.path().join("other link");
+        let content: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8 + 1).collect();
+        fs::write(&path, &content).expect("written");
+        fs::hard_link(&path, &other).expect("linked");
+        overwrite_and_remove(&path).expect("removed");
+        assert!(!path.exists());
+        assert_eq!(fs::read(&other).expect("read"), vec![0; content.len()], "same length, all zeros");
+        overwrite_and_remove(&path).expect("a missing file is not an error");
+    }
+
+    #[test]
+    fn tightening_a_path_that_cannot_exist_is_an_error_and_a_missing_one_is_not() {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let file = temp.path().join("file");
+        fs::write(&file, b"x").expect("written");
+        let error = tighten_tree(&file.join("below a file")).expect_err("not a directory");
+        assert_eq!(error.kind(), io::ErrorKind::NotADirectory);
+        tighten_tree(&temp.path().join("missing")).expect("nothing to tighten");
+    }
+}

@@ -110,6 +110,17 @@ mod tests {
     }
 
     #[test]
+    fn keys_may_be_up_to_60_kib_and_failure_counts_are_per_principal_and_wallet() {
+        let long = "d".repeat(30 * 1024);
+        assert!(wallet_key(&key(&long, &long[..29 * 1024])).is_ok(), "59 KiB and a little");
+        assert_eq!(wallet_key(&key(&long, &long)), Err(too_long()));
+        let a = failures_key("alice", &key("", "w")).expect("short");
+        assert_ne!(a, failures_key("bob", &key("", "w")).expect("short"));
+        assert_ne!(a, failures_key("alice", &key("", "v")).expect("short"));
+        assert!(a.starts_with(&wallet_key(&key("", "w")).expect("short")), "under its wallet's key");
+    }
+
+    #[test]
     fn audit_keys_sort_by_sequence_number() {
         let keys: Vec<_> = [0, 1, 255, 256, 70_000, u64::MAX].map(audit_key).into_iter().collect();
         assert!(keys.windows(2).all(|pair| pair[0] < pair[1]));
