@@ -722,9 +722,7 @@ mod tests {
 
     #[test]
     fn key_trials_take_a_body_of_exactly_the_limit_and_refuse_one_shorter_than_a_tag() {
-        let mut table = SessionTable::new(SessionLimits { max_unnamed_bytes: 64, ..limits_big() });
-        let id = SessionId::from_bytes([1; 16]);
-        table.insert(id, cipher(1), String::new(), Principal::local(), 0);
+        let (mut table, id) = one_session_with_unnamed_limit(64);
         let body = crate::envelope::decode_body(&cipher(1).seal(&[2; 12], &[b' '; 48])).expect("base64");
         assert_eq!(body.len(), 64);
         assert_eq!(table.accept(None, "local", &[2; 12], body, 1).map(|a| a.id), Ok(id));
@@ -823,6 +821,14 @@ mod tests {
         SessionLimits { max_sessions: 100, idle_ms: 1000, lifetime_ms: 10_000, ..SessionLimits::default() }
     }
 
+    /// A table whose unnamed bodies may be `max_unnamed_bytes` long, with one session (key 1).
+    fn one_session_with_unnamed_limit(max_unnamed_bytes: usize) -> (SessionTable, SessionId) {
+        let mut table = SessionTable::new(SessionLimits { max_unnamed_bytes, ..limits_big() });
+        let id = SessionId::from_bytes([1; 16]);
+        table.insert(id, cipher(1), String::new(), Principal::local(), 0);
+        (table, id)
+    }
+
     #[test]
     fn unnamed_requests_try_recent_use_first_and_garbage_matches_nothing() {
         let mut table = SessionTable::new(limits_big());
@@ -847,9 +853,7 @@ mod tests {
 
     #[test]
     fn a_large_unnamed_body_is_never_tried() {
-        let mut table = SessionTable::new(SessionLimits { max_unnamed_bytes: 64, ..limits_big() });
-        let id = SessionId::from_bytes([1; 16]);
-        table.insert(id, cipher(1), String::new(), Principal::local(), 0);
+        let (mut table, id) = one_session_with_unnamed_limit(64);
         let body = crate::envelope::decode_body(&cipher(1).seal(&[2; 12], &[b' '; 100])).expect("base64");
         assert_eq!(table.accept(None, "local", &[2; 12], body.clone(), 1).map(|a| a.id), Err(AcceptError::MustName));
         assert_eq!(table.accept(Some(&id), "local", &[2; 12], body, 1).map(|a| a.id), Ok(id));

@@ -70,6 +70,13 @@ impl Session {
         (request["id"].as_u64().unwrap(), nonce, body_enc, serde_json::from_slice(&plaintext).unwrap())
     }
 
+    /// Opens an earlier `answer` as the answer to a new call, its outer id rewritten to the new one.
+    fn replay(&mut self, answer: &[u8]) -> Result<Value, ClientError> {
+        let (body, pending) = self.seal();
+        let (outer_id, ..) = self.unseal(&body);
+        self.client.open_raw(pending, &edit(answer, |v| v["id"] = json!(outer_id)))
+    }
+
     /// An envelope answer `{"id": outer_id, "result": {"Ok": {nonce, body_enc}}}` of `inner`,
     /// sealed under the session key with `nonce`.
     fn craft(&self, outer_id: u64, nonce: [u8; NONCE_LEN], inner: &Value) -> Vec<u8> {
@@ -196,10 +203,7 @@ fn a_replayed_answer_is_stale() {
     assert_eq!(s.client.open(pending, &first), Ok(json!([])));
 
     // The first answer, its outer id rewritten to the next call's.
-    let (body, pending) = s.seal();
-    let (outer_id, ..) = s.unseal(&body);
-    let replay = edit(&first, |v| v["id"] = json!(outer_id));
-    assert_eq!(s.client.open_raw(pending, &replay), Err(ClientError::StaleNonce));
+    assert_eq!(s.replay(&first), Err(ClientError::StaleNonce));
 }
 
 #[test]
@@ -222,10 +226,7 @@ fn the_oldest_remembered_nonce_is_still_refused() {
     assert_eq!(s.client.open(pending, &second), Ok(json!([])));
 
     for replayed in [&first, &second] {
-        let (body, pending) = s.seal();
-        let (outer_id, ..) = s.unseal(&body);
-        let replay = edit(replayed, |v| v["id"] = json!(outer_id));
-        assert_eq!(s.client.open_raw(pending, &replay), Err(ClientError::StaleNonce));
+        assert_eq!(s.replay(replayed), Err(ClientError::StaleNonce));
     }
 }
 
