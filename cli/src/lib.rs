@@ -9,6 +9,7 @@ pub mod certs;
 pub mod clients;
 pub mod config;
 pub mod harden;
+pub mod launcher;
 pub mod native_host;
 pub mod pairing;
 pub mod principals;

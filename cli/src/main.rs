@@ -49,6 +49,12 @@ enum Command {
         /// Once listening, write the bound addresses here as JSON (for scripts and `keyward bench`).
         #[arg(long)]
         ready_file: Option<PathBuf>,
+        /// Run as a front end's own back end: certificates made in memory for this run only (none
+        /// written to disk), HTTPS and QUIC on 127.0.0.1 port 0, one JSON line on standard output
+        /// with the URL and the client's credentials, and exit when standard input closes or the
+        /// parent process dies. See clients/ts/README.md for the contract.
+        #[arg(long, conflicts_with_all = ["https", "pairing"])]
+        launcher: bool,
     },
     /// Measure the server end to end next to an echo floor (about 2 minutes; --quick about 20 s).
     ///
@@ -229,12 +235,16 @@ fn init_logging(filter: Option<&str>) {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { data_dir, config: file, https, http_insecure, quic, unix, pairing, ready_file } => {
+        Command::Serve { data_dir, config: file, https, http_insecure, quic, unix, pairing, ready_file, launcher } => {
             let file = match file {
                 Some(path) => config::read_file(&path)?,
                 None => config::FileConfig::default(),
             };
             init_logging(file.log.as_deref());
+            if launcher {
+                let flags = ServeFlags { data_dir, https, http_insecure, quic, unix, pairing };
+                return launch(file, flags, ready_file).await;
+            }
             let options = config::resolve(file, ServeFlags { data_dir, https, http_insecure, quic, unix, pairing })?;
             let running = serve::start(options).await?;
             if let Some(path) = ready_file {
@@ -333,6 +343,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             keyward::audit::run(&command, &mut std::io::stdout()).await
         }
     }
+}
+
+/// `keyward serve --launcher` (see `keyward::launcher`).
+async fn launch(file: config::FileConfig, mut flags: ServeFlags, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
+    // First: if the parent is already gone, the first check below sees it.
+    let parent = keyward::launcher::die_with_parent();
+    const EPHEMERAL: &str = "127.0.0.1:0";
+    flags.https = Some(EPHEMERAL.into());
+    flags.quic = match flags.quic.take() {
+        None => Some(EPHEMERAL.into()),
+        Some(off) if config::parse_addr(&off)?.is_none() => Some(off),
+        Some(other) => {
+            anyhow::bail!("with --launcher, QUIC listens on {EPHEMERAL}; --quic takes only `off` (not {other})")
+        }
+    };
+    flags.pairing = Some("off".into());
+    let options = config::resolve(file, flags)?;
+    let set = std::sync::Arc::new(certs::generate()?);
+    let running = serve::start_with(options, serve::Certificates::Launcher(std::sync::Arc::clone(&set))).await?;
+    if let Some(path) = ready_file {
+        running.write_ready_file(&path)?;
+    }
+    keyward::launcher::announce(&running, &set)?;
+    drop(set);
+    let why = keyward::launcher::stop_requested(parent).await;
+    tracing::info!(?why, "shutting down");
+    running.stop().await;
+    Ok(())
 }
 
 fn main() -> ExitCode {

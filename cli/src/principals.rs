@@ -7,6 +7,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use keyward_core::{ClientRecord, Host, Identity, IssuedCertificate, PairingTicket, Role, Server};
 
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject as _;
+
 use crate::{certs, tls};
 
 /// The name of the client made at first start.
@@ -16,7 +19,9 @@ pub const DEFAULT_CLIENT: &str = "default";
 /// over the API, signed by the CA of the set in use (when the set keeps its key).
 #[derive(Debug)]
 pub struct ServeHost {
-    tls_dir: PathBuf,
+    /// The certificate directory whose CA signs new clients' certificates; none for a launched
+    /// server, whose CA lives in memory for one run and signs nothing.
+    tls_dir: Option<PathBuf>,
     /// The pairing service, once `keyward serve` has started it (none: pairing is off).
     pairing: std::sync::OnceLock<keyward_pairing::PairingService>,
 }
@@ -24,7 +29,12 @@ pub struct ServeHost {
 impl ServeHost {
     /// The host of a server whose certificate directory is `tls_dir`.
     pub fn new(tls_dir: PathBuf) -> Self {
-        Self { tls_dir, pairing: std::sync::OnceLock::new() }
+        Self { tls_dir: Some(tls_dir), pairing: std::sync::OnceLock::new() }
+    }
+
+    /// The host of a launched server (`keyward serve --launcher`): it issues no certificates.
+    pub fn launched() -> Self {
+        Self { tls_dir: None, pairing: std::sync::OnceLock::new() }
     }
 
     /// Turns pairing on (`pair_client` makes codes on `service`).
@@ -34,7 +44,8 @@ impl ServeHost {
 
     /// The CA of the set in use, read now (so that a rotation is followed), or why there is none.
     fn ca(&self) -> Result<certs::Ca, String> {
-        let loaded = certs::set_dir(&self.tls_dir).and_then(|set| certs::Ca::load(&set));
+        let Some(tls_dir) = &self.tls_dir else { return Err(LAUNCHED_NO_CA.into()) };
+        let loaded = certs::set_dir(tls_dir).and_then(|set| certs::Ca::load(&set));
         match loaded {
             Ok(Some(ca)) => Ok(ca),
             Ok(None) => Err(NO_CA_KEY.into()),
@@ -45,6 +56,10 @@ impl ServeHost {
         }
     }
 }
+
+/// The answer to `add_client` with a public key, or `pair_client`, on a launched server.
+const LAUNCHED_NO_CA: &str = "a launched server (keyward serve --launcher) issues no certificates: its CA lives \
+                              in memory for this run only; add clients on a server started with `keyward serve`";
 
 /// The answer to `add_client` with a public key when the set in use keeps no CA key.
 const NO_CA_KEY: &str = "this server cannot issue certificates (its certificate set keeps no CA key): \
@@ -73,6 +88,9 @@ impl Host for ServeHost {
 
     /// A code from the pairing service; errors name no path.
     fn start_pairing(&self, name: &str, role: Role, ttl_secs: Option<u64>) -> Result<PairingTicket, String> {
+        if self.tls_dir.is_none() {
+            return Err(LAUNCHED_NO_CA.into());
+        }
         let service = self.pairing.get().ok_or("this server does not pair clients (pairing = \"off\")")?;
         // A certificate must be issuable when the front end comes: say so now, not then.
         self.ca()?;
@@ -128,6 +146,29 @@ pub fn ensure_default(core: &Server, tls_dir: &Path) -> anyhow::Result<()> {
         }
         Some(_) => {}
     }
+    Ok(())
+}
+
+/// Registers the client certificate of a launched server's in-memory set as owner
+/// [`crate::serve::LAUNCHER_CLIENT`], for this run only (never written to the store).
+pub fn register_launcher(core: &Server, set: &certs::CertSet) -> anyhow::Result<()> {
+    let cert = CertificateDer::from_pem_slice(set.client_cert.as_bytes()).context("the launcher's certificate")?;
+    let spki_sha256 = keyward_driver::spki_sha256(&cert).context("the launcher's certificate is not X.509")?;
+    let record = ClientRecord {
+        name: crate::serve::LAUNCHER_CLIENT.into(),
+        role: Role::Owner,
+        identity: Identity::Cert { spki_sha256 },
+        created_unix_ms: unix_time_ms(),
+        revoked_unix_ms: None,
+    };
+    core.add_transient_client(record).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot register the launcher's client for this run: {e} (the name '{}' must be free in this data \
+             directory's client registry)",
+            crate::serve::LAUNCHER_CLIENT
+        )
+    })?;
+    tracing::info!("registered this run's client certificate as client 'launcher' (owner, this run only)");
     Ok(())
 }
 

@@ -59,8 +59,28 @@ pub fn tls_dir(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("tls")
 }
 
+/// Where a server's certificates come from.
+#[derive(Debug, Clone)]
+pub enum Certificates {
+    /// `DATA_DIR/tls`: made on first start, its client certificate registered as `default`, a
+    /// rotation (`keyward certs rotate`) followed while the server runs.
+    DataDir,
+    /// A set made for this run and held only in memory (`keyward serve --launcher`): no `tls/` file is
+    /// made or read, its client certificate is registered as owner [`LAUNCHER_CLIENT`] for this run
+    /// only, and the server issues no certificates (its CA dies with it).
+    Launcher(Arc<certs::CertSet>),
+}
+
+/// The name of a launched server's own client (`keyward serve --launcher`).
+pub const LAUNCHER_CLIENT: &str = "launcher";
+
 /// Starts the server and returns once every listener is bound.
 pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
+    start_with(options, Certificates::DataDir).await
+}
+
+/// Starts the server with certificates from `certificates` and returns once every listener is bound.
+pub async fn start_with(options: ServeOptions, certificates: Certificates) -> anyhow::Result<Running> {
     let report = harden::process();
     if let Err(error) = &report.not_dumpable {
         tracing::warn!(%error, "could not turn core dumps off (PR_SET_DUMPABLE)");
@@ -70,13 +90,18 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     }
     certs::private_dir(&options.data_dir)?;
     let tls_dir = tls_dir(&options.data_dir);
-    if certs::ensure(&tls_dir)? {
+    let launched = match &certificates {
+        Certificates::DataDir => None,
+        Certificates::Launcher(set) => Some(Arc::clone(set)),
+    };
+    if launched.is_none() && certs::ensure(&tls_dir)? {
         tracing::info!(dir = %tls_dir.display(), "made a new CA, server and client certificate");
     }
     // Before anything else starts: a set that cannot be used (a key others can read, say) stops here.
-    let server_tls = match (options.https, options.quic) {
-        (None, None) => None,
-        _ => Some(tls::ServerTls::load(&tls_dir)?),
+    let server_tls = match (options.https, options.quic, &launched) {
+        (None, None, _) => None,
+        (_, _, None) => Some(tls::ServerTls::load(&tls_dir)?),
+        (_, _, Some(set)) => Some(tls::ServerTls::in_memory(set)?),
     };
     let store = FjallStore::open_with(&options.data_dir.join("store"), options.store)
         .context("cannot open the wallet store")?;
@@ -86,12 +111,19 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     let mut seed = zeroize::Zeroizing::new([0u8; 32]);
     getrandom::fill(&mut *seed).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
     let mut server = Server::new(options.core.clone(), Box::new(store), *seed);
-    let host = Arc::new(principals::ServeHost::new(tls_dir.clone()));
+    let host = Arc::new(match launched {
+        None => principals::ServeHost::new(tls_dir.clone()),
+        Some(_) => principals::ServeHost::launched(),
+    });
     server.set_host(Arc::clone(&host) as Arc<dyn keyward_core::Host>);
     let core = Arc::new(server);
-    // Every peer is a registered client: the set's client certificate is `default` (owner), and
-    // the Unix socket's own user and allowed users are `uid-N` (owner) unless registered already.
-    principals::ensure_default(&core, &tls_dir)?;
+    // Every peer is a registered client: the set's client certificate is `default` (owner) (a
+    // launched server's is `launcher`, for this run only), and the Unix socket's own user and
+    // allowed users are `uid-N` (owner) unless registered already.
+    match &launched {
+        None => principals::ensure_default(&core, &tls_dir)?,
+        Some(set) => principals::register_launcher(&core, set)?,
+    }
     if options.unix.is_some() {
         let own = harden::effective_uid();
         let mut uids = vec![own];
@@ -127,12 +159,14 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
         Some(server_tls) => {
             // A revoked client's next handshake fails; a rotated set moves `default` to its key.
             server_tls.set_registry(principals::registered(&core));
-            tasks.spawn(follow_rotations(
-                Arc::clone(&server_tls),
-                Arc::downgrade(&core),
-                tls_dir.clone(),
-                stopped(stop_rx.clone()),
-            ));
+            if matches!(certificates, Certificates::DataDir) {
+                tasks.spawn(follow_rotations(
+                    Arc::clone(&server_tls),
+                    Arc::downgrade(&core),
+                    tls_dir.clone(),
+                    stopped(stop_rx.clone()),
+                ));
+            }
             Some(server_tls.config()?)
         }
         None => None,

@@ -51,11 +51,24 @@ pub fn load_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
 }
 
 fn roots(ca: &Path) -> anyhow::Result<Arc<RootCertStore>> {
+    roots_of(load_certs(ca)?)
+}
+
+fn roots_of(certs: Vec<CertificateDer<'static>>) -> anyhow::Result<Arc<RootCertStore>> {
     let mut roots = RootCertStore::empty();
-    for cert in load_certs(ca)? {
+    for cert in certs {
         roots.add(cert).context("the CA certificate is not usable as a trust anchor")?;
     }
     Ok(Arc::new(roots))
+}
+
+/// The certificates of PEM text.
+fn pem_certs(pem: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("not PEM certificates")?;
+    anyhow::ensure!(!certs.is_empty(), "no certificate in the PEM text");
+    Ok(certs)
 }
 
 /// Refuses an end-entity certificate unless it has an extended key usage extension that lists
@@ -127,6 +140,19 @@ impl Loaded {
         .with_context(|| format!("the server certificate and key in {} do not match", set.display()))?;
         Ok(Self { stamp, certified: Arc::new(certified), verifier })
     }
+
+    /// A set held in memory only (`keyward serve --launcher`): nothing of it is on disk.
+    fn in_memory(set: &certs::CertSet, provider: &Arc<CryptoProvider>) -> anyhow::Result<Self> {
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(roots_of(pem_certs(&set.ca_cert)?)?, Arc::clone(provider))
+                .build()
+                .context("cannot build the client certificate verifier")?;
+        let key = PrivateKeyDer::from_pem_slice(set.server_key.as_bytes()).context("the server key is not PEM")?;
+        let certified = CertifiedKey::from_der(pem_certs(&set.server_cert)?, key, provider)
+            .context("the server certificate and key do not match")?;
+        let stamp = Stamp { set: PathBuf::new(), files: Vec::new() };
+        Ok(Self { stamp, certified: Arc::new(certified), verifier })
+    }
 }
 
 /// The server's side of a certificate directory: the set in use, swappable while the server runs.
@@ -134,7 +160,8 @@ impl Loaded {
 /// It is the server certificate resolver of the configuration [`ServerTls::config`] builds, and the
 /// [`RequireClientAuth`] verifier in it reads the same set, so both change together.
 pub struct ServerTls {
-    dir: PathBuf,
+    /// The certificate directory; none for a set held in memory, which never changes.
+    dir: Option<PathBuf>,
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<Loaded>>,
     /// The stamp of the last set that failed to load (reported once, not every second).
@@ -161,7 +188,21 @@ impl ServerTls {
         let provider = provider();
         let loaded = Loaded::read(dir, &provider)?;
         Ok(Arc::new(Self {
-            dir: dir.to_path_buf(),
+            dir: Some(dir.to_path_buf()),
+            provider,
+            current: RwLock::new(Arc::new(loaded)),
+            failed: Mutex::new(None),
+            registry: std::sync::OnceLock::new(),
+        }))
+    }
+
+    /// A server whose set is `set`, held in memory for this run only (`keyward serve --launcher`):
+    /// no file is read or written, and [`ServerTls::refresh`] never changes it.
+    pub fn in_memory(set: &certs::CertSet) -> anyhow::Result<Arc<Self>> {
+        let provider = provider();
+        let loaded = Loaded::in_memory(set, &provider)?;
+        Ok(Arc::new(Self {
+            dir: None,
             provider,
             current: RwLock::new(Arc::new(loaded)),
             failed: Mutex::new(None),
@@ -188,7 +229,8 @@ impl ServerTls {
     /// now use the set in `set`; `Ok(None)`: nothing changed (or a set that already failed to load is
     /// still there); `Err`: the changed set failed to load, and the one in use stays.
     pub fn refresh(&self) -> anyhow::Result<Option<PathBuf>> {
-        let set = certs::set_dir(&self.dir)?;
+        let Some(dir) = &self.dir else { return Ok(None) };
+        let set = certs::set_dir(dir)?;
         let stamp = Stamp::of(&set);
         if stamp == self.current().stamp {
             return Ok(None);
@@ -197,7 +239,7 @@ impl ServerTls {
         if failed.as_ref() == Some(&stamp) {
             return Ok(None);
         }
-        match Loaded::read(&self.dir, &self.provider) {
+        match Loaded::read(dir, &self.provider) {
             Ok(loaded) => {
                 *failed = None;
                 let set = loaded.stamp.set.clone();

@@ -42,6 +42,20 @@ fn client_name(value: &Value) -> Result<&str, MethodError> {
 
 /// Registers a client: its record goes to the store, then to the registry in memory.
 pub(crate) fn register(state: &State, record: ClientRecord) -> Result<(), MethodError> {
+    register_as(state, record, Lifetime::Kept)
+}
+
+/// How long a registration lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lifetime {
+    /// In the store: the client is known at every start.
+    Kept,
+    /// In memory only, for this run (the launcher's client).
+    ThisRun,
+}
+
+/// Registers a client for `lifetime`.
+pub(crate) fn register_as(state: &State, record: ClientRecord, lifetime: Lifetime) -> Result<(), MethodError> {
     if !valid_client_name(&record.name) || record.name == Principal::LOCAL_HTTP {
         return Err(MethodError::Argument(format!("'{}' cannot name a client", record.name)));
     }
@@ -55,8 +69,13 @@ pub(crate) fn register(state: &State, record: ClientRecord) -> Result<(), Method
     if let Some(holder) = clients.active(&record.identity) {
         return Err(MethodError::Argument(format!("client '{}' has this identity already", holder.name)));
     }
-    state.store.save_client(&record).map_err(store_error)?;
-    clients.put(record);
+    match lifetime {
+        Lifetime::Kept => {
+            state.store.save_client(&record).map_err(store_error)?;
+            clients.put(record);
+        }
+        Lifetime::ThisRun => clients.put_transient(record),
+    }
     Ok(())
 }
 
@@ -143,7 +162,10 @@ fn change(state: &State, name: &str, apply: impl FnOnce(&mut ClientRecord)) -> R
         .cloned()
         .ok_or_else(|| MethodError::Argument(format!("no active client called '{name}'")))?;
     apply(&mut record);
-    state.store.save_client(&record).map_err(store_error)?;
+    // A client of this run only stays out of the store whatever happens to it.
+    if !clients.is_transient(name) {
+        state.store.save_client(&record).map_err(store_error)?;
+    }
     clients.put(record.clone());
     Ok(record)
 }

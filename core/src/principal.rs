@@ -172,6 +172,9 @@ pub struct Registry {
     records: std::collections::BTreeMap<String, ClientRecord>,
     by_cert: std::collections::HashMap<[u8; 32], String>,
     by_uid: std::collections::HashMap<u32, String>,
+    /// Names of the clients registered for this run only (`keyward serve --launcher`'s own client):
+    /// never written to the store, gone at the next start.
+    transient: std::collections::BTreeSet<String>,
 }
 
 impl Registry {
@@ -208,6 +211,18 @@ impl Registry {
             }
             _ => {}
         }
+    }
+
+    /// Adds a record that is never written to the store (see [`Registry::is_transient`]).
+    pub fn put_transient(&mut self, record: ClientRecord) {
+        self.transient.insert(record.name.clone());
+        self.put(record);
+    }
+
+    /// Whether the record called `name` lives for this run only: a change to it (a new role, a
+    /// revocation) is not written to the store either.
+    pub fn is_transient(&self, name: &str) -> bool {
+        self.transient.contains(name)
     }
 
     /// The record called `name`, active or revoked.

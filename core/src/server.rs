@@ -276,6 +276,13 @@ impl Server {
         crate::admin::register(&self.state, record).map_err(|e| e.wire().1)
     }
 
+    /// Registers a client for this run only: it is never written to the store (nor is a later
+    /// change of its role, or its revocation), so the next start does not know it. `keyward serve
+    /// --launcher` registers its own client, whose certificate exists only in memory, this way.
+    pub fn add_transient_client(&self, record: crate::principal::ClientRecord) -> Result<(), String> {
+        crate::admin::register_as(&self.state, record, crate::admin::Lifetime::ThisRun).map_err(|e| e.wire().1)
+    }
+
     /// Gives an active client a new identity (the host's `default` client follows `keyward certs
     /// rotate` this way). Writes the store. Not reachable over the API.
     pub fn set_client_identity(&self, name: &str, identity: crate::principal::Identity) -> Result<(), String> {

@@ -529,3 +529,50 @@ fn audited_wallets_carry_their_directory_and_client_names_never_do() {
     let expected = [("create_wallet", Some("sub/w")), ("add_client", Some("made")), ("open_wallet", Some("sub/w"))];
     assert_eq!(seen, expected);
 }
+
+#[test]
+fn a_client_of_this_run_only_never_reaches_the_store() {
+    let store = Arc::new(keyward_core::MemoryStore::new());
+    let server = Server::new(test_config(), Box::new(Arc::clone(&store)), [4; 32]);
+    let owner = ClientRecord {
+        name: "owner".into(),
+        role: Role::Owner,
+        identity: Identity::Uid { uid: 3 },
+        created_unix_ms: 0,
+        revoked_unix_ms: None,
+    };
+    server.add_client(owner).unwrap();
+    let launcher = ClientRecord {
+        name: "launcher".into(),
+        role: Role::Owner,
+        identity: Identity::Cert { spki_sha256: [b'L'; 32] },
+        created_unix_ms: 0,
+        revoked_unix_ms: None,
+    };
+    server.add_transient_client(launcher.clone()).unwrap();
+    assert_eq!(server.client_for_cert(&[b'L'; 32]).as_deref(), Some("launcher"));
+    assert_eq!(server.role_of("launcher"), Some(Role::Owner));
+    let stored = || keyward_core::Store::load_clients(&*store).unwrap();
+    assert_eq!(stored().iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["owner"]);
+    // The same checks as a kept registration: no second client of that name or identity.
+    assert!(server.add_transient_client(launcher.clone()).unwrap_err().contains("exists"));
+    let mut same_key = launcher.clone();
+    same_key.name = "other".into();
+    assert!(server.add_client(same_key).unwrap_err().contains("has this identity already"));
+    assert!(stored().iter().all(|r| r.name != "other"));
+
+    // A new role or a revocation applies, and is not written either.
+    let mut caller = Caller::new(&server, "owner", 3);
+    caller.call(&server, "set_client_role", json!({"name": "launcher", "role": "reader"})).unwrap();
+    assert_eq!(server.role_of("launcher"), Some(Role::Reader));
+    caller.call(&server, "revoke_client", json!({"name": "launcher"})).unwrap();
+    assert_eq!(server.role_of("launcher"), None);
+    assert_eq!(stored().len(), 1, "{:?}", stored());
+
+    // A restarted server over the same store does not know it, and the name is free again.
+    drop(server);
+    let restarted = Server::new(test_config(), Box::new(Arc::clone(&store)), [5; 32]);
+    assert_eq!(restarted.client_for_cert(&[b'L'; 32]), None);
+    assert!(restarted.clients().iter().all(|r| r.name != "launcher"));
+    restarted.add_transient_client(launcher).unwrap();
+}

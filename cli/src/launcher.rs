@@ -1,0 +1,122 @@
+//! `keyward serve --launcher`: a back end started by its own front end (a desktop app's launcher).
+//!
+//! * A CA, a server certificate and one client certificate are made **in memory for this run**;
+//!   nothing of them is written to disk (no `tls/` file is made, read or changed). The client is
+//!   registered as owner `launcher` for this run only (never in the store's registry).
+//! * HTTPS (and QUIC unless `--quic off`) listen on 127.0.0.1 with port 0.
+//! * Once ready, exactly one JSON line goes to standard output, and nothing else ever does (logs go
+//!   to standard error): `{"keyward":VERSION,"pid":N,"url":"https://127.0.0.1:PORT/v3/owner",
+//!   "quic":"127.0.0.1:PORT"|null,"ca":PEM,"cert":PEM,"key":PEM}`. `key` is the client's private key:
+//!   the parent reads it from the pipe and keeps it in memory.
+//! * The server stops as on SIGTERM (wallets closed, vault wiped) when its standard input reaches end
+//!   of file or its parent process dies (`PR_SET_PDEATHSIG` on Linux, and a check of the parent pid
+//!   every [`PARENT_CHECK`] everywhere).
+#![allow(unsafe_code)]
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt as _;
+
+use crate::certs::CertSet;
+use crate::serve::Running;
+
+/// How often the launched server checks that its parent is alive (besides `PR_SET_PDEATHSIG`).
+pub const PARENT_CHECK: Duration = Duration::from_millis(200);
+
+/// Asks the kernel to send SIGTERM to this process when its parent dies; returns the parent's pid
+/// as it was then. If the parent died before the request, the caller sees another parent pid at
+/// its first check and stops.
+pub fn die_with_parent() -> u32 {
+    let parent = std::os::unix::process::parent_id();
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: PR_SET_PDEATHSIG takes a signal number and touches no memory of ours.
+        let set = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) };
+        if set != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "cannot set PR_SET_PDEATHSIG; watching the parent pid only");
+        }
+    }
+    parent
+}
+
+/// The line the parent reads, with its fields in this order.
+#[derive(serde::Serialize)]
+struct ReadyLine<'a> {
+    keyward: &'static str,
+    pid: u32,
+    url: Option<String>,
+    quic: Option<String>,
+    ca: &'a str,
+    cert: &'a str,
+    key: &'a str,
+}
+
+/// The line the parent reads: the server's version, pid, addresses and the credentials of its client.
+pub fn ready_line(running: &Running, set: &CertSet) -> zeroize::Zeroizing<String> {
+    let line = ReadyLine {
+        keyward: env!("CARGO_PKG_VERSION"),
+        pid: std::process::id(),
+        url: running.https.map(|addr| format!("https://{addr}/v3/owner")),
+        quic: running.quic.map(|addr| addr.to_string()),
+        ca: &set.ca_cert,
+        cert: &set.client_cert,
+        key: &set.client_key,
+    };
+    // Written once into a buffer big enough for it, so no copy of the key is left by a reallocation.
+    let mut text = zeroize::Zeroizing::new(Vec::with_capacity(16 * 1024));
+    // Strings and numbers always serialize.
+    let _ = serde_json::to_writer(&mut *text, &line);
+    // serde_json writes UTF-8; the buffer moves into the String, nothing is copied.
+    zeroize::Zeroizing::new(String::from_utf8(std::mem::take(&mut *text)).unwrap_or_default())
+}
+
+/// Writes the ready line to standard output and flushes it.
+pub fn announce(running: &Running, set: &CertSet) -> anyhow::Result<()> {
+    let line = ready_line(running, set);
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(line.as_bytes())?;
+    stdout.write_all(b"\n")?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// Why a launched server stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM or SIGINT (also what `PR_SET_PDEATHSIG` sends).
+    Signal,
+    /// Standard input reached end of file (the parent closed it, or died).
+    StdinClosed,
+    /// The parent process is gone.
+    ParentDied,
+}
+
+/// Waits until the server should stop: a signal, end of file on standard input, or a new parent.
+pub async fn stop_requested(parent: u32) -> Stop {
+    let stdin = async {
+        let mut stdin = tokio::io::stdin();
+        let mut buffer = [0u8; 256];
+        // Whatever the parent writes is ignored; only the end of the stream counts.
+        loop {
+            match stdin.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    let orphaned = async {
+        let mut tick = tokio::time::interval(PARENT_CHECK);
+        loop {
+            tick.tick().await;
+            if std::os::unix::process::parent_id() != parent {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = crate::serve::signal() => Stop::Signal,
+        () = stdin => Stop::StdinClosed,
+        () = orphaned => Stop::ParentDied,
+    }
+}

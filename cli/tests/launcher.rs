@@ -1,0 +1,172 @@
+//! `keyward serve --launcher` as a front end's launcher meets it: one JSON line on standard output
+//! with the URL and credentials made in memory, a working owner client `launcher` for this run only,
+//! no certificate file on disk, and an exit when standard input closes. (The TypeScript package's
+//! suite drives the same contract through `launch()`, and kills a parent with SIGKILL.)
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Child, ChildStdin, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{keyward, ok, text};
+use serde_json::Value;
+
+/// A launched server: its process, its stdin (closing it stops the server) and its line.
+struct Launched {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    line: String,
+    info: Value,
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn launch(data_dir: &Path, extra: &[&str]) -> Launched {
+    let mut child = keyward()
+        .args(["serve", "--launcher", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.ends_with('\n'), "one whole line: {line:?}");
+    let info: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+    Launched { child, stdin, line, info }
+}
+
+/// Writes the line's credentials as a bundle (outside the data directory) for `keyward call`.
+fn bundle(info: &Value, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("ca.crt"), info["ca"].as_str().unwrap()).unwrap();
+    std::fs::write(dir.join("client.crt"), info["cert"].as_str().unwrap()).unwrap();
+    let key = dir.join("client.key");
+    std::fs::write(&key, info["key"].as_str().unwrap()).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(next) = stack.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                found.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_line_the_client_and_the_exit_on_end_of_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("kw");
+    let mut launched = launch(&data, &[]);
+    let info = launched.info.clone();
+
+    // The fields, in the documented order, and nothing else.
+    let keys: Vec<&str> = info.as_object().unwrap().keys().map(String::as_str).collect();
+    let order: Vec<usize> = ["\"keyward\"", "\"pid\"", "\"url\"", "\"quic\"", "\"ca\"", "\"cert\"", "\"key\""]
+        .map(|k| launched.line.find(k).unwrap())
+        .to_vec();
+    assert!(order.is_sorted(), "field order in {}", launched.line);
+    assert_eq!(keys.len(), 7, "{keys:?}");
+    assert_eq!(info["keyward"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(info["pid"], launched.child.id());
+    let url = info["url"].as_str().unwrap();
+    assert!(url.starts_with("https://127.0.0.1:") && url.ends_with("/v3/owner"), "{url}");
+    assert!(!url.contains(":0/"), "a real port: {url}");
+    assert!(info["quic"].as_str().unwrap().starts_with("127.0.0.1:"), "{info}");
+    assert!(info["key"].as_str().unwrap().starts_with("-----BEGIN PRIVATE KEY-----"));
+
+    // The credentials work as an owner's, and the client is `launcher`.
+    let creds = dir.path().join("creds");
+    bundle(&info, &creds);
+    let listed =
+        ok(&keyward().args(["call", "--tls-dir"]).arg(&creds).args(["--url", url, "list_clients"]).output().unwrap());
+    let clients: Value = serde_json::from_str(&listed).unwrap();
+    let launcher = clients.as_array().unwrap().iter().find(|c| c["name"] == "launcher").unwrap();
+    assert_eq!(launcher["role"], "owner", "{listed}");
+    // The same call over QUIC.
+    let quic = info["quic"].as_str().unwrap();
+    ok(&keyward().args(["call", "--tls-dir"]).arg(&creds).args(["--quic", quic, "list_wallets"]).output().unwrap());
+    // It issues no certificates: its CA lives for this run only.
+    let refused = keyward()
+        .args(["call", "--tls-dir"])
+        .arg(&creds)
+        .args(["--url", url, "pair_client", r#"{"name":"laptop","role":"reader","ttl_secs":300}"#])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(text(&refused).contains("issues no certificates"), "{}", text(&refused));
+
+    // End of input stops it, gracefully, and standard output carried the one line only.
+    drop(launched.stdin.take());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = launched.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "still running 10 s after its input closed");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    eprintln!("exited {:?} after its input closed", started.elapsed());
+    assert!(status.success(), "{status:?}");
+    let mut rest = String::new();
+    launched.child.stdout.as_mut().unwrap().read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "", "nothing after the line on standard output");
+
+    // No certificate or key was written: the data directory holds the store only.
+    assert!(!data.join("tls").exists());
+    for file in files_under(&data) {
+        assert!(file.starts_with("store/"), "{file} under the data directory");
+    }
+    // The launcher's client was for that run only: the registry on disk does not know it.
+    let offline = ok(&keyward().args(["clients", "--data-dir"]).arg(&data).arg("list").output().unwrap());
+    assert!(!offline.contains("launcher"), "{offline}");
+}
+
+#[test]
+fn quic_off_and_a_data_directory_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("kw");
+    let launched = launch(&data, &["--quic", "off"]);
+    assert_eq!(launched.info["quic"], Value::Null);
+
+    // A second keyward on the same data directory is refused, and says so on standard error only.
+    let second =
+        keyward().args(["serve", "--launcher", "--data-dir"]).arg(&data).stdin(Stdio::null()).output().unwrap();
+    assert!(!second.status.success());
+    assert_eq!(String::from_utf8_lossy(&second.stdout), "", "no line for a server that did not start");
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(said.contains("store"), "{said}");
+    drop(launched);
+
+    // QUIC on another address than the launcher's own is refused.
+    let other = keyward()
+        .args(["serve", "--launcher", "--quic", "127.0.0.1:5555", "--data-dir"])
+        .arg(&data)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!other.status.success());
+    assert!(text(&other).contains("--quic takes only `off`"), "{}", text(&other));
+}
