@@ -36,9 +36,10 @@ p_cost = 1
 
 /**
  * Starts `keyward serve` on `root/kw` (a second start on the same root reuses its data) and waits for
- * its ready file. Returns its addresses, its directories and stop().
+ * its ready file. Returns its addresses, its directories and stop(). `listen` may fix any of the
+ * `https`, `quic`, `httpInsecure` and `pairing` addresses (default: an ephemeral loopback port each).
  */
-export async function startServer({ root = tempDir(), extraArgs = [], config = TEST_CONFIG, timeoutMs = 20_000 } = {}) {
+export async function startServer({ root = tempDir(), extraArgs = [], config = TEST_CONFIG, timeoutMs = 20_000, listen = {} } = {}) {
   const dataDir = join(root, 'kw');
   const ready = join(root, 'ready.json');
   rmSync(ready, { force: true });
@@ -49,10 +50,11 @@ export async function startServer({ root = tempDir(), extraArgs = [], config = T
     'serve',
     '--data-dir', dataDir,
     '--config', configFile,
-    '--https', '127.0.0.1:0',
-    '--quic', '127.0.0.1:0',
-    '--http-insecure', '127.0.0.1:0',
-    '--pairing', '127.0.0.1:0',
+    // `listen` fixes an address (e.g. the HTTPS port of an earlier run, to restart on it).
+    '--https', listen.https ?? '127.0.0.1:0',
+    '--quic', listen.quic ?? '127.0.0.1:0',
+    '--http-insecure', listen.httpInsecure ?? '127.0.0.1:0',
+    '--pairing', listen.pairing ?? '127.0.0.1:0',
     '--unix', unix,
     '--ready-file', ready,
     ...extraArgs,
