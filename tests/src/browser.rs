@@ -1,17 +1,16 @@
-//! The real-browser test's tools (`tests/tests/browser.rs`): find headless Chromium and npm (else
-//! skip, or fail when `KEYWARD_REQUIRE_INTEROP=1`), install the test extension's npm package into
-//! the cargo target directory, build the `keyward` binary the browser spawns, copy the extension
-//! with its config, and take the reports its service worker POSTs back.
+//! The real-browser test's tools (`tests/tests/browser.rs`): find headless Chromium (else skip, or
+//! fail when `KEYWARD_REQUIRE_INTEROP=1`), build the `keyward` binary the browser spawns, copy the
+//! extension with the TypeScript package's browser bundle and its config, and take the reports its
+//! service worker POSTs back.
 //!
 //! * Chromium: `KEYWARD_CHROMIUM` if set, else `/usr/bin/chromium`, else `chromium` on `PATH`.
 //! * The extension (`tests/browser/extension/`) has a fixed manifest `key`, so its ID is
-//!   [`EXTENSION_ID`]; its V3 client imports `@noble/secp256k1`, pinned in
-//!   `tests/browser/package.json` and `package-lock.json` and installed with `npm ci` into
-//!   `<target>/browser-npm/` (once, under a file lock; reinstalled when the lock file changes).
+//!   [`EXTENSION_ID`]; it is a client written with `@keyward/client`'s browser entry, whose bundle
+//!   (`clients/ts`, built by [`crate::ts::built_package`]) the test copies beside it.
 //! * The `keyward` binary: `KEYWARD_BIN` if set, else `cargo build -p keyward --bin keyward` into
 //!   the target directory and profile of the running test (a no-op when it is up to date).
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -24,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::interop::{found_or_skip, last_line, target_dir};
+use crate::interop::{found_or_skip, last_line};
 
 /// The test extension's ID: the first 32 hex digits of the SHA-256 of the manifest's `key` (the
 /// DER public key), written with the letters a-p. Chromium computes it the same way; the test
@@ -44,8 +43,12 @@ pub const CHROMIUM_VAR: &str = "KEYWARD_CHROMIUM";
 /// Names a `keyward` binary to use instead of building one.
 pub const KEYWARD_BIN_VAR: &str = "KEYWARD_BIN";
 
-/// The file the test copies from the npm package into the extension (the module it imports).
-pub const NOBLE_FILE: &str = "noble-secp256k1.js";
+/// The file the test copies the TypeScript package's browser bundle to (the module background.js
+/// imports).
+pub const CLIENT_FILE: &str = "keyward-client.js";
+
+/// The browser bundle of `@keyward/client` (`npm run build` in `clients/ts` makes it).
+pub const BUNDLE: &str = "dist/keyward-client.browser.js";
 
 /// `tests/browser/`.
 pub fn browser_dir() -> PathBuf {
@@ -55,17 +58,6 @@ pub fn browser_dir() -> PathBuf {
 /// A Chromium that runs, else `None` after the skip line (or a panic when interop is required).
 pub fn chromium(test: &str) -> Option<PathBuf> {
     found_or_skip(test, find_chromium())
-}
-
-/// `npm` when it runs, else `None` after the skip line (or a panic when interop is required).
-pub fn npm(test: &str) -> Option<PathBuf> {
-    found_or_skip(test, runs(PathBuf::from("npm"), "npm", " on PATH"))
-}
-
-/// `@noble/secp256k1`'s module file, installed by `npm ci` from `tests/browser/package-lock.json`
-/// into `<target>/browser-npm/` if need be, else `None` after the skip line (or a panic).
-pub fn noble_secp256k1(test: &str, npm: &Path) -> Option<PathBuf> {
-    found_or_skip(test, provision_npm(npm))
 }
 
 fn find_chromium() -> Result<PathBuf, String> {
@@ -88,49 +80,6 @@ fn runs(program: PathBuf, name: &str, place: &str) -> Result<PathBuf, String> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(format!("{name} not found{place}")),
         Err(error) => Err(format!("{name} cannot be run: {error}")),
     }
-}
-
-/// Runs `npm ci` in `<target>/browser-npm/` unless it already holds the locked packages (its
-/// copy of the lock file equals ours and the module is there).
-fn provision_npm(npm: &Path) -> Result<PathBuf, String> {
-    let target = target_dir().ok_or("the cargo target directory is unknown (no place for npm ci)")?;
-    let dir = target.join("browser-npm");
-    let module = dir.join("node_modules/@noble/secp256k1/index.js");
-    let ours = browser_dir();
-    let read = |path: &Path| fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()));
-    let (package, lock) = (read(&ours.join("package.json"))?, read(&ours.join("package-lock.json"))?);
-    let current = |dir: &Path| {
-        fs::read(dir.join("package-lock.json")).is_ok_and(|there| there == lock)
-            && fs::read(dir.join("package.json")).is_ok_and(|there| there == package)
-            && module.is_file()
-    };
-    if current(&dir) {
-        return Ok(module);
-    }
-    fs::create_dir_all(&target).map_err(|error| format!("cannot create {}: {error}", target.display()))?;
-    let guard = File::create(target.join("browser-npm.lock"))
-        .and_then(|file| file.lock().map(|()| file))
-        .map_err(|error| format!("cannot lock {}: {error}", dir.display()))?;
-    // Another run may have installed it while this one waited for the lock.
-    if !current(&dir) {
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
-        for (name, bytes) in [("package.json", &package), ("package-lock.json", &lock)] {
-            fs::write(dir.join(name), bytes).map_err(|error| format!("cannot write {name}: {error}"))?;
-        }
-        let mut ci = Command::new(npm);
-        ci.current_dir(&dir).args(["ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"]);
-        match ci.output() {
-            Ok(output) if output.status.success() => {}
-            Ok(output) => return Err(format!("`npm ci` in {} failed: {}", dir.display(), last_line(&output))),
-            Err(error) => return Err(format!("`npm ci` cannot be run: {error}")),
-        }
-        if !module.is_file() {
-            return Err(format!("`npm ci` did not install {}", module.display()));
-        }
-    }
-    drop(guard);
-    Ok(module)
 }
 
 /// The `keyward` binary: [`KEYWARD_BIN_VAR`] if set, else built by cargo into the running test's
@@ -191,15 +140,15 @@ pub fn keyward_binary() -> PathBuf {
     binary
 }
 
-/// Copies the test extension to `dir` with the npm module and `config.json`; `key` replaces the
-/// manifest's key (another extension ID) when given.
-pub fn copy_extension(dir: &Path, noble: &Path, config: &Value, key: Option<&str>) {
+/// Copies the test extension to `dir` with the package's browser bundle (from the built package in
+/// `package`) and `config.json`; `key` replaces the manifest's key (another extension ID) when given.
+pub fn copy_extension(dir: &Path, package: &Path, config: &Value, key: Option<&str>) {
     fs::create_dir_all(dir).unwrap();
     for entry in fs::read_dir(browser_dir().join("extension")).unwrap() {
         let entry = entry.unwrap();
         fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
     }
-    fs::copy(noble, dir.join(NOBLE_FILE)).unwrap();
+    fs::copy(package.join(BUNDLE), dir.join(CLIENT_FILE)).unwrap();
     fs::write(dir.join("config.json"), serde_json::to_vec_pretty(config).unwrap()).unwrap();
     if let Some(key) = key {
         let path = dir.join("manifest.json");

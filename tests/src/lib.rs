@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod interop;
+pub mod ts;
 
 use std::future::Future;
 use std::net::SocketAddr;
