@@ -58,7 +58,8 @@ pub enum Action {
         /// reader, signer or owner.
         #[arg(long, value_parser = parse_role)]
         role: Role,
-        /// Write ca.crt, client.crt and client.key here (made 0700; must not hold them already).
+        /// Write ca.crt, client.crt, client.key and keyward.toml (name, role, the server's address) here
+        /// (made 0700; must not hold them already).
         #[arg(long, value_name = "DIR", required_unless_present = "uid", conflicts_with = "uid")]
         out: Option<PathBuf>,
         /// Register this Unix user (for the Unix socket) instead.
@@ -119,7 +120,8 @@ pub async fn run(target: &Target, action: Action) -> anyhow::Result<String> {
     let mut registry = Registry::open(target).await?;
     let result = match action {
         Action::Add { name, role, out: Some(out), uid: None, ca_key } => {
-            registry.add_cert(&name, role, &out, ca_key.as_deref()).await
+            let endpoints = registry.endpoints(target);
+            registry.add_cert(&name, role, &out, ca_key.as_deref(), endpoints).await
         }
         Action::Add { name, role, uid: Some(uid), .. } => registry.add_uid(&name, role, uid).await,
         Action::Add { .. } => Err(anyhow::anyhow!("give --out DIR (a certificate) or --uid UID (a Unix user)")),
@@ -161,6 +163,23 @@ impl Registry {
         })
     }
 
+    /// Where the bundle of a new client finds the server: the address this command reached it at
+    /// (a stopped server's address is not known: its bundle then names none, and clients use the
+    /// default URL).
+    fn endpoints(&self, target: &Target) -> keyward_pairing::Endpoints {
+        match self {
+            Self::Offline { .. } => keyward_pairing::Endpoints::default(),
+            Self::Online { .. } if target.unix.is_some() => keyward_pairing::Endpoints::default(),
+            Self::Online { .. } => keyward_pairing::Endpoints {
+                url: target
+                    .quic
+                    .is_none()
+                    .then(|| target.url.clone().unwrap_or_else(|| crate::call::DEFAULT_URL.to_owned())),
+                quic: target.quic.map(|addr| addr.to_string()),
+            },
+        }
+    }
+
     async fn close(self) {
         if let Self::Online { session } = self {
             session.close().await;
@@ -191,7 +210,15 @@ impl Registry {
         }
     }
 
-    async fn add_cert(&mut self, name: &str, role: Role, out: &Path, ca_key: Option<&Path>) -> anyhow::Result<String> {
+    async fn add_cert(
+        &mut self,
+        name: &str,
+        role: Role,
+        out: &Path,
+        ca_key: Option<&Path>,
+        endpoints: keyward_pairing::Endpoints,
+    ) -> anyhow::Result<String> {
+        let config = keyward_pairing::BundleConfig { name: name.to_owned(), role: role.as_str().to_owned(), endpoints };
         match self {
             Self::Online { session } => {
                 if ca_key.is_some() {
@@ -215,6 +242,7 @@ impl Registry {
                 let written = text("certificate").and_then(|certificate| {
                     let spki_sha256 = check_certificate(&certificate, &key)?;
                     bundle.write_certs(&certificate, &text("ca_certificate")?)?;
+                    bundle.write_config(&config)?;
                     Ok(spki_sha256)
                 });
                 match written {
@@ -249,6 +277,7 @@ impl Registry {
                 let written = ca.issue(name, &public_key).and_then(|issued| {
                     bundle.write_key(&key)?;
                     bundle.write_certs(&issued.certificate_pem, ca.cert_pem())?;
+                    bundle.write_config(&config)?;
                     let identity = Identity::Cert { spki_sha256: issued.spki_sha256 };
                     save(store, new_record(name, role, identity), "add_client")?;
                     Ok(issued.spki_sha256)
@@ -356,8 +385,8 @@ impl Registry {
 fn added_cert(name: &str, role: Role, spki_sha256: &[u8; 32], out: &Path, how: &str) -> String {
     let dir = out.display();
     format!(
-        "added client '{name}' ({role}), certificate key sha256:{}{how}\nwrote {dir}/ca.crt, {dir}/client.crt and \
-         {dir}/client.key (0600): call with `keyward call --tls-dir {dir} ...`\n",
+        "added client '{name}' ({role}), certificate key sha256:{}{how}\nwrote {dir}/ca.crt, {dir}/client.crt, \
+         {dir}/client.key (0600) and {dir}/keyward.toml: call with `keyward call --tls-dir {dir} ...`\n",
         hex::encode(spki_sha256)
     )
 }
@@ -487,6 +516,10 @@ fn table(records: &[Value]) -> String {
     out
 }
 
+/// The files of a bundle `add` writes (never over existing ones).
+const BUNDLE_FILES: [&str; 4] =
+    [certs::CA_CERT, certs::CLIENT_CERT, certs::CLIENT_KEY, keyward_pairing::bundle::CONFIG];
+
 /// The directory `add` writes a client's files to.
 #[derive(Debug)]
 struct Bundle {
@@ -505,7 +538,7 @@ impl Bundle {
             }
             Ok(metadata) if !metadata.is_dir() => bail!("{} is not a directory", dir.display()),
             Ok(_) => {
-                for file in [certs::CA_CERT, certs::CLIENT_CERT, certs::CLIENT_KEY] {
+                for file in BUNDLE_FILES {
                     if fs::symlink_metadata(dir.join(file)).is_ok() {
                         bail!("{} holds {file} already: give --out a new directory", dir.display());
                     }
@@ -537,9 +570,14 @@ impl Bundle {
         certs::write_file(&self.dir.join(certs::CA_CERT), ca_certificate.as_bytes(), 0o644)
     }
 
+    /// `keyward.toml`: the client's name and role, and where it reached the server.
+    fn write_config(&self, config: &keyward_pairing::BundleConfig) -> anyhow::Result<()> {
+        certs::write_file(&self.dir.join(keyward_pairing::bundle::CONFIG), config.to_toml().as_bytes(), 0o644)
+    }
+
     /// Undoes `prepare` and the writes (best effort: the first error is what the user sees).
     fn remove(&self) {
-        for file in [certs::CA_CERT, certs::CLIENT_CERT, certs::CLIENT_KEY] {
+        for file in BUNDLE_FILES {
             let _ = fs::remove_file(self.dir.join(file));
         }
         if self.made {

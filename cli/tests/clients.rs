@@ -125,6 +125,15 @@ fn reader_over_tls(home: &Path, data: &Path, server: &Server, transport: &str) {
     for file in ["ca.crt", "client.crt"] {
         assert!(bundle.join(file).is_file(), "{file}");
     }
+    // keyward.toml names the client and where this command reached the server, so that the bundle
+    // alone finds it (`keyward call --tls-dir`, the TypeScript package's `connect({ bundle })`).
+    let config: toml::Value = toml::from_str(&std::fs::read_to_string(bundle.join("keyward.toml")).unwrap()).unwrap();
+    assert_eq!(config["name"].as_str(), Some(name.as_str()), "{config}");
+    assert_eq!(config["role"].as_str(), Some("reader"), "{config}");
+    match transport {
+        "https" => assert_eq!(config["url"].as_str(), Some(server.url.as_str()), "{config}"),
+        _ => assert_eq!(config["quic"].as_str(), Some(server.quic.as_str()), "{config}"),
+    }
 
     // The reader opens the wallet with the password and looks; the mnemonic is the owner's.
     let call = |extra: &[&str], stdin: Option<&str>, token: Option<&str>| {
