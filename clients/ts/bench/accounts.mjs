@@ -13,6 +13,7 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -89,6 +90,55 @@ async function measureTs(server, token, concurrency) {
   return { calls_per_s: latencies.length / elapsed, p50_us: median(latencies) * 1000, calls: latencies.length, errors };
 }
 
+/**
+ * Node's own HTTPS floor: `concurrency` keep-alive connections POSTing a plaintext request of the
+ * sealed call's size that the server refuses at once (an unknown method: no session, no crypto on
+ * either side). What a Node client cannot go below on this server.
+ */
+async function measureNodeFloor(server, concurrency) {
+  const credentials = { ca: readFileSync(join(server.tlsDir, 'ca.crt')), cert: readFileSync(join(server.tlsDir, 'client.crt')), key: readFileSync(join(server.tlsDir, 'client.key')) };
+  const url = new URL(server.url);
+  const body = Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'no_such_method', params: { pad: 'x'.repeat(230) } }));
+  const agents = Array.from({ length: concurrency }, () => new https.Agent({ keepAlive: true, noDelay: true, maxSockets: 1, ...credentials }));
+  const post = (agent) =>
+    new Promise((resolve, reject) => {
+      const request = https.request(
+        { host: url.hostname, port: url.port, path: url.pathname, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': body.length } },
+        (response) => {
+          response.on('data', () => {});
+          response.on('end', resolve);
+        },
+      );
+      request.on('error', reject);
+      request.end(body);
+    });
+  const run = async (ms, record) => {
+    const latencies = [];
+    const end = performance.now() + ms;
+    let errors = 0;
+    await Promise.all(
+      agents.map(async (agent) => {
+        while (performance.now() < end) {
+          const t0 = performance.now();
+          try {
+            await post(agent);
+          } catch {
+            errors += 1;
+          }
+          if (record) latencies.push(performance.now() - t0);
+        }
+      }),
+    );
+    return { latencies, errors };
+  };
+  await run(seconds * 250, false);
+  const t0 = performance.now();
+  const { latencies, errors } = await run(seconds * 1000, true);
+  const elapsed = (performance.now() - t0) / 1000;
+  for (const agent of agents) agent.destroy();
+  return { calls_per_s: latencies.length / elapsed, p50_us: median(latencies) * 1000, calls: latencies.length, errors };
+}
+
 /** The Rust client's figures for accounts over HTTPS, from `keyward bench --json`. */
 function measureRust(server, root) {
   const out = join(root, `rust-${Date.now()}.json`);
@@ -118,6 +168,10 @@ try {
       const ts = await measureTs(server, token, c);
       results.push({ round, client: 'typescript', concurrency: c, ...ts });
       process.stderr.write(`round ${round} TypeScript c=${c}: ${ts.calls_per_s.toFixed(0)} calls/s, p50 ${ts.p50_us.toFixed(1)} µs, ${ts.errors} errors\n`);
+      const floor = await measureNodeFloor(server, c);
+      // A refused request is what the floor sends: its answers are not errors.
+      results.push({ round, client: 'node-floor', concurrency: c, ...floor });
+      process.stderr.write(`round ${round} Node HTTPS floor c=${c}: ${floor.calls_per_s.toFixed(0)} calls/s, p50 ${floor.p50_us.toFixed(1)} µs\n`);
     }
     const rust = measureRust(server, root);
     for (const c of levels) {
@@ -128,20 +182,21 @@ try {
   }
   await owner.closeWallet({ name: 'tsbench' });
   await owner.close();
-  console.log('| client | conc | calls/s (median) | p50 µs (median) | TS/Rust calls/s (median of per-round ratios) | errors |');
+  const names = { typescript: 'TypeScript (@keyward/client)', rust: 'Rust (keyward bench)', 'node-floor': 'Node HTTPS floor (refused plaintext POST)' };
+  console.log('| client | conc | calls/s (median) | p50 µs (median) | calls/s / Rust (median of per-round ratios) | errors |');
   console.log('|---|---:|---:|---:|---:|---:|');
   for (const c of levels) {
-    for (const client of ['typescript', 'rust']) {
+    for (const client of ['typescript', 'node-floor', 'rust']) {
       const mine = results.filter((r) => r.client === client && r.concurrency === c);
       const ratios = [];
       for (let round = 1; round <= rounds; round += 1) {
-        const t = results.find((r) => r.round === round && r.client === 'typescript' && r.concurrency === c);
+        const t = results.find((r) => r.round === round && r.client === client && r.concurrency === c);
         const r = results.find((x) => x.round === round && x.client === 'rust' && x.concurrency === c);
         ratios.push(t.calls_per_s / r.calls_per_s);
       }
-      const ratio = client === 'typescript' ? `${median(ratios).toFixed(2)}x` : '-';
+      const ratio = client === 'rust' ? '-' : `${median(ratios).toFixed(2)}x`;
       const errors = mine.reduce((sum, r) => sum + r.errors, 0);
-      console.log(`| ${client === 'typescript' ? 'TypeScript (@keyward/client)' : 'Rust (keyward bench)'} | ${c} | ${median(mine.map((r) => r.calls_per_s)).toFixed(0)} | ${median(mine.map((r) => r.p50_us)).toFixed(1)} | ${ratio} | ${errors} |`);
+      console.log(`| ${names[client]} | ${c} | ${median(mine.map((r) => r.calls_per_s)).toFixed(0)} | ${median(mine.map((r) => r.p50_us)).toFixed(1)} | ${ratio} | ${errors} |`);
     }
   }
   if (jsonOut) writeFileSync(jsonOut, JSON.stringify({ seconds, rounds, levels, results }, null, 2));

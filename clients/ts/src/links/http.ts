@@ -152,13 +152,13 @@ export class HttpLink implements Link {
           { code: CLIENT_CODES.local },
         );
       }
-      this.agent = new https.Agent({ keepAlive: true, maxSockets: 1, secureContext: secureContext(credentials), minVersion: 'TLSv1.3' });
+      this.agent = new https.Agent({ keepAlive: true, noDelay: true, maxSockets: 1, secureContext: secureContext(credentials), minVersion: 'TLSv1.3' });
     } else {
       if (credentials) throw badUrl(url, 'a client certificate needs an https:// URL');
       if (!isLoopback(this.url.host)) {
         throw badUrl(url, 'plain http:// is served only on a loopback address (use https:// with a bundle)');
       }
-      this.agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      this.agent = new http.Agent({ keepAlive: true, noDelay: true, maxSockets: 1 });
     }
   }
 
