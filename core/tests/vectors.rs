@@ -172,7 +172,7 @@ fn make_transcript() -> Value {
         "request": String::from_utf8_lossy(&request), "answer": String::from_utf8_lossy(&answer.body),
     }));
     json!({
-        "about": "Keyward's deterministic transcript: server rng seed 5e×32, client rng seed 42×32, \
+        "about": "Keyward's deterministic transcript: server rng seed 0x5e×32, client rng seed 0x42×32, \
                   clock from 1000 ms +1 per request, Argon2id m=64 KiB t=1 p=1 (test parameters), \
                   data root /srv/keyward. Feeding each request to a fresh server, in order, gives each answer byte for byte.",
         "server_config": {"data_root": test_config().data_root, "kdf": test_config().kdf.m_cost_kib},
