@@ -244,7 +244,8 @@ async fn install(
             quic: target.quic.map(|addr| addr.to_string()),
         };
         let config = BundleConfig { name: name.clone(), role: role.as_str().into(), endpoints };
-        write_new(&bundle.join(keyward_pairing::bundle::CONFIG), config.to_toml().as_bytes(), 0o644)?;
+        // Over the one `clients add` wrote: the host relays over HTTPS or QUIC, so it names both.
+        crate::certs::write_file(&bundle.join(keyward_pairing::bundle::CONFIG), config.to_toml().as_bytes(), 0o644)?;
         let host = HostConfig { browser, extension_id: extension_id.to_owned(), manifest: manifest.clone() };
         write_new(&bundle.join(HOST_CONFIG), toml::to_string(&host)?.as_bytes(), 0o644)?;
         let wrapper = bundle.join(WRAPPER);
