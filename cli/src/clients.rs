@@ -435,6 +435,9 @@ fn new_record(name: &str, role: Role, identity: Identity) -> ClientRecord {
 /// What `add_client` refuses: a name taken (names are never reused), or an identity an active
 /// client has.
 fn check_new(records: &[ClientRecord], name: &str, identity: Option<&Identity>) -> anyhow::Result<()> {
+    if name == keyward_core::principal::LAUNCHER {
+        bail!("'{name}' is the name of a launched server's own client (keyward serve --launcher): choose another");
+    }
     if records.iter().any(|r| r.name == name) {
         bail!("a client called '{name}' exists (names are never reused)");
     }

@@ -16,8 +16,6 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt as _;
-
 use crate::certs::CertSet;
 use crate::serve::Running;
 
@@ -25,8 +23,9 @@ use crate::serve::Running;
 pub const PARENT_CHECK: Duration = Duration::from_millis(200);
 
 /// Asks the kernel to send SIGTERM to this process when its parent dies; returns the parent's pid
-/// as it was then. If the parent died before the request, the caller sees another parent pid at
-/// its first check and stops.
+/// as it is now. A parent that died between this process's start and this call is not seen here
+/// (its pid is already the reaper's); then the end of standard input, which closes with the parent,
+/// stops the server.
 pub fn die_with_parent() -> u32 {
     let parent = std::os::unix::process::parent_id();
     #[cfg(target_os = "linux")]
@@ -93,18 +92,21 @@ pub enum Stop {
 }
 
 /// Waits until the server should stop: a signal, end of file on standard input, or a new parent.
+///
+/// Standard input is read on a thread of its own, not tokio's blocking pool: a read that never
+/// returns (a parent that keeps the pipe open) must not keep the process from exiting.
 pub async fn stop_requested(parent: u32) -> Stop {
-    let stdin = async {
-        let mut stdin = tokio::io::stdin();
+    let (closed, stdin) = tokio::sync::oneshot::channel::<()>();
+    let reader = std::thread::Builder::new().name("launcher-stdin".into()).spawn(move || {
         let mut buffer = [0u8; 256];
-        // Whatever the parent writes is ignored; only the end of the stream counts.
-        loop {
-            match stdin.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    };
+        let mut input = std::io::stdin().lock();
+        // Whatever the parent writes is ignored; only the end of the stream (or an error) counts.
+        while matches!(std::io::Read::read(&mut input, &mut buffer), Ok(n) if n > 0) {}
+        let _ = closed.send(());
+    });
+    if let Err(error) = reader {
+        tracing::warn!(%error, "cannot watch standard input; stopping on a signal or the parent's death only");
+    }
     let orphaned = async {
         let mut tick = tokio::time::interval(PARENT_CHECK);
         loop {
@@ -116,7 +118,20 @@ pub async fn stop_requested(parent: u32) -> Stop {
     };
     tokio::select! {
         () = crate::serve::signal() => Stop::Signal,
-        () = stdin => Stop::StdinClosed,
+        Ok(()) = stdin => Stop::StdinClosed,
         () = orphaned => Stop::ParentDied,
     }
+}
+
+/// How long a launched server lets calls in flight finish once told to stop; then it exits without
+/// them (the vault is wiped first either way).
+pub const STOP_GRACE: Duration = Duration::from_millis(600);
+
+/// Stops a launched server within [`STOP_GRACE`]: wallets closed and the vault wiped at once, then
+/// the listeners and the store closed as `keyward serve` does, for as long as the grace allows.
+/// Returns whether everything finished in time; if not, the caller exits the process at once (the
+/// store is crash-safe: a write cut short loses no wallet).
+pub async fn stop(running: Running) -> bool {
+    running.core.shutdown();
+    tokio::time::timeout(STOP_GRACE, running.stop()).await.is_ok()
 }

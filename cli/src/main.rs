@@ -359,6 +359,17 @@ async fn launch(file: config::FileConfig, mut flags: ServeFlags, ready_file: Opt
         }
     };
     flags.pairing = Some("off".into());
+    // Plain HTTP's principal (`local-http`) would let every local process act as the owner of a
+    // server whose whole point is that only its parent holds a credential.
+    let plain = flags.http_insecure.as_deref().or(file.http_insecure.as_deref());
+    if let Some(addr) = plain
+        && config::parse_addr(addr)?.is_some()
+    {
+        anyhow::bail!(
+            "with --launcher, plain HTTP is not served (any local process could call as `local-http`): drop \
+             --http-insecure / http_insecure ({addr})"
+        );
+    }
     let options = config::resolve(file, flags)?;
     let set = std::sync::Arc::new(certs::generate()?);
     let running = serve::start_with(options, serve::Certificates::Launcher(std::sync::Arc::clone(&set))).await?;
@@ -369,7 +380,14 @@ async fn launch(file: config::FileConfig, mut flags: ServeFlags, ready_file: Opt
     drop(set);
     let why = keyward::launcher::stop_requested(parent).await;
     tracing::info!(?why, "shutting down");
-    running.stop().await;
+    if !keyward::launcher::stop(running).await {
+        tracing::warn!(
+            "calls still running {:?} after the stop: exiting without them (wallets closed, vault wiped)",
+            keyward::launcher::STOP_GRACE
+        );
+        // Dropping the runtime would wait for them (a KDF on the blocking pool runs to its end).
+        std::process::exit(0);
+    }
     Ok(())
 }
 

@@ -149,26 +149,23 @@ pub fn ensure_default(core: &Server, tls_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Registers the client certificate of a launched server's in-memory set as owner
-/// [`crate::serve::LAUNCHER_CLIENT`], for this run only (never written to the store).
+/// Registers the client certificate of a launched server's in-memory set as owner `launcher`
+/// ([`keyward_core::principal::launcher_name`]), for this run only (never written to the store).
 pub fn register_launcher(core: &Server, set: &certs::CertSet) -> anyhow::Result<()> {
     let cert = CertificateDer::from_pem_slice(set.client_cert.as_bytes()).context("the launcher's certificate")?;
     let spki_sha256 = keyward_driver::spki_sha256(&cert).context("the launcher's certificate is not X.509")?;
+    let records = core.clients();
+    let name = keyward_core::principal::launcher_name(|n| records.iter().any(|r| r.name == n), std::process::id());
     let record = ClientRecord {
-        name: crate::serve::LAUNCHER_CLIENT.into(),
+        name: name.clone(),
         role: Role::Owner,
         identity: Identity::Cert { spki_sha256 },
         created_unix_ms: unix_time_ms(),
         revoked_unix_ms: None,
     };
-    core.add_transient_client(record).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot register the launcher's client for this run: {e} (the name '{}' must be free in this data \
-             directory's client registry)",
-            crate::serve::LAUNCHER_CLIENT
-        )
-    })?;
-    tracing::info!("registered this run's client certificate as client 'launcher' (owner, this run only)");
+    core.add_transient_client(record)
+        .map_err(|e| anyhow::anyhow!("cannot register the launcher's client '{name}' for this run: {e}"))?;
+    tracing::info!("registered this run's client certificate as client '{name}' (owner, this run only)");
     Ok(())
 }
 

@@ -66,13 +66,10 @@ pub enum Certificates {
     /// rotation (`keyward certs rotate`) followed while the server runs.
     DataDir,
     /// A set made for this run and held only in memory (`keyward serve --launcher`): no `tls/` file is
-    /// made or read, its client certificate is registered as owner [`LAUNCHER_CLIENT`] for this run
-    /// only, and the server issues no certificates (its CA dies with it).
+    /// made or read, its client certificate is registered as owner `launcher` for this run only, and
+    /// the server issues no certificates (its CA dies with it).
     Launcher(Arc<certs::CertSet>),
 }
-
-/// The name of a launched server's own client (`keyward serve --launcher`).
-pub const LAUNCHER_CLIENT: &str = "launcher";
 
 /// Starts the server and returns once every listener is bound.
 pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {

@@ -170,3 +170,120 @@ fn quic_off_and_a_data_directory_in_use() {
     assert!(!other.status.success());
     assert!(text(&other).contains("--quic takes only `off`"), "{}", text(&other));
 }
+
+/// Waits up to `limit` for the process to exit; its status and how long it took.
+fn exit_within(child: &mut Child, limit: Duration) -> (std::process::ExitStatus, Duration) {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, started.elapsed());
+        }
+        assert!(started.elapsed() < limit, "still running {limit:?} after it was told to stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_signal_stops_it_while_its_input_stays_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut launched = launch(&dir.path().join("kw"), &[]);
+    // SIGTERM, with the parent (this test) keeping the pipe open: a blocking read of standard input
+    // must not hold the process (it did, until the pipe closed).
+    let pid = launched.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let (status, took) = exit_within(&mut launched.child, Duration::from_secs(5));
+    eprintln!("exited {took:?} after SIGTERM, its input still open");
+    assert!(status.success(), "{status:?}");
+    assert!(launched.stdin.is_some(), "the pipe was open all along");
+}
+
+#[test]
+fn end_of_input_stops_it_within_a_second_even_during_a_long_call() {
+    let dir = tempfile::tempdir().unwrap();
+    // A KDF of several seconds: create_wallet is in flight when the parent goes.
+    let config = dir.path().join("slow.toml");
+    std::fs::write(&config, "[kdf]\nm_cost_kib = 131072\nt_cost = 40\np_cost = 1\n").unwrap();
+    let mut launched = launch(&dir.path().join("kw"), &["--config", config.to_str().unwrap()]);
+    let creds = dir.path().join("creds");
+    bundle(&launched.info, &creds);
+    let url = launched.info["url"].as_str().unwrap().to_owned();
+    let mut create = keyward()
+        .args(["call", "--tls-dir"])
+        .arg(&creds)
+        .args(["--url", &url, "--password-stdin", "create_wallet", r#"{"name":"w","mnemonic_length":16}"#])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(create.stdin.as_mut().unwrap(), b"pw\n").unwrap();
+    drop(create.stdin.take());
+    // Long enough for the call to be on the slow pool, far shorter than its KDF.
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(create.try_wait().unwrap().is_none(), "the call was meant to be still running");
+    drop(launched.stdin.take());
+    let (status, took) = exit_within(&mut launched.child, Duration::from_secs(30));
+    eprintln!("exited {took:?} after its input closed, a create_wallet in flight");
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_millis(1500), "took {took:?} to exit (the KDF takes seconds)");
+    let _ = create.kill();
+    let _ = create.wait();
+}
+
+#[test]
+fn plain_http_is_refused_and_the_launchers_name_is_kept_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("kw");
+    // Plain HTTP would let any local process call as owner `local-http`: refused, flag or file.
+    let flag = keyward()
+        .args(["serve", "--launcher", "--http-insecure", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!flag.status.success());
+    assert!(text(&flag).contains("plain HTTP is not served"), "{}", text(&flag));
+    let config = dir.path().join("plain.toml");
+    std::fs::write(&config, "http_insecure = \"127.0.0.1:0\"\n").unwrap();
+    let file = keyward()
+        .args(["serve", "--launcher", "--config", config.to_str().unwrap(), "--data-dir"])
+        .arg(&data)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!file.status.success());
+    assert!(text(&file).contains("plain HTTP is not served"), "{}", text(&file));
+
+    // No client may be registered as `launcher` to be kept (it would take the name from every run).
+    drop(launch(&data, &[]));
+    let add = keyward()
+        .args(["clients", "--data-dir"])
+        .arg(&data)
+        .args(["add", "launcher", "--role", "reader", "--uid", "4242"])
+        .output()
+        .unwrap();
+    assert!(!add.status.success());
+    assert!(text(&add).contains("launched server's own client"), "{}", text(&add));
+
+    // A store that has one from before keeps it, and the run's client takes another name.
+    let store = keyward_store::FjallStore::open(&data.join("store")).unwrap();
+    let record = keyward_core::ClientRecord {
+        name: "launcher".into(),
+        role: keyward_core::Role::Reader,
+        identity: keyward_core::Identity::Uid { uid: 4242 },
+        created_unix_ms: 0,
+        revoked_unix_ms: None,
+    };
+    keyward_core::Store::save_client(&store, &record).unwrap();
+    drop(store);
+    let launched = launch(&data, &[]);
+    let creds = dir.path().join("creds");
+    bundle(&launched.info, &creds);
+    let url = launched.info["url"].as_str().unwrap();
+    let listed =
+        ok(&keyward().args(["call", "--tls-dir"]).arg(&creds).args(["--url", url, "list_clients"]).output().unwrap());
+    let clients: Value = serde_json::from_str(&listed).unwrap();
+    let names: Vec<&str> = clients.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"launcher"), "{listed}");
+    assert!(names.contains(&format!("launcher-{}", launched.child.id()).as_str()), "{listed}");
+}

@@ -59,6 +59,12 @@ pub(crate) fn register_as(state: &State, record: ClientRecord, lifetime: Lifetim
     if !valid_client_name(&record.name) || record.name == Principal::LOCAL_HTTP {
         return Err(MethodError::Argument(format!("'{}' cannot name a client", record.name)));
     }
+    if lifetime == Lifetime::Kept && record.name == crate::principal::LAUNCHER {
+        return Err(MethodError::Argument(format!(
+            "'{}' is the name of a launched server's own client (keyward serve --launcher): choose another",
+            record.name
+        )));
+    }
     let mut clients = write(&state.clients);
     if clients.get(&record.name).is_some() {
         return Err(MethodError::Argument(format!(

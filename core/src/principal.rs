@@ -166,6 +166,18 @@ pub fn valid_client_name(name: &str) -> bool {
 /// server itself (`keyward`) and to the offline CLI (`offline`).
 pub const RESERVED_NAMES: [&str; 4] = [Principal::LOCAL, Principal::LOCAL_HTTP, "keyward", "offline"];
 
+/// The name of a launched server's own client (`keyward serve --launcher`), registered for one run
+/// only. No client is registered under it to be kept (a kept `launcher` would take the name from
+/// every later run); a store that already has one still loads it, and its launcher's client then
+/// gets [`launcher_name`]'s other name.
+pub const LAUNCHER: &str = "launcher";
+
+/// The name for a launched server's client: [`LAUNCHER`], or `launcher-<pid>` when a kept record
+/// (made before the name was held back) has it.
+pub fn launcher_name(taken: impl Fn(&str) -> bool, pid: u32) -> String {
+    if taken(LAUNCHER) { format!("{LAUNCHER}-{pid}") } else { LAUNCHER.to_owned() }
+}
+
 /// The registry as the core keeps it in memory: records by name, and the active ones by identity.
 #[derive(Debug, Default)]
 pub struct Registry {

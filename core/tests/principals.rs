@@ -576,3 +576,26 @@ fn a_client_of_this_run_only_never_reaches_the_store() {
     assert!(restarted.clients().iter().all(|r| r.name != "launcher"));
     restarted.add_transient_client(launcher).unwrap();
 }
+
+#[test]
+fn the_launchers_name_is_never_kept_and_a_kept_one_from_before_is_stepped_around() {
+    let (server, _) = server(None);
+    let mut owner = Caller::new(&server, "owner", 3);
+    let refused = owner
+        .call(&server, "add_client", json!({"name": "launcher", "role": "reader", "public_key": null, "uid": 77}))
+        .unwrap_err();
+    assert!(refused.1.contains("launched server's own client"), "{refused:?}");
+    assert!(server.clients().iter().all(|r| r.name != "launcher"));
+    // For this run only, the name is the launcher's.
+    let record = ClientRecord {
+        name: keyward_core::principal::LAUNCHER.into(),
+        role: Role::Owner,
+        identity: Identity::Uid { uid: 77 },
+        created_unix_ms: 0,
+        revoked_unix_ms: None,
+    };
+    server.add_transient_client(record).unwrap();
+    // A name taken (by a record kept before the name was held back) gives the pid's name.
+    assert_eq!(keyward_core::principal::launcher_name(|_| false, 42), "launcher");
+    assert_eq!(keyward_core::principal::launcher_name(|name| name == "launcher", 42), "launcher-42");
+}

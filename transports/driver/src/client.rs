@@ -56,8 +56,9 @@ pub struct SessionOptions {
     /// Name the session in each request (HTTP header) instead of letting the server match by key,
     /// as an unmodified V3 client does. Default true.
     pub names_session: bool,
-    /// Re-key (an encrypted `init_secure_api`) after this many calls on one key, before the server's
-    /// per-session request cap (8,192 by default) ends the session. Default 4,096; 0 never.
+    /// Re-key (an encrypted `init_secure_api`) after this many calls on one key, well before the
+    /// server's per-key request cap (`[sessions] max_requests`, 1,048,576 by default; a re-key starts
+    /// a new count) ends the session. Default 4,096; 0 never.
     pub rekey_after: u32,
     /// When the server says the session is gone (−32001: expired, evicted, restarted), run
     /// `init_secure_api` again and resend the call once. Default true. Safe: a −32001 answer means
@@ -124,6 +125,9 @@ pub struct SecureSession<L: Link> {
     id: Option<String>,
     options: SessionOptions,
     calls_on_key: u32,
+    /// A re-key went out and its answer did not come back: the server may be on the new key while
+    /// this client is on the old one, so the next call starts a new session instead.
+    key_unknown: bool,
 }
 
 impl<L: Link> fmt::Debug for SecureSession<L> {
@@ -142,7 +146,8 @@ impl<L: Link> SecureSession<L> {
 
     /// Runs `init_secure_api` with keys from `seed` (a constant gives reproducible tests).
     pub async fn open_with(link: L, seed: [u8; 32], options: SessionOptions) -> Result<Self, SessionError> {
-        let mut session = Self { link, client: Client::new(seed), id: None, options, calls_on_key: 0 };
+        let mut session =
+            Self { link, client: Client::new(seed), id: None, options, calls_on_key: 0, key_unknown: false };
         session.init().await?;
         Ok(session)
     }
@@ -153,20 +158,38 @@ impl<L: Link> SecureSession<L> {
         self.client.handle_init_answer(&answer.body)?;
         self.id = answer.session;
         self.calls_on_key = 0;
+        self.key_unknown = false;
         Ok(())
     }
 
     /// An encrypted `init_secure_api`: a new key for the same session.
     pub async fn rekey(&mut self) -> Result<(), SessionError> {
         let (body, pending) = self.client.seal_reinit()?;
+        // Until an answer is read, whether the server switched keys is unknown.
+        self.key_unknown = true;
         let answer = self.send(body).await?;
-        self.client.open(pending, &answer)?;
+        let opened = self.client.open(pending, &answer);
+        // An error the server answered under the old key (a refusal) leaves both sides on it; an
+        // answer that cannot be read leaves the server's key unknown.
+        self.key_unknown = matches!(
+            opened,
+            Err(ClientError::Malformed(_)
+                | ClientError::Decryption
+                | ClientError::StaleNonce
+                | ClientError::IdMismatch)
+        );
+        opened?;
         self.calls_on_key = 0;
         Ok(())
     }
 
     /// One encrypted call: its `Ok` value, or the error.
     pub async fn call(&mut self, method: &str, params: Value) -> Result<Value, SessionError> {
+        if self.key_unknown {
+            // A re-key whose answer was lost: start over with a new session rather than send calls
+            // under a key the server may have dropped (it would refuse every one of them).
+            self.init().await?;
+        }
         if self.options.rekey_after > 0 && self.calls_on_key >= self.options.rekey_after {
             match self.rekey().await {
                 // The session ended before its re-key: a new one serves as well.

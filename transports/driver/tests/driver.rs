@@ -190,3 +190,46 @@ fn the_client_key_is_the_certificates_spki() {
     }
     assert_eq!(keyward_driver::spki_sha256(b"\x30\x03\x02\x01\x00"), None);
 }
+
+/// A link that loses the answer of one exchange: the server got and handled the message, the
+/// client sees a transport error.
+struct LosingLink {
+    inner: FrameLink,
+    exchanges: usize,
+    lose: usize,
+}
+
+impl Link for LosingLink {
+    fn exchange<'a>(&'a mut self, body: Vec<u8>, session: Option<&'a str>) -> LinkFuture<'a> {
+        Box::pin(async move {
+            self.exchanges += 1;
+            let answer = self.inner.exchange(body, session).await?;
+            if self.exchanges == self.lose {
+                return Err(keyward_driver::LinkError("the answer was lost".into()));
+            }
+            Ok(answer)
+        })
+    }
+}
+
+/// A re-key the server made but whose answer never came back leaves the two sides on different
+/// keys: the session starts over with a new init instead of sending every later call under a key
+/// the server dropped (each would be refused as undecryptable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rekey_whose_answer_is_lost_is_followed_by_a_new_session() {
+    let core = Arc::new(Server::new(keyward_testkit::test_config(), Box::new(MemoryStore::new()), [3; 32]));
+    let driver = Driver::new(Arc::clone(&core), keyward_driver::system_clock(), DriverConfig::default());
+    let (addr, _stop) = serve_example(driver).await;
+    // Exchanges: 1 init, 2 and 3 calls, 4 the re-key (its answer lost), then the next call.
+    let link = LosingLink { inner: FrameLink(TcpStream::connect(addr).await.unwrap()), exchanges: 0, lose: 4 };
+    let options = keyward_driver::SessionOptions { rekey_after: 2, ..Default::default() };
+    let mut s = SecureSession::open_with(link, [5; 32], options).await.unwrap();
+    s.call("list_wallets", json!({})).await.unwrap();
+    s.call("list_wallets", json!({})).await.unwrap();
+    let lost = s.call("list_wallets", json!({})).await.unwrap_err();
+    assert!(lost.to_string().contains("the answer was lost"), "{lost}");
+    for n in 0..5 {
+        s.call("list_wallets", json!({})).await.unwrap_or_else(|e| panic!("call {n} after the lost re-key: {e}"));
+    }
+    assert_eq!(s.link().exchanges, 4 + 1 + 5 + 2, "one new init, five calls and two more re-keys");
+}
