@@ -10,7 +10,8 @@
 //!   the parent reads it from the pipe and keeps it in memory.
 //! * The server stops as on SIGTERM (wallets closed, vault wiped) when its standard input reaches end
 //!   of file or its parent process dies (`PR_SET_PDEATHSIG` on Linux, and a check of the parent pid
-//!   every [`PARENT_CHECK`] everywhere).
+//!   every [`PARENT_CHECK`] everywhere), within [`STOP_GRACE`] whatever is in flight.
+//! * Plain HTTP is refused: its principal `local-http` would let every local process act as owner.
 #![allow(unsafe_code)]
 
 use std::io::Write as _;
