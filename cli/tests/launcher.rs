@@ -49,6 +49,21 @@ fn launch(data_dir: &Path, extra: &[&str]) -> Launched {
     Launched { child, stdin, line, info }
 }
 
+/// `keyward serve --launcher ARGS --data-dir DATA` that must fail before it is ready: what it said.
+fn refused_launch(data: &Path, args: &[&str]) -> String {
+    let output = keyward()
+        .args(["serve", "--launcher"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{}", text(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "", "no line for a server that did not start");
+    text(&output)
+}
+
 /// Writes the line's credentials as a bundle (outside the data directory) for `keyward call`.
 fn bundle(info: &Value, dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
@@ -152,23 +167,13 @@ fn quic_off_and_a_data_directory_in_use() {
     assert_eq!(launched.info["quic"], Value::Null);
 
     // A second keyward on the same data directory is refused, and says so on standard error only.
-    let second =
-        keyward().args(["serve", "--launcher", "--data-dir"]).arg(&data).stdin(Stdio::null()).output().unwrap();
-    assert!(!second.status.success());
-    assert_eq!(String::from_utf8_lossy(&second.stdout), "", "no line for a server that did not start");
-    let said = String::from_utf8_lossy(&second.stderr);
-    assert!(said.contains("store"), "{said}");
+    let said = refused_launch(&data, &[]);
+    assert!(said.contains("in use by another keyward"), "{said}");
     drop(launched);
 
     // QUIC on another address than the launcher's own is refused.
-    let other = keyward()
-        .args(["serve", "--launcher", "--quic", "127.0.0.1:5555", "--data-dir"])
-        .arg(&data)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!other.status.success());
-    assert!(text(&other).contains("--quic takes only `off`"), "{}", text(&other));
+    let other = refused_launch(&data, &["--quic", "127.0.0.1:5555"]);
+    assert!(other.contains("--quic takes only `off`"), "{other}");
 }
 
 /// Waits up to `limit` for the process to exit; its status and how long it took.
@@ -235,24 +240,12 @@ fn plain_http_is_refused_and_the_launchers_name_is_kept_for_it() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("kw");
     // Plain HTTP would let any local process call as owner `local-http`: refused, flag or file.
-    let flag = keyward()
-        .args(["serve", "--launcher", "--http-insecure", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!flag.status.success());
-    assert!(text(&flag).contains("plain HTTP is not served"), "{}", text(&flag));
+    let flag = refused_launch(&data, &["--http-insecure", "127.0.0.1:0"]);
+    assert!(flag.contains("plain HTTP is not served"), "{flag}");
     let config = dir.path().join("plain.toml");
     std::fs::write(&config, "http_insecure = \"127.0.0.1:0\"\n").unwrap();
-    let file = keyward()
-        .args(["serve", "--launcher", "--config", config.to_str().unwrap(), "--data-dir"])
-        .arg(&data)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!file.status.success());
-    assert!(text(&file).contains("plain HTTP is not served"), "{}", text(&file));
+    let file = refused_launch(&data, &["--config", config.to_str().unwrap()]);
+    assert!(file.contains("plain HTTP is not served"), "{file}");
 
     // No client may be registered as `launcher` to be kept (it would take the name from every run).
     drop(launch(&data, &[]));
