@@ -185,10 +185,9 @@ import { expectKind } from './result.js';
 /** A secret given as a string or as its UTF-8 bytes (a Uint8Array you can zero after the call). */
 export type Secret = string | Uint8Array;
 
-/** The least role that may call a method. */
-export type Role = 'reader' | 'signer' | 'owner';
-
 `;
+  // The roles: the spec's own schema when it has one, else the three names.
+  if (!('Role' in components)) out += "/** The least role that may call a method. */\nexport type Role = 'reader' | 'signer' | 'owner';\n\n";
   out += componentTypes(components);
   for (const method of methods) {
     out += paramsInterface(method);

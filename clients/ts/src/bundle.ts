@@ -46,7 +46,10 @@ const REMAKE = 'make a new one with `keyward clients add NAME --out DIR` or `key
 async function readPart(dir: string, file: string): Promise<Uint8Array> {
   const path = join(dir, file);
   try {
-    return new Uint8Array(await readFile(path));
+    // A view of readFile's own Buffer, not a copy: zeroing the bundle's key zeroes the only copy
+    // this package made of it.
+    const bytes = await readFile(path);
+    return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   } catch (error) {
     const code = errorCode(error);
     if (code === 'ENOENT') throw bundleError(`${path} is missing: the bundle ${dir} is partial (${REMAKE})`, error);

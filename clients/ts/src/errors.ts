@@ -105,8 +105,42 @@ function methodMessage(variant: string, detail: string, message: string): { vari
   return { variant, message };
 }
 
-/** A KeywardError for the error a server answered (plaintext envelope error or inner error). */
-export function fromServerError(code: number, message: string): KeywardError {
+/** The longest server message a KeywardError carries, in characters (then an ellipsis). */
+export const MAX_SERVER_MESSAGE = 1_000;
+
+// ANSI/VT control sequences (CSI: ESC [ … final byte), whole; any other ESC goes as a control character.
+const ANSI = /\u001b\[[0-?]*[ -/]*[@-~]?/g;
+// Line breaks, tabs and the Unicode line and paragraph separators become spaces; every other control
+// character (C0, DEL, C1) and the format characters that reorder text (bidi marks, embeddings,
+// overrides and isolates) become U+FFFD.
+const BREAKS = /[\t\n\r\u2028\u2029]/g;
+const CONTROLS = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+/**
+ * Text from outside this process (a server's error message, a launched process's stderr) made fit
+ * for a message: no control character or terminal escape, at most `max` characters (then `…`).
+ */
+export function cleanText(text: string, max = MAX_SERVER_MESSAGE): string {
+  // Cleaning never lengthens text: a bounded prefix is all that can show.
+  const cut = text.length > 4 * max;
+  let clean = (cut ? text.slice(0, 4 * max) : text).replace(ANSI, '\ufffd').replace(BREAKS, ' ').replace(CONTROLS, '\ufffd');
+  if (clean.length > max || cut) {
+    let end = Math.min(max, clean.length);
+    // Do not cut a surrogate pair in two.
+    const last = clean.charCodeAt(end - 1);
+    if (last >= 0xd800 && last <= 0xdbff) end -= 1;
+    clean = `${clean.slice(0, end)}…`;
+  }
+  return clean;
+}
+
+/**
+ * A KeywardError for the error a server answered (plaintext envelope error or inner error). The
+ * server's message is cleaned first ({@link cleanText}): at most 1,000 characters, no control
+ * character or terminal escape.
+ */
+export function fromServerError(code: number, serverMessage: string): KeywardError {
+  const message = cleanText(serverMessage);
   if (code === METHOD_ERROR) {
     const { variant, detail } = splitVariant(message);
     const mapped = methodMessage(variant, detail, message);
@@ -130,6 +164,20 @@ export function unreachable(where: string, cause?: unknown): KeywardError {
   return new KeywardError(
     'Unreachable',
     `no keyward server is running at ${where}: start it with \`keyward serve\` (or check the address and port)`,
+    { code: CLIENT_CODES.transport, cause },
+  );
+}
+
+/**
+ * A call whose request a link resent after the connection was reset as it went out, when the resend
+ * does not tell whether the first copy ran: −32001 (the server restarted in between), −32002 replay
+ * (it had run it), or no usable answer at all. Never retried by the client.
+ */
+export function outcomeUnknown(method: string, cause: KeywardError): KeywardError {
+  return new KeywardError(
+    'OutcomeUnknown',
+    `the connection to the server was reset as ${method} went out, and resending it got ${cause.variant} (${cause.message}): ` +
+      `${method} may have run, but its answer was lost. Check (e.g. list or re-read what it changes) before retrying it`,
     { code: CLIENT_CODES.transport, cause },
   );
 }

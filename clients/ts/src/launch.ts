@@ -7,13 +7,14 @@
 // launch() reads that line from the pipe (the credentials never touch a disk), connects over HTTPS
 // with mTLS as the server's owner client `launcher`, and keeps the server's standard input open: the
 // server exits when it closes (stop(), or this process ending in any way) or when this process dies
-// (PR_SET_PDEATHSIG on Linux).
+// (PR_SET_PDEATHSIG on Linux). Once ready, the child and its pipes are unref'd: a program that never
+// calls stop() still exits when it has nothing else to do, and the server then sees its stdin close.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 
 import { Keyward } from './client.js';
 import { connect } from './connect.js';
-import { CLIENT_CODES, KeywardError } from './errors.js';
+import { CLIENT_CODES, KeywardError, cleanText } from './errors.js';
 import type { SecureSessionOptions } from './secure.js';
 
 /** How long launch() waits for the server's line by default. */
@@ -45,6 +46,8 @@ export interface LaunchOptions extends SecureSessionOptions {
   log?: 'inherit' | 'ignore';
   /** How long to wait for the server's line (default 30 s). */
   startTimeoutMs?: number;
+  /** The largest answer taken, in bytes (default 16 MiB). */
+  maxAnswerBytes?: number;
 }
 
 /** The launched server's line, without the credentials. */
@@ -86,17 +89,85 @@ export class LaunchedKeyward extends Keyward {
   }
 
   /**
-   * Closes the connection, then the server's standard input (the server closes every wallet, wipes
-   * its vault and exits), and waits for it to exit; after `timeoutMs` (default 10 s) it is killed.
+   * Closes the server's standard input (the server closes every wallet, wipes its vault and exits)
+   * and waits for it to exit; after `timeoutMs` (default 10 s) it is killed. The connection is
+   * closed meanwhile: a call in flight gets its answer if the server sends it before it exits, and
+   * fails otherwise; it never makes stop() wait longer than `timeoutMs` (and a moment).
    */
   async stop(timeoutMs = DEFAULT_STOP_TIMEOUT_MS): Promise<LaunchedExit> {
-    await this.close().catch(() => undefined);
-    return stopChild(this.child, this.exited, timeoutMs);
+    // The exit is waited for now: hold the event loop again (launch() let go of it).
+    this.child.ref();
+    const stopping = stopChild(this.child, this.exited, timeoutMs);
+    const closing = this.close().catch(() => undefined);
+    const exit = await stopping;
+    // An answer already on its way is still read; then whatever is in flight is dropped (the server
+    // that would answer it is gone).
+    await Promise.race([closing, pause(CLOSE_GRACE_MS)]);
+    await this.session.drop();
+    this.child.stdout?.destroy();
+    this.child.stderr?.destroy();
+    return exit;
   }
+}
+
+/** How long stop() lets the connection close by itself once the server has exited. */
+const CLOSE_GRACE_MS = 100;
+
+function pause(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
 function launchError(message: string, cause?: unknown): KeywardError {
   return new KeywardError('Launch', message, { code: CLIENT_CODES.local, cause });
+}
+
+function invalidArgument(message: string, cause?: unknown): KeywardError {
+  return new KeywardError('InvalidArgument', `launch(): ${message}`, { code: CLIENT_CODES.local, cause });
+}
+
+/** A string without NUL (a path, an argument, an environment entry). */
+function checkString(value: unknown, name: string, { empty = false } = {}): void {
+  if (typeof value !== 'string') throw invalidArgument(`${name} must be a string`);
+  if (!empty && value.length === 0) throw invalidArgument(`${name} must not be empty`);
+  if (value.includes('\0')) throw invalidArgument(`${name} must not contain a NUL character`);
+}
+
+/** Refuses options of the wrong type before anything is spawned, naming the option. */
+function checkOptions(options: LaunchOptions): void {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw invalidArgument('options must be an object');
+  if (options.binary !== undefined) checkString(options.binary, 'binary');
+  for (const name of ['dataDir', 'unix', 'config'] as const) {
+    if (options[name] !== undefined) checkString(options[name], name);
+  }
+  if (options.quic !== undefined && typeof options.quic !== 'boolean') throw invalidArgument('quic must be true or false');
+  if (options.args !== undefined) {
+    if (!Array.isArray(options.args)) throw invalidArgument('args must be an array of strings');
+    options.args.forEach((arg, i) => checkString(arg, `args[${i}]`, { empty: true }));
+  }
+  if (options.env !== undefined) {
+    if (typeof options.env !== 'object' || options.env === null || Array.isArray(options.env)) throw invalidArgument('env must be an object of strings');
+    for (const [name, value] of Object.entries(options.env as Record<string, unknown>)) {
+      checkString(name, 'an env name');
+      if (name.includes('=')) throw invalidArgument(`the env name ${JSON.stringify(name)} must not contain "="`);
+      if (value === undefined) continue;
+      // Node turns numbers and booleans into strings itself.
+      if (!['string', 'number', 'boolean', 'bigint'].includes(typeof value)) throw invalidArgument(`env.${name} must be a string`);
+      checkString(String(value), `env.${name}`, { empty: true });
+    }
+  }
+  if (options.log !== undefined && options.log !== 'inherit' && options.log !== 'ignore') throw invalidArgument("log must be 'inherit' or 'ignore'");
+  for (const name of ['startTimeoutMs', 'maxAnswerBytes'] as const) {
+    const value = options[name];
+    if (value !== undefined && (typeof value !== 'number' || !Number.isFinite(value) || value <= 0)) throw invalidArgument(`${name} must be a positive number`);
+  }
+}
+
+/** Lets the event loop end while the child and its pipes are the only things left. */
+function unrefChild(child: ChildProcess): void {
+  child.unref();
+  for (const stream of [child.stdin, child.stdout, child.stderr]) {
+    (stream as unknown as { unref?: () => void } | null)?.unref?.();
+  }
 }
 
 /** Closes the child's stdin and waits for its exit, killing it after `timeoutMs`. */
@@ -212,21 +283,43 @@ function firstLine(child: ChildProcess, exited: Promise<LaunchedExit>, timeoutMs
   });
 }
 
+/**
+ * The most useful line of what the process wrote to stderr: the last one that starts with
+ * `keyward:` or `error:` (its own reason, or clap's), else the last line; cleaned of control
+ * characters and at most 500 characters.
+ */
 function explain(stderr: string): string {
-  const last = stderr.trim().split('\n').filter((l) => l.trim() !== '').pop();
-  return last === undefined ? '' : `: ${last.trim()}`;
+  const lines = stderr
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l !== '');
+  const reason = [...lines].reverse().find((l) => /^(keyward|error):/i.test(l.replace(/\u001b\[[0-?]*[ -/]*[@-~]/g, '')));
+  const line = reason ?? lines.at(-1);
+  return line === undefined ? '' : `: ${cleanText(line, 500)}`;
 }
 
 /**
  * Starts `keyward serve --launcher` and connects to it as its owner client `launcher`. Rejects with
- * a KeywardError (variant Launch or Timeout) if the binary cannot be started, exits, prints something
- * other than its line, or is not ready within `startTimeoutMs`; the process is killed then.
+ * a KeywardError: InvalidArgument for an option of the wrong type or with a NUL character (before
+ * anything starts); Launch or Timeout if the binary cannot be started, exits (the message carries
+ * its reason from stderr), prints something other than its line, or is not ready within
+ * `startTimeoutMs`; or the connection's error (Tls, Protocol, …). The process is killed then.
  */
 export async function launch(options: LaunchOptions = {}): Promise<LaunchedKeyward> {
+  checkOptions(options);
   const binary = options.binary ?? 'keyward';
   const log = options.log ?? 'inherit';
   // Its stderr is kept (the last 4 KiB) to explain a failed start, and passed on when asked.
-  const child = spawn(binary, serveArgs(options), { stdio: ['pipe', 'pipe', 'pipe'], env: options.env ?? process.env });
+  let child: ChildProcess;
+  try {
+    child = spawn(binary, serveArgs(options), { stdio: ['pipe', 'pipe', 'pipe'], env: options.env ?? process.env });
+  } catch (error) {
+    // Node refuses an argument before starting anything (checkOptions should have said so first).
+    const code = typeof error === 'object' && error !== null && 'code' in error ? String(error.code) : '';
+    const what = error instanceof Error ? error.message : String(error);
+    if (code.startsWith('ERR_INVALID_ARG')) throw invalidArgument(what, error);
+    throw launchError(`cannot start ${binary}: ${what}`, error);
+  }
   const exited = new Promise<LaunchedExit>((resolve) => {
     child.once('exit', (code, signal) => resolve({ code, signal }));
     child.once('error', () => resolve({ code: null, signal: null }));
@@ -265,9 +358,13 @@ export async function launch(options: LaunchOptions = {}): Promise<LaunchedKeywa
     if (options.timeoutMs !== undefined) session.timeoutMs = options.timeoutMs;
     if (options.rekeyAfter !== undefined) session.rekeyAfter = options.rekeyAfter;
     if (options.reinitWhenGone !== undefined) session.reinitWhenGone = options.reinitWhenGone;
-    base = await connect({ ...session, url: server.url, tls: { ca: server.ca, cert, key } });
+    if (options.namesSession !== undefined) session.namesSession = options.namesSession;
+    const limits = options.maxAnswerBytes === undefined ? {} : { maxAnswerBytes: options.maxAnswerBytes };
+    base = await connect({ ...session, ...limits, url: server.url, tls: { ca: server.ca, cert, key } });
   } catch (error) {
     return fail(error);
   }
+  // Ready: the child no longer holds this process open (stop() holds it again while it waits).
+  unrefChild(child);
   return new LaunchedKeyward(base, child, server, exited);
 }

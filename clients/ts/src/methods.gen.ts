@@ -6,9 +6,6 @@ import { expectKind } from './result.js';
 /** A secret given as a string or as its UTF-8 bytes (a Uint8Array you can zero after the call). */
 export type Secret = string | Uint8Array;
 
-/** The least role that may call a method. */
-export type Role = 'reader' | 'signer' | 'owner';
-
 /** 32 bytes as hex (open_wallet returns lowercase; either case is accepted). */
 export type Token = string;
 
@@ -51,6 +48,14 @@ export type AccountPath = string;
 export type AccountLabel = string;
 
 export type GrinWalletSeed = { encrypted_seed: string; salt: string; nonce: string; [key: string]: unknown } | string;
+
+export type Role = "reader" | "signer" | "owner";
+
+export type ClientRecord = { name: string; role: Role; identity: { cert: { spki_sha256: string } } | { uid: number }; created_unix_ms: number; revoked_unix_ms: number | null };
+
+export type AuditAnchor = { seq: number; hash: string };
+
+export type AuditRecord = { seq: number; time_unix_ms: number; event: { principal: string; method: string; wallet: string | null; outcome: string; count: number }; prev: string; hash: string };
 
 /** Params of `get_top_level_directory` (wire names). */
 export type GetTopLevelDirectoryParams = Record<string, never>;
@@ -277,7 +282,7 @@ export interface AddClientParams {
 }
 
 /** The Ok value of `add_client`. */
-export type AddClientResult = Record<string, unknown>;
+export type AddClientResult = { name: string; role: Role; certificate: string; ca_certificate: string; spki_sha256: string } | { name: string; role: Role; uid: number };
 
 /** Params of `pair_client` (wire names). */
 export interface PairClientParams {
@@ -290,13 +295,13 @@ export interface PairClientParams {
 }
 
 /** The Ok value of `pair_client`. */
-export type PairClientResult = Record<string, unknown>;
+export type PairClientResult = { name: string; role: Role; code: string; expires_unix_ms: number; pair_url: string };
 
 /** Params of `list_clients` (wire names). */
 export type ListClientsParams = Record<string, never>;
 
 /** The Ok value of `list_clients`. */
-export type ListClientsResult = Array<Record<string, unknown>>;
+export type ListClientsResult = Array<ClientRecord>;
 
 /** Params of `set_client_role` (wire names). */
 export interface SetClientRoleParams {
@@ -324,7 +329,7 @@ export interface AuditLogParams {
 }
 
 /** The Ok value of `audit_log`. */
-export type AuditLogResult = Record<string, unknown>;
+export type AuditLogResult = { anchor: AuditAnchor; head: AuditAnchor; records: Array<AuditRecord> };
 
 /** Every method of the spec: wire name, least role, speed (slow = runs a KDF or writes), params in order. */
 export const METHODS = [
@@ -621,7 +626,7 @@ export abstract class KeywardMethods {
    */
   async addClient(params: AddClientParams): Promise<AddClientResult> {
     const value = await this.call("add_client", params);
-    return expectKind<AddClientResult>(value, "object", "add_client");
+    return expectKind<AddClientResult>(value, "any", "add_client");
   }
 
   /**

@@ -276,8 +276,9 @@ export class Session {
   }
 
   private async applyRekey(secret: Uint8Array, inner: unknown): Promise<void> {
+    if (hasMember(inner, 'error')) return; // an error answer: the old key stays
     const serverKey = member(member(inner, 'result'), 'Ok');
-    if (typeof serverKey !== 'string') return; // an error answer: the old key stays
+    if (typeof serverKey !== 'string') throw protocolError('the answer to a re-key carries no server key');
     this.key = await deriveKey(secret, parseServerKey(serverKey));
     this.seen.clear();
   }

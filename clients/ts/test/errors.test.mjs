@@ -64,3 +64,27 @@ test('the constructor keeps its signature: variant, message, { code, cause }', (
   assert.equal(error.cause, cause);
   assert.equal(new KeywardError('X', 'y', { code: -32099 }).code, -32099);
 });
+
+test("a server's message is bounded and cleaned of control characters and terminal escapes", () => {
+  const long = fromServerError(-32099, `ArgumentError: ${'x'.repeat(50_000)}`);
+  assert.equal(long.variant, 'ArgumentError');
+  assert.ok(long.message.length <= 1_001, `${long.message.length} characters`);
+  assert.ok(long.message.endsWith('…'));
+  for (const code of [-32099, -32602, -32001, -32002, -1]) {
+    const huge = fromServerError(code, 'y'.repeat(2_000_000));
+    assert.ok(huge.message.length < 1_200, `code ${code}: ${huge.message.length} characters`);
+  }
+  const nasty = 'Busy: \u001b[31mred\u001b[0m\u0007 bell\u0000nul\r\nnext\tline\u009b1;2H\u202eevil\u2066 \u2028end\u001b]0;title\u0007';
+  for (const code of [-32099, -32602, -32001, -32002]) {
+    const error = fromServerError(code, nasty);
+    assert.doesNotMatch(error.message, /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069\u2028\u2029]/, `code ${code}: ${JSON.stringify(error.message)}`);
+    assert.match(error.message, /red/);
+    assert.match(error.message, /next line/);
+  }
+  assert.equal(fromServerError(-32099, nasty).variant, 'Busy');
+  // A short, clean message is kept as it is.
+  assert.match(fromServerError(-32602, 'Invalid params: missing token').message, /^Invalid params: missing token \(code -32602\)$/);
+  // A surrogate pair is not cut in two at the limit.
+  const emoji = fromServerError(-1, `${'a'.repeat(999)}😀😀`);
+  assert.doesNotMatch(emoji.message, /[\ud800-\udbff](?![\udc00-\udfff])/);
+});

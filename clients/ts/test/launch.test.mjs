@@ -199,3 +199,155 @@ test('a launcher that misbehaves gives a KeywardError, never a hang, and is not 
   });
   rmSync(root, { recursive: true, force: true });
 });
+
+/** The KeywardError launch(options) rejects with; a server it started anyway is stopped, and the test fails. */
+async function launchRefused(options) {
+  let kw;
+  try {
+    kw = await launch(options);
+  } catch (error) {
+    return error;
+  }
+  await kw.stop(2000);
+  assert.fail(`launch(${JSON.stringify(options)}) started a server`);
+}
+
+/** A config whose Argon2id makes create_wallet and open_wallet take over a second. */
+function slowConfigIn(root) {
+  const path = join(root, 'keyward-slow.toml');
+  writeFileSync(path, '[kdf]\nm_cost_kib = 262144\nt_cost = 8\np_cost = 1\n');
+  return path;
+}
+
+test('stop(500) with a slow call in flight (and another queued) returns within 1.5 s, and the calls settle', async () => {
+  const root = tempDir();
+  const kw = await launch({ binary: keywardBinary(), dataDir: join(root, 'kw'), config: slowConfigIn(root), log: 'ignore' });
+  const started = Date.now();
+  const settled = (promise) =>
+    promise.then(
+      () => 'answered',
+      (e) => e,
+    );
+  // Each takes over a second of Argon2id on the server.
+  const slow = [
+    settled(kw.createWallet({ name: 'slow', mnemonic: null, mnemonic_length: 16, password: 'pw' })),
+    settled(kw.openWallet({ name: 'slow', password: 'pw' })),
+  ];
+  // The first is on the server, its KDF running.
+  await sleep(300);
+  const stopAt = Date.now();
+  await kw.stop(500);
+  const took = Date.now() - stopAt;
+  assert.ok(took < 1500, `stop(500) took ${took} ms`);
+  assert.equal(alive(kw.pid), false);
+  for (const outcome of await Promise.all(slow)) {
+    assert.ok(outcome === 'answered' || outcome instanceof KeywardError, String(outcome));
+  }
+  assert.ok(Date.now() - started < 5000, 'the calls settled promptly');
+  await assert.rejects(kw.listWallets({}), (e) => e instanceof KeywardError);
+  rmSync(root, { recursive: true, force: true });
+});
+
+test('a program that forgets stop() still exits by itself, and its keyward with it', async () => {
+  const root = tempDir();
+  const script = join(root, 'forgetful.mjs');
+  writeFileSync(
+    script,
+    `import { launch } from ${JSON.stringify(distIndex)};
+const kw = await launch({ binary: ${JSON.stringify(keywardBinary())}, dataDir: ${JSON.stringify(join(root, 'kw'))}, config: ${JSON.stringify(configIn(root))}, log: 'ignore' });
+await kw.listWallets({});
+process.stdout.write(kw.pid + '\\n');
+// No stop(), no close(): nothing is left for this process to do.
+`,
+  );
+  const parent = spawn(process.execPath, [script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  parent.stdout.setEncoding('utf8');
+  parent.stdout.on('data', (chunk) => {
+    out += chunk;
+  });
+  const exited = once(parent, 'exit');
+  const inTime = await Promise.race([exited.then(() => true), sleep(15_000, false, { ref: false })]);
+  const pid = Number(out.trim());
+  if (!inTime) {
+    parent.kill('SIGKILL');
+    if (Number.isInteger(pid) && pid > 0 && alive(pid)) process.kill(pid, 'SIGKILL');
+  }
+  assert.ok(inTime, 'the program did not exit within 15 s of launching without stop()');
+  const [code] = await exited;
+  assert.equal(code, 0);
+  assert.ok(Number.isInteger(pid) && pid > 0, `the program printed ${JSON.stringify(out)}`);
+  const deadline = Date.now() + 3000;
+  while (alive(pid) && Date.now() < deadline) await sleep(20);
+  const survived = alive(pid);
+  if (survived) process.kill(pid, 'SIGKILL');
+  assert.equal(survived, false, 'keyward outlived the program that launched it by 3 s');
+  rmSync(root, { recursive: true, force: true });
+});
+
+test('launch(): arguments of the wrong type are InvalidArgument KeywardErrors, never a TypeError', async () => {
+  const binary = keywardBinary();
+  const cases = [
+    null,
+    { binary: 5 },
+    { binary: '' },
+    { binary, dataDir: 'a\0b' },
+    { binary, dataDir: 7 },
+    { binary, config: 'x\0' },
+    { binary, args: ['--x\0'] },
+    { binary, args: '--quic off' },
+    { binary, env: { PATH: 'a\0b' } },
+    { binary, env: { 'A\0': 'b' } },
+    { binary, env: 'PATH=/bin' },
+    { binary, quic: 'no' },
+    { binary, log: 'loud' },
+    { binary, startTimeoutMs: -1 },
+    { binary, maxAnswerBytes: 'big' },
+  ];
+  for (const options of cases) {
+    const e = await launchRefused(options);
+    assert.ok(e instanceof KeywardError, `${JSON.stringify(options)}: ${e}`);
+    assert.equal(e.variant, 'InvalidArgument', `${JSON.stringify(options)}: ${e.message}`);
+  }
+});
+
+test("an early exit names the process's reason, not clap's \"For more information\" line", async () => {
+  await assert.rejects(launch({ binary: keywardBinary(), args: ['--no-such-flag'], log: 'ignore' }), (e) => {
+    assert.ok(e instanceof KeywardError, String(e));
+    assert.equal(e.variant, 'Launch');
+    assert.match(e.message, /exited \(code 2\).*unexpected argument '--no-such-flag'/);
+    assert.doesNotMatch(e.message, /For more information/);
+    return true;
+  });
+  const root = tempDir();
+  const binary = fakeBinary(root, 'echo "keyward: the data dir is locked" >&2; echo "  some detail" >&2; echo "For more information, try --help." >&2; exit 1');
+  await assert.rejects(launch({ binary, log: 'ignore' }), (e) => {
+    assert.match(e.message, /exited \(code 1\).*: keyward: the data dir is locked$/);
+    return true;
+  });
+  // A line with terminal escapes and control characters is shown cleaned.
+  const noisy = fakeBinary(root, 'printf "\\033[31merror:\\033[0m bad \\007thing\\n" >&2; exit 3');
+  await assert.rejects(launch({ binary: noisy, log: 'ignore' }), (e) => {
+    assert.match(e.message, /bad .thing$/);
+    assert.doesNotMatch(e.message, /[\u0000-\u001f\u007f]/);
+    return true;
+  });
+  rmSync(root, { recursive: true, force: true });
+});
+
+test('launch() passes namesSession and maxAnswerBytes to its connection', async () => {
+  const root = tempDir();
+  // An answer limit below the init answer's size: the connection refuses it, the server is stopped.
+  const e = await launchRefused({ binary: keywardBinary(), dataDir: join(root, 'kw'), maxAnswerBytes: 32, log: 'ignore' });
+  assert.ok(e instanceof KeywardError, String(e));
+  assert.equal(e.variant, 'Protocol', e.message);
+  assert.match(e.message, /larger than 32 bytes/);
+  const kw = await launch({ binary: keywardBinary(), dataDir: join(root, 'kw'), namesSession: false, maxAnswerBytes: 1 << 20, log: 'ignore' });
+  try {
+    assert.equal(kw.session.namesSession, false);
+    assert.ok(Array.isArray(await kw.listWallets({})));
+  } finally {
+    await kw.stop();
+  }
+  rmSync(root, { recursive: true, force: true });
+});

@@ -17,7 +17,7 @@ import {
   transportFailed,
   unreachable,
 } from '../errors.js';
-import type { Exchange, Link } from '../secure.js';
+import { resendFailed, type Exchange, type Link } from '../secure.js';
 
 /** The header that names a session (HTTP only). */
 export const SESSION_HEADER = 'keyward-session';
@@ -171,10 +171,19 @@ export class HttpLink implements Link {
     try {
       return await this.post(body, session, timeoutMs);
     } catch (error) {
-      // A keep-alive connection the server closed as this request went out: resend the same bytes
-      // once on a new connection (the server refuses a replayed envelope, so it cannot run twice).
-      if (error instanceof StaleSocket) return await this.post(body, session, timeoutMs);
-      throw error;
+      // A keep-alive connection reset as this request went out: resend the same bytes once on a new
+      // connection, and say so. Usually the server had closed the idle connection and never read
+      // the request; but it may have received and run it before the reset, and then the resend is
+      // refused (a replayed envelope, or −32001 after a restart): the session makes that answer an
+      // OutcomeUnknown, never a third send. (The server refuses a replayed envelope, so the resend
+      // itself cannot run the call twice.)
+      if (!(error instanceof StaleSocket)) throw error;
+    }
+    try {
+      return { ...(await this.post(body, session, timeoutMs)), resent: true };
+    } catch (error) {
+      // The first copy's fate is unknown here too: the session says so for a call.
+      throw resendFailed(error);
     }
   }
 
@@ -246,7 +255,11 @@ export class HttpLink implements Link {
 /** A reused keep-alive connection that turned out closed (internal: the request is resent). */
 class StaleSocket extends Error {}
 
-/** One TLS context for the link: the key is parsed once, and the caller's key bytes wiped. */
+/**
+ * One TLS context for the link: the key is parsed once, then its bytes are wiped: the caller's
+ * Uint8Array (viewed, not copied), or the Buffer made from a string key (which may sit in Node's
+ * shared allocation pool). A JavaScript string itself cannot be wiped.
+ */
 function secureContext(credentials: TlsCredentials): tls.SecureContext {
   const key = toBuffer(credentials.key);
   try {
@@ -262,6 +275,6 @@ function secureContext(credentials: TlsCredentials): tls.SecureContext {
       cause: error,
     });
   } finally {
-    if (typeof credentials.key !== 'string') key.fill(0);
+    key.fill(0);
   }
 }
