@@ -14,24 +14,10 @@ export {
 } from './launch.js';
 export { pairInMemory, type PairOptions, type PairInMemoryOptions, type PairedClient } from './pairing.js';
 
-export { Keyward, type ConnectionInfo } from './client.js';
-export { SecureSession, DEFAULT_REKEY_AFTER, DEFAULT_TIMEOUT_MS, type Exchange, type Link, type SecureSessionOptions } from './secure.js';
-export {
-  Session,
-  REMEMBERED_NONCES,
-  okValue,
-  systemRandom,
-  type Pending,
-  type RandomSource,
-  type Sealed,
-  type SessionOptions,
-} from './session.js';
-export { KeywardError, CLIENT_CODES, fromServerError, type KeywardErrorOptions } from './errors.js';
+// Everything of the browser entry (session, Keyward, errors, native messaging, generated methods).
+export * from './browser.js';
 export { readBundle, parseBundleToml, DEFAULT_URL, type Bundle } from './bundle.js';
 export { HttpLink, parseOwnerUrl, type TlsCredentials, type OwnerUrl } from './links/http.js';
 export { UnixLink } from './links/unix.js';
 export { NativeStdioLink, type NativeHostOptions } from './links/native-stdio.js';
-export { NativeBrowserLink, type NativePort, type NativeRuntime } from './links/native-browser.js';
 export { FrameReader, frame } from './links/frames.js';
-export type { JsonValue } from './json.js';
-export * from './methods.gen.js';
