@@ -568,6 +568,21 @@ fn a_client_of_this_run_only_never_reaches_the_store() {
     caller.call(&server, "revoke_client", json!({"name": "launcher"})).unwrap();
     assert_eq!(server.role_of("launcher"), None);
     assert_eq!(stored().len(), 1, "{:?}", stored());
+    // A kept client's changes do reach the store, beside it.
+    let phone = ClientRecord {
+        name: "phone".into(),
+        role: Role::Reader,
+        identity: Identity::Uid { uid: 5 },
+        created_unix_ms: 0,
+        revoked_unix_ms: None,
+    };
+    server.add_client(phone).unwrap();
+    caller.call(&server, "set_client_role", json!({"name": "phone", "role": "signer"})).unwrap();
+    let kept = |name: &str| stored().into_iter().find(|r| r.name == name).unwrap();
+    assert_eq!(kept("phone").role, Role::Signer);
+    caller.call(&server, "revoke_client", json!({"name": "phone"})).unwrap();
+    assert!(kept("phone").revoked_unix_ms.is_some());
+    assert!(stored().iter().all(|r| r.name != "launcher"));
 
     // A restarted server over the same store does not know it, and the name is free again.
     drop(server);
