@@ -21,9 +21,17 @@ export function keywardBinary() {
   throw new Error('no keyward binary: set KEYWARD_BIN or run `cargo build -p keyward` first');
 }
 
-/** A fresh temporary directory (removed by the caller). */
+/** Every directory tempDir made in this process: removed when it exits, whatever the test did. */
+const made = new Set();
+process.on('exit', () => {
+  for (const dir of made) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A fresh temporary directory, removed at the latest when this test process exits. */
 export function tempDir(prefix = 'keyward-ts-') {
-  return mkdtempSync(join(tmpdir(), prefix));
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  made.add(dir);
+  return dir;
 }
 
 /** The config every test server gets: test-speed Argon2id, no unlock waits for the first few failures. */
