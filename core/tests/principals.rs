@@ -530,25 +530,18 @@ fn audited_wallets_carry_their_directory_and_client_names_never_do() {
     assert_eq!(seen, expected);
 }
 
+/// A client record made at time 0, not revoked.
+fn record(name: &str, role: Role, identity: Identity) -> ClientRecord {
+    ClientRecord { name: name.into(), role, identity, created_unix_ms: 0, revoked_unix_ms: None }
+}
+
 #[test]
 fn a_client_of_this_run_only_never_reaches_the_store() {
     let store = Arc::new(keyward_core::MemoryStore::new());
     let server = Server::new(test_config(), Box::new(Arc::clone(&store)), [4; 32]);
-    let owner = ClientRecord {
-        name: "owner".into(),
-        role: Role::Owner,
-        identity: Identity::Uid { uid: 3 },
-        created_unix_ms: 0,
-        revoked_unix_ms: None,
-    };
+    let owner = record("owner", Role::Owner, Identity::Uid { uid: 3 });
     server.add_client(owner).unwrap();
-    let launcher = ClientRecord {
-        name: "launcher".into(),
-        role: Role::Owner,
-        identity: Identity::Cert { spki_sha256: [b'L'; 32] },
-        created_unix_ms: 0,
-        revoked_unix_ms: None,
-    };
+    let launcher = record("launcher", Role::Owner, Identity::Cert { spki_sha256: [b'L'; 32] });
     server.add_transient_client(launcher.clone()).unwrap();
     assert_eq!(server.client_for_cert(&[b'L'; 32]).as_deref(), Some("launcher"));
     assert_eq!(server.role_of("launcher"), Some(Role::Owner));
@@ -569,13 +562,7 @@ fn a_client_of_this_run_only_never_reaches_the_store() {
     assert_eq!(server.role_of("launcher"), None);
     assert_eq!(stored().len(), 1, "{:?}", stored());
     // A kept client's changes do reach the store, beside it.
-    let phone = ClientRecord {
-        name: "phone".into(),
-        role: Role::Reader,
-        identity: Identity::Uid { uid: 5 },
-        created_unix_ms: 0,
-        revoked_unix_ms: None,
-    };
+    let phone = record("phone", Role::Reader, Identity::Uid { uid: 5 });
     server.add_client(phone).unwrap();
     caller.call(&server, "set_client_role", json!({"name": "phone", "role": "signer"})).unwrap();
     let kept = |name: &str| stored().into_iter().find(|r| r.name == name).unwrap();
@@ -602,13 +589,7 @@ fn the_launchers_name_is_never_kept_and_a_kept_one_from_before_is_stepped_around
     assert!(refused.1.contains("launched server's own client"), "{refused:?}");
     assert!(server.clients().iter().all(|r| r.name != "launcher"));
     // For this run only, the name is the launcher's.
-    let record = ClientRecord {
-        name: keyward_core::principal::LAUNCHER.into(),
-        role: Role::Owner,
-        identity: Identity::Uid { uid: 77 },
-        created_unix_ms: 0,
-        revoked_unix_ms: None,
-    };
+    let record = record(keyward_core::principal::LAUNCHER, Role::Owner, Identity::Uid { uid: 77 });
     server.add_transient_client(record).unwrap();
     // A name taken (by a record kept before the name was held back) gives the pid's name.
     assert_eq!(keyward_core::principal::launcher_name(|_| false, 42), "launcher");
