@@ -96,7 +96,7 @@ pub enum Stop {
 ///
 /// Standard input is read on a thread of its own, not tokio's blocking pool: a read that never
 /// returns (a parent that keeps the pipe open) must not keep the process from exiting.
-pub async fn stop_requested(parent: u32) -> Stop {
+pub async fn stop_requested(parent: u32, mut signals: crate::serve::Signals) -> Stop {
     let (closed, stdin) = tokio::sync::oneshot::channel::<()>();
     let reader = std::thread::Builder::new().name("launcher-stdin".into()).spawn(move || {
         let mut buffer = [0u8; 256];
@@ -118,7 +118,7 @@ pub async fn stop_requested(parent: u32) -> Stop {
         }
     };
     tokio::select! {
-        () = crate::serve::signal() => Stop::Signal,
+        () = signals.recv() => Stop::Signal,
         Ok(()) = stdin => Stop::StdinClosed,
         () = orphaned => Stop::ParentDied,
     }

@@ -246,11 +246,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 return launch(file, flags, ready_file).await;
             }
             let options = config::resolve(file, ServeFlags { data_dir, https, http_insecure, quic, unix, pairing })?;
+            let mut signals = serve::Signals::install();
             let running = serve::start(options).await?;
             if let Some(path) = ready_file {
                 running.write_ready_file(&path)?;
             }
-            serve::signal().await;
+            signals.recv().await;
             tracing::info!("shutting down");
             running.stop().await;
             Ok(())
@@ -371,6 +372,7 @@ async fn launch(file: config::FileConfig, mut flags: ServeFlags, ready_file: Opt
         );
     }
     let options = config::resolve(file, flags)?;
+    let signals = serve::Signals::install();
     let set = std::sync::Arc::new(certs::generate()?);
     let running = serve::start_with(options, serve::Certificates::Launcher(std::sync::Arc::clone(&set))).await?;
     if let Some(path) = ready_file {
@@ -378,7 +380,7 @@ async fn launch(file: config::FileConfig, mut flags: ServeFlags, ready_file: Opt
     }
     keyward::launcher::announce(&running, &set)?;
     drop(set);
-    let why = keyward::launcher::stop_requested(parent).await;
+    let why = keyward::launcher::stop_requested(parent, signals).await;
     tracing::info!(?why, "shutting down");
     if !keyward::launcher::stop(running).await {
         tracing::warn!(

@@ -287,15 +287,37 @@ impl Running {
     }
 }
 
-/// Waits for SIGINT or SIGTERM.
-pub async fn signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGINT and SIGTERM, caught from the moment this is made: make it before anything says the server
+/// is ready (a ready file, the launcher's line), or a signal sent on seeing that kills the process
+/// with the default action instead of stopping it.
+#[derive(Debug)]
+pub struct Signals {
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    /// Installs the handlers now (within a tokio runtime).
+    pub fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let streams = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(term), Ok(int)) => Some((term, int)),
+            _ => None,
+        };
+        Self { streams }
+    }
+
+    /// Waits for SIGINT or SIGTERM.
+    pub async fn recv(&mut self) {
+        match &mut self.streams {
+            Some((term, int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
     }
 }

@@ -56,8 +56,9 @@ pub async fn echo_server(tls_dir: &Path, ready_file: &Path) -> anyhow::Result<()
         }
         connections.shutdown().await;
     });
+    let mut signals = serve::Signals::install();
     certs::write_file(ready_file, ready.to_string().as_bytes(), 0o600)?;
-    serve::signal().await;
+    signals.recv().await;
     let _ = stop.send(true);
     while tasks.join_next().await.is_some() {}
     Ok(())
