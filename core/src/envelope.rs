@@ -128,13 +128,20 @@ impl Cipher {
 
     /// Encrypts `plaintext` in place (it becomes ciphertext ‖ tag) and returns `body_enc`.
     pub fn seal_in_place(&self, nonce: &[u8; NONCE_LEN], buffer: &mut Vec<u8>) -> String {
-        buffer.reserve(TAG_LEN);
-        // Encryption into a Vec only fails when the buffer cannot grow, which `reserve` ruled out,
-        // or for messages longer than 64 GiB, which no caller can build.
-        if self.aead.encrypt_in_place(&Nonce::from(*nonce), b"", buffer).is_err() {
+        if !self.encrypt_in_place(nonce, buffer) {
             buffer.clear();
         }
         BASE64.encode(buffer)
+    }
+
+    /// Encrypts `buffer` in place into `ciphertext ‖ tag` (the server then base64-encodes it
+    /// straight into its answer). `false` if it could not: the buffer then holds no ciphertext.
+    #[must_use]
+    pub fn encrypt_in_place(&self, nonce: &[u8; NONCE_LEN], buffer: &mut Vec<u8>) -> bool {
+        buffer.reserve(TAG_LEN);
+        // Encryption into a Vec only fails when the buffer cannot grow, which `reserve` ruled out,
+        // or for messages longer than 64 GiB, which no caller can build.
+        self.aead.encrypt_in_place(&Nonce::from(*nonce), b"", buffer).is_ok()
     }
 
     /// Encrypts a copy of `plaintext`; returns `body_enc`.

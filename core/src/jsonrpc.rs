@@ -79,6 +79,10 @@ pub enum MethodError {
     InvalidParams(String),
     /// A lifecycle failure (−32099 `Lifecycle: …`).
     Lifecycle(String),
+    /// The password is wrong, or the wallet does not exist: the same wire text for both
+    /// (−32099 `Lifecycle: Error opening wallet (is password correct?)`), so a client cannot tell
+    /// which wallets exist. The audit log records it as a refusal.
+    WrongPassword,
     /// Wrong, stale or missing token (−32099 `InvalidKeychainMask`).
     InvalidKeychainMask,
     /// The wallet exists already (−32099 `WalletSeedExists: …`).
@@ -119,7 +123,7 @@ pub enum MethodError {
 }
 
 /// The message of a wrong password and of a missing wallet: the same, so they cannot be told apart.
-pub const OPEN_ERROR: &str = "Error opening wallet (is password correct?)";
+const OPEN_ERROR: &str = "Error opening wallet (is password correct?)";
 
 impl MethodError {
     /// The outcome the audit log records for this error: a fixed phrase, never the message (which
@@ -129,7 +133,7 @@ impl MethodError {
             Self::InvalidRequest(_) => "invalid request",
             Self::MethodNotFound => "no such method",
             Self::InvalidParams(_) => "invalid params",
-            Self::Lifecycle(message) if message == OPEN_ERROR => "wrong password",
+            Self::WrongPassword => "wrong password",
             Self::Lifecycle(_) => "failed",
             Self::InvalidKeychainMask => "invalid token",
             Self::WalletSeedExists => "wallet exists",
@@ -147,8 +151,7 @@ impl MethodError {
 
     /// Whether the audit log records this refusal whatever the method.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, Self::Forbidden { .. } | Self::Revoked | Self::Throttled { .. })
-            || matches!(self, Self::Lifecycle(message) if message == OPEN_ERROR)
+        matches!(self, Self::Forbidden { .. } | Self::Revoked | Self::Throttled { .. } | Self::WrongPassword)
     }
 
     /// The wire code and message. Messages carry no secrets and no paths.
@@ -158,6 +161,7 @@ impl MethodError {
             Self::MethodNotFound => (-32601, "Method not found".into()),
             Self::InvalidParams(why) => (-32602, format!("Invalid params: {why}")),
             Self::Lifecycle(why) => (-32099, format!("Lifecycle: {why}")),
+            Self::WrongPassword => (-32099, format!("Lifecycle: {OPEN_ERROR}")),
             Self::InvalidKeychainMask => (-32099, "InvalidKeychainMask".into()),
             Self::WalletSeedExists => (-32099, "WalletSeedExists: Wallet seed already exists".into()),
             Self::Argument(why) => (-32099, format!("ArgumentError: {why}")),
@@ -311,8 +315,16 @@ mod tests {
 
     #[test]
     fn a_wrong_password_is_audited_as_such_and_other_lifecycle_errors_as_failed() {
-        assert_eq!(MethodError::Lifecycle(OPEN_ERROR.into()).audit_outcome(), "wrong password");
+        assert_eq!(MethodError::WrongPassword.audit_outcome(), "wrong password");
         assert_eq!(MethodError::Lifecycle("Wallet is locked".into()).audit_outcome(), "failed");
+        // A lifecycle error that happens to carry the same text is not taken for one.
+        assert_eq!(MethodError::Lifecycle(OPEN_ERROR.into()).audit_outcome(), "failed");
+        assert!(!MethodError::Lifecycle(OPEN_ERROR.into()).is_refusal());
+        // On the wire a wrong password reads as grin-wallet's own text.
+        assert_eq!(
+            MethodError::WrongPassword.wire(),
+            (-32099, "Lifecycle: Error opening wallet (is password correct?)".to_owned())
+        );
     }
 
     #[test]
@@ -321,7 +333,7 @@ mod tests {
             MethodError::Forbidden { method: "get_mnemonic".into(), needs: crate::principal::Role::Owner },
             MethodError::Revoked,
             MethodError::Throttled { retry_after_ms: 1 },
-            MethodError::Lifecycle(OPEN_ERROR.into()),
+            MethodError::WrongPassword,
         ];
         assert!(refusals.iter().all(MethodError::is_refusal));
         let others = [

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::jsonrpc::{MethodError, OPEN_ERROR, opt_string, string, u32_param};
+use crate::jsonrpc::{MethodError, opt_string, string, u32_param};
 use crate::keys;
 use crate::secret::{Entropy, Password, Token};
 use crate::seed_record::{GrinWalletSeed, SeedRecord, SeedRecordError};
@@ -195,7 +195,7 @@ fn check_password(
         // Same cost as a real attempt, so timing does not tell which wallets exist. Nothing is
         // recorded: a flood of made-up names must not fill the throttle's table or the store.
         let _ = state.config.kdf.derive(password, &[0u8; 16]);
-        return Err(MethodError::Lifecycle(OPEN_ERROR.into()));
+        return Err(MethodError::WrongPassword);
     };
     // Each principal's attempts are counted apart: one client's failures never make another wait.
     let at = PrincipalWallet { principal: context.principal.name().into(), wallet: key.clone() };
@@ -210,12 +210,12 @@ fn check_password(
     let outcome = match SeedRecord::from_bytes(&stored.seed_record) {
         Ok(record) => match record.open(password) {
             Ok(entropy) => Ok((stored, record, entropy)),
-            Err(_) => Err(MethodError::Lifecycle(OPEN_ERROR.into())),
+            Err(_) => Err(MethodError::WrongPassword),
         },
         Err(SeedRecordError::Malformed | SeedRecordError::WrongPassword) => {
             tracing::error!(wallet = %key.name, "seed record is damaged or of an unknown version");
             let _ = state.config.kdf.derive(password, &[0u8; 16]);
-            Err(MethodError::Lifecycle(OPEN_ERROR.into()))
+            Err(MethodError::WrongPassword)
         }
     };
     let (before, after) = {

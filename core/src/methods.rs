@@ -16,7 +16,9 @@ use crate::secret::{MasterKey, wipe_json};
 use crate::state::{CallContext, State, lock, store_error};
 use crate::store::{Account, StoreError, WalletKey};
 use crate::vault::Unlocked;
+use Audit::{Always, RefusalsOnly};
 use Speed::{Fast, Slow};
+use Subject::{Client, None as NoSubject, Token, Wallet};
 
 /// Whether a call may be answered on a transport's I/O thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,12 +61,39 @@ pub(crate) struct AfterAnswer {
 /// A built-in method's code: the shared state, the params in the table's order, the call's context.
 type Handler = fn(&State, &[Value], &CallContext, &mut AfterAnswer) -> Result<Value, MethodError>;
 
+/// Which calls of a method the audit log records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Audit {
+    /// Every call, whatever its outcome (a method that changes or reveals something).
+    Always,
+    /// Only a call that is refused (forbidden, revoked, throttled, wrong password): a read that
+    /// succeeds leaves no record.
+    RefusalsOnly,
+}
+
+/// What the audit record of a call names in its `wallet` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Subject {
+    /// Nothing.
+    None,
+    /// The wallet this param names (in the session's top-level directory, if one is set).
+    Wallet(&'static str),
+    /// The client this param names (clients have no directory).
+    Client(&'static str),
+    /// The wallet the call's token opened, once the token is found valid.
+    Token,
+}
+
 /// One built-in method: everything the server knows about it.
 pub struct Method {
     name: &'static str,
     params: &'static [&'static str],
     role: Role,
     speed: Speed,
+    audit: Audit,
+    subject: Subject,
     handler: Handler,
 }
 
@@ -87,6 +116,16 @@ impl Method {
     /// Whether it is answered at once or set aside for a blocking thread.
     pub fn speed(&self) -> Speed {
         self.speed
+    }
+
+    /// Which of its calls the audit log records.
+    pub fn audit(&self) -> Audit {
+        self.audit
+    }
+
+    /// What its audit records name.
+    pub fn subject(&self) -> Subject {
+        self.subject
     }
 
     /// Takes the params by grin's rules, runs the handler, and wipes the params (they may hold
@@ -112,54 +151,75 @@ impl fmt::Debug for Method {
             .field("params", &self.params)
             .field("role", &self.role)
             .field("speed", &self.speed)
+            .field("audit", &self.audit)
+            .field("subject", &self.subject)
             .finish_non_exhaustive()
     }
 }
 
 /// Every built-in method. `encrypted_request_v3` is not here: it is the envelope, which the server
-/// opens before any method is looked up. Slow: runs a KDF or writes to the store.
+/// opens before any method is looked up. Slow: runs a KDF or writes to the store. Audited `Always`:
+/// every call is recorded; `RefusalsOnly`: only a refused one.
+#[rustfmt::skip]
 pub const METHODS: &[Method] = &[
-    method("init_secure_api", &["ecdh_pubkey"], Reader, Fast, init_secure_api),
-    method("get_top_level_directory", &[], Reader, Fast, get_top_level_directory),
-    method("set_top_level_directory", &["dir"], Owner, Fast, set_top_level_directory),
+    // name, params, role, speed, audit, subject, handler
+    method("init_secure_api", &["ecdh_pubkey"], Reader, Fast, RefusalsOnly, NoSubject, init_secure_api),
+    method("get_top_level_directory", &[], Reader, Fast, RefusalsOnly, NoSubject, get_top_level_directory),
+    method("set_top_level_directory", &["dir"], Owner, Fast, Always, NoSubject, set_top_level_directory),
     method(
-        "create_config",
-        &["chain_type", "wallet_config", "logging_config", "tor_config"],
-        Owner,
-        Slow,
-        |s, p, c, _| lifecycle::create_config(s, p, c),
+        "create_config", &["chain_type", "wallet_config", "logging_config", "tor_config"], Owner, Slow, Always,
+        NoSubject, |s, p, c, _| lifecycle::create_config(s, p, c),
     ),
-    method("create_wallet", &["name", "mnemonic", "mnemonic_length", "password"], Owner, Slow, |s, p, c, _| {
-        lifecycle::create_wallet(s, p, c)
+    method(
+        "create_wallet", &["name", "mnemonic", "mnemonic_length", "password"], Owner, Slow, Always, Wallet("name"),
+        |s, p, c, _| lifecycle::create_wallet(s, p, c),
+    ),
+    method("open_wallet", &["name", "password"], Reader, Slow, Always, Wallet("name"), |s, p, c, _| {
+        lifecycle::open_wallet(s, p, c)
     }),
-    method("open_wallet", &["name", "password"], Reader, Slow, |s, p, c, _| lifecycle::open_wallet(s, p, c)),
-    method("close_wallet", &["name"], Reader, Fast, |s, p, c, after| {
+    method("close_wallet", &["name"], Reader, Fast, Always, Wallet("name"), |s, p, c, after| {
         after.nothing_to_audit = !lifecycle::close_wallet(s, p, c)?;
         Ok(Value::Null)
     }),
-    method("get_mnemonic", &["name", "password"], Owner, Slow, |s, p, c, _| lifecycle::get_mnemonic(s, p, c)),
-    method("change_password", &["name", "old", "new"], Owner, Slow, |s, p, c, _| lifecycle::change_password(s, p, c)),
-    method("delete_wallet", &["name", "password"], Owner, Slow, |s, p, c, _| lifecycle::delete_wallet(s, p, c)),
-    method("import_grin_wallet", &["name", "wallet_seed", "password"], Owner, Slow, |s, p, c, _| {
-        lifecycle::import_grin_wallet(s, p, c)
+    method("get_mnemonic", &["name", "password"], Owner, Slow, Always, Wallet("name"), |s, p, c, _| {
+        lifecycle::get_mnemonic(s, p, c)
     }),
-    method("list_wallets", &[], Reader, Fast, |s, _, c, _| lifecycle::list_wallets(s, c)),
-    method("accounts", &["token"], Reader, Fast, accounts),
-    method("create_account_path", &["token", "label"], Signer, Slow, create_account_path),
-    method("set_active_account", &["token", "label"], Signer, Fast, set_active_account),
-    method("get_public_key", &["token", "path"], Reader, Fast, get_public_key),
-    method("sign_message", &["token", "path", "message"], Signer, Fast, sign_message),
-    method("verify_message", &["public_key", "message", "signature"], Reader, Fast, |_, p, _, _| verify_message(p)),
-    method("add_client", &["name", "role", "public_key", "uid"], Owner, Slow, |s, p, c, _| admin::add_client(s, p, c)),
-    method("pair_client", &["name", "role", "ttl_secs"], Owner, Slow, |s, p, c, _| admin::pair_client(s, p, c)),
-    method("list_clients", &[], Owner, Fast, |s, _, _, _| Ok(admin::list_clients(s))),
-    method("set_client_role", &["name", "role"], Owner, Slow, |s, p, c, _| admin::set_client_role(s, p, c)),
-    method("revoke_client", &["name"], Owner, Slow, |s, p, c, after| {
+    method("change_password", &["name", "old", "new"], Owner, Slow, Always, Wallet("name"), |s, p, c, _| {
+        lifecycle::change_password(s, p, c)
+    }),
+    method("delete_wallet", &["name", "password"], Owner, Slow, Always, Wallet("name"), |s, p, c, _| {
+        lifecycle::delete_wallet(s, p, c)
+    }),
+    method(
+        "import_grin_wallet", &["name", "wallet_seed", "password"], Owner, Slow, Always, Wallet("name"),
+        |s, p, c, _| lifecycle::import_grin_wallet(s, p, c),
+    ),
+    method("list_wallets", &[], Reader, Fast, RefusalsOnly, NoSubject, |s, _, c, _| lifecycle::list_wallets(s, c)),
+    method("accounts", &["token"], Reader, Fast, RefusalsOnly, Token, accounts),
+    method("create_account_path", &["token", "label"], Signer, Slow, Always, Token, create_account_path),
+    method("set_active_account", &["token", "label"], Signer, Fast, RefusalsOnly, Token, set_active_account),
+    method("get_public_key", &["token", "path"], Reader, Fast, RefusalsOnly, Token, get_public_key),
+    method("sign_message", &["token", "path", "message"], Signer, Fast, Always, Token, sign_message),
+    method(
+        "verify_message", &["public_key", "message", "signature"], Reader, Fast, RefusalsOnly, NoSubject,
+        |_, p, _, _| verify_message(p),
+    ),
+    method("add_client", &["name", "role", "public_key", "uid"], Owner, Slow, Always, Client("name"), |s, p, c, _| {
+        admin::add_client(s, p, c)
+    }),
+    method("pair_client", &["name", "role", "ttl_secs"], Owner, Slow, Always, Client("name"), |s, p, c, _| {
+        admin::pair_client(s, p, c)
+    }),
+    method("list_clients", &[], Owner, Fast, RefusalsOnly, NoSubject, |s, _, _, _| Ok(admin::list_clients(s))),
+    method("set_client_role", &["name", "role"], Owner, Slow, Always, Client("name"), |s, p, c, _| {
+        admin::set_client_role(s, p, c)
+    }),
+    method("revoke_client", &["name"], Owner, Slow, Always, Client("name"), |s, p, c, after| {
         let revoked = admin::revoke_client(s, p, c)?;
         after.revoked = p[0].as_str().map(str::to_owned);
         Ok(revoked)
     }),
-    method("audit_log", &["after", "limit"], Owner, Slow, |s, p, _, _| admin::audit_log(s, p)),
+    method("audit_log", &["after", "limit"], Owner, Slow, RefusalsOnly, NoSubject, |s, p, _, _| admin::audit_log(s, p)),
 ];
 
 /// A row of [`METHODS`].
@@ -168,9 +228,11 @@ const fn method(
     params: &'static [&'static str],
     role: Role,
     speed: Speed,
+    audit: Audit,
+    subject: Subject,
     handler: Handler,
 ) -> Method {
-    Method { name, params, role, speed, handler }
+    Method { name, params, role, speed, audit, subject, handler }
 }
 
 /// The built-in method called `name`.
@@ -179,7 +241,7 @@ pub fn find(name: &str) -> Option<&'static Method> {
 }
 
 fn init_secure_api(state: &State, p: &[Value], _: &CallContext, after: &mut AfterAnswer) -> Result<Value, MethodError> {
-    let (public, cipher) = state.new_session_key(Some(Value::Array(p.to_vec()))).map_err(MethodError::InvalidParams)?;
+    let (public, cipher) = state.session_key_for(&p[0]).map_err(MethodError::InvalidParams)?;
     after.rekey = Some(cipher);
     Ok(Value::String(hex::encode(public.serialize())))
 }
@@ -203,8 +265,8 @@ fn set_top_level_directory(
     Ok(Value::Null)
 }
 
-fn accounts(state: &State, p: &[Value], context: &CallContext, _: &mut AfterAnswer) -> Result<Value, MethodError> {
-    let unlocked = state.unlock(&p[0], context)?;
+fn accounts(state: &State, p: &[Value], context: &CallContext, after: &mut AfterAnswer) -> Result<Value, MethodError> {
+    let unlocked = unlock(state, p, context, after)?;
     let mut accounts = state.store.load_accounts(&unlocked.key).map_err(store_error)?.unwrap_or_default();
     accounts.sort_by(|a, b| a.label.cmp(&b.label));
     Ok(Value::Array(accounts.iter().map(|a| json!({"label": a.label, "path": account_path(a.index)})).collect()))
@@ -214,9 +276,9 @@ fn create_account_path(
     state: &State,
     p: &[Value],
     context: &CallContext,
-    _: &mut AfterAnswer,
+    after: &mut AfterAnswer,
 ) -> Result<Value, MethodError> {
-    let unlocked = state.unlock(&p[0], context)?;
+    let unlocked = unlock(state, p, context, after)?;
     let label = string(&p[1], "label")?;
     validate_label(label)?;
     let guard = state.wallet_lock(&unlocked.key);
@@ -245,9 +307,9 @@ fn set_active_account(
     state: &State,
     p: &[Value],
     context: &CallContext,
-    _: &mut AfterAnswer,
+    after: &mut AfterAnswer,
 ) -> Result<Value, MethodError> {
-    let unlocked = state.unlock(&p[0], context)?;
+    let unlocked = unlock(state, p, context, after)?;
     let label = string(&p[1], "label")?;
     let accounts = state.store.load_accounts(&unlocked.key).map_err(store_error)?;
     if !accounts.is_some_and(|accounts| accounts.iter().any(|a| a.label == label)) {
@@ -261,9 +323,9 @@ fn get_public_key(
     state: &State,
     p: &[Value],
     context: &CallContext,
-    _: &mut AfterAnswer,
+    after: &mut AfterAnswer,
 ) -> Result<Value, MethodError> {
-    let unlocked = state.unlock(&p[0], context)?;
+    let unlocked = unlock(state, p, context, after)?;
     let path = keys::parse_path(string(&p[1], "path")?).map_err(key_error)?;
     let key = derive_at(&unlocked, &path)?;
     Ok(Value::String(hex::encode(unlocked.public_keys.public_key(&key, &path).map_err(key_error)?)))
@@ -275,8 +337,7 @@ fn sign_message(
     context: &CallContext,
     after: &mut AfterAnswer,
 ) -> Result<Value, MethodError> {
-    let unlocked = state.unlock(&p[0], context)?;
-    after.wallet = Some(audit_name(&unlocked.key));
+    let unlocked = unlock(state, p, context, after)?;
     let path = keys::parse_path(string(&p[1], "path")?).map_err(key_error)?;
     let key = derive_at(&unlocked, &path)?;
     let message = string(&p[2], "message")?;
@@ -344,8 +405,7 @@ impl AppMethod {
         let mut names: Vec<&str> = vec!["token"];
         names.extend(self.params.iter().map(String::as_str));
         let mut p = take_params(params, &names)?;
-        let result = state.unlock(&p[0], context).and_then(|unlocked| {
-            after.wallet = Some(audit_name(&unlocked.key));
+        let result = unlock(state, &p, context, after).and_then(|unlocked| {
             let call = AppCall {
                 wallet: &unlocked.key,
                 master: &unlocked.master,
@@ -359,30 +419,18 @@ impl AppMethod {
     }
 }
 
+/// The wallet of the token in `p[0]`, unlocked for this call; it is the call's audit subject
+/// ([`Subject::Token`]).
+fn unlock(state: &State, p: &[Value], context: &CallContext, after: &mut AfterAnswer) -> Result<Unlocked, MethodError> {
+    let unlocked = state.unlock(&p[0], context)?;
+    after.wallet = Some(audit_name(&unlocked.key));
+    Ok(unlocked)
+}
+
 /// A wallet as the audit log names it: `name`, or `dir/name` in a directory.
 pub(crate) fn audit_name(key: &WalletKey) -> String {
     if key.dir.is_empty() { key.name.clone() } else { format!("{}/{}", key.dir, key.name) }
 }
-
-/// The built-in methods the audit log records every call of (with the embedder's methods); any
-/// other method is recorded only when it is refused (forbidden, revoked, throttled, wrong password).
-pub const AUDITED: &[&str] = &[
-    "create_config",
-    "set_top_level_directory",
-    "create_wallet",
-    "import_grin_wallet",
-    "open_wallet",
-    "close_wallet",
-    "get_mnemonic",
-    "change_password",
-    "delete_wallet",
-    "sign_message",
-    "create_account_path",
-    "add_client",
-    "pair_client",
-    "set_client_role",
-    "revoke_client",
-];
 
 /// Why a method could not be registered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -181,12 +181,17 @@ impl State {
     /// A fresh server key pair for `init_secure_api` and the shared key with the client's key.
     pub(crate) fn new_session_key(&self, params: Option<Value>) -> Result<(PublicKey, Cipher), String> {
         let mut params = params;
-        let mut values = jsonrpc::take_params(params.as_mut(), &["ecdh_pubkey"]).map_err(|e| match e {
+        let values = jsonrpc::take_params(params.as_mut(), &["ecdh_pubkey"]).map_err(|e| match e {
             MethodError::InvalidParams(why) => why,
             other => other.wire().1,
         })?;
-        let text = values[0].take();
-        let text = text.as_str().ok_or("'ecdh_pubkey' must be a hex string")?;
+        self.session_key_for(&values[0])
+    }
+
+    /// A new session key for the client's `ecdh_pubkey` param: this side's public key and the
+    /// cipher of the shared secret.
+    pub(crate) fn session_key_for(&self, ecdh_pubkey: &Value) -> Result<(PublicKey, Cipher), String> {
+        let text = ecdh_pubkey.as_str().ok_or("'ecdh_pubkey' must be a hex string")?;
         let client = envelope::parse_public_key(text).map_err(|e| e.to_string())?;
         let mut secret = self.random_secret_key();
         let shared = envelope::shared_key(&client, &secret);
