@@ -9,6 +9,7 @@
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use keyward_driver::{Link, SecureSession, SessionError};
@@ -18,7 +19,7 @@ use keyward_unix::UnixClient;
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
-use crate::tls;
+use crate::{in_process, tls};
 
 /// Where and how to call.
 #[derive(Debug, Clone)]
@@ -171,41 +172,86 @@ async fn resolve(url: &Url) -> anyhow::Result<SocketAddr> {
 /// A connection to the server over any transport.
 pub type BoxLink = Box<dyn Link>;
 
-/// Connects over HTTP(S) to a URL.
-pub async fn http_link(url: &str, tls_dir: &Path) -> anyhow::Result<HttpClient> {
-    let url = parse_url(url)?;
-    let addr = resolve(&url).await?;
-    let target = if url.tls { HttpTarget::Tls(tls::client_config(tls_dir)?) } else { HttpTarget::Plain };
-    HttpClient::connect(addr, &url.host, target).await.context("cannot connect to keyward")
+/// Where a server listens, resolved: what [`connect`] dials.
+#[derive(Debug, Clone)]
+pub enum Address {
+    /// HTTP at `addr`: HTTPS with `tls` (its CA trusted, its client certificate presented), or
+    /// plain HTTP (loopback) without. `host` is checked against the server's certificate and sent
+    /// as Host.
+    Http {
+        /// The socket address.
+        addr: SocketAddr,
+        /// The host name as written.
+        host: String,
+        /// The TLS client configuration; `None`: plain HTTP.
+        tls: Option<Arc<rustls::ClientConfig>>,
+    },
+    /// QUIC at `addr`; `name` is checked against the server's certificate.
+    Quic {
+        /// The socket address.
+        addr: SocketAddr,
+        /// The server name.
+        name: String,
+        /// The TLS client configuration.
+        tls: Arc<rustls::ClientConfig>,
+    },
+    /// A Unix socket.
+    Unix(PathBuf),
 }
 
-/// Connects over QUIC.
-pub async fn quic_link(addr: SocketAddr, tls_dir: &Path) -> anyhow::Result<QuicClient> {
-    let name = if addr.ip().is_ipv6() { "::1" } else { "127.0.0.1" };
-    QuicClient::connect(addr, name, tls::client_config(tls_dir)?)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to keyward over QUIC: {e}"))
+impl Address {
+    /// The address of `url` (`https://…`, with the certificate directory `tls_dir`, or `http://…`),
+    /// its host resolved.
+    pub async fn url(url: &str, tls_dir: &Path) -> anyhow::Result<Self> {
+        let url = parse_url(url)?;
+        let addr = resolve(&url).await?;
+        let tls = if url.tls { Some(tls::client_config(tls_dir)?) } else { None };
+        Ok(Self::Http { addr, host: url.host, tls })
+    }
+
+    /// QUIC at `addr`, with the certificate directory `tls_dir`.
+    pub fn quic(addr: SocketAddr, tls_dir: &Path) -> anyhow::Result<Self> {
+        let name = if addr.ip().is_ipv6() { "::1" } else { "127.0.0.1" };
+        Ok(Self::Quic { addr, name: name.to_owned(), tls: tls::client_config(tls_dir)? })
+    }
 }
 
-/// Connects to a Unix socket.
-pub async fn unix_link(path: &Path) -> anyhow::Result<UnixClient> {
-    UnixClient::connect(path).await.with_context(|| format!("cannot connect to keyward at {}", path.display()))
-}
-
-/// The link `options` name: the Unix socket, else QUIC, else the URL.
-pub async fn link(options: &CallOptions) -> anyhow::Result<BoxLink> {
-    Ok(match (&options.unix, options.quic) {
-        (Some(path), _) => Box::new(unix_link(path).await?),
-        (None, Some(addr)) => Box::new(quic_link(addr, &options.tls_dir).await?),
-        (None, None) => Box::new(http_link(&options.url, &options.tls_dir).await?),
+/// Connects to the server at `address`, over its transport.
+pub async fn connect(address: &Address) -> anyhow::Result<BoxLink> {
+    Ok(match address {
+        Address::Http { addr, host, tls } => {
+            let target = tls.as_ref().map_or(HttpTarget::Plain, |tls| HttpTarget::Tls(Arc::clone(tls)));
+            Box::new(HttpClient::connect(*addr, host, target).await.context("cannot connect to keyward")?)
+        }
+        Address::Quic { addr, name, tls } => Box::new(
+            QuicClient::connect(*addr, name, Arc::clone(tls))
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot connect to keyward over QUIC: {e}"))?,
+        ),
+        Address::Unix(path) => Box::new(
+            UnixClient::connect(path)
+                .await
+                .with_context(|| format!("cannot connect to keyward at {}", path.display()))?,
+        ),
     })
+}
+
+impl CallOptions {
+    /// The address these options name: the Unix socket, else QUIC, else the URL.
+    pub async fn address(&self) -> anyhow::Result<Address> {
+        match (&self.unix, self.quic) {
+            (Some(path), _) => Ok(Address::Unix(path.clone())),
+            (None, Some(addr)) => Address::quic(addr, &self.tls_dir),
+            (None, None) => Address::url(&self.url, &self.tls_dir).await,
+        }
+    }
 }
 
 /// `keyward call`: fills the params, calls, and returns the result.
 pub async fn run(options: &CallOptions, method: &str, params: Option<&str>) -> anyhow::Result<Value> {
     let mut passwords = Passwords::new(options.password_stdin);
     let params = fill_params(method, params, &mut passwords)?;
-    let mut session = match SecureSession::open(link(options).await?).await {
+    let mut session = match SecureSession::open(connect(&options.address().await?).await?).await {
         Ok(session) => session,
         // With TLS 1.3 a refused client certificate shows up as a connection closed after the
         // handshake, not as an alert the client can name.
@@ -242,7 +288,8 @@ pub fn bundle_url(tls_dir: &Path) -> anyhow::Result<String> {
 /// `keyward audit` look for the server of a data directory.
 pub const DEFAULT_URL: &str = "https://127.0.0.1:3420/v3/owner";
 
-/// Which server (or stopped server's store) `keyward clients` and `keyward audit` work on.
+/// Which server `keyward clients` and `keyward audit` work on: a running one, or, on a stopped
+/// server's data directory, their own in process.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServerArgs {
     /// Data directory of the server (default ~/.keyward): its store when no server runs on it.
@@ -262,23 +309,14 @@ pub struct ServerArgs {
     pub tls_dir: Option<PathBuf>,
 }
 
-/// What [`reach`] found: the stopped server's store, or a secure session with the running one.
-// One value per command: its size does not matter.
-#[allow(clippy::large_enum_variant)]
-pub enum Reached {
-    /// No server runs on the data directory: its store, opened (and locked) for this command.
-    Store(keyward_store::FjallStore),
-    /// A session with the server named by `--url`/`--quic`/`--unix`, or the one holding the store.
-    Server(SecureSession<BoxLink>),
-}
-
-impl std::fmt::Debug for Reached {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Store(_) => "Reached::Store",
-            Self::Server(_) => "Reached::Server",
-        })
-    }
+/// The owner's secure session with the server a command works on ([`ServerArgs::reach`]).
+#[derive(Debug)]
+pub struct Reached {
+    /// The session: the same owner calls whichever server it is with.
+    pub session: SecureSession<BoxLink>,
+    /// Whether that server is the command's own, in process, over the data directory's store (no
+    /// server runs on it; see [`crate::in_process`]), rather than a running `keyward serve`.
+    pub in_process: bool,
 }
 
 impl ServerArgs {
@@ -292,52 +330,64 @@ impl ServerArgs {
         self.url.is_some() || self.quic.is_some() || self.unix.is_some()
     }
 
-    /// The server named by `--url`/`--quic`/`--unix`; else the data directory's store, or, when a
-    /// server holds it (its lock), that server at [`DEFAULT_URL`] with the data directory's
-    /// certificates as the owner's.
-    pub async fn reach(&self) -> anyhow::Result<Reached> {
-        use keyward_store::{FjallStore, OpenError};
+    /// A session with the server named by `--url`/`--quic`/`--unix`; else, with the data
+    /// directory's store free, with an in-process server over it (made as `in_process` says), or,
+    /// when a server holds it (its lock), with that server at [`DEFAULT_URL`] with the data
+    /// directory's certificates as the owner's.
+    pub async fn reach(&self, in_process: &in_process::Options) -> anyhow::Result<Reached> {
         let data_dir = self.data_dir();
-        if !self.names_a_server() {
-            let store_dir = data_dir.join("store");
-            let exists = FjallStore::exists_in(&store_dir)
-                .with_context(|| format!("cannot look for a store in {}", store_dir.display()))?;
-            anyhow::ensure!(
-                exists,
-                "{} holds no keyward store (start `keyward serve` on it once, or name a server with --url, --quic or \
-                 --unix)",
-                data_dir.display()
-            );
-            let opened = tokio::task::spawn_blocking(move || FjallStore::open(&store_dir))
-                .await
-                .context("the store could not be opened")?;
-            match opened {
-                Ok(store) => return Ok(Reached::Store(store)),
-                // A server runs on this data directory: ask it.
-                Err(OpenError::InUse) => {}
-                Err(error) => bail!("cannot open the store in {}: {error}", data_dir.display()),
+        let local = if self.names_a_server() { None } else { self.in_process_link(&data_dir, in_process).await? };
+        let (link, in_process, hint) = match local {
+            Some(link) => (link, true, String::new()),
+            None => {
+                let options = CallOptions {
+                    url: self.url.clone().unwrap_or_else(|| DEFAULT_URL.to_owned()),
+                    tls_dir: self.tls_dir.clone().unwrap_or_else(|| crate::serve::tls_dir(&data_dir)),
+                    quic: self.quic,
+                    unix: self.unix.clone(),
+                    password_stdin: false,
+                };
+                let hint = if self.names_a_server() {
+                    String::new()
+                } else {
+                    format!(
+                        " (a server runs on {} and its store is locked: if it does not listen on {DEFAULT_URL}, name \
+                         it with --url, --quic or --unix)",
+                        data_dir.display()
+                    )
+                };
+                let link = async { connect(&options.address().await?).await }
+                    .await
+                    .with_context(|| format!("cannot reach the server{hint}"))?;
+                (link, false, hint)
             }
-        }
-        let options = CallOptions {
-            url: self.url.clone().unwrap_or_else(|| DEFAULT_URL.to_owned()),
-            tls_dir: self.tls_dir.clone().unwrap_or_else(|| crate::serve::tls_dir(&data_dir)),
-            quic: self.quic,
-            unix: self.unix.clone(),
-            password_stdin: false,
         };
-        let hint = if self.names_a_server() {
-            String::new()
-        } else {
-            format!(
-                " (a server runs on {} and its store is locked: if it does not listen on {DEFAULT_URL}, name it with \
-                 --url, --quic or --unix)",
-                data_dir.display()
-            )
-        };
-        let link = link(&options).await.with_context(|| format!("cannot reach the server{hint}"))?;
         let session = SecureSession::open(link)
             .await
             .map_err(|error| anyhow::anyhow!("cannot open a secure session with the server: {error}{hint}"))?;
-        Ok(Reached::Server(session))
+        Ok(Reached { session, in_process })
+    }
+
+    /// A link to an in-process server over the data directory's store, or `None` when a server
+    /// holds the store (its lock).
+    async fn in_process_link(&self, data_dir: &Path, options: &in_process::Options) -> anyhow::Result<Option<BoxLink>> {
+        use keyward_store::{FjallStore, OpenError};
+        let store_dir = data_dir.join("store");
+        let exists = FjallStore::exists_in(&store_dir)
+            .with_context(|| format!("cannot look for a store in {}", store_dir.display()))?;
+        anyhow::ensure!(
+            exists,
+            "{} holds no keyward store (start `keyward serve` on it once, or name a server with --url, --quic or \
+             --unix)",
+            data_dir.display()
+        );
+        let opened = tokio::task::spawn_blocking(move || FjallStore::open(&store_dir))
+            .await
+            .context("the store could not be opened")?;
+        match opened {
+            Ok(store) => Ok(Some(Box::new(in_process::LocalLink::serve(data_dir, store, options)?))),
+            Err(OpenError::InUse) => Ok(None),
+            Err(error) => bail!("cannot open the store in {}: {error}", data_dir.display()),
+        }
     }
 }

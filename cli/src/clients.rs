@@ -1,25 +1,27 @@
 //! `keyward clients`: the client registry from the command line (`add`, `list`, `role`, `revoke`).
 //!
-//! **Online or offline.** The commands work on the server of `--data-dir` (or `KEYWARD_DATA_DIR`,
-//! or `~/.keyward`). They first open that data directory's store: a running `keyward serve` holds
-//! the store's lock, so the open is refused exactly while a server runs on it. Then
+//! **Running server or not: the same calls.** The commands work on the server of `--data-dir` (or
+//! `KEYWARD_DATA_DIR`, or `~/.keyward`). They first open that data directory's store: a running
+//! `keyward serve` holds the store's lock, so the open is refused exactly while a server runs on it.
+//! Then they make owner calls over the secure protocol (`add_client`, `list_clients`,
+//! `set_client_role`, `revoke_client`) to
 //!
-//! * a server runs: the commands are owner calls over the secure protocol (`add_client`,
-//!   `list_clients`, `set_client_role`, `revoke_client`) to `https://127.0.0.1:3420/v3/owner` with
-//!   the data directory's `tls/` files (the `default` client), or where `--url`, `--quic`,
-//!   `--unix` and `--tls-dir` say (as for `keyward call`). Naming a server with `--url`, `--quic` or
-//!   `--unix` skips the store check: the commands always go to that server.
-//! * no server runs: they read and change the store directly (it stays locked meanwhile, so a server
-//!   cannot start in between), with the same rules the server applies, and record each change in
-//!   the audit log as principal `offline`.
+//! * the running server: at `https://127.0.0.1:3420/v3/owner` with the data directory's `tls/`
+//!   files (the `default` client), or where `--url`, `--quic`, `--unix` and `--tls-dir` say (as for
+//!   `keyward call`). Naming a server with `--url`, `--quic` or `--unix` skips the store check: the
+//!   commands always go to that server.
+//! * with no server running, their own server in process over the store ([`crate::in_process`]; the
+//!   store stays locked meanwhile, so a server cannot start in between): the core applies its own
+//!   rules, and records each change in the audit log as principal `local` (its in-process owner;
+//!   changes made this way by older versions are recorded as `offline`).
 //!
 //! **Certificates.** `add NAME --out DIR` makes a key pair here (ECDSA P-256, like `keyward
-//! certs`), sends only the public key (online: the server signs it with its CA key and registers the
-//! certificate's key; offline: the set's `ca.key`, or the key of `--ca-key`, signs it here), and
-//! writes `DIR/ca.crt`, `DIR/client.crt` and `DIR/client.key` (0600; DIR 0700), a bundle for
-//! `keyward call --tls-dir DIR`. The key is written before the client is registered, so a
-//! registered client never lacks its key; nothing is overwritten. `add NAME --uid UID` registers a
-//! Unix user for the socket instead and writes nothing.
+//! certs`), sends only the public key (the server signs it with its CA key and registers the
+//! certificate's key; with no server running, the in-process server signs with the set's `ca.key`,
+//! or the key of `--ca-key`), and writes `DIR/ca.crt`, `DIR/client.crt` and `DIR/client.key` (0600;
+//! DIR 0700), a bundle for `keyward call --tls-dir DIR`. The key is written before the client is
+//! registered, so a registered client never lacks its key; nothing is overwritten. `add NAME --uid
+//! UID` registers a Unix user for the socket instead and writes nothing.
 
 use std::fs;
 use std::io;
@@ -27,11 +29,9 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use keyward_core::audit::AuditEvent;
 use keyward_core::principal::valid_client_name;
-use keyward_core::{ClientRecord, Identity, Principal, Role, Store};
+use keyward_core::{Principal, Role};
 use keyward_driver::{SecureSession, SessionError};
-use keyward_store::FjallStore;
 use rcgen::{KeyPair, PublicKeyData};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -39,13 +39,10 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::call::{self, BoxLink, Reached};
-use crate::{certs, principals, serve};
+use crate::call::{self, BoxLink};
+use crate::{certs, in_process, listing};
 
-/// The principal offline changes are recorded under in the audit log.
-const OFFLINE: &str = "offline";
-
-/// Which server (or stopped server's store) the commands work on.
+/// Which server the commands work on (a running one, or their own in process on a stopped one's store).
 pub type Target = call::ServerArgs;
 
 /// A `keyward clients` command.
@@ -117,22 +114,28 @@ pub async fn run(target: &Target, action: Action) -> anyhow::Result<String> {
     if let Action::Add { name, .. } | Action::Pair { name, .. } = &action {
         check_name(name)?;
     }
-    let mut registry = Registry::open(target).await?;
+    let ca_key = match &action {
+        Action::Add { ca_key, .. } => ca_key.clone(),
+        _ => None,
+    };
+    let options = in_process::Options { ca_key, needs_registry: true };
+    let mut registry = Registry::open(target, &options).await?;
     let result = match action {
         Action::Add { name, role, out: Some(out), uid: None, ca_key } => {
             let endpoints = registry.endpoints(target);
-            registry.add_cert(&name, role, &out, ca_key.as_deref(), endpoints).await
+            registry.add_cert(&name, role, &out, ca_key.is_some(), endpoints).await
         }
         Action::Add { name, role, uid: Some(uid), .. } => registry.add_uid(&name, role, uid).await,
         Action::Add { .. } => Err(anyhow::anyhow!("give --out DIR (a certificate) or --uid UID (a Unix user)")),
-        Action::List { json } => {
-            registry.list().await.and_then(|records| if json { as_json(&records) } else { Ok(table(&records)) })
-        }
+        Action::List { json } => registry
+            .list()
+            .await
+            .and_then(|records| if json { listing::as_json(&records) } else { Ok(listing::table(&records)) }),
         Action::Pair { name, role, ttl, json } => registry.pair(&name, role, ttl, json).await,
         Action::Role { name, role } => registry.set_role(&name, role).await,
         Action::Revoke { name } => registry.revoke(&name).await,
     };
-    registry.close().await;
+    registry.session.close().await;
     result
 }
 
@@ -147,48 +150,43 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The registry the commands change: a running server's, over the API, or a stopped server's store.
-// One value per command: its size does not matter.
-#[allow(clippy::large_enum_variant)]
-enum Registry {
-    Online { session: SecureSession<BoxLink> },
-    Offline { store: FjallStore, tls_dir: PathBuf },
+/// The registry the commands change: over an owner session with the running server, or with the
+/// command's in-process server over the stopped server's store.
+struct Registry {
+    session: SecureSession<BoxLink>,
+    in_process: bool,
 }
 
+/// What the commands add to their answer when no server ran.
+const IN_PROCESS_ADDED: &str = " (offline, to the stopped server's store)";
+
 impl Registry {
-    async fn open(target: &Target) -> anyhow::Result<Self> {
-        Ok(match target.reach().await? {
-            Reached::Store(store) => Self::Offline { store, tls_dir: serve::tls_dir(&target.data_dir()) },
-            Reached::Server(session) => Self::Online { session },
-        })
+    async fn open(target: &Target, options: &in_process::Options) -> anyhow::Result<Self> {
+        let call::Reached { session, in_process } = target.reach(options).await?;
+        Ok(Self { session, in_process })
     }
 
     /// Where the bundle of a new client finds the server: the address this command reached it at
     /// (a stopped server's address is not known: its bundle then names none, and clients use the
     /// default URL).
     fn endpoints(&self, target: &Target) -> keyward_pairing::Endpoints {
-        match self {
-            Self::Offline { .. } => keyward_pairing::Endpoints::default(),
-            Self::Online { .. } if target.unix.is_some() => keyward_pairing::Endpoints::default(),
-            Self::Online { .. } => keyward_pairing::Endpoints {
-                url: target
-                    .quic
-                    .is_none()
-                    .then(|| target.url.clone().unwrap_or_else(|| crate::call::DEFAULT_URL.to_owned())),
-                quic: target.quic.map(|addr| addr.to_string()),
-            },
+        if self.in_process || target.unix.is_some() {
+            return keyward_pairing::Endpoints::default();
+        }
+        keyward_pairing::Endpoints {
+            url: target.quic.is_none().then(|| target.url.clone().unwrap_or_else(|| call::DEFAULT_URL.to_owned())),
+            quic: target.quic.map(|addr| addr.to_string()),
         }
     }
 
-    async fn close(self) {
-        if let Self::Online { session } = self {
-            session.close().await;
-        }
+    /// What an answer adds about where the change was made.
+    fn how(&self) -> &'static str {
+        if self.in_process { IN_PROCESS_ADDED } else { "" }
     }
 
     /// One owner call.
-    async fn call(session: &mut SecureSession<BoxLink>, method: &str, params: Value) -> anyhow::Result<Value> {
-        match session.call(method, params).await {
+    async fn call(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
+        match self.session.call(method, params).await {
             Ok(value) => Ok(value),
             Err(SessionError::Link(error)) => bail!("the request failed: {error}"),
             Err(error) => bail!("{method} failed: {error}"),
@@ -197,16 +195,9 @@ impl Registry {
 
     /// Every record, as `list_clients` answers them, by name.
     async fn list(&mut self) -> anyhow::Result<Vec<Value>> {
-        match self {
-            Self::Online { session } => match Self::call(session, "list_clients", json!({})).await? {
-                Value::Array(records) => Ok(records),
-                _ => bail!("list_clients answered something that is not a list"),
-            },
-            Self::Offline { store, .. } => {
-                let mut records = load(store)?;
-                records.sort_by(|a, b| a.name.cmp(&b.name));
-                Ok(records.iter().map(record_json).collect())
-            }
+        match self.call("list_clients", json!({})).await? {
+            Value::Array(records) => Ok(records),
+            _ => bail!("list_clients answered something that is not a list"),
         }
     }
 
@@ -215,115 +206,68 @@ impl Registry {
         name: &str,
         role: Role,
         out: &Path,
-        ca_key: Option<&Path>,
+        ca_key_given: bool,
         endpoints: keyward_pairing::Endpoints,
     ) -> anyhow::Result<String> {
+        if ca_key_given && !self.in_process {
+            bail!("--ca-key is for a stopped server: a running server signs with its own CA key");
+        }
         let config = keyward_pairing::BundleConfig { name: name.to_owned(), role: role.as_str().to_owned(), endpoints };
-        match self {
-            Self::Online { session } => {
-                if ca_key.is_some() {
-                    bail!("--ca-key is for a stopped server: a running server signs with its own CA key");
-                }
-                let bundle = Bundle::prepare(out)?;
-                let key = KeyPair::generate().context("cannot make a key pair")?;
-                bundle.write_key(&key)?;
-                let params =
-                    json!({"name": name, "role": role.as_str(), "public_key": key.public_key_pem(), "uid": null});
-                let answer = match Self::call(session, "add_client", params).await {
-                    Ok(answer) => answer,
-                    Err(error) => {
-                        bundle.remove();
-                        return Err(error);
-                    }
-                };
-                let text = |field: &str| {
-                    answer[field].as_str().map(str::to_owned).with_context(|| format!("add_client answered no {field}"))
-                };
-                let written = text("certificate").and_then(|certificate| {
-                    let spki_sha256 = check_certificate(&certificate, &key)?;
-                    bundle.write_certs(&certificate, &text("ca_certificate")?)?;
-                    bundle.write_config(&config)?;
-                    Ok(spki_sha256)
-                });
-                match written {
-                    Ok(spki_sha256) => Ok(added_cert(name, role, &spki_sha256, out, "")),
-                    Err(error) => {
-                        bundle.remove();
-                        Err(error.context(format!(
-                            "client '{name}' is registered, but its bundle could not be written: revoke it with \
-                             `keyward clients revoke {name}`"
-                        )))
-                    }
-                }
+        let bundle = Bundle::prepare(out)?;
+        let key = KeyPair::generate().context("cannot make a key pair")?;
+        let written = bundle.write_key(&key);
+        let params = json!({"name": name, "role": role.as_str(), "public_key": key.public_key_pem(), "uid": null});
+        let answer = match written {
+            Ok(()) => self.call("add_client", params).await,
+            Err(error) => Err(error),
+        };
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(error) => {
+                bundle.remove();
+                return Err(error);
             }
-            Self::Offline { store, tls_dir } => {
-                let records = load(store)?;
-                check_new(&records, name, None)?;
-                let set = certs::set_dir(tls_dir)?;
-                let ca = match ca_key {
-                    Some(key) => certs::Ca::load_with_key(&set.join(certs::CA_CERT), key)?,
-                    None => certs::Ca::load(&set)?.with_context(|| {
-                        format!(
-                            "the certificate set in {} keeps no CA key (made with --no-ca-key, or the key was moved \
-                             away): give the CA's key with --ca-key FILE, or register a Unix user with --uid",
-                            tls_dir.display()
-                        )
-                    })?,
-                };
-                let bundle = Bundle::prepare(out)?;
-                let key = KeyPair::generate().context("cannot make a key pair")?;
-                let public_key =
-                    certs::ClientPublicKey::from_pem(&key.public_key_pem()).map_err(|e| anyhow::anyhow!("{e}"))?;
-                let written = ca.issue(name, &public_key).and_then(|issued| {
-                    bundle.write_key(&key)?;
-                    bundle.write_certs(&issued.certificate_pem, ca.cert_pem())?;
-                    bundle.write_config(&config)?;
-                    let identity = Identity::Cert { spki_sha256: issued.spki_sha256 };
-                    save(store, new_record(name, role, identity), "add_client")?;
-                    Ok(issued.spki_sha256)
-                });
-                match written {
-                    Ok(spki_sha256) => {
-                        Ok(added_cert(name, role, &spki_sha256, out, " (offline, to the stopped server's store)"))
-                    }
-                    Err(error) => {
-                        bundle.remove();
-                        Err(error)
-                    }
-                }
+        };
+        let text = |field: &str| {
+            answer[field].as_str().map(str::to_owned).with_context(|| format!("add_client answered no {field}"))
+        };
+        let written = text("certificate").and_then(|certificate| {
+            let spki_sha256 = check_certificate(&certificate, &key)?;
+            bundle.write_certs(&certificate, &text("ca_certificate")?)?;
+            bundle.write_config(&config)?;
+            Ok(spki_sha256)
+        });
+        match written {
+            Ok(spki_sha256) => Ok(added_cert(name, role, &spki_sha256, out, self.how())),
+            Err(error) => {
+                bundle.remove();
+                Err(error.context(format!(
+                    "client '{name}' is registered, but its bundle could not be written: revoke it with `keyward \
+                     clients revoke {name}`"
+                )))
             }
         }
     }
 
     async fn add_uid(&mut self, name: &str, role: Role, uid: u32) -> anyhow::Result<String> {
-        let how = match self {
-            Self::Online { session } => {
-                let params = json!({"name": name, "role": role.as_str(), "public_key": null, "uid": uid});
-                Self::call(session, "add_client", params).await?;
-                ""
-            }
-            Self::Offline { store, .. } => {
-                let identity = Identity::Uid { uid };
-                check_new(&load(store)?, name, Some(&identity))?;
-                save(store, new_record(name, role, identity), "add_client")?;
-                " (offline, to the stopped server's store)"
-            }
-        };
+        let params = json!({"name": name, "role": role.as_str(), "public_key": null, "uid": uid});
+        self.call("add_client", params).await?;
         Ok(format!(
-            "added client '{name}' ({role}) for uid {uid}{how}; it reaches the Unix socket only if the socket's \
-             permissions let it (the server makes it 0600 in a 0700 directory)\n"
+            "added client '{name}' ({role}) for uid {uid}{}; it reaches the Unix socket only if the socket's \
+             permissions let it (the server makes it 0600 in a 0700 directory)\n",
+            self.how()
         ))
     }
 
     async fn pair(&mut self, name: &str, role: Role, ttl: Option<u64>, as_json: bool) -> anyhow::Result<String> {
-        let Self::Online { session } = self else {
+        if self.in_process {
             bail!(
                 "pairing needs the running server (it opens the pairing listener): start `keyward serve`, or add the \
                  client with `keyward clients add {name} --out DIR` and copy DIR to the front end"
             );
-        };
+        }
         let params = json!({"name": name, "role": role.as_str(), "ttl_secs": ttl});
-        let mut answer = Self::call(session, "pair_client", params).await?;
+        let mut answer = self.call("pair_client", params).await?;
         let text = |field: &str| {
             answer[field].as_str().map(str::to_owned).with_context(|| format!("pair_client answered no {field}"))
         };
@@ -331,7 +275,7 @@ impl Registry {
         let pair_url = text("pair_url")?;
         let expires_unix_ms = answer["expires_unix_ms"].as_u64().context("pair_client answered no expiry")?;
         keyward_core::client::wipe(&mut answer);
-        let expires_at = rfc3339(expires_unix_ms);
+        let expires_at = listing::rfc3339_seconds(expires_unix_ms);
         if as_json {
             let value = json!({
                 "code": code.as_str(),
@@ -351,34 +295,17 @@ impl Registry {
     }
 
     async fn set_role(&mut self, name: &str, role: Role) -> anyhow::Result<String> {
-        match self {
-            Self::Online { session } => {
-                Self::call(session, "set_client_role", json!({"name": name, "role": role.as_str()})).await?;
-            }
-            Self::Offline { store, .. } => {
-                let mut record = active(store, name)?;
-                record.role = role;
-                save(store, record, "set_client_role")?;
-            }
-        }
+        self.call("set_client_role", json!({"name": name, "role": role.as_str()})).await?;
         Ok(format!("client '{name}' is now {role}\n"))
     }
 
     async fn revoke(&mut self, name: &str) -> anyhow::Result<String> {
-        match self {
-            Self::Online { session } => {
-                Self::call(session, "revoke_client", json!({"name": name})).await?;
-                Ok(format!(
-                    "revoked client '{name}': its requests are refused and its connections closed from now on\n"
-                ))
-            }
-            Self::Offline { store, .. } => {
-                let mut record = active(store, name)?;
-                record.revoked_unix_ms = Some(principals::unix_time_ms());
-                save(store, record, "revoke_client")?;
-                Ok(format!("revoked client '{name}' (offline, in the stopped server's store)\n"))
-            }
-        }
+        self.call("revoke_client", json!({"name": name})).await?;
+        Ok(if self.in_process {
+            format!("revoked client '{name}' (offline, in the stopped server's store)\n")
+        } else {
+            format!("revoked client '{name}': its requests are refused and its connections closed from now on\n")
+        })
     }
 }
 
@@ -400,123 +327,6 @@ fn check_certificate(pem: &str, key: &KeyPair) -> anyhow::Result<[u8; 32]> {
     let ours: [u8; 32] = Sha256::digest(key.subject_public_key_info()).into();
     anyhow::ensure!(spki_sha256 == ours, "add_client answered a certificate for another key");
     Ok(spki_sha256)
-}
-
-fn load(store: &FjallStore) -> anyhow::Result<Vec<ClientRecord>> {
-    store.load_clients().map_err(|error| anyhow::anyhow!("cannot read the client registry: {error}"))
-}
-
-/// Saves a record and records the change in the audit log.
-fn save(store: &FjallStore, record: ClientRecord, method: &str) -> anyhow::Result<()> {
-    store.save_client(&record).map_err(|error| anyhow::anyhow!("cannot save client '{}': {error}", record.name))?;
-    let event = AuditEvent {
-        principal: OFFLINE.into(),
-        method: method.into(),
-        wallet: Some(record.name),
-        outcome: "ok".into(),
-        count: 1,
-    };
-    if let Err(error) = store.append_audit(&[event]) {
-        tracing::warn!(%error, "the change is saved, but the audit log could not be written");
-    }
-    Ok(())
-}
-
-fn new_record(name: &str, role: Role, identity: Identity) -> ClientRecord {
-    ClientRecord {
-        name: name.into(),
-        role,
-        identity,
-        created_unix_ms: principals::unix_time_ms(),
-        revoked_unix_ms: None,
-    }
-}
-
-/// What `add_client` refuses: a name taken (names are never reused), or an identity an active
-/// client has.
-fn check_new(records: &[ClientRecord], name: &str, identity: Option<&Identity>) -> anyhow::Result<()> {
-    if name == keyward_core::principal::LAUNCHER {
-        bail!("'{name}' is the name of a launched server's own client (keyward serve --launcher): choose another");
-    }
-    if records.iter().any(|r| r.name == name) {
-        bail!("a client called '{name}' exists (names are never reused)");
-    }
-    if let Some(holder) = records.iter().find(|r| r.is_active() && Some(&r.identity) == identity) {
-        bail!("client '{}' has this identity already", holder.name);
-    }
-    Ok(())
-}
-
-/// The active client called `name`.
-fn active(store: &FjallStore, name: &str) -> anyhow::Result<ClientRecord> {
-    load(store)?
-        .into_iter()
-        .find(|r| r.name == name && r.is_active())
-        .with_context(|| format!("no active client called '{name}'"))
-}
-
-/// A record as `list_clients` answers it.
-fn record_json(record: &ClientRecord) -> Value {
-    keyward_core::admin::client_json(record)
-}
-
-fn as_json(records: &[Value]) -> anyhow::Result<String> {
-    Ok(format!("{}\n", serde_json::to_string_pretty(records)?))
-}
-
-/// The identity column: `cert sha256:` and the first 16 hex digits, or `uid N`.
-fn identity_text(identity: &Value) -> String {
-    if let Some(hash) = identity["cert"]["spki_sha256"].as_str() {
-        return format!("cert sha256:{}…", hash.get(..16).unwrap_or(hash));
-    }
-    match identity["uid"].as_u64() {
-        Some(uid) => format!("uid {uid}"),
-        None => "?".into(),
-    }
-}
-
-/// Unix milliseconds as RFC 3339 UTC, to the second (the audit log's format without milliseconds).
-pub fn rfc3339(unix_ms: u64) -> String {
-    let full = crate::audit::rfc3339(unix_ms);
-    match full.split_once('.') {
-        Some((seconds, _)) => format!("{seconds}Z"),
-        None => full,
-    }
-}
-
-/// The records as a table: name, role, identity, created, revoked (or `-`).
-fn table(records: &[Value]) -> String {
-    let mut rows = vec![["NAME", "ROLE", "IDENTITY", "CREATED", "REVOKED"].map(str::to_owned)];
-    for record in records {
-        rows.push([
-            record["name"].as_str().unwrap_or("?").to_owned(),
-            record["role"].as_str().unwrap_or("?").to_owned(),
-            identity_text(&record["identity"]),
-            record["created_unix_ms"].as_u64().map_or_else(|| "?".into(), rfc3339),
-            record["revoked_unix_ms"].as_u64().map_or_else(|| "-".into(), rfc3339),
-        ]);
-    }
-    let mut widths = [0usize; 5];
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in &rows {
-        let mut line = String::new();
-        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(cell);
-                line.push_str(&" ".repeat(width - cell.chars().count() + 2));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 /// The files of a bundle `add` writes (never over existing ones).
@@ -596,51 +406,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn times_are_rfc3339_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20Z");
-    }
-
-    #[test]
-    fn the_table_shortens_keys_and_marks_active_clients() {
-        let records = vec![
-            record_json(&ClientRecord {
-                name: "default".into(),
-                role: Role::Owner,
-                identity: Identity::Cert { spki_sha256: [0xab; 32] },
-                created_unix_ms: 0,
-                revoked_unix_ms: None,
-            }),
-            record_json(&ClientRecord {
-                name: "r1".into(),
-                role: Role::Reader,
-                identity: Identity::Uid { uid: 1000 },
-                created_unix_ms: 0,
-                revoked_unix_ms: Some(1_700_000_000_000),
-            }),
-        ];
-        let text = table(&records);
-        let lines: Vec<_> = text.lines().collect();
-        assert_eq!(lines.len(), 3, "{text}");
-        assert!(lines[0].starts_with("NAME     ROLE    IDENTITY"), "{text}");
-        assert!(lines[1].contains("cert sha256:abababababababab…") && lines[1].ends_with(" -"), "{text}");
-        assert!(lines[2].contains("uid 1000") && lines[2].ends_with("2023-11-14T22:13:20Z"), "{text}");
-    }
-
-    #[test]
-    fn new_clients_follow_the_servers_rules() {
-        let taken = new_record("r1", Role::Reader, Identity::Uid { uid: 7 });
-        let mut revoked = new_record("r2", Role::Reader, Identity::Uid { uid: 8 });
-        revoked.revoked_unix_ms = Some(1);
-        let records = [taken, revoked];
-        let error = check_new(&records, "r2", None).unwrap_err().to_string();
-        assert!(error.contains("names are never reused"), "{error}");
-        let error = check_new(&records, "r3", Some(&Identity::Uid { uid: 7 })).unwrap_err().to_string();
-        assert!(error.contains("client 'r1' has this identity already"), "{error}");
-        check_new(&records, "r3", Some(&Identity::Uid { uid: 8 })).unwrap();
+    fn names_the_server_refuses_are_refused_before_anything_is_made() {
         for bad in ["", "local", "local-http", "-x", "a b", &"x".repeat(65)] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
+        check_name("r1").unwrap();
     }
 
     #[test]

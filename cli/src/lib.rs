@@ -4,12 +4,15 @@
 
 pub mod audit;
 pub mod bench;
+pub mod ca;
 pub mod call;
 pub mod certs;
 pub mod clients;
 pub mod config;
 pub mod harden;
+pub mod in_process;
 pub mod launcher;
+pub mod listing;
 pub mod native_host;
 pub mod pairing;
 pub mod principals;

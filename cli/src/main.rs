@@ -111,7 +111,8 @@ enum Command {
     /// Register, list, re-role and revoke the clients that may call the server.
     ///
     /// With a server running on the data directory (or named with --url, --quic or --unix), these are
-    /// owner calls to it; with none running, they change the data directory's store directly.
+    /// owner calls to it; with none running, the same calls to a server in this process over the data
+    /// directory's store (audited as principal `local`).
     Clients {
         #[command(subcommand)]
         action: keyward::clients::Action,

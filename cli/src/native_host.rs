@@ -434,12 +434,17 @@ async fn answer(
 
 /// The link the bundle names: QUIC if it has a QUIC address, else HTTPS.
 async fn connect(config: &BundleConfig, bundle: &Path) -> anyhow::Result<BoxLink> {
-    if let Some(quic) = &config.endpoints.quic {
-        let addr = quic.parse().with_context(|| format!("'{quic}' is not a QUIC address"))?;
-        return Ok(Box::new(call::quic_link(addr, bundle).await?));
-    }
-    let url = config.endpoints.url.clone().unwrap_or_else(|| DEFAULT_URL.to_owned());
-    Ok(Box::new(call::http_link(&url, bundle).await?))
+    let address = match &config.endpoints.quic {
+        Some(quic) => {
+            let addr = quic.parse().with_context(|| format!("'{quic}' is not a QUIC address"))?;
+            call::Address::quic(addr, bundle)?
+        }
+        None => {
+            let url = config.endpoints.url.clone().unwrap_or_else(|| DEFAULT_URL.to_owned());
+            call::Address::url(&url, bundle).await?
+        }
+    };
+    call::connect(&address).await
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use keyward_core::{ClientRecord, Host, Identity, IssuedCertificate, PairingTicke
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
 
+use crate::ca::Ca;
 use crate::{certs, tls};
 
 /// The name of the client made at first start.
@@ -22,19 +23,37 @@ pub struct ServeHost {
     /// The certificate directory whose CA signs new clients' certificates; none for a launched
     /// server, whose CA lives in memory for one run and signs nothing.
     tls_dir: Option<PathBuf>,
+    /// For the in-process server of a command run while no server runs
+    /// ([`crate::in_process`]): the CA key given with `--ca-key`, if any.
+    in_process: Option<InProcess>,
     /// The pairing service, once `keyward serve` has started it (none: pairing is off).
     pairing: std::sync::OnceLock<keyward_pairing::PairingService>,
+}
+
+/// What the host of an in-process server knows more.
+#[derive(Debug)]
+struct InProcess {
+    /// Signs with this CA key (PEM) and the set's `ca.crt`, instead of the set's `ca.key`.
+    ca_key: Option<PathBuf>,
 }
 
 impl ServeHost {
     /// The host of a server whose certificate directory is `tls_dir`.
     pub fn new(tls_dir: PathBuf) -> Self {
-        Self { tls_dir: Some(tls_dir), pairing: std::sync::OnceLock::new() }
+        Self { tls_dir: Some(tls_dir), in_process: None, pairing: std::sync::OnceLock::new() }
     }
 
     /// The host of a launched server (`keyward serve --launcher`): it issues no certificates.
     pub fn launched() -> Self {
-        Self { tls_dir: None, pairing: std::sync::OnceLock::new() }
+        Self { tls_dir: None, in_process: None, pairing: std::sync::OnceLock::new() }
+    }
+
+    /// The host of a command's in-process server on a stopped server's data directory, whose
+    /// certificate directory is `tls_dir`: it signs with the set's CA key, or with `ca_key`. Its
+    /// errors go to the user who ran the command (not to an API client), so they say the whole
+    /// reason, paths included.
+    pub fn in_process(tls_dir: PathBuf, ca_key: Option<PathBuf>) -> Self {
+        Self { tls_dir: Some(tls_dir), in_process: Some(InProcess { ca_key }), pairing: std::sync::OnceLock::new() }
     }
 
     /// Turns pairing on (`pair_client` makes codes on `service`).
@@ -43,13 +62,23 @@ impl ServeHost {
     }
 
     /// The CA of the set in use, read now (so that a rotation is followed), or why there is none.
-    fn ca(&self) -> Result<certs::Ca, String> {
+    fn ca(&self) -> Result<Ca, String> {
         let Some(tls_dir) = &self.tls_dir else { return Err(LAUNCHED_NO_CA.into()) };
-        let loaded = certs::set_dir(tls_dir).and_then(|set| certs::Ca::load(&set));
-        match loaded {
-            Ok(Some(ca)) => Ok(ca),
-            Ok(None) => Err(NO_CA_KEY.into()),
-            Err(error) => {
+        let ca_key = self.in_process.as_ref().and_then(|p| p.ca_key.as_deref());
+        let loaded = certs::set_dir(tls_dir).and_then(|set| match ca_key {
+            Some(key) => Ca::load_with_key(&set.join(certs::CA_CERT), key).map(Some),
+            None => Ca::load(&set),
+        });
+        match (loaded, &self.in_process) {
+            (Ok(Some(ca)), _) => Ok(ca),
+            (Ok(None), None) => Err(NO_CA_KEY.into()),
+            (Ok(None), Some(_)) => Err(format!(
+                "the certificate set in {} keeps no CA key (made with --no-ca-key, or the key was moved away): give \
+                 the CA's key with --ca-key FILE, or register a Unix user with --uid",
+                tls_dir.display()
+            )),
+            (Err(error), Some(_)) => Err(format!("{error:#}")),
+            (Err(error), None) => {
                 tracing::error!("cannot use the CA key to issue a client certificate: {error:#}");
                 Err("this server cannot issue certificates: its CA cannot be used (see the server's log)".into())
             }
@@ -73,9 +102,12 @@ impl Host for ServeHost {
     /// Checks the key first (so a bad key is refused the same way with or without a CA key), then
     /// signs with the CA of the set in use. Errors go to the API client: no paths in them.
     fn issue_certificate(&self, name: &str, public_key_pem: &str) -> Result<IssuedCertificate, String> {
-        let key = certs::ClientPublicKey::from_pem(public_key_pem)?;
+        let key = crate::ca::ClientPublicKey::from_pem(public_key_pem)?;
         let ca = self.ca()?;
         let issued = ca.issue(name, &key).map_err(|error| {
+            if self.in_process.is_some() {
+                return format!("cannot issue a client certificate: {error:#}");
+            }
             tracing::error!("cannot issue a client certificate: {error:#}");
             "this server cannot issue certificates: signing failed (see the server's log)".to_owned()
         })?;
@@ -246,5 +278,22 @@ mod tests {
         let error = host.issue_certificate("r4", &public_key()).unwrap_err();
         assert!(error.contains("its CA cannot be used"), "{error}");
         assert!(!error.contains('/'), "no paths: {error}");
+    }
+
+    #[test]
+    fn the_in_process_host_signs_with_the_given_ca_key_and_says_why_it_cannot() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = dir.path().join("tls");
+        let set = certs::init(&tls, true, false).unwrap();
+        let kept = dir.path().join("kept-ca.key");
+        std::fs::rename(set.join(certs::CA_KEY), &kept).unwrap();
+
+        let error = ServeHost::in_process(tls.clone(), None).issue_certificate("r1", &public_key()).unwrap_err();
+        assert!(error.contains("keeps no CA key") && error.contains("--ca-key FILE"), "{error}");
+        let issued = ServeHost::in_process(tls.clone(), Some(kept.clone())).issue_certificate("r1", &public_key());
+        assert_eq!(issued.unwrap().ca_certificate_pem, std::fs::read_to_string(tls.join(certs::CA_CERT)).unwrap());
+        let missing = dir.path().join("missing.key");
+        let error = ServeHost::in_process(tls, Some(missing)).issue_certificate("r2", &public_key()).unwrap_err();
+        assert!(error.contains("missing.key"), "the whole reason, to the user who ran the command: {error}");
     }
 }

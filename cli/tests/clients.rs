@@ -158,10 +158,11 @@ fn reader_over_tls(home: &Path, data: &Path, server: &Server, transport: &str) {
     // The client holds a connection open (its own code, its bundle's files) when it is revoked.
     let runtime = runtime();
     let mut held: SecureSession<keyward::call::BoxLink> = runtime.block_on(async {
-        let link: keyward::call::BoxLink = match transport {
-            "https" => Box::new(keyward::call::http_link(&server.url, &bundle).await.unwrap()),
-            _ => Box::new(keyward::call::quic_link(server.quic.parse().unwrap(), &bundle).await.unwrap()),
+        let address = match transport {
+            "https" => keyward::call::Address::url(&server.url, &bundle).await.unwrap(),
+            _ => keyward::call::Address::quic(server.quic.parse().unwrap(), &bundle).unwrap(),
         };
+        let link = keyward::call::connect(&address).await.unwrap();
         let mut session = SecureSession::open(link).await.unwrap();
         session.call("list_wallets", json!({})).await.unwrap();
         session
@@ -252,7 +253,8 @@ fn readers_over_https_quic_and_unix_are_checked_promoted_and_revoked() {
     // Revoked while it holds a connection: the connection closes, the next one is refused.
     let runtime = runtime();
     let mut held = runtime.block_on(async {
-        let mut session = SecureSession::open(keyward::call::unix_link(&socket).await.unwrap()).await.unwrap();
+        let link = keyward::call::connect(&keyward::call::Address::Unix(socket.clone())).await.unwrap();
+        let mut session = SecureSession::open(link).await.unwrap();
         session.call("list_wallets", json!({})).await.unwrap();
         session
     });
@@ -415,6 +417,62 @@ fn with_no_server_running_the_commands_work_on_the_store() {
     let without = h.join("without");
     ok(&keyward().args(["certs", "init", "--no-ca-key", "--dir"]).arg(&without).output().unwrap());
     assert!(!without.join("current").join("ca.key").exists());
+}
+
+#[test]
+fn with_no_server_running_the_cores_rules_apply_and_changes_are_audited_as_local() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let data = h.join("data");
+    // A stopped server's data directory: a store and a certificate set (with its CA key).
+    drop(keyward_store::FjallStore::open(&data.join("store")).unwrap());
+    ok(&keyward().args(["certs", "init", "--dir"]).arg(data.join("tls")).output().unwrap());
+
+    let bundle = h.join("c1");
+    let added =
+        ok(&kw(&data, &["clients", "add", "c1", "--role", "reader", "--out", bundle.to_str().unwrap()], None, None));
+    assert!(added.starts_with("added client 'c1' (reader), certificate key sha256:"), "{added}");
+    assert!(added.contains(" (offline, to the stopped server's store)\n"), "{added}");
+    assert_eq!(mode(&bundle.join("client.key")), 0o600);
+    ok(&kw(&data, &["clients", "add", "u1", "--role", "reader", "--uid", "4242"], None, None));
+
+    // A name taken is refused by the core, with its text, as by a running server; nothing is left.
+    let taken = "add_client failed: ArgumentError: a client called 'c1' exists (names are never reused)";
+    refused(&kw(&data, &["clients", "add", "c1", "--role", "reader", "--uid", "4243"], None, None), taken);
+    let again = h.join("again");
+    refused(
+        &kw(&data, &["clients", "add", "c1", "--role", "reader", "--out", again.to_str().unwrap()], None, None),
+        taken,
+    );
+    assert!(!again.exists(), "a refused add leaves nothing behind");
+    ok(&kw(&data, &["clients", "revoke", "u1"], None, None));
+
+    // The log verifies, and names the in-process owner, `local`, for every change.
+    let verified = ok(&kw(&data, &["audit", "verify"], None, None));
+    assert_eq!(verified, "audit log verified: 5 records (seq 1..5)\n");
+    let shown = ok(&kw(&data, &["audit", "show", "--json"], None, None));
+    let records: Vec<Value> = serde_json::from_str(&shown).unwrap();
+    let events: Vec<(&str, &str, &str, &str)> = records
+        .iter()
+        .map(|r| {
+            let e = &r["event"];
+            let text = |field: &str| e[field].as_str().unwrap_or("-");
+            (text("principal"), text("method"), text("wallet"), text("outcome"))
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("local", "add_client", "c1", "ok"),
+            ("local", "add_client", "u1", "ok"),
+            ("local", "add_client", "c1", "invalid argument"),
+            ("local", "add_client", "c1", "invalid argument"),
+            ("local", "revoke_client", "u1", "ok"),
+        ],
+        "{shown}"
+    );
+    // Reading the log wrote nothing to it.
+    assert_eq!(ok(&kw(&data, &["audit", "verify"], None, None)), verified);
 }
 
 /// The uid of `nobody` on Debian and most Linux systems.

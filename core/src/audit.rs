@@ -154,6 +154,54 @@ pub fn verify<'a>(
     Ok(position)
 }
 
+/// [`verify`] a page at a time, so that a reader of a long log (`keyward audit verify`, page by
+/// page of `audit_log`) holds one page in memory: the same verdict, the same [`ChainBreak`].
+#[derive(Debug, Clone)]
+pub struct ChainVerifier {
+    anchor: Anchor,
+    expected: Anchor,
+    checked: u64,
+}
+
+impl ChainVerifier {
+    /// A check of a log whose retained records start after `anchor`.
+    pub fn new(anchor: Anchor) -> Self {
+        Self { anchor, expected: anchor, checked: 0 }
+    }
+
+    /// The anchor the check started from.
+    pub fn anchor(&self) -> Anchor {
+        self.anchor
+    }
+
+    /// The last record that followed from the ones before it (the anchor before any did).
+    pub fn last_good(&self) -> Anchor {
+        self.expected
+    }
+
+    fn shifted(&self, mut chain_break: ChainBreak) -> ChainBreak {
+        chain_break.position += self.checked;
+        chain_break
+    }
+
+    /// Checks the next records, in stored order. Only a record's own fault fails here: where the
+    /// log ends is checked by [`ChainVerifier::finish`].
+    pub fn feed(&mut self, records: &[AuditRecord]) -> Result<(), ChainBreak> {
+        let Some(last) = records.last() else { return Ok(()) };
+        let end = Anchor { seq: last.seq, hash: last.hash };
+        let checked = verify(records, self.expected, end).map_err(|b| self.shifted(b))?;
+        self.checked += checked;
+        self.expected = end;
+        Ok(())
+    }
+
+    /// Checks that the log ends at `head`; returns how many records were checked.
+    pub fn finish(&self, head: Anchor) -> Result<u64, ChainBreak> {
+        verify(std::iter::empty(), self.expected, head).map_err(|b| self.shifted(b))?;
+        Ok(self.checked)
+    }
+}
+
 /// Most events the core holds before the host writes them ([`AuditQueue`]); past it, events are
 /// counted and the count is written as one record ("N events dropped").
 pub const AUDIT_QUEUE_MAX: usize = 65_536;
@@ -266,6 +314,38 @@ mod tests {
         let anchor = Anchor { seq: records[1].seq, hash: records[1].hash };
         assert_eq!(verify(&records[2..], anchor, head), Ok(3));
         assert!(verify(&records[3..], anchor, head).is_err());
+    }
+
+    #[test]
+    fn the_verifier_by_pages_agrees_with_verify_on_the_whole() {
+        let all = chain(14);
+        let anchor = Anchor { seq: all[3].seq, hash: all[3].hash };
+        let records = all[4..].to_vec();
+        let head = head(&records);
+        let by_pages = |records: &[AuditRecord]| {
+            let mut verifier = ChainVerifier::new(anchor);
+            for page in records.chunks(3) {
+                verifier.feed(page)?;
+            }
+            verifier.finish(head)
+        };
+        assert_eq!(by_pages(&records), Ok(10));
+        let mut edited = records.clone();
+        edited[7].event.outcome = "forbidden".into();
+        let mut swapped = records.clone();
+        swapped.swap(2, 6);
+        let mut removed = records.clone();
+        removed.remove(4);
+        for tampered in [edited, swapped, removed, records[..9].to_vec(), records[1..].to_vec()] {
+            let whole = verify(&tampered, anchor, head).expect_err("tampered");
+            assert_eq!(by_pages(&tampered), Err(whole));
+        }
+        // The last good record is where a break was found.
+        let mut verifier = ChainVerifier::new(anchor);
+        assert_eq!(verifier.feed(&records[..3]), Ok(()));
+        assert!(verifier.feed(&records[4..6]).is_err());
+        assert_eq!(verifier.last_good(), Anchor { seq: records[2].seq, hash: records[2].hash });
+        assert_eq!(verifier.anchor(), anchor);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::plan::Transport;
-use crate::call::BoxLink;
+use crate::call::{self, Address, BoxLink};
 
 /// One worker's secure session over its own link; it never re-keys by itself (the server under
 /// test takes any number of requests per session) and counts its requests.
@@ -59,19 +59,15 @@ pub(super) struct Endpoint {
 
 impl Endpoint {
     pub(super) async fn link(&self) -> anyhow::Result<BoxLink> {
-        Ok(match self.transport {
+        let address = match self.transport {
             Transport::Https => {
-                let target = HttpTarget::Tls(Arc::clone(&self.tls));
-                Box::new(HttpClient::connect(self.addr, &self.name, target).await?)
+                Address::Http { addr: self.addr, host: self.name.clone(), tls: Some(Arc::clone(&self.tls)) }
             }
-            Transport::Http => Box::new(HttpClient::connect(self.addr, &self.name, HttpTarget::Plain).await?),
-            Transport::Quic => Box::new(
-                QuicClient::connect(self.addr, &self.name, Arc::clone(&self.tls))
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?,
-            ),
+            Transport::Http => Address::Http { addr: self.addr, host: self.name.clone(), tls: None },
+            Transport::Quic => Address::Quic { addr: self.addr, name: self.name.clone(), tls: Arc::clone(&self.tls) },
             Transport::Tcp => bail!("the owner API is not served over raw TCP"),
-        })
+        };
+        call::connect(&address).await
     }
 
     pub(super) async fn echo(&self) -> anyhow::Result<EchoConn> {
