@@ -72,7 +72,7 @@ impl Link for LocalLink {
                     body: &body,
                     session,
                     recent: None,
-                    principal: Principal::LOCAL,
+                    principal: &Principal::local(),
                     now_ms: principals::unix_time_ms(),
                 };
                 let outgoing = core.handle(incoming);

@@ -44,7 +44,7 @@
 //! let mut now_ms = 0;
 //! let mut send = |body: Vec<u8>| {
 //!     now_ms += 10;
-//!     server.handle(Incoming { body: &body, session: None, recent: None, principal: "local", now_ms }).body
+//!     server.handle(Incoming { body: &body, session: None, recent: None, principal: &keyward_core::Principal::local(), now_ms }).body
 //! };
 //!
 //! // init_secure_api: ECDH, then every call is encrypted under the session key.

@@ -31,7 +31,7 @@ impl Session {
             body: &client.init_request(),
             session: None,
             recent: None,
-            principal: "local",
+            principal: &keyward_core::Principal::local(),
             now_ms: 1,
         });
         assert!(!client.is_ready(), "an init request alone makes no key");
@@ -42,7 +42,7 @@ impl Session {
 
     /// The server's raw answer to a sealed body.
     fn send(&self, body: &[u8]) -> Vec<u8> {
-        let incoming = Incoming { body, session: self.session, recent: None, principal: "local", now_ms: 10 };
+        let incoming = Incoming { body, session: self.session, recent: None, principal: &keyward_core::Principal::local(), now_ms: 10 };
         self.server.handle(incoming).body
     }
 

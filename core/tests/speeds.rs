@@ -56,7 +56,7 @@ impl Rig {
             body: &client.init_request(),
             session: None,
             recent: None,
-            principal: "local",
+            principal: &keyward_core::Principal::local(),
             now_ms: 1,
         });
         client.handle_init_answer(&answer.body).expect("init answer");
@@ -70,7 +70,7 @@ impl Rig {
         self.now_ms += 1;
         let before = self.writes.load(Ordering::SeqCst);
         let incoming =
-            Incoming { body: &body, session: self.session, recent: None, principal: "local", now_ms: self.now_ms };
+            Incoming { body: &body, session: self.session, recent: None, principal: &keyward_core::Principal::local(), now_ms: self.now_ms };
         let answer = match self.server.handle_step(incoming) {
             Step::Done(answer) => {
                 assert_eq!(speed, Some(Speed::Fast), "{method} was answered at once");

@@ -89,7 +89,7 @@ fn handle_fixture() -> HandleFixture {
         body: &client.init_request(),
         session: None,
         recent: None,
-        principal: "local",
+        principal: &keyward_core::Principal::local(),
         now_ms: 1,
     });
     client.handle_init_answer(&out.body).expect("the fixture's init succeeds");
@@ -107,7 +107,7 @@ pub fn server_handle(data: &[u8]) {
                 body: data,
                 session,
                 recent: None,
-                principal: "local",
+                principal: &keyward_core::Principal::local(),
                 now_ms: fixture.now_ms,
             });
             let answer = check_answer_shape(&out);
@@ -175,7 +175,7 @@ impl InnerFixture {
             body: &client.init_request(),
             session: None,
             recent: None,
-            principal: "local",
+            principal: &keyward_core::Principal::local(),
             now_ms: 1,
         });
         client.handle_init_answer(&out.body).expect("the fixture's init succeeds");
@@ -194,7 +194,7 @@ impl InnerFixture {
             body,
             session: Some(self.session),
             recent: None,
-            principal: "local",
+            principal: &keyward_core::Principal::local(),
             now_ms: self.now_ms,
         })
     }

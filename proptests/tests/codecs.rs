@@ -73,7 +73,7 @@ proptest! {
     #[test]
     fn handle_answers_any_bytes(body in vec(any::<u8>(), 0..400)) {
         let server = server();
-        let out = server.handle(Incoming { body: &body, session: None, recent: None, principal: "local", now_ms: 5 });
+        let out = server.handle(Incoming { body: &body, session: None, recent: None, principal: &keyward_core::Principal::local(), now_ms: 5 });
         let answer: Value = serde_json::from_slice(&out.body).expect("the answer is JSON");
         prop_assert_eq!(&answer["jsonrpc"], "2.0");
         prop_assert!(answer["error"]["code"].is_i64(), "{}", answer);
@@ -98,7 +98,7 @@ proptest! {
             request["params"] = params;
         }
         let body = serde_json::to_vec(&request).expect("serializes");
-        let out = server.handle(Incoming { body: &body, session: None, recent: None, principal: "local", now_ms: 5 });
+        let out = server.handle(Incoming { body: &body, session: None, recent: None, principal: &keyward_core::Principal::local(), now_ms: 5 });
         let answer: Value = serde_json::from_slice(&out.body).expect("the answer is JSON");
         // Compared as parsed from the same text (serde_json's float parsing does not round-trip).
         let sent: Value = serde_json::from_slice(&body).expect("parses");

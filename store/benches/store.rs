@@ -43,7 +43,7 @@ impl Lifecycle {
             body: &client.init_request(),
             session: None,
             recent: None,
-            principal: "local",
+            principal: &keyward_core::Principal::local(),
             now_ms: 1,
         });
         client.handle_init_answer(&answer.body).expect("init");
@@ -57,7 +57,7 @@ impl Lifecycle {
             body: &body,
             session: None,
             recent: None,
-            principal: "local",
+            principal: &keyward_core::Principal::local(),
             now_ms: self.now_ms,
         });
         self.client.open(pending, &answer.body).unwrap_or_else(|e| panic!("{method}: {e}"))

@@ -48,7 +48,10 @@ fn serve(server: &Server, bodies: &[Vec<u8>], session: Option<SessionId>) -> Vec
     bodies.iter().map(|body| server.handle(incoming(body, session))).collect()
 }
 
+/// The in-process owner.
+static LOCAL: std::sync::LazyLock<keyward_core::Principal> = std::sync::LazyLock::new(keyward_core::Principal::local);
+
 /// One request on `session`, from the in-process owner.
 fn incoming(body: &[u8], session: Option<SessionId>) -> Incoming<'_> {
-    Incoming { body, session, recent: None, principal: keyward_core::Principal::LOCAL, now_ms: 1 }
+    Incoming { body, session, recent: None, principal: &LOCAL, now_ms: 1 }
 }

@@ -283,9 +283,9 @@ fn one_connections_init_flood_evicts_only_its_own_sessions() {
 fn reader_bundle(running: &keyward::serve::Running, data: &Path, name: &str) -> Arc<rustls::ClientConfig> {
     use keyward::certs;
     let tls_dir = keyward::serve::tls_dir(data);
-    let ca = certs::Ca::load(&certs::set_dir(&tls_dir).unwrap()).unwrap().expect("the set keeps its CA key");
+    let ca = keyward::ca::Ca::load(&certs::set_dir(&tls_dir).unwrap()).unwrap().expect("the set keeps its CA key");
     let pair = rcgen::KeyPair::generate().unwrap();
-    let issued = ca.issue(name, &certs::ClientPublicKey::from_pem(&pair.public_key_pem()).unwrap()).unwrap();
+    let issued = ca.issue(name, &keyward::ca::ClientPublicKey::from_pem(&pair.public_key_pem()).unwrap()).unwrap();
     let record = keyward_core::ClientRecord {
         name: name.into(),
         role: keyward_core::Role::Reader,

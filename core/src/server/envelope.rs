@@ -50,7 +50,7 @@ impl Server {
         &self,
         id: &RawValue,
         params: Option<&RawValue>,
-        principal: &str,
+        principal: &Principal,
         now_ms: u64,
     ) -> Outgoing {
         let outgoing = self.plain_init(id, params, principal, now_ms);
@@ -58,14 +58,14 @@ impl Server {
         outgoing
     }
 
-    fn plain_init(&self, id: &RawValue, params: Option<&RawValue>, principal: &str, now_ms: u64) -> Outgoing {
+    fn plain_init(&self, id: &RawValue, params: Option<&RawValue>, principal: &Principal, now_ms: u64) -> Outgoing {
         let params = params.and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok());
         let (public, cipher) = match self.state.new_session_key(params) {
             Ok(pair) => pair,
             Err(why) => return plain_error(id, &EnvelopeError::InitParams(why), None),
         };
         let session = SessionId::from_bytes(self.state.random());
-        lock(&self.sessions).insert(session, cipher, String::new(), Principal::new(principal), now_ms);
+        lock(&self.sessions).insert(session, cipher, String::new(), principal.clone(), now_ms);
         let mut body = Vec::with_capacity(128);
         jsonrpc::write_ok(id, &hex::encode(public.serialize()), &mut body);
         Outgoing { body, session: Some(session), created_session: true, unmatched: false }
@@ -138,7 +138,7 @@ impl Server {
         let mut buffer = Zeroizing::new(ciphertext);
         let (id, opened_by) = match incoming.session {
             Some(id) => {
-                let cipher = lock(&self.sessions).cipher(&id, incoming.principal, now_ms)?;
+                let cipher = lock(&self.sessions).cipher(&id, incoming.principal.name(), now_ms)?;
                 session::open_in_place(&cipher, nonce, &mut buffer)?;
                 (id, cipher)
             }
@@ -148,13 +148,13 @@ impl Server {
                 }
                 let recent = incoming
                     .recent
-                    .and_then(|id| Some((id, lock(&self.sessions).cipher(&id, incoming.principal, now_ms).ok()?)));
+                    .and_then(|id| Some((id, lock(&self.sessions).cipher(&id, incoming.principal.name(), now_ms).ok()?)));
                 let found = match recent.map(|pair| session::try_keys(&[pair], nonce, &buffer, false)) {
                     Some(Ok(found)) => found,
                     Some(Err(error @ AcceptError::Format(_))) => return Err(error),
                     _ => {
                         let others =
-                            lock(&self.sessions).by_recent_use(incoming.recent.as_ref(), incoming.principal, now_ms);
+                            lock(&self.sessions).by_recent_use(incoming.recent.as_ref(), incoming.principal.name(), now_ms);
                         session::try_keys(&others, nonce, &buffer, true)?
                     }
                 };

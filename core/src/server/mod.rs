@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 
 use crate::jsonrpc::{self, EnvelopeError, MethodError};
 use crate::methods::{self, AppCall, AppError, AppMethod, RegisterError};
-use crate::principal::Role;
+use crate::principal::{Principal, Role};
 use crate::session::{SessionId, SessionTable};
 use crate::state::State;
 use crate::store::Store;
@@ -49,7 +49,7 @@ pub struct Incoming<'a> {
     /// certificate or uid), [`Principal::LOCAL_HTTP`] for loopback plain HTTP, or
     /// [`Principal::LOCAL`] for an in-process caller. Its sessions, tokens, role and bounds follow
     /// from it.
-    pub principal: &'a str,
+    pub principal: &'a Principal,
     /// The host's clock, in milliseconds from any fixed origin.
     pub now_ms: u64,
 }
@@ -173,7 +173,7 @@ impl Server {
     pub fn handle_step(&self, incoming: Incoming<'_>) -> Step {
         // The caller's role, read once for the whole request (a slow call reads it again when it
         // runs, so a revocation meanwhile applies).
-        let Some(role) = self.state.role_of(incoming.principal) else {
+        let Some(role) = self.state.role_of(incoming.principal.name()) else {
             // Unknown or revoked: the transport should not have let it in (or it was revoked a
             // moment ago). Nothing is parsed.
             let (code, message) = MethodError::Revoked.wire();

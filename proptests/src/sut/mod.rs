@@ -196,8 +196,8 @@ impl Sut {
     }
 
     fn handle(&self, body: &[u8], session: Option<SessionId>, principal: u8, now_ms: u64) -> Outgoing {
-        let principal = Model::name_of(principal);
-        self.server.handle(Incoming { body, session, recent: None, principal, now_ms })
+        let principal = keyward_core::Principal::new(Model::name_of(principal));
+        self.server.handle(Incoming { body, session, recent: None, principal: &principal, now_ms })
     }
 
     fn snapshot(&self) -> Snapshot {

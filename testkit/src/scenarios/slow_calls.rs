@@ -20,7 +20,7 @@ pub(super) fn slow_calls_set_aside(store: Box<dyn Store>) {
         body: &body,
         session: c.session,
         recent: None,
-        principal: "local",
+        principal: &keyward_core::Principal::local(),
         now_ms: h.now_ms,
     });
     let Step::Slow(call) = step else { panic!("open_wallet must be set aside for a blocking thread") };
@@ -29,7 +29,7 @@ pub(super) fn slow_calls_set_aside(store: Box<dyn Store>) {
         body: &body,
         session: c.session,
         recent: None,
-        principal: "local",
+        principal: &keyward_core::Principal::local(),
         now_ms: h.now_ms,
     });
     let Step::Done(replay) = replay else { panic!("a replay is answered at once") };
@@ -40,7 +40,7 @@ pub(super) fn slow_calls_set_aside(store: Box<dyn Store>) {
         body: &body,
         session: c.session,
         recent: None,
-        principal: "local",
+        principal: &keyward_core::Principal::local(),
         now_ms: h.now_ms,
     });
     let Step::Done(answer) = step else { panic!("accounts must be answered at once") };
@@ -58,7 +58,7 @@ pub(super) fn busy_refusal_runs_nothing(store: Box<dyn Store>) {
         body: &body,
         session: c.session,
         recent: None,
-        principal: "local",
+        principal: &keyward_core::Principal::local(),
         now_ms: h.now_ms,
     });
     let Step::Slow(call) = step else { panic!("open_wallet must be set aside for a blocking thread") };
@@ -77,7 +77,7 @@ pub(super) fn busy_refusal_runs_nothing(store: Box<dyn Store>) {
         body: &body,
         session: c.session,
         recent: None,
-        principal: "local",
+        principal: &keyward_core::Principal::local(),
         now_ms: h.now_ms,
     });
     let Step::Slow(call) = step else { panic!("a batch must be set aside for a blocking thread") };

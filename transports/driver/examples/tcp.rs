@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use keyward_core::{MemoryStore, ServerConfig};
 use keyward_driver::frame::{self, FrameLimits};
-use keyward_driver::{Driver, DriverConfig, Listener, Peer, ServeLimits};
+use keyward_driver::{Driver, DriverConfig, Listener, Peer, ServeLimits, SessionBinding};
 use tokio::net::{TcpListener, TcpStream};
 
 const LIMITS: FrameLimits =
@@ -35,8 +35,14 @@ pub async fn serve(driver: Driver, listener: TcpListener, shutdown: impl Future<
     let limits = ServeLimits { max_connections: 64, max_handshakes: 64, handshake_timeout, grace };
     keyward_driver::serve(Tcp(listener), limits, shutdown, move |mut stream: TcpStream, mut stopping| {
         let peer = stream.peer_addr().map_or(Peer::Local, |addr| Peer::Net { addr, client_key: None });
-        let conn = driver.connection(peer, true);
-        async move { frame::serve_stream(&conn, &mut stream, LIMITS, &mut stopping).await }
+        // The driver admits the peer (or refuses, logs and audits it); the session an init makes
+        // is bound to this connection.
+        let conn = driver.connection(peer, SessionBinding::Bound);
+        async move {
+            if let Ok(conn) = conn {
+                frame::serve_stream(&conn, &mut stream, LIMITS, &mut stopping).await;
+            }
+        }
     })
     .await;
 }

@@ -40,12 +40,12 @@ impl Peer {
     /// The principal this peer is, as `core` knows it now: the registered client of its
     /// certificate or uid, `local-http` for plain HTTP, `local` for an in-process peer; `None` for
     /// a certificate or uid that no active client has.
-    pub fn principal(&self, core: &Server) -> Option<String> {
+    pub fn principal(&self, core: &Server) -> Option<Principal> {
         match self {
-            Self::Net { client_key: Some(key), .. } => core.client_for_cert(key),
-            Self::Net { client_key: None, .. } => Some(Principal::LOCAL_HTTP.to_owned()),
-            Self::Unix { uid, .. } => core.client_for_uid(*uid),
-            Self::Local => Some(Principal::LOCAL.to_owned()),
+            Self::Net { client_key: Some(key), .. } => core.client_for_cert(key).map(|name| Principal::new(&name)),
+            Self::Net { client_key: None, .. } => Some(Principal::new(Principal::LOCAL_HTTP)),
+            Self::Unix { uid, .. } => core.client_for_uid(*uid).map(|name| Principal::new(&name)),
+            Self::Local => Some(Principal::local()),
         }
     }
 }
@@ -60,6 +60,41 @@ impl fmt::Display for Peer {
         }
     }
 }
+
+/// What a plaintext `init_secure_api` on a connection does with the session it makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionBinding {
+    /// The session is bound to the connection: every later message uses it, and it ends when the
+    /// connection goes (QUIC, Unix socket, native messaging).
+    Bound,
+    /// Requests name their session (HTTP's `Keyward-Session` header); the connection keeps at most
+    /// [`crate::DriverConfig::max_sessions_per_connection`] of the sessions it made.
+    Named,
+}
+
+/// A peer the driver would not admit: no active client has its certificate or uid (never
+/// registered, or revoked). The refusal was logged and audited; the transport closes the
+/// connection, with [`Refused::message`] where its protocol carries a reason (QUIC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The refused peer.
+    pub peer: Peer,
+}
+
+impl Refused {
+    /// The refusal's text: the core's, the same a revoked client's request is answered with.
+    pub fn message() -> String {
+        keyward_core::jsonrpc::MethodError::Revoked.wire().1
+    }
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "refused {}: {}", self.peer, Self::message())
+    }
+}
+
+impl std::error::Error for Refused {}
 
 /// How a request names its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,9 +132,8 @@ struct Slot {
 pub struct Connection {
     driver: Driver,
     peer: Peer,
-    /// Who the peer is (`None`: no active client has its certificate or uid; every request is
-    /// refused and the transport should close it).
-    principal: Option<Box<str>>,
+    /// Who the peer is.
+    principal: Principal,
     /// Its number among the driver's live connections.
     number: u64,
     /// Set when its principal is revoked.
@@ -116,7 +150,7 @@ pub(crate) struct Live {
 }
 
 /// A live connection's principal, its certificate key (if it presented one), and its close signal.
-type LiveConnection = (Box<str>, Option<[u8; 32]>, watch::Sender<bool>);
+type LiveConnection = (Principal, Option<[u8; 32]>, watch::Sender<bool>);
 
 /// Signals every live connection whose principal `core` no longer knows (revoked), or whose
 /// certificate key is no longer its principal's (the client moved to a new key), to close.
@@ -124,8 +158,8 @@ pub(crate) fn close_revoked(inner: &crate::Inner, core: &Server) {
     let live = inner.live.lock().unwrap_or_else(PoisonError::into_inner);
     for (principal, key, signal) in live.connections.values() {
         let gone = match key {
-            Some(key) => core.client_for_cert(key).as_deref() != Some(&**principal),
-            None => core.role_of(principal).is_none(),
+            Some(key) => core.client_for_cert(key).as_deref() != Some(principal.name()),
+            None => core.role_of(principal.name()).is_none(),
         };
         if !*signal.borrow() && gone {
             tracing::info!(%principal, "closing a revoked client's connection");
@@ -145,36 +179,33 @@ impl fmt::Debug for Connection {
 }
 
 impl Connection {
-    pub(crate) fn new(driver: Driver, peer: Peer, binds_sessions: bool) -> Self {
+    /// Admits `peer` (see [`Driver::connection`]).
+    pub(crate) fn new(driver: Driver, peer: Peer, binding: SessionBinding) -> Result<Self, Refused> {
         let principal = match &driver.inner.backend {
-            Backend::Core(core) => peer.principal(core).map(String::into_boxed_str),
-            Backend::Service(_) => Some(Principal::LOCAL.into()),
+            Backend::Core(core) => peer.principal(core),
+            Backend::Service(_) => Some(Principal::local()),
+        };
+        let Some(principal) = principal else {
+            tracing::info!(%peer, "refusing a connection: no active client has its certificate or uid");
+            if let Backend::Core(core) = &driver.inner.backend {
+                core.audit_refusal(&peer.to_string(), "connect", "unknown or revoked client");
+            }
+            return Err(Refused { peer });
         };
         let (signal, revoked) = watch::channel(false);
         let number = {
             let mut live = driver.inner.live.lock().unwrap_or_else(PoisonError::into_inner);
             live.next += 1;
+            let key = match &peer {
+                Peer::Net { client_key, .. } => *client_key,
+                _ => None,
+            };
             let number = live.next;
-            match &principal {
-                Some(name) => {
-                    let key = match &peer {
-                        Peer::Net { client_key, .. } => *client_key,
-                        _ => None,
-                    };
-                    live.connections.insert(number, (name.clone(), key, signal));
-                }
-                None => {
-                    signal.send_replace(true);
-                }
-            }
+            live.connections.insert(number, (principal.clone(), key, signal));
             number
         };
-        if principal.is_none()
-            && let Backend::Core(core) = &driver.inner.backend
-        {
-            core.audit_refusal(&peer.to_string(), "connect", "unknown or revoked client");
-        }
-        Self { driver, peer, principal, number, revoked, binds_sessions, slot: Mutex::new(Slot::default()) }
+        let binds_sessions = binding == SessionBinding::Bound;
+        Ok(Self { driver, peer, principal, number, revoked, binds_sessions, slot: Mutex::new(Slot::default()) })
     }
 
     /// The peer.
@@ -182,13 +213,12 @@ impl Connection {
         &self.peer
     }
 
-    /// Who the peer is: a registered client's name, `local-http` or `local`; `None` when no
-    /// active client has its certificate or uid (the transport should close the connection).
-    pub fn principal(&self) -> Option<&str> {
-        self.principal.as_deref()
+    /// Who the peer is: a registered client, `local-http` or `local`.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
     }
 
-    /// Completes when the connection's principal is revoked (or was never known): the transport
+    /// Completes when the connection's principal is revoked: the transport
     /// closes the connection then. The driver checks at least once a second.
     pub async fn revoked(&self) {
         let mut revoked = self.revoked.clone();
@@ -235,10 +265,7 @@ impl Connection {
             Backend::Core(core) => core,
             Backend::Service(service) => return Answer { body: service.answer(body), new_session: None },
         };
-        let Some(principal) = self.principal.as_deref() else {
-            let (code, message) = (-32099, "Forbidden: this client is not registered or is revoked");
-            return Answer { body: jsonrpc::error_bytes(&(), code, message), new_session: None };
-        };
+        let principal = &self.principal;
         let recent = self.slot.lock().unwrap_or_else(PoisonError::into_inner).recent;
         let session = match naming {
             Naming::Session(id) => Some(id),
@@ -254,7 +281,7 @@ impl Connection {
         // a session, is always answered here, so binding happens before any await.
         let outgoing = match core.handle_step(Incoming { body, session, recent, principal, now_ms }) {
             Step::Done(outgoing) => outgoing,
-            Step::Slow(call) => match self.driver.inner.pool.admit(principal) {
+            Step::Slow(call) => match self.driver.inner.pool.admit(principal.name()) {
                 Some(admission) => {
                     let worker = std::sync::Arc::clone(core);
                     match self.driver.inner.pool.run(admission, move || worker.finish(call)).await {

@@ -93,10 +93,6 @@ pub async fn serve_stream<S>(conn: &Connection, stream: &mut S, limits: FrameLim
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    if conn.principal().is_none() {
-        tracing::info!(peer = %conn.peer(), "closing a connection from a client that is not registered or is revoked");
-        return;
-    }
     loop {
         let read = tokio::select! {
             read = read_frame(stream, limits) => read,

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use keyward_core::{Server, ServerConfig, Store};
 
 pub use client::{Exchange, Link, LinkError, LinkFuture, SecureSession, SessionError, SessionOptions};
-pub use connection::{Answer, Connection, Naming, Peer};
+pub use connection::{Answer, Connection, Naming, Peer, Refused, SessionBinding};
 pub use identity::{spki, spki_sha256};
 pub use pool::on_slow_pool;
 pub use serve::{Listener, ServeLimits, Stopping, serve};
@@ -208,11 +208,13 @@ impl Driver {
         self.inner.pool.in_flight()
     }
 
-    /// A handle for a new connection. `binds_sessions`: a plaintext `init_secure_api` on it binds
-    /// its session to the connection and dropping the handle drops it (QUIC, Unix); HTTP, whose
-    /// clients name their session in a header, passes `false`.
-    pub fn connection(&self, peer: Peer, binds_sessions: bool) -> Connection {
-        Connection::new(self.clone(), peer, binds_sessions)
+    /// Admits a new connection: the one place a peer is checked. `Err` when no active client has
+    /// its certificate or uid (the refusal is logged and audited here; the transport only closes
+    /// the connection). `binding` says what a plaintext `init_secure_api` on it does with the
+    /// session it makes. Later revocations are the connection's [`Connection::revoked`] and the
+    /// core's check of every request.
+    pub fn connection(&self, peer: Peer, binding: SessionBinding) -> Result<Connection, Refused> {
+        Connection::new(self.clone(), peer, binding)
     }
 
     /// Closes every wallet (the vault is wiped) and forgets every session.

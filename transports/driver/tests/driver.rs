@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use keyward_core::{AppError, MemoryStore, Server, ServerConfig};
 use keyward_driver::frame::{self, FrameLimits};
-use keyward_driver::{Driver, DriverConfig, Exchange, Link, LinkFuture, Peer, SecureSession, on_slow_pool};
+use keyward_driver::{
+    Driver, DriverConfig, Exchange, Link, LinkFuture, Peer, Refused, SecureSession, SessionBinding, on_slow_pool,
+};
 use keyward_testkit::WatchedStore;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -81,7 +83,7 @@ async fn no_store_write_runs_on_an_io_thread() {
         body: &c.init_request(),
         session: None,
         recent: None,
-        principal: "local",
+        principal: &keyward_core::Principal::local(),
         now_ms: 1,
     });
     c.handle_init_answer(&answer.body).unwrap();
@@ -92,7 +94,7 @@ async fn no_store_write_runs_on_an_io_thread() {
         body: &body,
         session: answer.session,
         recent: None,
-        principal: "local",
+        principal: &keyward_core::Principal::local(),
         now_ms: 2,
     });
     // (`handle` finishes the slow call in place, and with it writes the queued audit events.)
@@ -149,7 +151,7 @@ async fn sessions_go_with_their_connection_and_expire_by_themselves() {
     config.sessions.idle_ms = 300;
     let core = Arc::new(Server::new(config, Box::new(MemoryStore::new()), [5; 32]));
     let driver = Driver::new(Arc::clone(&core), keyward_driver::system_clock(), DriverConfig::default());
-    let conn = driver.connection(Peer::Local, true);
+    let conn = driver.connection(Peer::Local, SessionBinding::Bound).unwrap();
     let mut client = keyward_core::Client::new([6; 32]);
     let answer = conn.answer(&client.init_request()).await;
     assert_eq!(conn.session(), answer.new_session);
@@ -165,6 +167,31 @@ async fn sessions_go_with_their_connection_and_expire_by_themselves() {
         assert!(tokio::time::Instant::now() < deadline, "the idle session was not expired");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The driver is the one admission point: a uid or certificate no active client has gets no
+/// connection (the refusal is audited once, with the core's text); the built-in principals are
+/// admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_no_client_has_is_refused_at_the_driver_and_audited() {
+    let core = Arc::new(Server::new(keyward_testkit::test_config(), Box::new(MemoryStore::new()), [5; 32]));
+    let driver = Driver::new(Arc::clone(&core), keyward_driver::system_clock(), DriverConfig::default());
+    let stranger = Peer::Unix { uid: 4242, gid: 4242, pid: Some(7) };
+    let refused = driver.connection(stranger.clone(), SessionBinding::Bound).unwrap_err();
+    assert_eq!(refused, Refused { peer: stranger });
+    assert_eq!(Refused::message(), "Forbidden: this client is revoked");
+    assert!(refused.to_string().contains("uid 4242"), "{refused}");
+    assert_eq!(core.audit_pending(), 1, "the refusal is audited once");
+    let unknown_cert = Peer::Net { addr: "127.0.0.1:1".parse().unwrap(), client_key: Some([9; 32]) };
+    assert!(driver.connection(unknown_cert, SessionBinding::Named).is_err());
+    assert_eq!(core.audit_pending(), 2);
+
+    let local = driver.connection(Peer::Local, SessionBinding::Bound).unwrap();
+    assert_eq!(local.principal().name(), keyward_core::Principal::LOCAL);
+    let plain = Peer::Net { addr: "127.0.0.1:2".parse().unwrap(), client_key: None };
+    let plain = driver.connection(plain, SessionBinding::Named).unwrap();
+    assert_eq!(plain.principal().name(), keyward_core::Principal::LOCAL_HTTP);
+    assert_eq!(core.audit_pending(), 2, "admitted peers are not audited");
 }
 
 /// The key a transport reports for a client certificate is the SHA-256 of exactly the certificate's

@@ -45,7 +45,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use keyward_core::SessionId;
-use keyward_driver::{Connection, Driver, Listener, Naming, Peer, ServeLimits, Stopping};
+use keyward_driver::{Connection, Driver, Listener, Naming, Peer, ServeLimits, SessionBinding, Stopping};
 use tokio::net::TcpListener;
 
 pub use client::{ClientError, HttpAnswer, HttpClient, HttpTarget};
@@ -243,11 +243,10 @@ async fn serve_connection(ready: Authenticated, shared: Arc<Shared>, mut stoppin
     let Authenticated { io, peer, client_key } = ready;
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(shared.limits.header_timeout).keep_alive(true);
-    let conn = Arc::new(shared.driver.connection(Peer::Net { addr: peer, client_key }, false));
-    if conn.principal().is_none() {
-        tracing::info!(%peer, "closing a connection from a client that is not registered or is revoked");
+    let Ok(conn) = shared.driver.connection(Peer::Net { addr: peer, client_key }, SessionBinding::Named) else {
         return;
-    }
+    };
+    let conn = Arc::new(conn);
     let revoked = Arc::clone(&conn);
     let service = hyper::service::service_fn(move |request| {
         let (shared, conn) = (Arc::clone(&shared), Arc::clone(&conn));

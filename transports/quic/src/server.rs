@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use keyward_driver::{Connection, Driver, Listener, Peer, ServeLimits, Stopping};
+use keyward_driver::{Connection, Driver, Listener, Peer, Refused, ServeLimits, SessionBinding, Stopping};
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use quinn::{ReadError, RecvStream, SendStream, VarInt};
 use tokio::task::JoinSet;
@@ -197,12 +197,20 @@ async fn serve_connection(connection: quinn::Connection, shared: Arc<Shared>, mu
         .peer_identity()
         .and_then(|identity| identity.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
         .and_then(|chain| chain.first().and_then(|cert| keyward_driver::spki_sha256(cert)));
-    let conn = Arc::new(shared.driver.connection(Peer::Net { addr: peer, client_key }, true));
-    if client_key.is_none() || conn.principal().is_none() {
-        debug!(%peer, "closing a connection from a client that is not registered or is revoked");
-        connection.close(code(codes::CLIENT_CERT_REQUIRED), b"client not registered or revoked");
-        return;
-    }
+    // The TLS layer demands a certificate; without one the peer would pass as plain HTTP's
+    // `local-http`, which QUIC never serves.
+    let admitted = match client_key {
+        Some(_) => shared.driver.connection(Peer::Net { addr: peer, client_key }, SessionBinding::Bound),
+        None => Err(Refused { peer: Peer::Net { addr: peer, client_key } }),
+    };
+    let conn = match admitted {
+        Ok(conn) => Arc::new(conn),
+        Err(refused) => {
+            connection.close(code(codes::CLIENT_CERT_REQUIRED), Refused::message().as_bytes());
+            debug!(%refused, "closed");
+            return;
+        }
+    };
     let budget = Arc::new(Budget { held: AtomicUsize::new(0), max: shared.limits.receive_window });
     let mut streams = JoinSet::new();
     let stopping_now = loop {

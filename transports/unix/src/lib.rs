@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use keyward_driver::frame::{self, FrameLimits};
-use keyward_driver::{Driver, Exchange, Link, LinkFuture, Listener, Peer, ServeLimits};
+use keyward_driver::{Driver, Exchange, Link, LinkFuture, Listener, Peer, ServeLimits, SessionBinding};
 use tokio::net::{UnixListener, UnixStream};
 
 /// Limits of the Unix transport.
@@ -139,11 +139,13 @@ impl UnixServer {
             serve_limits,
             shutdown,
             |(mut stream, peer), mut stopping| {
-                let conn = driver.connection(peer, true);
-                if conn.principal().is_none() {
-                    tracing::warn!(peer = %conn.peer(), "refusing a Unix connection from a uid that is not allowed (no active client has it)");
+                // A uid no active client has is refused (logged and audited) by the driver.
+                let conn = driver.connection(peer, SessionBinding::Bound);
+                async move {
+                    if let Ok(conn) = conn {
+                        frame::serve_stream(&conn, &mut stream, frames, &mut stopping).await;
+                    }
                 }
-                async move { frame::serve_stream(&conn, &mut stream, frames, &mut stopping).await }
             },
         )
         .await;
