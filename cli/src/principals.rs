@@ -2,7 +2,6 @@
 //! certificate, owner), the Unix socket's users, and the host services the core asks for.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use keyward_core::{ClientRecord, Host, Identity, IssuedCertificate, PairingTicket, Role, Server};
@@ -217,26 +216,6 @@ pub fn ensure_uids(core: &Server, uids: &[u32]) -> anyhow::Result<()> {
         tracing::info!(uid, "registered the Unix socket user as client 'uid-{uid}' (owner)");
     }
     Ok(())
-}
-
-/// The live registry check for the TLS verifier.
-pub fn registered(core: &Arc<Server>) -> tls::Registered {
-    let core = Arc::downgrade(core);
-    Arc::new(move |key: &[u8; 32]| {
-        let Some(core) = core.upgrade() else { return false };
-        if core.client_for_cert(key).is_some() {
-            return true;
-        }
-        // A refused handshake goes to the audit log: a revoked client by its name, a stranger by
-        // its key (a flood of the same refusal is one record with a count).
-        let identity = Identity::Cert { spki_sha256: *key };
-        let (who, why) = match core.clients().into_iter().find(|r| r.identity == identity) {
-            Some(record) => (record.name, "revoked client"),
-            None => (format!("cert sha256:{}", hex::encode(&key[..8])), "unknown client"),
-        };
-        core.audit_refusal(&who, "handshake", why);
-        false
-    })
 }
 
 #[cfg(test)]

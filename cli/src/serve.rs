@@ -154,8 +154,7 @@ pub async fn start_with(options: ServeOptions, certificates: Certificates) -> an
     // One set for both TLS listeners, followed across `keyward certs rotate`.
     let server_tls = match server_tls {
         Some(server_tls) => {
-            // A revoked client's next handshake fails; a rotated set moves `default` to its key.
-            server_tls.set_registry(principals::registered(&core));
+            // A rotated set moves `default` to its key.
             if matches!(certificates, Certificates::DataDir) {
                 tasks.spawn(follow_rotations(
                     Arc::clone(&server_tls),
@@ -164,7 +163,7 @@ pub async fn start_with(options: ServeOptions, certificates: Certificates) -> an
                     stopped(stop_rx.clone()),
                 ));
             }
-            Some(server_tls.config()?)
+            Some(server_tls.config(&driver)?)
         }
         None => None,
     };

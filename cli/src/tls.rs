@@ -28,6 +28,8 @@ use rustls::{
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
+use keyward_http::RegistryVerifier;
+
 use crate::certs;
 
 /// The ring crypto provider (the only one compiled in).
@@ -166,13 +168,7 @@ pub struct ServerTls {
     current: RwLock<Arc<Loaded>>,
     /// The stamp of the last set that failed to load (reported once, not every second).
     failed: Mutex<Option<Stamp>>,
-    /// Who may hand-shake: given the SHA-256 of a client certificate's key, whether an active
-    /// client has it (set once the core is up; until then every CA-signed certificate passes).
-    registry: std::sync::OnceLock<Registered>,
 }
-
-/// The live registry check of [`ServerTls::set_registry`].
-pub type Registered = Arc<dyn Fn(&[u8; 32]) -> bool + Send + Sync>;
 
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -192,7 +188,6 @@ impl ServerTls {
             provider,
             current: RwLock::new(Arc::new(loaded)),
             failed: Mutex::new(None),
-            registry: std::sync::OnceLock::new(),
         }))
     }
 
@@ -201,19 +196,7 @@ impl ServerTls {
     pub fn in_memory(set: &certs::CertSet) -> anyhow::Result<Arc<Self>> {
         let provider = provider();
         let loaded = Loaded::in_memory(set, &provider)?;
-        Ok(Arc::new(Self {
-            dir: None,
-            provider,
-            current: RwLock::new(Arc::new(loaded)),
-            failed: Mutex::new(None),
-            registry: std::sync::OnceLock::new(),
-        }))
-    }
-
-    /// From now on a client certificate is accepted only if `registered` says an active client
-    /// has its key: a revoked client's next handshake fails (alert `access_denied`).
-    pub fn set_registry(&self, registered: Registered) {
-        let _ = self.registry.set(registered);
+        Ok(Arc::new(Self { dir: None, provider, current: RwLock::new(Arc::new(loaded)), failed: Mutex::new(None) }))
     }
 
     fn current(&self) -> Arc<Loaded> {
@@ -254,9 +237,12 @@ impl ServerTls {
     }
 
     /// The server's configuration: TLS 1.3, the certificate of the set in use, a client
-    /// certificate required ([`RequireClientAuth`] over the set in use), no session resumption.
-    pub fn config(self: &Arc<Self>) -> anyhow::Result<Arc<ServerConfig>> {
-        let verifier = Arc::new(RequireClientAuth { tls: Arc::clone(self) });
+    /// certificate required ([`RequireClientAuth`] over the set in use, inside the transports'
+    /// [`RegistryVerifier`] over `driver`'s registry, so a revoked client's next handshake fails),
+    /// no session resumption.
+    pub fn config(self: &Arc<Self>, driver: &keyward_driver::Driver) -> anyhow::Result<Arc<ServerConfig>> {
+        let chain = Arc::new(RequireClientAuth { tls: Arc::clone(self) });
+        let verifier = RegistryVerifier::new(chain, driver);
         let mut config = ServerConfig::builder_with_provider(Arc::clone(&self.provider))
             .with_protocol_versions(&[&rustls::version::TLS13])
             .context("TLS 1.3 is not available")?
@@ -298,15 +284,6 @@ impl ClientCertVerifier for RequireClientAuth {
     ) -> Result<ClientCertVerified, rustls::Error> {
         let verified = self.tls.current().verifier.verify_client_cert(end_entity, intermediates, now)?;
         require_client_auth_usage(end_entity)?;
-        if let Some(registered) = self.tls.registry.get() {
-            let key = keyward_driver::spki_sha256(end_entity)
-                .ok_or(rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
-            if !registered(&key) {
-                return Err(rustls::Error::InvalidCertificate(
-                    rustls::CertificateError::ApplicationVerificationFailure,
-                ));
-            }
-        }
         Ok(verified)
     }
 
@@ -333,10 +310,10 @@ impl ClientCertVerifier for RequireClientAuth {
     }
 }
 
-/// A server configuration for the set in use in `dir`, loaded once (see [`ServerTls`] for one that
-/// follows rotations).
-pub fn server_config(dir: &Path) -> anyhow::Result<Arc<ServerConfig>> {
-    ServerTls::load(dir)?.config()
+/// A server configuration for the set in use in `dir`, loaded once, serving `driver` (see
+/// [`ServerTls`] for one that follows rotations).
+pub fn server_config(dir: &Path, driver: &keyward_driver::Driver) -> anyhow::Result<Arc<ServerConfig>> {
+    ServerTls::load(dir)?.config(driver)
 }
 
 /// A client's config from explicit files (tests use other certificates than the set's).

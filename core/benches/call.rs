@@ -46,8 +46,13 @@ fn setup() -> (Server, Client, Value) {
     client.handle_init_answer(&answer.body).expect("init");
     let call = |client: &mut Client, method: &str, params: Value| {
         let (body, pending) = client.seal(method, params).expect("seal");
-        let answer =
-            server.handle(Incoming { body: &body, session: None, recent: None, principal: &keyward_core::Principal::local(), now_ms: 0 });
+        let answer = server.handle(Incoming {
+            body: &body,
+            session: None,
+            recent: None,
+            principal: &keyward_core::Principal::local(),
+            now_ms: 0,
+        });
         client.open(pending, &answer.body).expect("call")
     };
     call(&mut client, "create_wallet", json!({"name": null, "mnemonic": null, "mnemonic_length": 32, "password": "p"}));
@@ -62,8 +67,13 @@ fn bench(c: &mut Criterion) {
     group.bench_function("full_round_trip", |b| {
         b.iter(|| {
             let (body, pending) = client.seal("accounts", json!({"token": token})).expect("seal");
-            let answer =
-                server.handle(Incoming { body: &body, session: None, recent: None, principal: &keyward_core::Principal::local(), now_ms: 0 });
+            let answer = server.handle(Incoming {
+                body: &body,
+                session: None,
+                recent: None,
+                principal: &keyward_core::Principal::local(),
+                now_ms: 0,
+            });
             black_box(client.open(pending, &answer.body).expect("accounts"))
         })
     });
@@ -91,8 +101,15 @@ fn bench(c: &mut Criterion) {
         revoked_unix_ms: None,
     };
     server.add_client(record).expect("registered");
-    let as_registered =
-        |body: &[u8]| server.handle(Incoming { body, session: None, recent: None, principal: &keyward_core::Principal::new("dashboard"), now_ms: 0 });
+    let as_registered = |body: &[u8]| {
+        server.handle(Incoming {
+            body,
+            session: None,
+            recent: None,
+            principal: &keyward_core::Principal::new("dashboard"),
+            now_ms: 0,
+        })
+    };
     let init = registered.init_request();
     registered.handle_init_answer(&as_registered(&init).body).expect("init");
     let (body, pending) = registered.seal("open_wallet", json!({"name": null, "password": "p"})).expect("seal");
@@ -123,8 +140,13 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || Client::new([3; 32]).init_request(),
             |body| {
-                let answer =
-                    server.handle(Incoming { body: &body, session: None, recent: None, principal: &keyward_core::Principal::local(), now_ms: 0 });
+                let answer = server.handle(Incoming {
+                    body: &body,
+                    session: None,
+                    recent: None,
+                    principal: &keyward_core::Principal::local(),
+                    now_ms: 0,
+                });
                 if let Some(id) = answer.session {
                     server.drop_session(&id);
                 }
@@ -147,7 +169,13 @@ fn bench(c: &mut Criterion) {
                 (
                     pending,
                     server
-                        .handle(Incoming { body: &body, session: None, recent: None, principal: &keyward_core::Principal::local(), now_ms: 0 })
+                        .handle(Incoming {
+                            body: &body,
+                            session: None,
+                            recent: None,
+                            principal: &keyward_core::Principal::local(),
+                            now_ms: 0,
+                        })
                         .body,
                 )
             },

@@ -42,7 +42,13 @@ impl Session {
 
     /// The server's raw answer to a sealed body.
     fn send(&self, body: &[u8]) -> Vec<u8> {
-        let incoming = Incoming { body, session: self.session, recent: None, principal: &keyward_core::Principal::local(), now_ms: 10 };
+        let incoming = Incoming {
+            body,
+            session: self.session,
+            recent: None,
+            principal: &keyward_core::Principal::local(),
+            now_ms: 10,
+        };
         self.server.handle(incoming).body
     }
 

@@ -22,7 +22,13 @@ fn a_v3_client_keeps_one_session_for_a_million_calls() {
     let server = Server::new(config, Box::new(MemoryStore::new()), [1; 32]);
     let mut now_ms = 1_000;
     let send = |body: &[u8], now_ms: u64| {
-        server.handle(Incoming { body, session: None, recent: None, principal: &keyward_core::Principal::local(), now_ms })
+        server.handle(Incoming {
+            body,
+            session: None,
+            recent: None,
+            principal: &keyward_core::Principal::local(),
+            now_ms,
+        })
     };
     let mut client = Client::new([2; 32]);
     let init = send(&client.init_request(), now_ms);

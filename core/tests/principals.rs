@@ -48,7 +48,8 @@ struct Caller {
 }
 
 fn handle(server: &Server, body: &[u8], session: Option<SessionId>, principal: &str) -> Vec<u8> {
-    let incoming = Incoming { body, session, recent: None, principal: &keyward_core::Principal::new(principal), now_ms: 10 };
+    let incoming =
+        Incoming { body, session, recent: None, principal: &keyward_core::Principal::new(principal), now_ms: 10 };
     match server.handle_step(incoming) {
         Step::Done(out) => out.body,
         Step::Slow(call) => server.finish(call).body,
@@ -58,8 +59,13 @@ fn handle(server: &Server, body: &[u8], session: Option<SessionId>, principal: &
 impl Caller {
     fn new(server: &Server, principal: &'static str, seed: u8) -> Self {
         let mut client = Client::new([seed; 32]);
-        let out =
-            server.handle(Incoming { body: &client.init_request(), session: None, recent: None, principal: &keyward_core::Principal::new(principal), now_ms: 1 });
+        let out = server.handle(Incoming {
+            body: &client.init_request(),
+            session: None,
+            recent: None,
+            principal: &keyward_core::Principal::new(principal),
+            now_ms: 1,
+        });
         client.handle_init_answer(&out.body).unwrap();
         Self { principal, client, session: out.session }
     }
@@ -510,7 +516,13 @@ fn audited_wallets_carry_their_directory_and_client_names_never_do() {
     let create = json!({"name": "w", "mnemonic": null, "mnemonic_length": 16, "password": "pw"});
     // A slow call is set aside as a SlowCall, whose Debug names only its session.
     let (body, pending) = owner.client.seal("create_wallet", create).unwrap();
-    let incoming = Incoming { body: &body, session: owner.session, recent: None, principal: &keyward_core::Principal::new("owner"), now_ms: 10 };
+    let incoming = Incoming {
+        body: &body,
+        session: owner.session,
+        recent: None,
+        principal: &keyward_core::Principal::new("owner"),
+        now_ms: 10,
+    };
     let Step::Slow(call) = server.handle_step(incoming) else { panic!("create_wallet is slow") };
     assert!(format!("{call:?}").starts_with("SlowCall { session: "), "{call:?}");
     owner.client.open(pending, &server.finish(call).body).unwrap();

@@ -69,8 +69,13 @@ impl Rig {
         let speed = keyward_core::methods::find(method).map(keyward_core::Method::speed);
         self.now_ms += 1;
         let before = self.writes.load(Ordering::SeqCst);
-        let incoming =
-            Incoming { body: &body, session: self.session, recent: None, principal: &keyward_core::Principal::local(), now_ms: self.now_ms };
+        let incoming = Incoming {
+            body: &body,
+            session: self.session,
+            recent: None,
+            principal: &keyward_core::Principal::local(),
+            now_ms: self.now_ms,
+        };
         let answer = match self.server.handle_step(incoming) {
             Step::Done(answer) => {
                 assert_eq!(speed, Some(Speed::Fast), "{method} was answered at once");

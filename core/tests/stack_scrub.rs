@@ -118,7 +118,13 @@ fn every_call_leaves_its_stack_scrubbed() {
                 let session = c.and_then(|c| if c.names_session { c.session } else { None });
                 let (answer, top) = serve_on_painted_stack(
                     &h.server,
-                    Incoming { body, session, recent: None, principal: &keyward_core::Principal::local(), now_ms: h.now_ms },
+                    Incoming {
+                        body,
+                        session,
+                        recent: None,
+                        principal: &keyward_core::Principal::local(),
+                        now_ms: h.now_ms,
+                    },
                 );
                 probes.send(Probe { top, method: method.to_owned() }).unwrap();
                 checked.recv().unwrap();

@@ -14,7 +14,13 @@ fn server() -> Server {
 /// `init_secure_api` at time 1: the server's answer, after the client took it.
 fn init(server: &Server, client: &mut Client) -> keyward_core::Outgoing {
     let body = client.init_request();
-    let init = server.handle(Incoming { body: &body, session: None, recent: None, principal: &keyward_core::Principal::local(), now_ms: 1 });
+    let init = server.handle(Incoming {
+        body: &body,
+        session: None,
+        recent: None,
+        principal: &keyward_core::Principal::local(),
+        now_ms: 1,
+    });
     client.handle_init_answer(&init.body).expect("init answer");
     init
 }
@@ -29,7 +35,13 @@ fn only_requests_no_live_session_takes_are_marked_unmatched() {
 
     let call = |client: &mut Client, session: Option<SessionId>, now_ms: u64| {
         let (body, _) = client.seal("get_top_level_directory", json!({})).expect("sealed");
-        server.handle(Incoming { body: &body, session, recent: None, principal: &keyward_core::Principal::local(), now_ms })
+        server.handle(Incoming {
+            body: &body,
+            session,
+            recent: None,
+            principal: &keyward_core::Principal::local(),
+            now_ms,
+        })
     };
     assert!(!call(&mut client, Some(id), 2).unmatched, "named, live");
     assert!(!call(&mut client, None, 3).unmatched, "unnamed, matched by key");
@@ -61,7 +73,13 @@ fn an_unnamed_body_may_be_exactly_the_largest_that_is_tried_against_keys() {
     let answer = |len: usize| {
         let mut body = br#"{"jsonrpc":"2.0","method":"accounts","id":1}"#.to_vec();
         body.resize(len, b' ');
-        let out = server.handle(Incoming { body: &body, session: None, recent: None, principal: &keyward_core::Principal::local(), now_ms: 1 });
+        let out = server.handle(Incoming {
+            body: &body,
+            session: None,
+            recent: None,
+            principal: &keyward_core::Principal::local(),
+            now_ms: 1,
+        });
         (String::from_utf8(out.body).expect("UTF-8"), out.unmatched)
     };
     let (at_max, unmatched) = answer(max);
@@ -85,7 +103,13 @@ fn an_unnamed_envelope_with_the_largest_ciphertext_is_tried_against_keys() {
     let mut plaintext = br#"{"jsonrpc":"2.0","method":"get_top_level_directory","params":{},"id":7}"#.to_vec();
     plaintext.resize(limit - 16, b' ');
     let (body, pending) = client.seal_raw(&plaintext, 7, None).expect("sealed");
-    let out = server.handle(Incoming { body: &body, session: None, recent: None, principal: &keyward_core::Principal::local(), now_ms: 2 });
+    let out = server.handle(Incoming {
+        body: &body,
+        session: None,
+        recent: None,
+        principal: &keyward_core::Principal::local(),
+        now_ms: 2,
+    });
     assert!(!out.unmatched);
     assert!(client.open(pending, &out.body).is_ok(), "{}", String::from_utf8_lossy(&out.body));
 }

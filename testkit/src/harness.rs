@@ -48,7 +48,13 @@ impl Harness {
     /// Sends raw bytes.
     pub fn send(&mut self, session: Option<SessionId>, body: &[u8]) -> Outgoing {
         self.now_ms += 1;
-        self.server.handle(Incoming { body, session, recent: None, principal: &keyward_core::Principal::local(), now_ms: self.now_ms })
+        self.server.handle(Incoming {
+            body,
+            session,
+            recent: None,
+            principal: &keyward_core::Principal::local(),
+            now_ms: self.now_ms,
+        })
     }
 
     /// A client that has done `init_secure_api`.

@@ -19,8 +19,8 @@ use crate::{certs, serve, tls};
 /// `{"pid","https","http_insecure","quic","tcp"}` to `ready_file` and serves until SIGTERM or SIGINT.
 pub async fn echo_server(tls_dir: &Path, ready_file: &Path) -> anyhow::Result<()> {
     let local: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
-    let server_tls = tls::server_config(tls_dir)?;
     let echo = Driver::service(Arc::new(Echo), DriverConfig::default());
+    let server_tls = tls::server_config(tls_dir, &echo)?;
     let https = HttpServer::bind_https(local, Arc::clone(&server_tls), echo.clone(), HttpLimits::default()).await?;
     let http = HttpServer::bind_insecure(local, echo.clone(), HttpLimits::default()).await?;
     let quic = QuicServer::bind(local, server_tls, echo, QuicLimits::default()).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -32,15 +32,23 @@ pub(super) fn sealed_bodies() -> anyhow::Result<Bodies> {
         ..ServerConfig::default()
     };
     let server = Server::new(config, Box::new(MemoryStore::new()), [1; 32]);
-    let handle =
-        |body: &[u8]| server.handle(Incoming { body, session: None, recent: None, principal: &keyward_core::Principal::local(), now_ms: 1 });
+    let handle = |body: &[u8]| {
+        server.handle(Incoming {
+            body,
+            session: None,
+            recent: None,
+            principal: &keyward_core::Principal::local(),
+            now_ms: 1,
+        })
+    };
     let mut client = Client::new([2; 32]);
     let init = client.init_request();
     let answer = handle(&init);
     client.handle_init_answer(&answer.body)?;
     let session = answer.session;
-    let handle_named =
-        |body: &[u8]| server.handle(Incoming { body, session, recent: None, principal: &keyward_core::Principal::local(), now_ms: 1 });
+    let handle_named = |body: &[u8]| {
+        server.handle(Incoming { body, session, recent: None, principal: &keyward_core::Principal::local(), now_ms: 1 })
+    };
     let call = |client: &mut Client, method: &str, params: Value| -> anyhow::Result<Value> {
         let (body, pending) = client.seal(method, params)?;
         Ok(client.open(pending, &handle_named(&body).body)?)

@@ -146,15 +146,18 @@ impl Server {
                 if buffer.len() > self.state.config.sessions.max_unnamed_bytes {
                     return Err(AcceptError::MustName);
                 }
-                let recent = incoming
-                    .recent
-                    .and_then(|id| Some((id, lock(&self.sessions).cipher(&id, incoming.principal.name(), now_ms).ok()?)));
+                let recent = incoming.recent.and_then(|id| {
+                    Some((id, lock(&self.sessions).cipher(&id, incoming.principal.name(), now_ms).ok()?))
+                });
                 let found = match recent.map(|pair| session::try_keys(&[pair], nonce, &buffer, false)) {
                     Some(Ok(found)) => found,
                     Some(Err(error @ AcceptError::Format(_))) => return Err(error),
                     _ => {
-                        let others =
-                            lock(&self.sessions).by_recent_use(incoming.recent.as_ref(), incoming.principal.name(), now_ms);
+                        let others = lock(&self.sessions).by_recent_use(
+                            incoming.recent.as_ref(),
+                            incoming.principal.name(),
+                            now_ms,
+                        );
                         session::try_keys(&others, nonce, &buffer, true)?
                     }
                 };

@@ -32,6 +32,8 @@ mod identity;
 pub mod native;
 mod pool;
 mod serve;
+#[cfg(feature = "rustls")]
+mod tls;
 
 use std::fmt;
 use std::sync::{Arc, Weak};
@@ -44,6 +46,8 @@ pub use connection::{Answer, Connection, Naming, Peer, Refused, SessionBinding};
 pub use identity::{spki, spki_sha256};
 pub use pool::on_slow_pool;
 pub use serve::{Listener, ServeLimits, Stopping, serve};
+#[cfg(feature = "rustls")]
+pub use tls::RegistryVerifier;
 
 /// The host's clock: milliseconds on a monotonic clock, handed to the core as `now_ms`.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;

@@ -49,6 +49,9 @@ use keyward_driver::{Connection, Driver, Listener, Naming, Peer, ServeLimits, Se
 use tokio::net::TcpListener;
 
 pub use client::{ClientError, HttpAnswer, HttpClient, HttpTarget};
+/// The client certificate verifier that admits only active clients' certificates: wrap your chain
+/// verifier in it when building the `tls` of [`HttpServer::bind_https`].
+pub use keyward_driver::RegistryVerifier;
 
 /// The path of the owner API.
 pub const OWNER_PATH: &str = "/v3/owner";
@@ -129,7 +132,8 @@ impl std::fmt::Debug for HttpServer {
 
 impl HttpServer {
     /// Binds an HTTPS listener serving `driver`. `tls` must require client certificates (Keyward's
-    /// CA, clientAuth). A driver made with [`Driver::service`] answers with its service instead of
+    /// CA, clientAuth) through a [`RegistryVerifier`] over `driver`, so a certificate no active
+    /// client has fails its handshake (the driver refuses its connection anyway). A driver made with [`Driver::service`] answers with its service instead of
     /// a core (the echo floor `keyward bench` measures against).
     pub async fn bind_https(
         addr: SocketAddr,

@@ -26,6 +26,9 @@ mod server;
 use std::time::Duration;
 
 pub use client::{DEFAULT_MAX_ANSWER_SIZE, KEEP_ALIVE_INTERVAL, QuicClient};
+/// The client certificate verifier that admits only active clients' certificates: wrap your chain
+/// verifier in it when building the `tls` of [`QuicServer::bind`].
+pub use keyward_driver::RegistryVerifier;
 pub use server::QuicServer;
 
 /// The one ALPN protocol id both sides must agree on.

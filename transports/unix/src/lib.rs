@@ -134,20 +134,15 @@ impl UnixServer {
         };
         let frames =
             FrameLimits { max_bytes: limits.max_message_bytes, idle: limits.idle_timeout, io: limits.io_timeout };
-        keyward_driver::serve(
-            Accept { listener },
-            serve_limits,
-            shutdown,
-            |(mut stream, peer), mut stopping| {
-                // A uid no active client has is refused (logged and audited) by the driver.
-                let conn = driver.connection(peer, SessionBinding::Bound);
-                async move {
-                    if let Ok(conn) = conn {
-                        frame::serve_stream(&conn, &mut stream, frames, &mut stopping).await;
-                    }
+        keyward_driver::serve(Accept { listener }, serve_limits, shutdown, |(mut stream, peer), mut stopping| {
+            // A uid no active client has is refused (logged and audited) by the driver.
+            let conn = driver.connection(peer, SessionBinding::Bound);
+            async move {
+                if let Ok(conn) = conn {
+                    frame::serve_stream(&conn, &mut stream, frames, &mut stopping).await;
                 }
-            },
-        )
+            }
+        })
         .await;
         let _ = std::fs::remove_file(&path);
     }
