@@ -18,10 +18,9 @@ use secp256k1::{PublicKey, SecretKey};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use zeroize::Zeroizing;
 
 use crate::envelope::{self, Cipher, NONCE_LEN};
-use crate::secret::{WipedJson, wipe_json};
+use crate::secret::{SecretBuffer, WipedJson, wipe_json};
 
 /// How many answer nonces a client remembers to refuse a replayed answer.
 pub const REMEMBERED_NONCES: usize = 65_536;
@@ -197,11 +196,12 @@ impl Client {
     pub fn seal(&mut self, method: &str, params: Value) -> Result<(Vec<u8>, Pending), ClientError> {
         let inner_id = self.next_id();
         let params = WipedJson(params);
-        // Room for every built-in call, so that the plaintext is not reallocated (leaving a copy).
-        let mut plaintext = Zeroizing::new(Vec::with_capacity(1024));
+        // Room for every built-in call and its tag: the plaintext is neither reallocated (leaving a
+        // copy) nor copied, but encrypted where it was written.
+        let mut plaintext = SecretBuffer::with_capacity(1024);
         let request = InnerCall { id: inner_id, jsonrpc: "2.0", method, params: &params.0 };
-        serde_json::to_writer(&mut *plaintext, &request).expect("a JSON value serializes");
-        self.seal_raw(&plaintext, inner_id, None)
+        serde_json::to_writer(&mut plaintext, &request).expect("a JSON value serializes");
+        self.seal_buffer(plaintext, inner_id, None)
     }
 
     /// Seals an encrypted `init_secure_api` (re-keying): the answer comes under the current key and
@@ -225,17 +225,34 @@ impl Client {
         inner_id: u64,
         rekey: Option<SecretKey>,
     ) -> Result<(Vec<u8>, Pending), ClientError> {
+        let mut buffer = SecretBuffer::with_capacity(plaintext.len() + envelope::TAG_LEN);
+        buffer.extend_from_slice(plaintext);
+        self.seal_buffer(buffer, inner_id, rekey)
+    }
+
+    /// Encrypts `plaintext` in place (it is wiped when dropped) and writes the envelope around it.
+    fn seal_buffer(
+        &mut self,
+        mut plaintext: SecretBuffer,
+        inner_id: u64,
+        rekey: Option<SecretKey>,
+    ) -> Result<(Vec<u8>, Pending), ClientError> {
         let cipher = self.cipher.as_ref().ok_or(ClientError::NotInitialized)?;
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill_bytes(&mut nonce);
-        let body_enc = cipher.seal(&nonce, plaintext);
+        // Room for the tag first, so that encrypting does not grow the `Vec` (leaving the plaintext).
+        plaintext.reserve(envelope::TAG_LEN);
+        let body_enc = cipher.seal_in_place(&nonce, plaintext.as_mut_vec());
+        drop(plaintext);
         let outer_id = self.next_id();
-        let nonce_hex = hex::encode(nonce);
+        let mut nonce_hex = [0u8; 2 * NONCE_LEN];
+        hex::encode_to_slice(nonce, &mut nonce_hex).expect("twice the nonce's length");
+        let nonce_hex = std::str::from_utf8(&nonce_hex).expect("hex is ASCII");
         let request = OuterCall {
             id: outer_id,
             jsonrpc: "2.0",
             method: "encrypted_request_v3",
-            params: EnvelopeFields { body_enc: Cow::Borrowed(&body_enc), nonce: Cow::Borrowed(&nonce_hex) },
+            params: EnvelopeFields { body_enc: Cow::Borrowed(&body_enc), nonce: Cow::Borrowed(nonce_hex) },
         };
         let mut body = Vec::with_capacity(body_enc.len() + 128);
         serde_json::to_writer(&mut body, &request).expect("a JSON value serializes");

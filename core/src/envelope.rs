@@ -170,10 +170,11 @@ impl Cipher {
         self.aead.decrypt_in_place(&Nonce::from(*nonce), b"", buffer).map_err(|_| OpenError::Authentication)
     }
 
-    /// Decodes and decrypts `body_enc`.
+    /// Decodes and decrypts `body_enc` (in the decoded buffer: no second copy).
     pub fn open(&self, nonce: &[u8; NONCE_LEN], body_enc: &str) -> Result<Zeroizing<Vec<u8>>, OpenError> {
-        let ciphertext = decode_body(body_enc)?;
-        self.open_bytes(nonce, &ciphertext)
+        let mut buffer = Zeroizing::new(decode_body(body_enc)?);
+        self.open_in_place(nonce, &mut buffer)?;
+        Ok(buffer)
     }
 }
 

@@ -3,6 +3,7 @@
 //! handlers, and the methods an embedder registers.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
@@ -51,8 +52,8 @@ pub(crate) struct AfterAnswer {
     pub(crate) dir: Option<String>,
     /// A client was revoked (`revoke_client`): the server ends its sessions.
     pub(crate) revoked: Option<String>,
-    /// The wallet a token call used, for the audit log.
-    pub(crate) wallet: Option<String>,
+    /// The wallet a token call used, for the audit log (named only if a record is written).
+    pub(crate) wallet: Option<Arc<WalletKey>>,
     /// Nothing happened that the audit log keeps (a `close_wallet` of a wallet the caller did not
     /// hold open): a client cannot fill the log with made-up names.
     pub(crate) nothing_to_audit: bool,
@@ -266,8 +267,10 @@ fn set_top_level_directory(
 }
 
 fn accounts(state: &State, p: &[Value], context: &CallContext, after: &mut AfterAnswer) -> Result<Value, MethodError> {
-    let unlocked = unlock(state, p, context, after)?;
-    let mut accounts = state.store.load_accounts(&unlocked.key).map_err(store_error)?.unwrap_or_default();
+    // Labels and paths only: the seed stays masked.
+    let key = state.check_token(&p[0], context)?;
+    after.wallet = Some(Arc::clone(&key));
+    let mut accounts = state.store.load_accounts(&key).map_err(store_error)?.unwrap_or_default();
     accounts.sort_by(|a, b| a.label.cmp(&b.label));
     Ok(Value::Array(accounts.iter().map(|a| json!({"label": a.label, "path": account_path(a.index)})).collect()))
 }
@@ -423,7 +426,7 @@ impl AppMethod {
 /// ([`Subject::Token`]).
 fn unlock(state: &State, p: &[Value], context: &CallContext, after: &mut AfterAnswer) -> Result<Unlocked, MethodError> {
     let unlocked = state.unlock(&p[0], context)?;
-    after.wallet = Some(audit_name(&unlocked.key));
+    after.wallet = Some(Arc::clone(&unlocked.key));
     Ok(unlocked)
 }
 

@@ -202,15 +202,29 @@ impl State {
 
     /// Checks a token and unmasks its wallet's master key for this call.
     pub(crate) fn unlock(&self, token: &Value, context: &CallContext) -> Result<Unlocked, MethodError> {
-        let token = match token {
-            Value::String(text) => Token::from_hex(text).ok_or(MethodError::InvalidKeychainMask)?,
-            Value::Null => return Err(MethodError::InvalidKeychainMask),
-            _ => return Err(MethodError::InvalidKeychainMask),
-        };
-        lock(&self.vault).unlock(&token, context.principal.name(), context.now_ms).map_err(|e| match e {
-            UnlockError::InvalidToken => MethodError::InvalidKeychainMask,
-            UnlockError::Closed => MethodError::Lifecycle("Wallet has not been opened".into()),
-        })
+        let token = token_of(token)?;
+        lock(&self.vault).unlock(&token, context.principal.name(), context.now_ms).map_err(unlock_error)
+    }
+
+    /// Checks a token for a call that needs its wallet, not its master key (the seed stays masked).
+    pub(crate) fn check_token(&self, token: &Value, context: &CallContext) -> Result<Arc<WalletKey>, MethodError> {
+        let token = token_of(token)?;
+        lock(&self.vault).check(&token, context.principal.name(), context.now_ms).map_err(unlock_error)
+    }
+}
+
+/// A token parameter: 64 hex digits (`null` and anything else are a wrong token).
+fn token_of(token: &Value) -> Result<Token, MethodError> {
+    match token {
+        Value::String(text) => Token::from_hex(text).ok_or(MethodError::InvalidKeychainMask),
+        _ => Err(MethodError::InvalidKeychainMask),
+    }
+}
+
+fn unlock_error(error: UnlockError) -> MethodError {
+    match error {
+        UnlockError::InvalidToken => MethodError::InvalidKeychainMask,
+        UnlockError::Closed => MethodError::Lifecycle("Wallet has not been opened".into()),
     }
 }
 

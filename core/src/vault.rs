@@ -294,12 +294,42 @@ impl Vault {
     /// Finds the wallet of a token opened by `principal` and returns an unmasked copy of its master
     /// key. Another principal's token is refused as a wrong one is.
     pub fn unlock(&mut self, token: &Token, principal: &str, now_ms: u64) -> Result<Unlocked, UnlockError> {
+        let fingerprint = self.find(token, principal, now_ms)?;
+        let slot = self.by_fingerprint.get(&fingerprint).ok_or(UnlockError::InvalidToken)?.slot;
+        let seed = &self.slots[slot];
+        let mut bytes = seed.masked;
+        apply_mask(token, &mut bytes);
+        let master = MasterKey::from_bytes(bytes);
+        bytes.zeroize();
+        let checksum = mac(&self.checksum_mac, master.expose());
+        if !bool::from(checksum.ct_eq(&seed.checksum)) {
+            return Err(UnlockError::InvalidToken);
+        }
+        let wallet = self.used(&fingerprint, now_ms)?;
+        Ok(Unlocked {
+            key: Arc::clone(&wallet.key),
+            master,
+            active_account: Arc::clone(&wallet.active_account),
+            public_keys: Arc::clone(&wallet.public_keys),
+        })
+    }
+
+    /// Checks a token as [`Vault::unlock`] does, for a call that needs its wallet but not the
+    /// master key (`accounts`): the seed stays masked. (The fingerprint, a keyed SHA-256 of the
+    /// token, already names the one token that opened it; the checksum only guards the unmasking.)
+    pub fn check(&mut self, token: &Token, principal: &str, now_ms: u64) -> Result<Arc<WalletKey>, UnlockError> {
+        let fingerprint = self.find(token, principal, now_ms)?;
+        Ok(Arc::clone(&self.used(&fingerprint, now_ms)?.key))
+    }
+
+    /// The fingerprint of `principal`'s live opening that `token` names.
+    fn find(&mut self, token: &Token, principal: &str, now_ms: u64) -> Result<[u8; 32], UnlockError> {
         if now_ms.saturating_sub(self.last_sweep_ms) >= 1000 {
             self.expire(now_ms);
         }
         let fingerprint = self.fingerprint(token);
         let limits = self.limits;
-        let Some(wallet) = self.by_fingerprint.get_mut(&fingerprint) else {
+        let Some(wallet) = self.by_fingerprint.get(&fingerprint) else {
             // Only its own principal learns that a token was real and is now closed; to anyone
             // else it is a wrong token.
             let own_closed = self.closed.iter().any(|(f, p)| *f == fingerprint && p.name() == principal);
@@ -313,22 +343,14 @@ impl Vault {
             self.close(&key, &owner);
             return Err(UnlockError::Closed);
         }
-        let seed = &self.slots[wallet.slot];
-        let mut bytes = seed.masked;
-        apply_mask(token, &mut bytes);
-        let master = MasterKey::from_bytes(bytes);
-        bytes.zeroize();
-        let checksum = mac(&self.checksum_mac, master.expose());
-        if !bool::from(checksum.ct_eq(&seed.checksum)) {
-            return Err(UnlockError::InvalidToken);
-        }
+        Ok(fingerprint)
+    }
+
+    /// Marks an opening [`Vault::find`] found used now (it is there: `&mut self` held since).
+    fn used(&mut self, fingerprint: &[u8; 32], now_ms: u64) -> Result<&OpenWallet, UnlockError> {
+        let wallet = self.by_fingerprint.get_mut(fingerprint).ok_or(UnlockError::InvalidToken)?;
         wallet.last_used_ms = now_ms;
-        Ok(Unlocked {
-            key: Arc::clone(&wallet.key),
-            master,
-            active_account: Arc::clone(&wallet.active_account),
-            public_keys: Arc::clone(&wallet.public_keys),
-        })
+        Ok(wallet)
     }
 
     /// Sets the active account of `principal`'s opening of a wallet.

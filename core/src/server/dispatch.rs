@@ -287,7 +287,7 @@ impl Server {
             let cheap_refusal = matches!(result, Err(MethodError::Forbidden { .. } | MethodError::Revoked));
             let subject = match subject {
                 _ if cheap_refusal => None,
-                Subject::Token => token_wallet,
+                Subject::Token => token_wallet.as_deref().map(crate::methods::audit_name),
                 Subject::Wallet(_) if !context.dir.is_empty() => named.map(|name| format!("{}/{name}", context.dir)),
                 Subject::Wallet(_) | Subject::Client(_) => named,
                 Subject::None => None,
