@@ -11,8 +11,10 @@ use std::path::PathBuf;
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
-/// Every module file's source, by module name; the crate root (`lib.rs`) declares the modules and is
-/// above them all, so it is left out.
+/// Every module's source, by module name: a file `src/name.rs`, or a directory `src/name/` (its
+/// `mod.rs` and every file below, together: a module's own files may name each other). The crate
+/// root (`lib.rs`) declares the modules and is above them all, so it is left out; every module it
+/// declares must be found, so a new directory module cannot escape the checks.
 fn sources() -> BTreeMap<String, String> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
     let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{} is not readable: {e}", dir.display()));
@@ -20,14 +22,86 @@ fn sources() -> BTreeMap<String, String> {
     for entry in entries {
         let path = entry.unwrap_or_else(|e| panic!("{}: {e}", dir.display())).path();
         let Some(name) = path.file_stem().and_then(|s| s.to_str()) else { continue };
-        if path.extension().is_none_or(|e| e != "rs") || name == "lib" {
+        let files = if path.is_dir() {
+            rust_files(&path)
+        } else if path.extension().is_some_and(|e| e == "rs") && name != "lib" {
+            vec![path.clone()]
+        } else {
             continue;
-        }
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        sources.insert(name.to_owned(), code_only(&text));
+        };
+        let code: String = files
+            .iter()
+            .map(|file| code_only(&std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))))
+            .collect::<Vec<_>>()
+            .join("\n");
+        sources.insert(name.to_owned(), code);
     }
-    assert!(sources.len() > 5, "found only {:?} in {}", sources.keys(), dir.display());
+    let root = std::fs::read_to_string(dir.join("lib.rs")).expect("src/lib.rs");
+    let declared: BTreeSet<String> = code_only(&root)
+        .lines()
+        .filter_map(|line| line.trim().trim_start_matches("pub ").strip_prefix("mod "))
+        .map(|rest| rest.trim_end_matches(';').trim().to_owned())
+        .collect();
+    let found: BTreeSet<String> = sources.keys().cloned().collect();
+    assert!(declared.len() > 5, "found only {declared:?} declared in src/lib.rs");
+    assert_eq!(declared, found, "src/lib.rs declares modules these checks do not see (or the reverse)");
     sources
+}
+
+/// The `.rs` files under `dir`, at any depth, in a fixed order.
+fn rust_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{} is not readable: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.unwrap_or_else(|e| panic!("{}: {e}", dir.display())).path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The files of a directory module by their module names (`mod` for `mod.rs`, which is above them).
+fn submodules(module: &str) -> BTreeMap<String, String> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src").join(module);
+    rust_files(&dir)
+        .into_iter()
+        .filter(|path| path.parent() == Some(dir.as_path()))
+        .map(|path| {
+            let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            (name, code_only(&text))
+        })
+        .collect()
+}
+
+/// The sibling files a file of a directory module names, as `super::x` (or `crate::module::x`).
+fn sibling_graph(module: &str, files: &BTreeMap<String, String>) -> Graph {
+    let own = format!("crate::{module}::");
+    files
+        .iter()
+        .filter(|(name, _)| *name != "mod")
+        .map(|(name, code)| {
+            let chars: Vec<char> = code.chars().collect();
+            let mut uses = BTreeSet::new();
+            for prefix in ["super::", own.as_str()] {
+                for (at, _) in code.match_indices(prefix) {
+                    let start = code[..at].chars().count();
+                    if start > 0 && is_ident(chars[start - 1]) {
+                        continue;
+                    }
+                    let next = ident_at(&chars, start + prefix.chars().count());
+                    if next != *name && files.contains_key(&next) && next != "mod" {
+                        uses.insert(next);
+                    }
+                }
+            }
+            (name.clone(), uses)
+        })
+        .collect()
 }
 
 /// The source with comments and the contents of string and character literals blanked out.
@@ -240,6 +314,20 @@ fn modules_form_layers_without_cycles() {
     }
 }
 
+/// Within a directory module (`server/`, `session/`), the files below `mod.rs` form layers too.
+#[test]
+fn a_modules_own_files_form_layers_without_cycles() {
+    let directories: Vec<String> = ["server", "session"].into_iter().map(str::to_owned).collect();
+    for module in &directories {
+        let files = submodules(module);
+        assert!(files.len() >= 3, "{module}/ holds only {:?}", files.keys());
+        let graph = sibling_graph(module, &files);
+        if let Some(cycle) = find_cycle(&graph) {
+            panic!("the files of {module}/ import each other: {cycle}\nthe whole graph: {graph:#?}");
+        }
+    }
+}
+
 #[test]
 fn inherent_impls_live_with_their_types() {
     let foreign = foreign_inherent_impls(&sources());
@@ -275,4 +363,12 @@ fn the_checks_see_what_they_must() {
     ]);
     let foreign = ("methods".to_owned(), "Server".to_owned());
     assert_eq!(foreign_inherent_impls(&sources), [foreign.clone(), foreign]);
+    let files = BTreeMap::from([
+        ("mod".to_owned(), "mod a; mod b; use a::X;".to_owned()),
+        ("a".to_owned(), "use super::b::Y; use super::State;".to_owned()),
+        ("b".to_owned(), "fn f() { crate::server::a::g() }".to_owned()),
+    ]);
+    let siblings = sibling_graph("server", &files);
+    assert_eq!(siblings["a"], BTreeSet::from(["b".to_owned()]));
+    assert_eq!(find_cycle(&siblings).as_deref(), Some("a -> b -> a"));
 }

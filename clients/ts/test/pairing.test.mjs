@@ -15,7 +15,6 @@ import { bundleToml, checkBundleTarget, pair, pairInMemory, parsePairUrl } from 
 import {
   ID_CLIENT,
   ID_SERVER,
-  Spake2,
   confirmation,
   deriveKeys,
   encodeDone,
@@ -28,6 +27,9 @@ import {
   parseHello,
   parseRequest,
   seal,
+} from '../dist/pair-exchange.js';
+import {
+  Spake2,
 } from '../dist/spake2.js';
 import { startServer, tempDir } from './helpers/server.mjs';
 

@@ -13,8 +13,6 @@ import {
   ID_CLIENT,
   ID_SERVER,
   PAIR_LABEL,
-  Spake2,
-  Spake2Error,
   confirmation,
   deriveKeys,
   encodeFinish,
@@ -31,9 +29,13 @@ import {
   parseOutcome,
   parseReply,
   parseRequest,
+  seal,
+} from '../dist/pair-exchange.js';
+import {
+  Spake2,
+  Spake2Error,
   passwordToScalar,
   scalarToBytes,
-  seal,
 } from '../dist/spake2.js';
 import { fromBase64, toBase64 } from '../dist/bytes.js';
 import { KeywardError } from '../dist/errors.js';

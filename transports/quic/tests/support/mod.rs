@@ -1,5 +1,6 @@
 //! Test support: a throwaway PKI, a served core, and a core client over QUIC.
-#![allow(dead_code)]
+// Shared by two test binaries, each using part of it.
+#![allow(dead_code, unused_imports)]
 
 use std::future::Future;
 use std::net::SocketAddr;
