@@ -48,90 +48,45 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     /// Log filter (RUST_LOG syntax).
     pub log: Option<String>,
-    /// Session limits.
-    pub sessions: Option<SessionsConfig>,
-    /// Token lifetimes.
-    pub tokens: Option<TokensConfig>,
+    /// `[sessions]`: the core's session limits, and the driver's `per_connection`.
+    pub sessions: Option<SessionsSection>,
+    /// `[tokens]`: token lifetimes and the open-wallet bound.
+    pub tokens: Option<TokenLimits>,
     /// Argon2id parameters for new records.
     pub kdf: Option<KdfConfig>,
-    /// Unlock throttling.
-    pub throttle: Option<ThrottleFileConfig>,
-    /// QUIC limits.
-    pub quic_limits: Option<QuicFileConfig>,
-    /// The slow-call pool.
-    pub slow_calls: Option<SlowCallsConfig>,
-    /// The audit log's retention.
-    pub audit: Option<AuditConfig>,
+    /// `[throttle]`: unlock throttling.
+    pub throttle: Option<ThrottleConfig>,
+    /// `[quic_limits]`.
+    pub quic_limits: Option<QuicLimits>,
+    /// `[slow_calls]`: the driver's slow-call pool.
+    pub slow_calls: Option<DriverConfig>,
+    /// `[audit]`: the audit log's retention.
+    pub audit: Option<keyward_store::AuditRetention>,
 }
 
-/// `[audit]`: how much of the audit log the store keeps.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditConfig {
-    /// Most records kept (default 1,000,000); the oldest go first.
-    pub max_records: Option<u64>,
-    /// Days a record is kept (default 90).
-    pub max_age_days: Option<u64>,
-}
-
-/// `[slow_calls]`: the pool that runs KDFs and store writes.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SlowCallsConfig {
-    /// Threads (default: the number of cores).
-    pub threads: Option<usize>,
-    /// Calls that may wait for a thread before more are answered Busy (default 64).
-    pub queue: Option<usize>,
-    /// Calls one client may have admitted, running or waiting (default 16).
-    pub per_principal: Option<usize>,
-}
-
-/// `[quic_limits]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QuicFileConfig {
-    /// Most connections at once.
-    pub max_connections: Option<usize>,
-    /// Most concurrent streams per connection.
-    pub max_streams_per_connection: Option<u32>,
-    /// Largest request in bytes.
-    pub max_message_bytes: Option<usize>,
-    /// Idle time before a connection closes, seconds.
-    pub idle_secs: Option<u64>,
-}
-
-/// `[sessions]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SessionsConfig {
-    /// Most live sessions.
-    pub max: Option<usize>,
-    /// Idle time before a session is dropped, seconds.
-    pub idle_secs: Option<u64>,
-    /// Absolute lifetime of a session, seconds.
-    pub lifetime_secs: Option<u64>,
-    /// Most requests per session (the anti-replay memory bound).
-    pub max_requests: Option<u32>,
-    /// Most nonces all sessions remember together.
-    pub max_nonces: Option<usize>,
-    /// Largest request that may leave its session unnamed (looked up by trying keys).
-    pub max_unnamed_bytes: Option<usize>,
-    /// Sessions one HTTP connection may make and keep.
+/// `[sessions]`: [`SessionLimits`]' keys, and `per_connection` (sessions one HTTP connection may
+/// make and keep, the driver's). Unknown keys are refused, as in every table.
+#[derive(Debug, Default)]
+pub struct SessionsSection {
+    /// The core's limits.
+    pub limits: SessionLimits,
+    /// `per_connection`.
     pub per_connection: Option<usize>,
-    /// Sessions one principal (client) may hold; its next one ends its own oldest.
-    pub per_principal: Option<usize>,
 }
 
-/// `[tokens]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokensConfig {
-    /// Idle time before a token expires and its wallet closes, seconds.
-    pub idle_secs: Option<u64>,
-    /// Absolute lifetime of a token, seconds.
-    pub lifetime_secs: Option<u64>,
-    /// Most wallets open at once.
-    pub max_open_wallets: Option<usize>,
+impl<'de> Deserialize<'de> for SessionsSection {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut table = toml::Table::deserialize(deserializer)?;
+        let per_connection = match table.remove("per_connection") {
+            None => None,
+            Some(value) => {
+                Some(value.try_into::<usize>().map_err(|e| D::Error::custom(format!("per_connection: {e}")))?)
+            }
+        };
+        let limits = toml::Value::Table(table).try_into::<SessionLimits>().map_err(D::Error::custom)?;
+        Ok(Self { limits, per_connection })
+    }
 }
 
 /// `[kdf]`.
@@ -144,18 +99,6 @@ pub struct KdfConfig {
     pub t_cost: Option<u32>,
     /// Lanes.
     pub p_cost: Option<u32>,
-}
-
-/// `[throttle]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ThrottleFileConfig {
-    /// Failures before any wait.
-    pub free_attempts: Option<u32>,
-    /// First wait, milliseconds.
-    pub base_ms: Option<u64>,
-    /// Longest wait, milliseconds.
-    pub max_ms: Option<u64>,
 }
 
 /// Everything `serve` needs, resolved.
@@ -249,38 +192,15 @@ pub fn resolve(file: FileConfig, flags: ServeFlags) -> anyhow::Result<ServeOptio
     }
     let mut core = ServerConfig { data_root: data_dir.display().to_string(), ..ServerConfig::default() };
     let sessions = file.sessions.unwrap_or_default();
-    let defaults = SessionLimits::default();
-    core.sessions = SessionLimits {
-        max_sessions: sessions.max.unwrap_or(defaults.max_sessions),
-        idle_ms: sessions.idle_secs.map_or(defaults.idle_ms, |s| s.saturating_mul(1000)),
-        lifetime_ms: sessions.lifetime_secs.map_or(defaults.lifetime_ms, |s| s.saturating_mul(1000)),
-        max_requests: sessions.max_requests.unwrap_or(defaults.max_requests),
-        max_nonces: sessions.max_nonces.unwrap_or(defaults.max_nonces),
-        max_per_principal: sessions.per_principal.unwrap_or(defaults.max_per_principal),
-        max_unnamed_bytes: sessions.max_unnamed_bytes.unwrap_or(defaults.max_unnamed_bytes),
-    };
-    let sessions_per_connection = sessions.per_connection;
-    let tokens = file.tokens.unwrap_or_default();
-    let defaults = TokenLimits::default();
-    core.tokens = TokenLimits {
-        max_open_wallets: tokens.max_open_wallets.unwrap_or(defaults.max_open_wallets),
-        idle_ms: tokens.idle_secs.map_or(defaults.idle_ms, |s| s.saturating_mul(1000)),
-        lifetime_ms: tokens.lifetime_secs.map_or(defaults.lifetime_ms, |s| s.saturating_mul(1000)),
-    };
+    core.sessions = sessions.limits;
+    core.tokens = file.tokens.unwrap_or_default();
     let kdf = file.kdf.unwrap_or_default();
     core.kdf = KdfParams {
         m_cost_kib: kdf.m_cost_kib.unwrap_or(KdfParams::DEFAULT.m_cost_kib),
         t_cost: kdf.t_cost.unwrap_or(KdfParams::DEFAULT.t_cost),
         p_cost: kdf.p_cost.unwrap_or(KdfParams::DEFAULT.p_cost),
     };
-    let throttle = file.throttle.unwrap_or_default();
-    let defaults = ThrottleConfig::default();
-    core.throttle = ThrottleConfig {
-        free_attempts: throttle.free_attempts.unwrap_or(defaults.free_attempts),
-        base_ms: throttle.base_ms.unwrap_or(defaults.base_ms),
-        max_ms: throttle.max_ms.unwrap_or(defaults.max_ms),
-        ..defaults
-    };
+    core.throttle = file.throttle.unwrap_or_default();
     let mut http = HttpLimits::default();
     if let Some(hosts) = file.allowed_hosts {
         http.allowed_hosts = hosts;
@@ -289,14 +209,7 @@ pub fn resolve(file: FileConfig, flags: ServeFlags) -> anyhow::Result<ServeOptio
         http.max_body_bytes = max;
     }
     http.header_timeout = Duration::from_secs(10);
-    let mut quic_limits = QuicLimits::default();
-    if let Some(limits) = file.quic_limits {
-        quic_limits.max_connections = limits.max_connections.unwrap_or(quic_limits.max_connections);
-        quic_limits.max_streams_per_connection =
-            limits.max_streams_per_connection.unwrap_or(quic_limits.max_streams_per_connection);
-        quic_limits.max_message_size = limits.max_message_bytes.unwrap_or(quic_limits.max_message_size);
-        quic_limits.idle_timeout = limits.idle_secs.map_or(quic_limits.idle_timeout, Duration::from_secs);
-    }
+    let quic_limits = file.quic_limits.unwrap_or_default();
     quic_limits.validate().map_err(|e| anyhow::anyhow!("[quic_limits]: {e}"))?;
     let unix = flags.unix.or(file.unix).filter(|p| !p.trim().is_empty() && !p.trim().eq_ignore_ascii_case("off"));
     let unix_allowed_uids = file.unix_allowed_uids.unwrap_or_default();
@@ -304,21 +217,14 @@ pub fn resolve(file: FileConfig, flags: ServeFlags) -> anyhow::Result<ServeOptio
         core.local_http_role = keyward_core::Role::parse(role)
             .with_context(|| format!("local_http_role must be reader, signer or owner, not {role:?}"))?;
     }
-    let mut driver = DriverConfig::default();
-    driver.max_sessions_per_connection = sessions_per_connection.unwrap_or(driver.max_sessions_per_connection);
-    if let Some(slow) = file.slow_calls {
-        driver.slow_threads = slow.threads.unwrap_or(driver.slow_threads);
-        driver.slow_queue = slow.queue.unwrap_or(driver.slow_queue);
-        driver.slow_per_principal = slow.per_principal.unwrap_or(driver.slow_per_principal);
-    }
+    let mut driver = file.slow_calls.unwrap_or_default();
+    driver.max_sessions_per_connection = sessions.per_connection.unwrap_or(driver.max_sessions_per_connection);
     anyhow::ensure!(driver.slow_threads > 0, "[slow_calls] threads must be at least 1");
     let unix = unix.map(PathBuf::from);
     let mut store = keyward_store::StoreOptions::default();
-    if let Some(audit) = file.audit {
-        let retention = &mut store.audit_retention;
-        retention.max_records = audit.max_records.unwrap_or(retention.max_records);
-        retention.max_age_ms = audit.max_age_days.map_or(retention.max_age_ms, |d| d.saturating_mul(86_400_000));
+    if let Some(retention) = file.audit {
         anyhow::ensure!(retention.max_records > 0, "[audit] max_records must be at least 1");
+        store.audit_retention = retention;
     }
     Ok(ServeOptions {
         data_dir,
@@ -334,4 +240,100 @@ pub fn resolve(file: FileConfig, flags: ServeFlags) -> anyhow::Result<ServeOptio
         driver,
         store,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    /// The README's example file, between its ```toml fence and the next fence.
+    fn readme_example() -> String {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("```toml\ndata_dir").expect("the README's config example") + "```toml\n".len();
+        let end = start + readme[start..].find("```").expect("its closing fence");
+        readme[start..end].to_owned()
+    }
+
+    fn resolved(text: &str) -> ServeOptions {
+        resolve(toml::from_str(text).unwrap(), ServeFlags::default()).unwrap()
+    }
+
+    /// The README documents the defaults: reading its example changes nothing (but the thread count,
+    /// which defaults to the machine's cores).
+    #[test]
+    fn the_readmes_example_is_the_defaults() {
+        let example = resolved(&readme_example());
+        let defaults = resolved("");
+        assert_eq!(example.core.sessions, defaults.core.sessions);
+        assert_eq!(example.core.sessions, SessionLimits::default());
+        assert_eq!(example.core.tokens, TokenLimits::default());
+        assert_eq!(example.core.throttle, ThrottleConfig::default());
+        assert_eq!(example.core.kdf, KdfParams::DEFAULT);
+        assert_eq!(example.quic_limits, QuicLimits::default());
+        assert_eq!(example.store.audit_retention, keyward_store::AuditRetention::default());
+        assert_eq!(example.driver.max_sessions_per_connection, DriverConfig::default().max_sessions_per_connection);
+        assert_eq!(example.driver.slow_queue, DriverConfig::default().slow_queue);
+        assert_eq!(example.driver.slow_per_principal, DriverConfig::default().slow_per_principal);
+        assert_eq!(example.driver.slow_threads, 2);
+    }
+
+    /// Each table's keys land in the limits structs, in the file's units (seconds, days).
+    #[test]
+    fn every_key_reaches_its_limit() {
+        let options = resolved(
+            "[sessions]\nmax = 7\nidle_secs = 2\nlifetime_secs = 3\nmax_requests = 4\nmax_nonces = 5\n\
+             max_unnamed_bytes = 6\nper_connection = 9\nper_principal = 10\n\
+             [tokens]\nidle_secs = 11\nlifetime_secs = 12\nmax_open_wallets = 13\n\
+             [throttle]\nfree_attempts = 14\nbase_ms = 15\nmax_ms = 16\n\
+             [quic_limits]\nmax_connections = 17\nmax_streams_per_connection = 18\nmax_message_bytes = 19\nidle_secs = 20\n\
+             [audit]\nmax_records = 21\nmax_age_days = 2\n\
+             [slow_calls]\nthreads = 3\nqueue = 22\nper_principal = 23\n",
+        );
+        let expected = SessionLimits {
+            max_sessions: 7,
+            idle_ms: 2000,
+            lifetime_ms: 3000,
+            max_requests: 4,
+            max_nonces: 5,
+            max_per_principal: 10,
+            max_unnamed_bytes: 6,
+        };
+        assert_eq!(options.core.sessions, expected);
+        assert_eq!(options.core.tokens, TokenLimits { max_open_wallets: 13, idle_ms: 11_000, lifetime_ms: 12_000 });
+        let throttle = ThrottleConfig { free_attempts: 14, base_ms: 15, max_ms: 16, ..ThrottleConfig::default() };
+        assert_eq!(options.core.throttle, throttle);
+        let quic = QuicLimits {
+            max_connections: 17,
+            max_streams_per_connection: 18,
+            max_message_size: 19,
+            idle_timeout: Duration::from_secs(20),
+            ..QuicLimits::default()
+        };
+        assert_eq!(options.quic_limits, quic);
+        let retention = keyward_store::AuditRetention { max_records: 21, max_age_ms: 2 * 86_400_000 };
+        assert_eq!(options.store.audit_retention, retention);
+        let driver = &options.driver;
+        assert_eq!((driver.slow_threads, driver.slow_queue, driver.slow_per_principal), (3, 22, 23));
+        assert_eq!(driver.max_sessions_per_connection, 9);
+    }
+
+    /// A misspelt key is an error that names it, in every table; so is a bad value.
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        for (text, named) in [
+            ("[sessions]\nidle_sec = 5\n", "idle_sec"),
+            ("[sessions]\nper_connection = -1\n", "per_connection"),
+            ("[tokens]\nmax_open = 5\n", "max_open"),
+            ("[throttle]\nmax_entries = 5\n", "max_entries"),
+            ("[quic_limits]\nread_timeout = 5\n", "read_timeout"),
+            ("[audit]\nmax_age_ms = 5\n", "max_age_ms"),
+            ("[slow_calls]\nslow_threads = 5\n", "slow_threads"),
+        ] {
+            let error = toml::from_str::<FileConfig>(text).unwrap_err().to_string();
+            assert!(error.contains(named), "{text}: {error}");
+        }
+        let zero = resolve(toml::from_str("[slow_calls]\nthreads = 0\n").unwrap(), ServeFlags::default());
+        assert!(zero.unwrap_err().to_string().contains("threads must be at least 1"));
+    }
 }

@@ -86,6 +86,7 @@ mod state;
 pub mod store;
 mod sync;
 pub mod throttle;
+mod units;
 pub mod vault;
 
 pub use client::{Client, ClientError};

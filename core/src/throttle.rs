@@ -15,8 +15,10 @@ use std::collections::HashMap;
 
 use crate::store::WalletKey;
 
-/// Throttle settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Throttle settings. They read themselves from a config file's `[throttle]` table (every key
+/// optional, unknown keys refused): `free_attempts`, `base_ms`, `max_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ThrottleConfig {
     /// Failures allowed before any wait.
     pub free_attempts: u32,
@@ -25,6 +27,7 @@ pub struct ThrottleConfig {
     /// The longest wait, in milliseconds.
     pub max_ms: u64,
     /// Most wallets tracked; past that, the entry with the oldest last failure is forgotten.
+    #[serde(skip)]
     pub max_entries: usize,
 }
 

@@ -82,15 +82,20 @@ impl fmt::Debug for Unlocked {
     }
 }
 
-/// Idle and absolute lifetimes of tokens, in milliseconds, and how many wallets may be open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Idle and absolute lifetimes of tokens, in milliseconds, and how many wallets may be open. It
+/// reads itself from a config file's `[tokens]` table (every key optional, unknown keys refused):
+/// `max_open_wallets`, `idle_secs`, `lifetime_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TokenLimits {
     /// Most wallets open at once: the vault's masked seeds live in one fixed block of this many
     /// slots, allocated once, which the host can lock in memory (`mlock`).
     pub max_open_wallets: usize,
     /// A token unused this long expires and its wallet closes.
+    #[serde(rename = "idle_secs", deserialize_with = "crate::units::ms_from_secs")]
     pub idle_ms: u64,
     /// A token older than this expires however busy.
+    #[serde(rename = "lifetime_secs", deserialize_with = "crate::units::ms_from_secs")]
     pub lifetime_ms: u64,
 }
 

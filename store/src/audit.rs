@@ -31,12 +31,22 @@ pub const MAX_REMOVED_PER_APPEND: usize = 1024;
 /// while there are more than `max_records` or they are older than `max_age_ms` (at most
 /// [`MAX_REMOVED_PER_APPEND`] per append). The log then verifies from its anchor, the last record
 /// removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// It reads itself from a config file's `[audit]` table (every key optional, unknown keys refused):
+/// `max_records`, `max_age_days`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AuditRetention {
     /// Most records kept. Default 1,000,000.
     pub max_records: u64,
     /// Age in milliseconds past which a record is removed. Default 90 days.
+    #[serde(rename = "max_age_days", deserialize_with = "ms_from_days")]
     pub max_age_ms: u64,
+}
+
+/// Days in the file, milliseconds in the struct (saturating).
+fn ms_from_days<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    Ok(<u64 as serde::Deserialize>::deserialize(deserializer)?.saturating_mul(86_400_000))
 }
 
 impl Default for AuditRetention {

@@ -60,14 +60,20 @@ impl fmt::Debug for SessionId {
     }
 }
 
-/// Limits of the session table. All times are milliseconds on the host's clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Limits of the session table. All times are milliseconds on the host's clock. It reads itself from
+/// a config file's `[sessions]` table (every key optional, unknown keys refused): `max`,
+/// `idle_secs`, `lifetime_secs`, `max_requests`, `max_nonces`, `per_principal`, `max_unnamed_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SessionLimits {
     /// Most live sessions; a new one evicts the one idle the longest.
+    #[serde(rename = "max")]
     pub max_sessions: usize,
     /// A session unused this long is dropped.
+    #[serde(rename = "idle_secs", deserialize_with = "crate::units::ms_from_secs")]
     pub idle_ms: u64,
     /// A session older than this is dropped, however busy.
+    #[serde(rename = "lifetime_secs", deserialize_with = "crate::units::ms_from_secs")]
     pub lifetime_ms: u64,
     /// Most requests one session accepts (its anti-replay memory bound); then it ends.
     pub max_requests: u32,
@@ -75,6 +81,7 @@ pub struct SessionLimits {
     /// sessions of the principal remembering the most end. Never below `max_requests` (it is raised to it).
     pub max_nonces: usize,
     /// Most live sessions of one principal; its next one evicts its own.
+    #[serde(rename = "per_principal")]
     pub max_per_principal: usize,
     /// Largest body whose session is looked up by trying keys; a larger request must name its
     /// session (header or connection), so a stranger's big body costs one look-up, not one per session.

@@ -66,28 +66,38 @@ pub trait Service: Send + Sync + 'static {
     fn answer(&self, request: &[u8]) -> Vec<u8>;
 }
 
-/// The driver's settings.
-#[derive(Debug, Clone)]
+/// The driver's settings. The slow-call pool's read themselves from a config file's
+/// `[slow_calls]` table (every key optional, unknown keys refused): `threads`, `queue`,
+/// `per_principal`; the others keep their defaults.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DriverConfig {
     /// Threads that run slow calls (a KDF or a store write). Default: the number of cores. Each
     /// running KDF holds its memory cost (64 MiB by default), so this bounds that memory too.
+    #[serde(rename = "threads")]
     pub slow_threads: usize,
     /// Slow calls that may wait for a thread. Default 64. A slow call beyond `slow_threads +
     /// slow_queue` is answered at once with −32099 `Busy` and does not run.
+    #[serde(rename = "queue")]
     pub slow_queue: usize,
     /// Slow calls one principal may have admitted (running or waiting). Default 16. A principal
     /// also never runs on more than `slow_threads − 1` threads at once (one with one thread), and
     /// waiting calls are taken in turn between principals, so one client's flood of KDFs delays
     /// another's by at most the calls already running.
+    #[serde(rename = "per_principal")]
     pub slow_per_principal: usize,
     /// The longest the expiry timer sleeps. Default 1 s.
+    #[serde(skip)]
     pub max_timer_sleep: Duration,
     /// Sessions one connection that does not bind sessions (HTTP) may make and keep; one more ends
-    /// its own oldest. Default 8. (QUIC and Unix connections hold one session each.)
+    /// its own oldest. Default 8. (QUIC and Unix connections hold one session each.) A config
+    /// file's `[sessions] per_connection`.
+    #[serde(skip)]
     pub max_sessions_per_connection: usize,
     /// How long the answer to a request that named no session and matched none waits (it costs
     /// the connection time, not the server CPU): 50 ms by default, so one connection sends at most
     /// 20 such requests a second. An honest client meets it once, when its session has ended.
+    #[serde(skip)]
     pub unmatched_delay: Duration,
 }
 

@@ -75,42 +75,59 @@ pub mod codes {
 }
 
 /// The server's resource limits. Every one is enforced; [`QuicLimits::default`] gives the documented
-/// defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// defaults. They read themselves from a config file's `[quic_limits]` table (every key optional,
+/// unknown keys refused): `max_connections`, `max_streams_per_connection`, `max_message_bytes`,
+/// `idle_secs`; the others keep their defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct QuicLimits {
     /// Most authenticated connections served at once (a handshake takes no slot). While all are
     /// taken, new attempts are refused with the QUIC transport error `CONNECTION_REFUSED`. Default 256.
     pub max_connections: usize,
     /// A connection must complete its handshake (client certificate included) within this long, or it
     /// is dropped. Default 5 s.
+    #[serde(skip)]
     pub handshake_timeout: Duration,
     /// Most handshakes in progress at once; one more drops the oldest pending one. Default 64.
+    #[serde(skip)]
     pub max_handshakes: usize,
     /// Answer Initials from unvalidated addresses with a stateless Retry (address validation), so
     /// an Initial that is never followed up costs no state. Default true.
+    #[serde(skip)]
     pub validate_addresses: bool,
     /// Bytes one connection may have in flight to the server over all its streams (QUIC flow
     /// control); bounds what one connection's unfinished streams can make the server hold.
     /// Default 4 MiB.
+    #[serde(skip)]
     pub receive_window: usize,
     /// Most bidirectional streams a client may have open at once on one connection (QUIC stream
     /// flow control: a client's further streams wait for credit). Default 64.
     pub max_streams_per_connection: u32,
     /// Largest request, in bytes. A larger one is refused with [`codes::MESSAGE_TOO_LARGE`]; the
     /// connection stays up. Default 1 MiB.
+    #[serde(rename = "max_message_bytes")]
     pub max_message_size: usize,
     /// A connection with no traffic for this long is closed (QUIC `max_idle_timeout`; the smaller of
     /// the two sides' values applies). Default 60 s.
+    #[serde(rename = "idle_secs", deserialize_with = "duration_from_secs")]
     pub idle_timeout: Duration,
     /// A request must arrive whole (stream finished) within this long after the stream opens, or it
     /// is refused with [`codes::REQUEST_INCOMPLETE`]. Default 10 s.
+    #[serde(skip)]
     pub read_timeout: Duration,
     /// The client must take the whole answer within this long, or the stream is reset with
     /// [`codes::ANSWER_TIMEOUT`]. Default 10 s.
+    #[serde(skip)]
     pub write_timeout: Duration,
     /// On shutdown, streams already being served get this long to finish before their connections
     /// are closed. Default 5 s.
+    #[serde(skip)]
     pub shutdown_grace: Duration,
+}
+
+/// Seconds in the file, a `Duration` in the struct.
+fn duration_from_secs<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    Ok(Duration::from_secs(<u64 as serde::Deserialize>::deserialize(deserializer)?))
 }
 
 impl Default for QuicLimits {
