@@ -20,7 +20,7 @@ use anyhow::Context as _;
 use keyward_core::server::Incoming;
 use keyward_core::session::SessionId;
 use keyward_core::{Principal, Server, ServerConfig};
-use keyward_driver::{Exchange, Link, LinkError, LinkFuture};
+use keyward_driver::{Exchange, Link, LinkError, LinkErrorKind, LinkFuture};
 use keyward_store::FjallStore;
 
 use crate::principals::{self, ServeHost};
@@ -63,9 +63,8 @@ impl LocalLink {
 }
 
 impl Link for LocalLink {
-    fn exchange<'a>(&'a mut self, body: Vec<u8>, session: Option<&'a str>) -> LinkFuture<'a> {
+    fn exchange(&mut self, body: Vec<u8>, session: Option<SessionId>) -> LinkFuture<'_> {
         let core = Arc::clone(&self.core);
-        let session = session.and_then(SessionId::parse);
         Box::pin(async move {
             let outgoing = tokio::task::spawn_blocking(move || {
                 let incoming = Incoming {
@@ -81,8 +80,8 @@ impl Link for LocalLink {
             })
             .await
             .context("the in-process server stopped")
-            .map_err(|error| LinkError(format!("{error:#}")))?;
-            Ok(Exchange { body: outgoing.body, session: outgoing.session.map(|id| id.to_string()) })
+            .map_err(|error| LinkError::new(LinkErrorKind::Closed, format!("{error:#}")))?;
+            Ok(Exchange { body: outgoing.body, session: outgoing.session })
         })
     }
 }

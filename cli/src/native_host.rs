@@ -357,7 +357,7 @@ async fn relay(bundle: Option<PathBuf>, browser_args: &[String], stdout: &mut to
     let mut stdin = tokio::io::stdin();
     let mut decoder = Decoder::new(MAX_REQUEST);
     let mut server: Option<BoxLink> = None;
-    let mut session: Option<String> = None;
+    let mut session: Option<keyward_driver::SessionId> = None;
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
         let message = match decoder.next_message() {
@@ -400,7 +400,7 @@ async fn answer(
     config: &BundleConfig,
     bundle: &Path,
     server: &mut Option<BoxLink>,
-    session: &mut Option<String>,
+    session: &mut Option<keyward_driver::SessionId>,
 ) -> Vec<u8> {
     if let Err(error) = native::check_json(message) {
         return host_error(&Value::Null, -32700, &format!("Parse error: {error}"));
@@ -416,7 +416,7 @@ async fn answer(
         }
     }
     let Some(link) = server.as_mut() else { return Vec::new() };
-    match link.exchange(message.to_vec(), session.as_deref()).await {
+    match link.exchange(message.to_vec(), *session).await {
         Ok(exchange) => {
             if exchange.session.is_some() {
                 *session = exchange.session;

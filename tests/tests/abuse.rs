@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keyward::tls;
-use keyward_core::{Client, SessionId};
+use keyward_core::Client;
 use keyward_driver::{SecureSession, SessionOptions};
 use keyward_http::{HttpClient, HttpTarget};
 use keyward_tests::{Session, Target, runtime, start_with_config};
@@ -167,7 +167,7 @@ fn a_v3_client_keeps_its_session_and_is_told_minus_32001_when_it_ends() {
         let plain = server.plain();
         let options = SessionOptions { names_session: false, rekey_after: 0, reinit_when_gone: false };
         let mut v3 = SecureSession::open_with(plain.link().await, [3; 32], options).await.unwrap();
-        let id = SessionId::parse(v3.session_id().unwrap()).unwrap();
+        let id = v3.session_id().unwrap();
         for n in 0..10_000u32 {
             if let Err(error) = v3.call("get_top_level_directory", json!({})).await {
                 panic!("call {n} failed: {error}");
@@ -181,7 +181,7 @@ fn a_v3_client_keeps_its_session_and_is_told_minus_32001_when_it_ends() {
         // A client built to re-init does so by itself.
         let options = SessionOptions { reinit_when_gone: true, ..options };
         let mut again = SecureSession::open_with(plain.link().await, [4; 32], options).await.unwrap();
-        server.running.core.drop_session(&SessionId::parse(again.session_id().unwrap()).unwrap());
+        server.running.core.drop_session(&again.session_id().unwrap());
         assert!(again.call("get_top_level_directory", json!({})).await.is_ok());
         // So does one whose session ends just when it is due to re-key.
         let options = SessionOptions { rekey_after: 2, ..options };
@@ -189,7 +189,7 @@ fn a_v3_client_keeps_its_session_and_is_told_minus_32001_when_it_ends() {
         for _ in 0..2 {
             due.call("get_top_level_directory", json!({})).await.unwrap();
         }
-        server.running.core.drop_session(&SessionId::parse(due.session_id().unwrap()).unwrap());
+        server.running.core.drop_session(&due.session_id().unwrap());
         assert!(due.call("get_top_level_directory", json!({})).await.is_ok());
         drop(dir);
         server.stop().await;

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use keyward_core::secret::WipedJson;
-use keyward_core::{Client, ClientError};
+use keyward_core::{Client, ClientError, SessionId};
 use serde_json::Value;
 
 /// One exchange's answer.
@@ -15,13 +15,43 @@ pub struct Exchange {
     /// The answer's bytes.
     pub body: Vec<u8>,
     /// The session id the server announced with it (HTTP's `Keyward-Session` answer header).
-    pub session: Option<String>,
+    pub session: Option<SessionId>,
 }
 
-/// A transport failure: the message may not have reached the server. Carries no message bytes.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct LinkError(pub String);
+/// What went wrong on a link, as far as a caller can act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkErrorKind {
+    /// The message could not be sent (no connection, a refused handshake): it did not run.
+    Unreachable,
+    /// The connection ended before the answer came: the message may have run.
+    Closed,
+    /// The server's transport answered outside the protocol (an HTTP status other than 200, a QUIC
+    /// stream error, a malformed session header): the message did not run as a call.
+    Refused,
+    /// No answer in time: the message may have run.
+    TimedOut,
+}
+
+/// A transport failure. Carries no message bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct LinkError {
+    kind: LinkErrorKind,
+    message: String,
+}
+
+impl LinkError {
+    /// A failure of `kind`, described by `message` (which must hold no message bytes).
+    pub fn new(kind: LinkErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> LinkErrorKind {
+        self.kind
+    }
+}
 
 /// What [`Link::exchange`] returns.
 pub type LinkFuture<'a> = Pin<Box<dyn Future<Output = Result<Exchange, LinkError>> + Send + 'a>>;
@@ -31,7 +61,7 @@ pub type LinkFuture<'a> = Pin<Box<dyn Future<Output = Result<Exchange, LinkError
 /// session (QUIC, Unix) ignore it.
 pub trait Link: Send {
     /// Sends one message and returns the answer.
-    fn exchange<'a>(&'a mut self, body: Vec<u8>, session: Option<&'a str>) -> LinkFuture<'a>;
+    fn exchange(&mut self, body: Vec<u8>, session: Option<SessionId>) -> LinkFuture<'_>;
 
     /// Closes the connection politely (QUIC tells the server at once, so the session bound to the
     /// connection goes now rather than at the idle timeout). By default: nothing; dropping closes.
@@ -41,7 +71,7 @@ pub trait Link: Send {
 }
 
 impl<L: Link + ?Sized> Link for Box<L> {
-    fn exchange<'a>(&'a mut self, body: Vec<u8>, session: Option<&'a str>) -> LinkFuture<'a> {
+    fn exchange(&mut self, body: Vec<u8>, session: Option<SessionId>) -> LinkFuture<'_> {
         (**self).exchange(body, session)
     }
 
@@ -122,7 +152,7 @@ const SESSION_GONE: i64 = -32001;
 pub struct SecureSession<L: Link> {
     link: L,
     client: Client,
-    id: Option<String>,
+    id: Option<SessionId>,
     options: SessionOptions,
     calls_on_key: u32,
     /// A re-key went out and its answer did not come back: the server may be on the new key while
@@ -222,7 +252,7 @@ impl<L: Link> SecureSession<L> {
     /// Sends raw bytes as this session would (naming it where the link can): for tests of the
     /// envelope (replays, tampering) and for batches sealed by hand with [`SecureSession::client`].
     pub async fn send(&mut self, body: Vec<u8>) -> Result<Vec<u8>, LinkError> {
-        let id = if self.options.names_session { self.id.as_deref() } else { None };
+        let id = if self.options.names_session { self.id } else { None };
         Ok(self.link.exchange(body, id).await?.body)
     }
 
@@ -237,8 +267,8 @@ impl<L: Link> SecureSession<L> {
     }
 
     /// The session id the server announced (HTTP), if any.
-    pub fn session_id(&self) -> Option<&str> {
-        self.id.as_deref()
+    pub fn session_id(&self) -> Option<SessionId> {
+        self.id
     }
 
     /// Gives the link and the sans-IO client back (to drive them by hand, e.g. from many tasks).

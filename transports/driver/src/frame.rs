@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::{Connection, LinkError, Stopping};
+use crate::{Connection, LinkError, LinkErrorKind, Stopping};
 
 /// Bytes of the length prefix.
 pub const PREFIX_LEN: usize = 4;
@@ -127,22 +127,25 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
-    let closed = || LinkError(CLOSED_WITHOUT_ANSWER.into());
+    let closed = || LinkError::new(LinkErrorKind::Closed, CLOSED_WITHOUT_ANSWER);
     match write_frame(stream, body).await {
         Ok(()) => {}
         Err(e) if matches!(e.kind(), BrokenPipe | ConnectionReset) => return Err(closed()),
-        Err(e) => return Err(LinkError(format!("send: {e}"))),
+        Err(e) => return Err(LinkError::new(LinkErrorKind::Unreachable, format!("send: {e}"))),
     }
     match read_frame(stream, limits).await {
         Ok(Some(answer)) => Ok(answer),
         Ok(None) | Err(FrameError::Truncated) => Err(closed()),
         Err(FrameError::Io(e)) if e.kind() == ConnectionReset => Err(closed()),
-        Err(e) => Err(LinkError(format!("receive: {e}"))),
+        Err(FrameError::TooLarge { len, max }) => {
+            Err(LinkError::new(LinkErrorKind::Refused, format!("receive: an answer of {len} bytes, above {max}")))
+        }
+        Err(e) => Err(LinkError::new(LinkErrorKind::Closed, format!("receive: {e}"))),
     }
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 
@@ -169,5 +172,26 @@ mod tests {
         let truncated = [0, 0, 0, 5, b'h', b'i'];
         assert!(matches!(read_frame(&mut &truncated[..], LIMITS).await, Err(FrameError::Truncated)));
         assert!(matches!(read_frame(&mut &[0u8, 0][..], LIMITS).await, Err(FrameError::Truncated)));
+    }
+
+    /// A link error says what a caller can act on: the peer went away (the message may have run)
+    /// or answered outside the limits (it did not run as a call).
+    #[tokio::test]
+    async fn exchange_failures_have_a_kind() {
+        let (mut ours, theirs) = tokio::io::duplex(64);
+        drop(theirs);
+        let closed = exchange(&mut ours, b"{}", LIMITS).await.unwrap_err();
+        assert_eq!(closed.kind(), LinkErrorKind::Closed, "{closed}");
+
+        let (mut ours, mut theirs) = tokio::io::duplex(64);
+        let server = tokio::spawn(async move {
+            let request = read_frame(&mut theirs, LIMITS).await.unwrap().unwrap();
+            assert_eq!(request, b"{}");
+            write_frame(&mut theirs, &[b'x'; 17]).await.unwrap();
+        });
+        let refused = exchange(&mut ours, b"{}", LIMITS).await.unwrap_err();
+        assert_eq!(refused.kind(), LinkErrorKind::Refused, "{refused}");
+        assert!(refused.to_string().contains("17 bytes"), "{refused}");
+        server.await.unwrap();
     }
 }

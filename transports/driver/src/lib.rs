@@ -41,9 +41,11 @@ use std::time::{Duration, Instant};
 
 use keyward_core::{Server, ServerConfig, Store};
 
-pub use client::{Exchange, Link, LinkError, LinkFuture, SecureSession, SessionError, SessionOptions};
+pub use client::{Exchange, Link, LinkError, LinkErrorKind, LinkFuture, SecureSession, SessionError, SessionOptions};
 pub use connection::{Answer, Connection, Naming, Peer, Refused, SessionBinding};
 pub use identity::{spki, spki_sha256};
+/// The session id a [`Link`] names and an [`Exchange`] announces (the core's).
+pub use keyward_core::SessionId;
 pub use pool::on_slow_pool;
 pub use serve::{Listener, ServeLimits, Stopping, serve};
 #[cfg(feature = "rustls")]

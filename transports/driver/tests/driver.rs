@@ -26,7 +26,7 @@ const LIMITS: FrameLimits =
 struct FrameLink(TcpStream);
 
 impl Link for FrameLink {
-    fn exchange<'a>(&'a mut self, body: Vec<u8>, _session: Option<&'a str>) -> LinkFuture<'a> {
+    fn exchange(&mut self, body: Vec<u8>, _session: Option<keyward_core::SessionId>) -> LinkFuture<'_> {
         Box::pin(
             async move { Ok(Exchange { body: frame::exchange(&mut self.0, &body, LIMITS).await?, session: None }) },
         )
@@ -227,12 +227,15 @@ struct LosingLink {
 }
 
 impl Link for LosingLink {
-    fn exchange<'a>(&'a mut self, body: Vec<u8>, session: Option<&'a str>) -> LinkFuture<'a> {
+    fn exchange(&mut self, body: Vec<u8>, session: Option<keyward_core::SessionId>) -> LinkFuture<'_> {
         Box::pin(async move {
             self.exchanges += 1;
             let answer = self.inner.exchange(body, session).await?;
             if self.exchanges == self.lose {
-                return Err(keyward_driver::LinkError("the answer was lost".into()));
+                return Err(keyward_driver::LinkError::new(
+                    keyward_driver::LinkErrorKind::Closed,
+                    "the answer was lost",
+                ));
             }
             Ok(answer)
         })

@@ -10,6 +10,8 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use keyward_core::SessionId;
+use keyward_driver::{LinkError, LinkErrorKind};
 use rustls::pki_types::ServerName;
 
 use crate::{OWNER_PATH, SESSION_HEADER};
@@ -142,13 +144,33 @@ impl HttpClient {
 /// answer's header comes back in [`keyward_driver::Exchange::session`]. A status other than 200
 /// is a link error.
 impl keyward_driver::Link for HttpClient {
-    fn exchange<'a>(&'a mut self, body: Vec<u8>, session: Option<&'a str>) -> keyward_driver::LinkFuture<'a> {
+    fn exchange(&mut self, body: Vec<u8>, session: Option<SessionId>) -> keyward_driver::LinkFuture<'_> {
         Box::pin(async move {
-            let answer = self.post(body, session).await.map_err(|e| keyward_driver::LinkError(e.to_string()))?;
+            let named = session.map(|id| id.to_string());
+            let answer = self.post(body, named.as_deref()).await.map_err(|e| {
+                let kind = match e {
+                    ClientError::Http(_) => LinkErrorKind::Closed,
+                    _ => LinkErrorKind::Unreachable,
+                };
+                LinkError::new(kind, e.to_string())
+            })?;
             if answer.status != StatusCode::OK {
-                return Err(keyward_driver::LinkError(format!("the server answered HTTP {}", answer.status)));
+                return Err(LinkError::new(
+                    LinkErrorKind::Refused,
+                    format!("the server answered HTTP {}", answer.status),
+                ));
             }
-            Ok(keyward_driver::Exchange { body: answer.body, session: answer.session })
+            let session = match answer.session.as_deref().map(SessionId::parse) {
+                None => None,
+                Some(Some(id)) => Some(id),
+                Some(None) => {
+                    return Err(LinkError::new(
+                        LinkErrorKind::Refused,
+                        "the server named a session that is not a session id",
+                    ));
+                }
+            };
+            Ok(keyward_driver::Exchange { body: answer.body, session })
         })
     }
 }

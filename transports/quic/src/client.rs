@@ -137,9 +137,20 @@ fn local_bind_address(peer: SocketAddr) -> SocketAddr {
 /// QUIC as a [`keyward_driver::Link`]: one stream per message; the session belongs to the
 /// connection, so `session` is not sent.
 impl keyward_driver::Link for QuicClient {
-    fn exchange<'a>(&'a mut self, body: Vec<u8>, _session: Option<&'a str>) -> keyward_driver::LinkFuture<'a> {
+    fn exchange(&mut self, body: Vec<u8>, _session: Option<keyward_core::SessionId>) -> keyward_driver::LinkFuture<'_> {
         Box::pin(async move {
-            let body = self.call(&body).await.map_err(|e| keyward_driver::LinkError(e.to_string()))?;
+            let body = self.call(&body).await.map_err(|e| {
+                use keyward_driver::LinkErrorKind;
+                let kind = match &e {
+                    crate::QuicError::Stream { .. }
+                    | crate::QuicError::AnswerTooLarge { .. }
+                    | crate::QuicError::Alpn => LinkErrorKind::Refused,
+                    crate::QuicError::Connection(quinn::ConnectionError::TimedOut) => LinkErrorKind::TimedOut,
+                    crate::QuicError::Connection(_) | crate::QuicError::StreamClosed => LinkErrorKind::Closed,
+                    _ => LinkErrorKind::Unreachable,
+                };
+                keyward_driver::LinkError::new(kind, e.to_string())
+            })?;
             Ok(keyward_driver::Exchange { body, session: None })
         })
     }

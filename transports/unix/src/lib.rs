@@ -194,7 +194,7 @@ impl UnixClient {
 }
 
 impl Link for UnixClient {
-    fn exchange<'a>(&'a mut self, body: Vec<u8>, _session: Option<&'a str>) -> LinkFuture<'a> {
+    fn exchange(&mut self, body: Vec<u8>, _session: Option<keyward_driver::SessionId>) -> LinkFuture<'_> {
         Box::pin(async move {
             Ok(Exchange { body: frame::exchange(&mut self.stream, &body, self.limits).await?, session: None })
         })
