@@ -15,7 +15,7 @@ use std::io::Write;
 use std::ops::ControlFlow;
 
 use anyhow::{Context as _, bail};
-use keyward_core::admin::AUDIT_PAGE_MAX;
+use keyward_core::AUDIT_PAGE_MAX;
 use keyward_core::audit::{Anchor, AuditRecord, ChainBreak, ChainVerifier};
 use keyward_driver::SecureSession;
 use serde::Deserialize;
@@ -306,7 +306,6 @@ pub(crate) fn utc(unix_ms: u64, format: &[BorrowedFormatItem<'_>]) -> String {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

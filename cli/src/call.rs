@@ -86,7 +86,7 @@ pub fn fill_params(method: &str, given: Option<&str>, passwords: &mut Passwords)
             bail!("passwords are not taken from the command line: leave '{name}' out and you will be asked for it");
         }
     }
-    let Some(names) = keyward_core::methods::find(method).map(keyward_core::Method::params) else {
+    let Some(names) = keyward_core::find_method(method).map(keyward_core::Method::params) else {
         // An embedder's method: send what was given, with the token if one is set.
         if !given.contains_key("token")
             && let Ok(token) = std::env::var("KEYWARD_TOKEN")

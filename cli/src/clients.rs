@@ -29,7 +29,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use keyward_core::principal::valid_client_name;
+use keyward_core::valid_client_name;
 use keyward_core::{Principal, Role};
 use keyward_driver::{SecureSession, SessionError};
 use rcgen::{KeyPair, PublicKeyData};
@@ -274,7 +274,7 @@ impl Registry {
         let code = Zeroizing::new(text("code")?);
         let pair_url = text("pair_url")?;
         let expires_unix_ms = answer["expires_unix_ms"].as_u64().context("pair_client answered no expiry")?;
-        keyward_core::client::wipe(&mut answer);
+        keyward_core::crypto::wipe_answer(&mut answer);
         let expires_at = listing::rfc3339_seconds(expires_unix_ms);
         if as_json {
             let value = json!({
@@ -401,7 +401,7 @@ impl Bundle {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
     use super::*;
 

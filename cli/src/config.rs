@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use keyward_core::ServerConfig;
-use keyward_core::seed_record::KdfParams;
-use keyward_core::session::SessionLimits;
-use keyward_core::throttle::ThrottleConfig;
-use keyward_core::vault::TokenLimits;
+use keyward_core::SessionLimits;
+use keyward_core::ThrottleConfig;
+use keyward_core::TokenLimits;
+use keyward_core::store::KdfParams;
 use keyward_driver::DriverConfig;
 use keyward_http::HttpLimits;
 use keyward_quic::QuicLimits;

@@ -5,7 +5,7 @@
 //!   without `CAP_SYS_PTRACE`;
 //! * `setrlimit(RLIMIT_CORE, 0)`: no core file even if something turns dumping back on;
 //! * `mlock` of the vault's block of masked seeds, where `RLIMIT_MEMLOCK` allows (a warning otherwise).
-#![allow(unsafe_code)]
+#![expect(unsafe_code, reason = "the libc calls this module exists for")]
 
 use std::io;
 

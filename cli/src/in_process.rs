@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use keyward_core::server::Incoming;
-use keyward_core::session::SessionId;
+use keyward_core::Incoming;
+use keyward_core::SessionId;
 use keyward_core::{Principal, Server, ServerConfig};
 use keyward_driver::{Exchange, Link, LinkError, LinkErrorKind, LinkFuture};
 use keyward_store::FjallStore;
@@ -88,7 +88,7 @@ impl Link for LocalLink {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
     use keyward_driver::SecureSession;
     use serde_json::json;

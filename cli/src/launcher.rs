@@ -12,7 +12,7 @@
 //!   of file or its parent process dies (`PR_SET_PDEATHSIG` on Linux, and a check of the parent pid
 //!   every [`PARENT_CHECK`] everywhere), within [`STOP_GRACE`] whatever is in flight.
 //! * Plain HTTP is refused: its principal `local-http` would let every local process act as owner.
-#![allow(unsafe_code)]
+#![expect(unsafe_code, reason = "the libc calls this module exists for")]
 
 use std::io::Write as _;
 use std::time::Duration;

@@ -63,7 +63,7 @@ pub fn table(records: &[Value]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use keyward_core::admin::client_json;
+    use keyward_core::client_json;
     use keyward_core::{ClientRecord, Identity, Role};
 
     use super::*;

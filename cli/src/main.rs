@@ -1,7 +1,7 @@
 //! `keyward`: the owner server and its command-line client.
 
 // A command-line program: its results go to standard output.
-#![allow(clippy::print_stdout)]
+#![expect(clippy::print_stdout, reason = "the command line prints its answers")]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -312,7 +312,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 (serde_json::Value::String(text), true) => println!("{text}"),
                 _ => println!("{}", serde_json::to_string_pretty(&value)?),
             }
-            keyward_core::client::wipe(&mut value);
+            keyward_core::crypto::wipe_answer(&mut value);
             Ok(())
         }
         Command::Pair { code, code_stdin, url, name, out } => {

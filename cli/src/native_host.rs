@@ -449,7 +449,6 @@ async fn connect(config: &BundleConfig, bundle: &Path) -> anyhow::Result<BoxLink
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

@@ -181,12 +181,12 @@ pub fn ensure_default(core: &Server, tls_dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Registers the client certificate of a launched server's in-memory set as owner `launcher`
-/// ([`keyward_core::principal::launcher_name`]), for this run only (never written to the store).
+/// ([`keyward_core::launcher_name`]), for this run only (never written to the store).
 pub fn register_launcher(core: &Server, set: &certs::CertSet) -> anyhow::Result<()> {
     let cert = CertificateDer::from_pem_slice(set.client_cert.as_bytes()).context("the launcher's certificate")?;
     let spki_sha256 = keyward_driver::spki_sha256(&cert).context("the launcher's certificate is not X.509")?;
     let records = core.clients();
-    let name = keyward_core::principal::launcher_name(|n| records.iter().any(|r| r.name == n), std::process::id());
+    let name = keyward_core::launcher_name(|n| records.iter().any(|r| r.name == n), std::process::id());
     let record = ClientRecord {
         name: name.clone(),
         role: Role::Owner,
@@ -220,7 +220,7 @@ pub fn ensure_uids(core: &Server, uids: &[u32]) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
     use super::*;
 

@@ -340,7 +340,7 @@ pub fn client_config(dir: &Path) -> anyhow::Result<Arc<ClientConfig>> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
     use std::os::unix::fs::PermissionsExt;
 

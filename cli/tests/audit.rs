@@ -2,7 +2,7 @@
 //! store), on one a server holds (read over the API), and on copies tampered with the way someone
 //! with the files could: an edited record, a record removed from the middle or the end, two records
 //! swapped. Each tampering makes `verify` exit non-zero naming the first bad record.
-#![allow(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
 mod common;
 
@@ -229,7 +229,7 @@ fn a_running_server_is_read_over_the_api() {
 fn a_log_of_many_pages_verifies_and_a_break_on_a_later_page_is_named() {
     let temp = tempfile::tempdir().unwrap();
     let original = temp.path().join("original");
-    let n = make_data_dir(&original, 2 * keyward_core::admin::AUDIT_PAGE_MAX as u64 + 345);
+    let n = make_data_dir(&original, 2 * keyward_core::AUDIT_PAGE_MAX as u64 + 345);
     let output = audit(&original, &["verify"]);
     assert_eq!(stdout(&output), format!("audit log verified: {n} records (seq 1..{n})\n"), "{}", text(&output));
     let shown = audit(&original, &["show", "--principal", "bulk"]);

@@ -9,7 +9,7 @@
 //! client: the same registry rules, with the test's own uid standing in for the reader. With root,
 //! a second test runs a reader as `nobody`; without root it prints one `SKIPPED` line (and fails
 //! when `CI` is set, like `tests/unix.rs`).
-#![allow(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
 mod common;
 

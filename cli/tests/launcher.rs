@@ -2,7 +2,7 @@
 //! with the URL and credentials made in memory, a working owner client `launcher` for this run only,
 //! no certificate file on disk, and an exit when standard input closes. (The TypeScript package's
 //! suite drives the same contract through `launch()`, and kills a parent with SIGKILL.)
-#![allow(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
 mod common;
 

@@ -10,7 +10,11 @@
 //! The wallet's life includes a batch whose answer outgrows the server's answer buffer (a
 //! 200,000-character id after the mnemonic's answer): growing the buffer must not leave the mnemonic
 //! behind in freed memory.
-#![allow(clippy::unwrap_used, clippy::print_stderr)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, with the value in the message; a test reports what it measured"
+)]
 
 use std::io::{Read, Seek, SeekFrom};
 use std::net::SocketAddr;
@@ -18,7 +22,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use keyward_core::keys;
+use keyward_core::crypto;
 use keyward_core::{Client, ClientError};
 use keyward_quic::QuicClient;
 use keyward_testkit::VECTOR_MNEMONIC;
@@ -155,9 +159,9 @@ fn no_secret_stays_in_the_server_process() {
     let locked_kb: u64 = locked.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(locked_kb > 0, "the vault is not locked in memory: {locked}");
 
-    let entropy = keys::entropy_of(VECTOR_MNEMONIC).unwrap();
+    let entropy = crypto::entropy_of(VECTOR_MNEMONIC).unwrap();
     let bip39_seed = bip39_seed(VECTOR_MNEMONIC);
-    let master = keys::master_key(&entropy);
+    let master = crypto::master_key(&entropy);
     let seed_secrets: Vec<(&str, Vec<u8>)> = vec![
         ("BIP39 seed", bip39_seed.to_vec()),
         ("BIP32 master key", master.expose().to_vec()),

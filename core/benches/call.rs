@@ -18,11 +18,11 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use keyward_core::envelope::Cipher;
-use keyward_core::keys;
-use keyward_core::secret::SharedKey;
-use keyward_core::seed_record::KdfParams;
-use keyward_core::session::SessionLimits;
+use keyward_core::SessionLimits;
+use keyward_core::crypto;
+use keyward_core::crypto::Cipher;
+use keyward_core::crypto::SharedKey;
+use keyward_core::store::KdfParams;
 use keyward_core::{Client, Incoming, MemoryStore, Server, ServerConfig};
 use serde_json::{Value, json};
 
@@ -193,9 +193,9 @@ fn bench(c: &mut Criterion) {
         .expect("json");
     let answer_value: Value = serde_json::from_slice(&answer).expect("json");
     let cipher = Cipher::new(&SharedKey::from_bytes([7; 32]));
-    let master = keys::master_from_seed(&[5; 64]);
-    let path = keys::parse_path(SIGN_PATH).expect("path");
-    let key = keys::derive(&master, &path).expect("derive");
+    let master = crypto::master_from_seed(&[5; 64]);
+    let path = crypto::parse_path(SIGN_PATH).expect("path");
+    let key = crypto::derive(&master, &path).expect("derive");
     let mut floor = c.benchmark_group("floor");
     floor.bench_function("aes_gcm_seal_open", |b| {
         b.iter(|| {
@@ -213,12 +213,13 @@ fn bench(c: &mut Criterion) {
             black_box((parsed, written))
         })
     });
-    floor
-        .bench_function("ecdsa_sign", |b| b.iter(|| black_box(keys::sign(&key, black_box(b"message")).expect("sign"))));
+    floor.bench_function("ecdsa_sign", |b| {
+        b.iter(|| black_box(crypto::sign(&key, black_box(b"message")).expect("sign")))
+    });
     floor.bench_function("derive_sign_uncached", |b| {
         b.iter(|| {
-            let key = keys::derive(&master, black_box(&path)).expect("derive");
-            black_box((keys::sign(&key, b"message").expect("sign"), keys::public_key(&key).expect("public")))
+            let key = crypto::derive(&master, black_box(&path)).expect("derive");
+            black_box((crypto::sign(&key, b"message").expect("sign"), crypto::public_key(&key).expect("public")))
         })
     });
     floor.finish();

@@ -204,12 +204,12 @@ impl ChainVerifier {
 
 /// Most events the core holds before the host writes them ([`AuditQueue`]); past it, events are
 /// counted and the count is written as one record ("N events dropped").
-pub const AUDIT_QUEUE_MAX: usize = 65_536;
+pub(crate) const AUDIT_QUEUE_MAX: usize = 65_536;
 
 /// Events waiting to be written. A run of identical events (same principal, method, wallet and
 /// outcome) is one event with a count, so a flood of the same refusal costs one record.
 #[derive(Debug, Default)]
-pub struct AuditQueue {
+pub(crate) struct AuditQueue {
     pending: Vec<AuditEvent>,
     dropped: u64,
 }
@@ -260,6 +260,7 @@ impl AuditQueue {
     }
 
     /// Whether none wait.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -27,6 +27,7 @@ pub const REMEMBERED_NONCES: usize = 65_536;
 
 /// Client-side failures.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// `seal` before `init_secure_api` succeeded.
     #[error("no shared key yet: call init_secure_api first")]

@@ -20,6 +20,7 @@ pub const TAG_LEN: usize = 16;
 
 /// Why an ECDH public key was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
     /// Not hex.
     #[error("ecdh_pubkey is not hex")]
@@ -54,6 +55,7 @@ pub fn shared_key(peer: &PublicKey, secret: &SecretKey) -> SharedKey {
 
 /// Why an envelope could not be opened. None of these carries secret material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpenError {
     /// The nonce is not hex or shorter than 12 bytes.
     #[error("nonce must be at least 12 bytes of hex")]

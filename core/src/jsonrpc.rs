@@ -29,6 +29,7 @@ mod sealed {
 
 /// Errors of the envelope layer, answered in plaintext.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EnvelopeError {
     /// The body is not JSON (−32700).
     Parse,
@@ -70,6 +71,7 @@ impl EnvelopeError {
 
 /// Errors of an inner call, answered inside the envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MethodError {
     /// The inner body is not a request (−32600).
     InvalidRequest(String),

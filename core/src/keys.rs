@@ -27,6 +27,7 @@ pub const MAX_DEPTH: usize = 32;
 
 /// Errors of key derivation and signing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyPathError {
     /// The path text is not `m/...` with valid indexes.
     #[error("path must look like m/44'/0'/0'/0/0 (at most {MAX_DEPTH} levels, indexes below 2^31)")]

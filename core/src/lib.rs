@@ -35,7 +35,7 @@
 //! ## A whole round trip, in memory
 //!
 //! ```
-//! use keyward_core::{Client, Incoming, MemoryStore, Server, ServerConfig, seed_record::KdfParams};
+//! use keyward_core::{Client, Incoming, KdfParams, MemoryStore, Server, ServerConfig};
 //! use serde_json::json;
 //!
 //! let config = ServerConfig { kdf: KdfParams::INSECURE_FOR_TESTS, ..ServerConfig::default() };
@@ -69,31 +69,42 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod admin;
+// The modules are private; what an embedder uses is re-exported below, by name, and
+// `core/tests/api.rs` lists it: a change of the public API is a change of that list. Three
+// namespaces stay modules: `store` (what a `Store` keeps and implements), `audit` (the log's records
+// and their verification) and `crypto` (the primitives under the protocol).
+mod admin;
 pub mod audit;
-pub mod client;
-pub mod envelope;
-pub mod jsonrpc;
-pub mod keys;
-pub mod lifecycle;
-pub mod methods;
-pub mod principal;
-pub mod secret;
-pub mod seed_record;
-pub mod server;
-pub mod session;
+mod client;
+pub mod crypto;
+mod envelope;
+mod jsonrpc;
+mod keys;
+mod lifecycle;
+mod methods;
+mod principal;
+mod secret;
+mod seed_record;
+mod server;
+mod session;
 mod state;
 pub mod store;
 mod sync;
-pub mod throttle;
+mod throttle;
 mod units;
-pub mod vault;
+mod vault;
 
-pub use client::{Client, ClientError};
-pub use methods::{AppCall, AppError, Method, Speed};
-pub use principal::{ClientRecord, Identity, Principal, Role};
+pub use admin::{AUDIT_PAGE_MAX, client_json};
+pub use client::{Client, ClientError, Pending};
+pub use jsonrpc::{EnvelopeError, MethodError, error_bytes};
+pub use lifecycle::MAX_DIR_DEPTH;
+pub use methods::{AppCall, AppError, METHODS, Method, RegisterError, Speed, account_path, find as find_method};
+pub use principal::{ClientRecord, Identity, LAUNCHER, Principal, Role, launcher_name, valid_client_name};
+pub use seed_record::KdfParams;
 pub use server::{
     CallContext, Host, Incoming, IssuedCertificate, Outgoing, PairingTicket, Server, ServerConfig, SlowCall, Step,
 };
 pub use session::{SessionId, SessionLimits};
 pub use store::{MemoryStore, Store, StoreError, WalletKey};
+pub use throttle::ThrottleConfig;
+pub use vault::TokenLimits;

@@ -437,6 +437,7 @@ pub(crate) fn audit_name(key: &WalletKey) -> String {
 
 /// Why a method could not be registered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegisterError {
     /// The name is a built-in method or already registered.
     #[error("method name is taken")]

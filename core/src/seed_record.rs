@@ -68,6 +68,7 @@ impl KdfParams {
 
 /// Why a seed record could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SeedRecordError {
     /// The bytes are not a record of a version this code knows, or its parameters are out of range.
     #[error("seed record is malformed or of an unknown version")]

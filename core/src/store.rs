@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::{Anchor, AuditEvent, AuditRecord};
 use crate::principal::ClientRecord;
+/// A wallet's seed record (the bytes a store keeps opaque) and its KDF parameters, for a store's
+/// own checks and tools.
+pub use crate::seed_record::{GrinWalletSeed, KdfParams, SeedRecord, SeedRecordError};
 
 /// Where a wallet lives: a directory relative to the data root ("" for the root) and a wallet name.
 /// Both are validated before a key is made (see `lifecycle::validate_name`).
@@ -50,6 +53,7 @@ impl std::fmt::Debug for StoredWallet {
 
 /// Storage failures. Messages name no file system paths and no secrets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// `create_wallet` found a wallet already there.
     #[error("wallet already exists")]

@@ -4,10 +4,11 @@
 //! (which hold no secret), `wipe`, and that a dropped `Client` or `Pending` leaves no ECDH secret
 //! key in freed memory (read back through `/proc/self/mem`, as in `freed_secrets.rs`).
 
-#![allow(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
-use keyward_core::client::{Pending, wipe};
-use keyward_core::envelope::{Cipher, NONCE_LEN};
+use keyward_core::Pending;
+use keyward_core::crypto::wipe_answer as wipe;
+use keyward_core::crypto::{Cipher, NONCE_LEN};
 use keyward_core::{Client, ClientError, Incoming, MemoryStore, Server, SessionId};
 use keyward_testkit::test_config;
 use rand_chacha::ChaCha20Rng;

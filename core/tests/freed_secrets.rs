@@ -10,7 +10,7 @@
 
 use std::io::{Read, Seek, SeekFrom};
 
-use keyward_core::secret::{SecretBuffer, WipedJson};
+use keyward_core::crypto::{SecretBuffer, WipedJson};
 
 /// Well above glibc's tcache sizes and well below its mmap threshold: a freed block stays mapped.
 const LEN: usize = 4096;

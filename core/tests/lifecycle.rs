@@ -2,11 +2,11 @@
 //! counts a server saved are what the next server over the same store starts from), and the `Debug`
 //! texts of the method table and of an embedder's call.
 
-#![allow(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
 use std::sync::Arc;
 
-use keyward_core::lifecycle::MAX_DIR_DEPTH;
+use keyward_core::MAX_DIR_DEPTH;
 use keyward_core::store::WalletKey;
 use keyward_core::{MemoryStore, Store};
 use keyward_testkit::{Harness, assert_rpc_error};
@@ -98,7 +98,7 @@ fn an_account_label_is_1_to_64_printable_characters() {
 
 #[test]
 fn debug_texts_name_the_method_and_never_the_seed() {
-    let text = format!("{:?}", keyward_core::methods::METHODS[0]);
+    let text = format!("{:?}", keyward_core::METHODS[0]);
     assert!(text.starts_with("Method { name: \"init_secure_api\""), "{text}");
     let server = Harness::new(Box::new(MemoryStore::new())).server;
     assert_eq!(server.config().data_root, "/srv/keyward", "the configuration it was given");
@@ -122,10 +122,10 @@ fn an_embedder_cannot_take_a_built_in_or_registered_name() {
     h.server.register_method("mine", &["x"], keyward_core::Role::Signer, method).unwrap();
     for name in ["mine", "open_wallet", "encrypted_request_v3"] {
         let taken = h.server.register_method(name, &[], keyward_core::Role::Signer, method);
-        assert_eq!(taken, Err(keyward_core::methods::RegisterError::NameTaken), "{name}");
+        assert_eq!(taken, Err(keyward_core::RegisterError::NameTaken), "{name}");
     }
     let listed = h.server.register_method("other", &["token"], keyward_core::Role::Signer, method);
-    assert_eq!(listed, Err(keyward_core::methods::RegisterError::TokenListed));
+    assert_eq!(listed, Err(keyward_core::RegisterError::TokenListed));
 }
 
 #[test]

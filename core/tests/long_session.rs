@@ -3,7 +3,7 @@
 //! refused when sent again. A debug build runs 50,000 calls (the release build, which `.ci/run`
 //! uses, runs the whole million); the last line gives the count and the resident memory.
 
-use keyward_core::{Client, Incoming, MemoryStore, Server, ServerConfig, seed_record::KdfParams};
+use keyward_core::{Client, Incoming, MemoryStore, Server, ServerConfig, store::KdfParams};
 use serde_json::json;
 
 fn resident_kib() -> u64 {

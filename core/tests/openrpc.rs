@@ -1,5 +1,5 @@
 //! `spec/openrpc.json` describes exactly the methods the core dispatches: the same names as
-//! the method table (`keyward_core::methods::METHODS`) plus `encrypted_request_v3`, the same params in
+//! the method table (`keyward_core::METHODS`) plus `encrypted_request_v3`, the same params in
 //! the same order (positional params are taken in that order, so the order is part of the wire
 //! format), and each method's role (`x-keyward-role`) and speed (`x-keyward-speed`) as the table has
 //! them. `spec/protocol.md` section 7 lists the same roles and speeds.
@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use keyward_core::methods::METHODS;
+use keyward_core::METHODS;
 use serde_json::Value;
 
 /// The envelope method: handled by the server before dispatch, so it is not in `METHODS` (and has

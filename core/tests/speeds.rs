@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use keyward_core::client::Pending;
-use keyward_core::seed_record::KdfParams;
+use keyward_core::Pending;
+use keyward_core::store::KdfParams;
 use keyward_core::{Client, Incoming, Server, ServerConfig, SessionId, Speed, Step};
 use keyward_testkit::WatchedStore;
 use serde_json::{Value, json};
@@ -66,7 +66,7 @@ impl Rig {
     /// Sends a sealed call of `method` through `handle_step`, checks that it took the path its speed
     /// says and that a fast call wrote nothing, and returns its `Ok` value.
     fn send(&mut self, method: &str, (body, pending): (Vec<u8>, Pending)) -> Value {
-        let speed = keyward_core::methods::find(method).map(keyward_core::Method::speed);
+        let speed = keyward_core::find_method(method).map(keyward_core::Method::speed);
         self.now_ms += 1;
         let before = self.writes.load(Ordering::SeqCst);
         let incoming = Incoming {
@@ -134,7 +134,7 @@ fn fast_methods_write_nothing_and_slow_ones_are_set_aside() {
         ("audit_log", json!({"after": null, "limit": null})),
     ];
     let listed: Vec<&str> = calls.iter().map(|(method, _)| *method).collect();
-    let table: Vec<&str> = keyward_core::methods::METHODS.iter().map(keyward_core::Method::name).collect();
+    let table: Vec<&str> = keyward_core::METHODS.iter().map(keyward_core::Method::name).collect();
     assert_eq!(listed, table, "call every method of the table, in its order");
     let mut token = Value::Null;
     let mut signed = Value::Null;

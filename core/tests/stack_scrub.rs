@@ -13,13 +13,17 @@
 //!
 //! Frame sizes depend on the build profile; run it with `--release` too (`.ci/run` does).
 #![cfg(target_os = "linux")]
-#![allow(clippy::unwrap_used, clippy::print_stderr)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, with the value in the message; a test reports what it measured"
+)]
 
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::mpsc;
 
-use keyward_core::secret::{SCRUB_STACK_BYTES, SCRUB_STACK_SHALLOW_BYTES};
-use keyward_core::{Incoming, MemoryStore, Outgoing, Server, keys};
+use keyward_core::crypto::{self, SCRUB_STACK_BYTES, SCRUB_STACK_SHALLOW_BYTES};
+use keyward_core::{Incoming, MemoryStore, Outgoing, Server};
 use keyward_testkit::{Harness, TestClient, VECTOR_MNEMONIC};
 use serde_json::{Value, json};
 
@@ -91,8 +95,8 @@ fn check(area: &[u8], method: &str, secrets: &[(&str, Vec<u8>)]) -> usize {
 
 #[test]
 fn every_call_leaves_its_stack_scrubbed() {
-    let entropy = keys::entropy_of(VECTOR_MNEMONIC).unwrap();
-    let master = keys::master_key(&entropy);
+    let entropy = crypto::entropy_of(VECTOR_MNEMONIC).unwrap();
+    let master = crypto::master_key(&entropy);
     let mut bip39_seed = [0u8; 64];
     pbkdf2::pbkdf2_hmac::<sha2::Sha512>(VECTOR_MNEMONIC.as_bytes(), b"mnemonic", 2048, &mut bip39_seed);
     let mut secrets: Vec<(&str, Vec<u8>)> = vec![

@@ -1,7 +1,7 @@
 //! Which answers a host may delay (`Outgoing::unmatched`): a request no live session takes, named
 //! or not, and nothing an honest client's live session sends.
 
-use keyward_core::seed_record::KdfParams;
+use keyward_core::store::KdfParams;
 use keyward_core::{Client, Incoming, Server, ServerConfig, SessionId};
 use keyward_testkit::WatchedStore;
 use serde_json::json;
@@ -98,7 +98,7 @@ fn an_unnamed_envelope_with_the_largest_ciphertext_is_tried_against_keys() {
     let server = server();
     let limit = server.config().sessions.max_unnamed_bytes;
     let mut client = Client::new([4; 32]);
-    init(&server, &mut client);
+    let _session = init(&server, &mut client);
     // A request padded so that its ciphertext (plaintext and a 16-byte tag) is exactly the limit.
     let mut plaintext = br#"{"jsonrpc":"2.0","method":"get_top_level_directory","params":{},"id":7}"#.to_vec();
     plaintext.resize(limit - 16, b' ');

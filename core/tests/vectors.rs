@@ -7,10 +7,9 @@
 
 use std::path::PathBuf;
 
-use keyward_core::envelope::{self, Cipher};
-use keyward_core::keys;
-use keyward_core::secret::{Entropy, Password, SharedKey};
-use keyward_core::seed_record::GrinWalletSeed;
+use keyward_core::crypto::{self, Cipher};
+use keyward_core::crypto::{Entropy, Password, SharedKey};
+use keyward_core::store::GrinWalletSeed;
 use keyward_core::{Client, MemoryStore};
 use keyward_testkit::{Harness, test_config};
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -50,15 +49,15 @@ fn ecdh(vector: &Value) -> Result<(), Failed> {
         check(hex::encode(client_pub.serialize()) == text(vector, "client_pub_compressed"), "client pub".into())?;
         check(hex::encode(server_pub.serialize()) == text(vector, "server_pub_compressed"), "server pub".into())?;
     }
-    let from_server = envelope::shared_key(&client_pub, &server);
-    let from_client = envelope::shared_key(&server_pub, &client);
+    let from_server = crypto::shared_key(&client_pub, &server);
+    let from_client = crypto::shared_key(&server_pub, &client);
     check(from_server.expose()[..] == bytes(vector, "shared_key"), "server-side shared key".into())?;
     check(from_client.expose()[..] == bytes(vector, "shared_key"), "client-side shared key".into())
 }
 
 fn envelope_vector(vector: &Value) -> Result<(), Failed> {
     let cipher = Cipher::new(&SharedKey::from_bytes(array(vector, "shared_key")));
-    let nonce = envelope::parse_nonce(text(vector, "nonce"))?;
+    let nonce = crypto::parse_nonce(text(vector, "nonce"))?;
     let sealed = cipher.seal(&nonce, text(vector, "plaintext").as_bytes());
     check(sealed == text(vector, "body_enc"), format!("sealed body_enc differs: {sealed}"))?;
     let opened = cipher.open(&nonce, text(vector, "body_enc"))?;
@@ -82,10 +81,10 @@ fn grin_seed(vector: &Value) -> Result<(), Failed> {
         check(entropy.expose() == bytes(vector, "entropy"), "entropy differs".into())?;
     }
     if vector.get("mnemonic").is_some() {
-        check(*keys::mnemonic_of(&entropy) == text(vector, "mnemonic"), "mnemonic differs".into())?;
+        check(*crypto::mnemonic_of(&entropy) == text(vector, "mnemonic"), "mnemonic differs".into())?;
     }
     if vector.get("grin_master_secret").is_some() {
-        let secret = keys::grin_master_secret(&entropy);
+        let secret = crypto::grin_master_secret(&entropy);
         check(secret[..] == bytes(vector, "grin_master_secret"), "grin master secret differs".into())?;
     }
     let wrong = GrinWalletSeed::from_json(&file)?.open(&Password::from("not the password"));
@@ -93,11 +92,11 @@ fn grin_seed(vector: &Value) -> Result<(), Failed> {
 }
 
 fn mnemonic(vector: &Value) -> Result<(), Failed> {
-    let entropy = keys::entropy_of(text(vector, "mnemonic")).ok_or("mnemonic does not parse")?;
+    let entropy = crypto::entropy_of(text(vector, "mnemonic")).ok_or("mnemonic does not parse")?;
     check(entropy.expose() == bytes(vector, "entropy"), "entropy differs".into())?;
     let again = Entropy::from_bytes(bytes(vector, "entropy")).ok_or("entropy length")?;
-    check(*keys::mnemonic_of(&again) == text(vector, "mnemonic"), "mnemonic differs".into())?;
-    let secret = keys::grin_master_secret(&entropy);
+    check(*crypto::mnemonic_of(&again) == text(vector, "mnemonic"), "mnemonic differs".into())?;
+    let secret = crypto::grin_master_secret(&entropy);
     check(secret[..] == bytes(vector, "grin_master_secret"), "grin master secret differs".into())
 }
 

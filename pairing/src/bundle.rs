@@ -146,7 +146,7 @@ impl Bundle {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
     use std::os::unix::fs::PermissionsExt;
 

@@ -347,7 +347,7 @@ impl ServerExchange {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
     use super::*;
 

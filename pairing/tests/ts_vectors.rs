@@ -12,7 +12,7 @@
 //! The test fails when the committed file differs from what it computes;
 //! `KEYWARD_WRITE_VECTORS=1 cargo test -p keyward-pairing --test ts_vectors` rewrites it.
 
-#![allow(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
 use std::path::{Path, PathBuf};
 

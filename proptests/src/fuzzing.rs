@@ -9,13 +9,11 @@ use std::cell::RefCell;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use keyward_core::client::{Client, ClientError};
-use keyward_core::envelope::{self, Cipher};
-use keyward_core::keys;
-use keyward_core::secret::{Password, SharedKey, Token};
-use keyward_core::seed_record::{GrinWalletSeed, SeedRecord};
-use keyward_core::session::SessionLimits;
-use keyward_core::vault::TokenLimits;
+use keyward_core::SessionLimits;
+use keyward_core::TokenLimits;
+use keyward_core::crypto::{self, Cipher, Password, SharedKey, Token};
+use keyward_core::store::{GrinWalletSeed, SeedRecord};
+use keyward_core::{Client, ClientError};
 use keyward_core::{Incoming, MemoryStore, Outgoing, Server, ServerConfig, SessionId};
 use keyward_testkit::test_config;
 use serde_json::{Value, json};
@@ -121,7 +119,7 @@ pub fn server_handle(data: &[u8]) {
                     // Only a plaintext init_secure_api can succeed without a session key.
                     assert!(out.created_session, "success without a session key: {answer}");
                     let key = answer["result"]["Ok"].as_str().unwrap_or_default();
-                    assert!(envelope::parse_public_key(key).is_ok(), "init answer: {answer}");
+                    assert!(crypto::parse_public_key(key).is_ok(), "init answer: {answer}");
                 }
             }
         }
@@ -316,24 +314,24 @@ pub fn seed_parsing(data: &[u8]) {
 pub fn codecs(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let text = text.as_ref();
-    if let Ok(nonce) = envelope::parse_nonce(text) {
+    if let Ok(nonce) = crypto::parse_nonce(text) {
         assert!(text.len() >= 24 && text.len() <= 1024 && text.len() % 2 == 0, "nonce {text:?}");
         assert_eq!(hex::decode(&text[..24]).expect("hex").as_slice(), nonce.as_slice());
     }
-    if let Ok(bytes) = envelope::decode_body(text) {
+    if let Ok(bytes) = crypto::decode_body(text) {
         assert_eq!(BASE64.encode(&bytes), text, "base64 is canonical");
     }
-    if let Ok(key) = envelope::parse_public_key(text) {
-        assert_eq!(envelope::parse_public_key(&hex::encode(key.serialize())), Ok(key));
+    if let Ok(key) = crypto::parse_public_key(text) {
+        assert_eq!(crypto::parse_public_key(&hex::encode(key.serialize())), Ok(key));
     }
-    if let Ok(path) = keys::parse_path(text) {
-        assert!(path.len() <= keys::MAX_DEPTH);
+    if let Ok(path) = crypto::parse_path(text) {
+        assert!(path.len() <= crypto::MAX_DEPTH);
         let mut again = String::from("m");
         for index in &path {
-            let hardened = index & keys::HARDENED != 0;
-            again += &format!("/{}{}", index & !keys::HARDENED, if hardened { "'" } else { "" });
+            let hardened = index & crypto::HARDENED != 0;
+            again += &format!("/{}{}", index & !crypto::HARDENED, if hardened { "'" } else { "" });
         }
-        assert_eq!(keys::parse_path(&again), Ok(path), "{text:?}");
+        assert_eq!(crypto::parse_path(&again), Ok(path), "{text:?}");
     }
     if let Some(id) = SessionId::parse(text) {
         assert_eq!(SessionId::parse(&id.to_string()), Some(id));
@@ -364,7 +362,7 @@ pub fn codecs(data: &[u8]) {
 /// record can be hashed (its chain checked).
 pub fn store_records(data: &[u8]) {
     use keyward_core::audit::AuditRecord;
-    use keyward_core::principal::{ClientRecord, valid_client_name};
+    use keyward_core::{ClientRecord, valid_client_name};
     if let Some(record) = ClientRecord::from_bytes(data) {
         assert!(valid_client_name(&record.name), "accepted an invalid client name: {:?}", record.name);
         let bytes = record.to_bytes();

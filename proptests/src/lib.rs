@@ -13,9 +13,6 @@
 //! `tests/exhaustive.rs` (bounded exhaustive enumeration, `KEYWARD_EXHAUSTIVE_DEPTH`),
 //! `tests/codecs.rs` (codec properties), `tests/regressions.rs` (fuzz regressions and seeds).
 
-// A test crate: panicking on a broken expectation is its job.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 pub mod answer;
 pub mod decode;
 pub mod exhaustive;

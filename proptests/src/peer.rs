@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use keyward_core::envelope::{self, Cipher, NONCE_LEN};
+use keyward_core::crypto::{self, Cipher, NONCE_LEN};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng as _, SeedableRng as _};
 use secp256k1::{PublicKey, SecretKey};
@@ -21,8 +21,8 @@ pub struct KeyPair {
 impl KeyPair {
     /// The shared cipher with the server's public key (hex), or `None` if it is not a valid point.
     pub fn cipher_with(&self, server_hex: &str) -> Option<Cipher> {
-        let server = envelope::parse_public_key(server_hex).ok()?;
-        Some(Cipher::new(&envelope::shared_key(&server, &self.secret)))
+        let server = crypto::parse_public_key(server_hex).ok()?;
+        Some(Cipher::new(&crypto::shared_key(&server, &self.secret)))
     }
 }
 
@@ -100,7 +100,7 @@ pub fn inner_body(id: u64, method: &str, params: &Value) -> Vec<u8> {
 /// The parts of an encrypted answer: `(nonce, ciphertext ‖ tag)`.
 pub fn envelope_of(answer: &Value) -> Option<([u8; NONCE_LEN], Vec<u8>)> {
     let ok = answer.get("result")?.get("Ok")?;
-    let nonce = envelope::parse_nonce(ok.get("nonce")?.as_str()?).ok()?;
+    let nonce = crypto::parse_nonce(ok.get("nonce")?.as_str()?).ok()?;
     let ciphertext = BASE64.decode(ok.get("body_enc")?.as_str()?).ok()?;
     Some((nonce, ciphertext))
 }

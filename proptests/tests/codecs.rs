@@ -3,10 +3,10 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use keyward_core::envelope::{self, Cipher, KeyError, OpenError};
-use keyward_core::keys::{self, HARDENED, KeyPathError, MAX_DEPTH};
-use keyward_core::secret::{Entropy, Password, SharedKey};
-use keyward_core::seed_record::{GrinWalletSeed, KdfParams, SeedRecord, SeedRecordError};
+use keyward_core::crypto::{self, Cipher, KeyError, OpenError};
+use keyward_core::crypto::{Entropy, Password, SharedKey};
+use keyward_core::crypto::{HARDENED, KeyPathError, MAX_DEPTH};
+use keyward_core::store::{GrinWalletSeed, KdfParams, SeedRecord, SeedRecordError};
 use keyward_core::{Incoming, MemoryStore, Server};
 use keyward_testkit::test_config;
 use proptest::collection::vec;
@@ -55,12 +55,12 @@ proptest! {
         let opened = cipher.open(&nonce, &body).expect("opens");
         prop_assert_eq!(opened.as_slice(), plaintext.as_slice());
         let raw = BASE64.decode(&body).expect("base64");
-        prop_assert_eq!(raw.len(), plaintext.len() + envelope::TAG_LEN);
+        prop_assert_eq!(raw.len(), plaintext.len() + crypto::TAG_LEN);
         let mut damaged = raw.clone();
         damaged[flip.index(raw.len())] ^= 1 << (flip.index(8));
         prop_assert_eq!(cipher.open_bytes(&nonce, &damaged), Err(OpenError::Authentication));
         let cut = cut.index(raw.len());
-        let expected = if cut < envelope::TAG_LEN { OpenError::Truncated } else { OpenError::Authentication };
+        let expected = if cut < crypto::TAG_LEN { OpenError::Truncated } else { OpenError::Authentication };
         prop_assert_eq!(cipher.open_bytes(&nonce, &raw[..cut]), Err(expected));
         if other != nonce {
             prop_assert_eq!(cipher.open(&other, &body), Err(OpenError::Authentication));
@@ -170,7 +170,7 @@ proptest! {
     #[test]
     fn nonce_rules(text in prop_oneof!["[0-9a-fA-F]{0,80}", ".{0,40}", "[0-9a-f]{1000,1030}"]) {
         let valid = (24..=1024).contains(&text.len()) && text.len() % 2 == 0 && text.bytes().all(|b| b.is_ascii_hexdigit());
-        match envelope::parse_nonce(&text) {
+        match crypto::parse_nonce(&text) {
             Ok(nonce) => {
                 prop_assert!(valid, "accepted {text:?}");
                 prop_assert_eq!(hex::decode(&text[..24]).expect("hex"), nonce.to_vec());
@@ -184,8 +184,8 @@ proptest! {
 
     #[test]
     fn body_enc_round_trip(bytes in vec(any::<u8>(), 0..200), text in ".{0,60}") {
-        prop_assert_eq!(envelope::decode_body(&BASE64.encode(&bytes)), Ok(bytes));
-        if let Err(e) = envelope::decode_body(&text) {
+        prop_assert_eq!(crypto::decode_body(&BASE64.encode(&bytes)), Ok(bytes));
+        if let Err(e) = crypto::decode_body(&text) {
             prop_assert_eq!(e, OpenError::BadBase64);
         }
     }
@@ -194,13 +194,13 @@ proptest! {
     fn public_keys(secret in any::<[u8; 32]>(), text in prop_oneof!["[0-9a-f]{0,140}", ".{0,40}"]) {
         if let Ok(secret) = secp256k1::SecretKey::from_secret_bytes(secret) {
             let public = secp256k1::PublicKey::from_secret_key(&secret);
-            prop_assert_eq!(envelope::parse_public_key(&hex::encode(public.serialize())), Ok(public));
-            prop_assert_eq!(envelope::parse_public_key(&hex::encode(public.serialize_uncompressed())), Ok(public));
-            prop_assert_eq!(envelope::parse_public_key(&hex::encode(&public.serialize()[1..])), Err(KeyError::Length(32)));
+            prop_assert_eq!(crypto::parse_public_key(&hex::encode(public.serialize())), Ok(public));
+            prop_assert_eq!(crypto::parse_public_key(&hex::encode(public.serialize_uncompressed())), Ok(public));
+            prop_assert_eq!(crypto::parse_public_key(&hex::encode(&public.serialize()[1..])), Err(KeyError::Length(32)));
         }
-        if let Ok(key) = envelope::parse_public_key(&text) {
+        if let Ok(key) = crypto::parse_public_key(&text) {
             prop_assert!(text.len() == 66 || text.len() == 130);
-            prop_assert_eq!(envelope::parse_public_key(&hex::encode(key.serialize())), Ok(key));
+            prop_assert_eq!(crypto::parse_public_key(&hex::encode(key.serialize())), Ok(key));
         }
     }
 
@@ -212,11 +212,11 @@ proptest! {
         }
         let expected: Vec<u32> = indexes.iter().map(|(i, hardened, _)| if *hardened { i | HARDENED } else { *i }).collect();
         if indexes.len() <= MAX_DEPTH {
-            prop_assert_eq!(keys::parse_path(&path), Ok(expected));
+            prop_assert_eq!(crypto::parse_path(&path), Ok(expected));
         } else {
-            prop_assert_eq!(keys::parse_path(&path), Err(KeyPathError::BadPath));
+            prop_assert_eq!(crypto::parse_path(&path), Err(KeyPathError::BadPath));
         }
-        if let Ok(parsed) = keys::parse_path(&text) {
+        if let Ok(parsed) = crypto::parse_path(&text) {
             prop_assert!(parsed.len() <= MAX_DEPTH);
         }
     }

@@ -22,7 +22,11 @@
 //! `delete_wallet` closes every principal's opening; `close_wallet` closes the caller's;
 //! `accounts` and `sign_message` succeed only with the caller's current token of a wallet that
 //! exists; the expiry tick (token idle time passed) closes every opening.
-#![allow(clippy::print_stdout, clippy::unwrap_used)]
+#![expect(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    reason = "the command line prints its answers; a test fails by panicking, with the value in the message"
+)]
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -82,9 +86,9 @@ fn again_with_shuttle() -> i32 {
 mod explore {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use keyward_core::seed_record::KdfParams;
-    use keyward_core::session::SessionLimits;
-    use keyward_core::vault::TokenLimits;
+    use keyward_core::SessionLimits;
+    use keyward_core::TokenLimits;
+    use keyward_core::store::KdfParams;
     use keyward_core::{Client, ClientRecord, Identity, Incoming, MemoryStore, Role, Server, ServerConfig, SessionId};
     use serde_json::{Value, json};
     use shuttle::sync::{Arc, Mutex};
@@ -265,7 +269,7 @@ mod explore {
     struct Caller {
         client: Client,
         session: Option<SessionId>,
-        principal: String,
+        principal: keyward_core::Principal,
     }
 
     fn call(server: &Server, caller: &mut Caller, method: &str, params: Value) -> Seen {
@@ -301,10 +305,11 @@ mod explore {
         let server = Arc::new(Server::new(config(), Box::new(MemoryStore::new()), [number as u8; 32]));
         let mut callers: Vec<Caller> = (0..threads)
             .map(|t| {
-                let principal = if t == 0 { "local".to_owned() } else { format!("p{t}") };
+                let name = if t == 0 { "local".to_owned() } else { format!("p{t}") };
+                let principal = keyward_core::Principal::new(&name);
                 if t > 0 {
                     let record = ClientRecord {
-                        name: principal.clone(),
+                        name,
                         role: Role::Owner,
                         identity: Identity::Uid { uid: 1000 + t as u32 },
                         created_unix_ms: 1,

@@ -26,7 +26,7 @@
 //!
 //! The target has no libtest harness (so that the count is the last line); it honours `--list`,
 //! `--ignored`, `--exact`, `--skip` and a name filter as libtest does.
-#![allow(clippy::print_stdout)]
+#![expect(clippy::print_stdout, reason = "the command line prints its answers")]
 
 use keyward_proptests::exhaustive::{Config, alphabet, enumerate};
 use keyward_proptests::model::PRINCIPALS;

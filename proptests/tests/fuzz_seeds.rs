@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use keyward_core::secret::{Entropy, Password};
-use keyward_core::seed_record::{KdfParams, SeedRecord};
+use keyward_core::crypto::{Entropy, Password};
+use keyward_core::store::{KdfParams, SeedRecord};
 use keyward_proptests::decode::{decode_ops, encode_ops};
 use keyward_proptests::model::{Call, CreateKind, Form, Garbage, Op, Tamper, TokenMethod, TokenSel};
 use serde_json::{Value, json};

@@ -15,9 +15,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
-use keyward_core::secret::Password;
-use keyward_core::seed_record::KdfParams;
-use keyward_core::session::SessionLimits;
+use keyward_core::SessionLimits;
+use keyward_core::crypto::Password;
+use keyward_core::store::KdfParams;
 use keyward_core::store::{Account, Store, StoredWallet, WalletKey};
 use keyward_core::{Client, Incoming, Server, ServerConfig};
 use keyward_store::FjallStore;

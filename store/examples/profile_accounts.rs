@@ -9,8 +9,8 @@
 //! callgrind_annotate --inclusive=yes callgrind.out.<pid> | head -60
 //! ```
 
-use keyward_core::seed_record::KdfParams;
-use keyward_core::session::SessionLimits;
+use keyward_core::SessionLimits;
+use keyward_core::store::KdfParams;
 use keyward_core::{Client, Incoming, Outgoing, Server, ServerConfig, SessionId};
 use keyward_store::FjallStore;
 use serde_json::json;

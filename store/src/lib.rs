@@ -47,8 +47,8 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use fjall::{Database, Keyspace, PersistMode};
 use keyward_core::audit::{Anchor, AuditEvent, AuditRecord};
-use keyward_core::principal::{ClientRecord, valid_client_name};
 use keyward_core::store::{Account, Store, StoreError, StoredWallet, WalletKey};
+use keyward_core::{ClientRecord, valid_client_name};
 use serde::{Deserialize, Serialize};
 
 use open::DirLock;

@@ -1,7 +1,7 @@
 //! The client registry and the audit log on the fjall store: persistence across reopening, the
 //! hash chain, retention (by count, by age, bounded per append, never past a damaged record),
 //! unreadable data, and appends killed with SIGKILL at random moments.
-#![allow(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use keyward_core::audit::{Anchor, AuditEvent, AuditRecord, verify};
-use keyward_core::principal::{ClientRecord, Identity, Role};
 use keyward_core::store::{Store, StoreError};
+use keyward_core::{ClientRecord, Identity, Role};
 use keyward_store::{AuditRetention, FjallStore, MAX_REMOVED_PER_APPEND, StoreOptions};
 
 fn temp_data_dir() -> (tempfile::TempDir, PathBuf) {

@@ -12,7 +12,7 @@
 //!
 //! `KEYWARD_CRASH_KILLS` sets the number of kills (default 20), `KEYWARD_CRASH_SEED` the random
 //! seed (default: from the clock; printed either way).
-#![allow(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
 mod common;
 
@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use common::{create, key, open, temp_data_dir};
 use keyward_core::Server;
-use keyward_core::secret::Password;
-use keyward_core::seed_record::SeedRecord;
+use keyward_core::crypto::Password;
+use keyward_core::store::SeedRecord;
 use keyward_core::store::{Account, Store};
 use keyward_store::FjallStore;
 use keyward_testkit::{Harness, test_config};

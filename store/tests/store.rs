@@ -1,6 +1,6 @@
 //! The fjall store in one process: persistence across restarts, delete leaving no trace, file
 //! modes, the data directory lock, format markers, crash leftovers, and the `Store` contract.
-#![allow(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
 mod common;
 

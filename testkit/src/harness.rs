@@ -3,11 +3,11 @@
 
 use serde_json::Value;
 
-use keyward_core::client::{Client, ClientError};
-use keyward_core::seed_record::KdfParams;
-use keyward_core::server::{Incoming, Outgoing, Server, ServerConfig};
-use keyward_core::session::SessionId;
+use keyward_core::SessionId;
+use keyward_core::store::KdfParams;
 use keyward_core::store::Store;
+use keyward_core::{Client, ClientError};
+use keyward_core::{Incoming, Outgoing, Server, ServerConfig};
 
 /// A server on a virtual clock.
 #[derive(Debug)]

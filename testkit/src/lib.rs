@@ -3,8 +3,8 @@
 //! Keyward's test kit, a crate of its own (`publish = false`) so that no Cargo feature of a
 //! production crate changes a type for tests:
 //!
-//! * a harness that drives a [`Server`](keyward_core::server::Server) with
-//!   [`Client`](keyward_core::client::Client)s on a virtual clock ([`Harness`], in `harness.rs`),
+//! * a harness that drives a [`Server`](keyward_core::Server) with
+//!   [`Client`](keyward_core::Client)s on a virtual clock ([`Harness`], in `harness.rs`),
 //!   and the lifecycle scenario list that every [`Store`](keyward_core::store::Store) must pass
 //!   ([`scenarios()`], one file per topic under `scenarios/`);
 //! * [`pki`]: a throwaway certificate authority and rustls configurations for transport tests;
@@ -12,7 +12,11 @@
 //!
 //! Each scenario takes a fresh, empty store and panics on failure. `keyward-core` runs them on the
 //! [`MemoryStore`](keyward_core::MemoryStore); `keyward-store` runs the same list on fjall.
-#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::missing_panics_doc,
+    reason = "a test fails by panicking, with the value in the message"
+)]
 
 mod harness;
 pub mod pki;

@@ -1,7 +1,13 @@
 //! Shared pieces of the end-to-end suites: a real `keyward serve` started in process on loopback
 //! ports (fjall in a temporary directory, certificates made by `keyward certs`), links over each
 //! transport, and the scenario list that every transport runs.
-#![allow(clippy::unwrap_used, clippy::missing_panics_doc, missing_docs, missing_debug_implementations)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::missing_panics_doc,
+    missing_docs,
+    missing_debug_implementations,
+    reason = "a test fails by panicking, with the value in the message"
+)]
 
 pub mod browser;
 pub mod interop;
@@ -15,7 +21,7 @@ use std::sync::Arc;
 
 use keyward::config::{self, ServeFlags};
 use keyward::serve::{self, Running};
-use keyward_core::seed_record::KdfParams;
+use keyward_core::store::KdfParams;
 use keyward_core::{Client, ClientError};
 use keyward_driver::{Link, SecureSession, SessionError, SessionOptions};
 use keyward_http::{HttpClient, HttpTarget};

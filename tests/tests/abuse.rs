@@ -5,7 +5,7 @@
 //! of inits cannot evict another client's session.
 //!
 //! Latencies are printed, never asserted (this machine is shared); `keyward bench` measures.
-#![allow(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -9,7 +9,7 @@
 //!
 //! Without Chromium, node or npm the test skips with one line (`keyward_tests::browser`), or fails
 //! when `KEYWARD_REQUIRE_INTEROP=1`.
-#![allow(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
 use std::fs;
 use std::path::{Path, PathBuf};

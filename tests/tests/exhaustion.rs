@@ -1,7 +1,7 @@
 //! Resource exhaustion: floods of `init_secure_api`, of idle connections, of slow bodies and of
 //! oversized messages (bounded in count and time, loopback only) leave the server answering a
 //! well-behaved client, with its session table and memory bounded.
-#![allow(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
 use std::sync::Arc;
 use std::time::Duration;

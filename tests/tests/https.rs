@@ -1,5 +1,5 @@
 //! The owner server over HTTPS with mutual TLS (and plain HTTP on loopback), over real sockets.
-#![allow(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! and `close_wallet` over `--http-insecure`, sending no session header, as grin-wallet clients do.
 //! Without the runtime (and no way to provision it) the test skips with one line; see
 //! `keyward_tests::interop`.
-#![allow(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -1,5 +1,4 @@
 //! The same scenario list as the HTTPS suite, over QUIC with mutual TLS, against `keyward serve`.
-#![allow(clippy::unwrap_used)]
 
 use keyward_tests::{TestServer, run_scenarios, runtime};
 

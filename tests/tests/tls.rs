@@ -1,6 +1,6 @@
 //! The TLS side of `keyward serve` over real sockets: client certificates must list the clientAuth
 //! usage explicitly (HTTPS and QUIC), and `keyward certs rotate` reaches a running server.
-#![allow(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

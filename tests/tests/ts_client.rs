@@ -3,7 +3,6 @@
 //! the package. Its tests start their own live servers (and a launched one), pair with real codes and
 //! spawn the native-messaging host. Skips with one line without node or npm; fails instead under
 //! `KEYWARD_REQUIRE_INTEROP=1`.
-#![allow(clippy::unwrap_used)]
 
 use std::io::Write as _;
 

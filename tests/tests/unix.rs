@@ -1,5 +1,5 @@
 //! The same scenario list as the HTTPS and QUIC suites, over the Unix socket, against `keyward serve`.
-#![allow(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
 use keyward_tests::{TestServer, run_scenarios, runtime};
 

@@ -5,10 +5,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use keyward_core::secret::Password;
-use keyward_core::seed_record::KdfParams;
-use keyward_core::session::SessionLimits;
-use keyward_core::{Client, Incoming, MemoryStore, Server, ServerConfig, keys};
+use keyward_core::SessionLimits;
+use keyward_core::crypto::Password;
+use keyward_core::store::KdfParams;
+use keyward_core::{Client, Incoming, MemoryStore, Server, ServerConfig, crypto};
 use serde_json::{Value, json};
 
 use super::plan::{KINDS, answer_ok, call_params};
@@ -76,11 +76,11 @@ pub(super) fn sealed_bodies() -> anyhow::Result<Bodies> {
 /// that "sign vs echo+ECDSA" is a ratio of one run.
 pub(super) fn ecdsa_sign_us(quick: bool) -> anyhow::Result<f64> {
     let budget = Duration::from_millis(if quick { 40 } else { 200 });
-    let master = keys::master_from_seed(&[5; 64]);
-    let path = keys::parse_path(SIGN_PATH).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let key = keys::derive(&master, &path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let master = crypto::master_from_seed(&[5; 64]);
+    let path = crypto::parse_path(SIGN_PATH).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let key = crypto::derive(&master, &path).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(time_us(budget, || {
-        std::hint::black_box(keys::sign(&key, std::hint::black_box(SIGN_MESSAGE.as_bytes())).ok());
+        std::hint::black_box(crypto::sign(&key, std::hint::black_box(SIGN_MESSAGE.as_bytes())).ok());
     }))
 }
 

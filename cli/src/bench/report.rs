@@ -85,7 +85,7 @@ pub(super) fn report_cell(progress: &Progress, cell: &Cell) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments, reason = "one row of the report")]
 pub(super) fn render(
     plan: &Plan,
     cells: &[Cell],

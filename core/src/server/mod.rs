@@ -56,6 +56,7 @@ pub struct Incoming<'a> {
 
 /// The answer to one request.
 #[derive(Debug)]
+#[must_use = "an answer is sent back (and its session told to the client when it is new)"]
 pub struct Outgoing {
     /// The JSON-RPC answer.
     pub body: Vec<u8>,

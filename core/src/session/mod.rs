@@ -29,7 +29,7 @@ use crate::envelope::{Cipher, NONCE_LEN, OpenError};
 use crate::principal::Principal;
 
 mod keys;
-pub use keys::{Found, open_in_place, try_keys};
+pub use keys::{open_in_place, try_keys};
 
 /// A session's id: 16 random bytes, shown as 32 lowercase hex characters.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -191,11 +191,13 @@ impl SessionTable {
     }
 
     /// The limits in force.
+    #[cfg(test)]
     pub fn limits(&self) -> &SessionLimits {
         &self.limits
     }
 
     /// Nonces remembered by all sessions together.
+    #[cfg(test)]
     pub fn remembered_nonces(&self) -> usize {
         self.nonces
     }
@@ -216,11 +218,13 @@ impl SessionTable {
     }
 
     /// Whether no session is live.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()
     }
 
     /// Whether a session is live.
+    #[cfg(test)]
     pub fn contains(&self, id: &SessionId) -> bool {
         self.sessions.contains_key(id)
     }

@@ -61,9 +61,9 @@ fn the_launchers_name_is_never_kept_and_a_kept_one_from_before_is_stepped_around
     assert!(refused.1.contains("launched server's own client"), "{refused:?}");
     assert!(server.clients().iter().all(|r| r.name != "launcher"));
     // For this run only, the name is the launcher's.
-    let record = record(keyward_core::principal::LAUNCHER, Role::Owner, Identity::Uid { uid: 77 });
+    let record = record(keyward_core::LAUNCHER, Role::Owner, Identity::Uid { uid: 77 });
     server.add_transient_client(record).unwrap();
     // A name taken (by a record kept before the name was held back) gives the pid's name.
-    assert_eq!(keyward_core::principal::launcher_name(|_| false, 42), "launcher");
-    assert_eq!(keyward_core::principal::launcher_name(|name| name == "launcher", 42), "launcher-42");
+    assert_eq!(keyward_core::launcher_name(|_| false, 42), "launcher");
+    assert_eq!(keyward_core::launcher_name(|name| name == "launcher", 42), "launcher-42");
 }

@@ -1,13 +1,13 @@
 //! Principals: every method × every role against the table in `spec/protocol.md`; sessions and
 //! tokens bound to the principal that made them; per-principal bounds; revocation; the audit log.
 
-#![allow(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use keyward_core::SessionLimits;
 use keyward_core::audit::verify;
-use keyward_core::session::SessionLimits;
 use keyward_core::{Client, ClientRecord, Host as _, Identity, Incoming, Role, Server, SessionId, Step};
 use keyward_testkit::{WatchedStore, test_config};
 use serde_json::{Value, json};

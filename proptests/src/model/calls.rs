@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use keyward_core::methods::{self, account_path};
+use keyward_core::account_path;
 use serde_json::{Value, json};
 
 use super::{
@@ -38,7 +38,7 @@ impl Model {
         // a call below it is refused before anything runs.
         let role = Self::role_of(p).expect("an accepted call's principal is known");
         if let Some(method) = call.method() {
-            let needs = methods::find(method).expect("a built-in method").role();
+            let needs = keyward_core::find_method(method).expect("a built-in method").role();
             if !role.allows(needs) {
                 return (Answer::Forbidden { method, needs }, after);
             }

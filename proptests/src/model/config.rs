@@ -1,10 +1,10 @@
 //! The model's server: its configuration and limits, and the fixed vocabulary of a run (clients,
 //! passwords, wallet names, directories, labels, key paths and the test vectors).
 
-use keyward_core::seed_record::KdfParams;
-use keyward_core::session::SessionLimits;
-use keyward_core::throttle::ThrottleConfig;
-use keyward_core::vault::TokenLimits;
+use keyward_core::SessionLimits;
+use keyward_core::ThrottleConfig;
+use keyward_core::TokenLimits;
+use keyward_core::store::KdfParams;
 use keyward_core::{ClientRecord, Identity, Role, ServerConfig, SessionId};
 
 /// Clients in a run. Clients 0 and 1 name their session (`Keyward-Session`); client 2 is a plain V3

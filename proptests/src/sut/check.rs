@@ -2,8 +2,7 @@
 //! answer of an accepted one (values, tokens, mnemonics, public keys and signatures of the wallet's
 //! seed), and the session table after an init.
 
-use keyward_core::envelope;
-use keyward_core::keys;
+use keyward_core::crypto;
 use keyward_core::{Outgoing, SessionId};
 use serde_json::{Value, json};
 
@@ -81,7 +80,7 @@ impl Sut {
             (OkVal::Exact(exact), value) => assert_eq!(value, exact),
             (OkVal::ServerKey, value) => {
                 let text = value.as_str().unwrap_or_default();
-                assert!(is_lower_hex(text, 66) && envelope::parse_public_key(text).is_ok(), "server key {value}");
+                assert!(is_lower_hex(text, 66) && crypto::parse_public_key(text).is_ok(), "server key {value}");
             }
             (OkVal::Token(t), value) => {
                 let text = value.as_str().unwrap_or_default();
@@ -103,9 +102,9 @@ impl Sut {
             (OkVal::Signature { incarnation, origin, path }, value) => {
                 let public = value["public_key"].as_str().unwrap_or_else(|| panic!("signature answer {value}"));
                 let signature = value["signature"].as_str().unwrap_or_default();
-                let key = envelope::parse_public_key(public).expect("a valid public key");
+                let key = crypto::parse_public_key(public).expect("a valid public key");
                 let bytes = hex::decode(signature).expect("hex signature");
-                assert!(keys::verify(&key, MESSAGE.as_bytes(), &bytes), "the signature does not verify");
+                assert!(crypto::verify(&key, MESSAGE.as_bytes(), &bytes), "the signature does not verify");
                 self.check_public_key(*incarnation, *origin, *path, public);
             }
         }
@@ -118,8 +117,8 @@ impl Sut {
         if observed.master.is_none()
             && let Some(entropy) = known_entropy(origin)
         {
-            observed.mnemonic = Some(keys::mnemonic_of(&entropy).to_string());
-            observed.master = Some(keys::master_key(&entropy));
+            observed.mnemonic = Some(crypto::mnemonic_of(&entropy).to_string());
+            observed.master = Some(crypto::master_key(&entropy));
         }
         observed
     }
@@ -132,8 +131,8 @@ impl Sut {
         match &observed.mnemonic {
             Some(known) => assert_eq!(*known, words, "the mnemonic changed"),
             None => {
-                let entropy = keys::entropy_of(&words).expect("a valid mnemonic");
-                observed.master = Some(keys::master_key(&entropy));
+                let entropy = crypto::entropy_of(&words).expect("a valid mnemonic");
+                observed.master = Some(crypto::master_key(&entropy));
                 observed.mnemonic = Some(words);
             }
         }
@@ -146,9 +145,9 @@ impl Sut {
             return;
         }
         if let Some(master) = &observed.master {
-            let path_indexes = keys::parse_path(PATHS[usize::from(path)]).expect("valid path");
-            let child = keys::derive(master, &path_indexes).expect("derivable");
-            let expected = hex::encode(keys::public_key(&child).expect("valid key").serialize());
+            let path_indexes = crypto::parse_path(PATHS[usize::from(path)]).expect("valid path");
+            let child = crypto::derive(master, &path_indexes).expect("derivable");
+            let expected = hex::encode(crypto::public_key(&child).expect("valid key").serialize());
             assert_eq!(expected, text, "public key of the wallet's seed");
         }
         observed.public_keys.insert(path, text.to_owned());

@@ -5,9 +5,9 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use keyward_core::Store;
-use keyward_core::envelope::{self, NONCE_LEN};
-use keyward_core::secret::{Entropy, Password};
-use keyward_core::seed_record::SeedRecord;
+use keyward_core::crypto::{self, NONCE_LEN};
+use keyward_core::crypto::{Entropy, Password};
+use keyward_core::store::SeedRecord;
 use keyward_core::store::{Account, StoredWallet};
 use keyward_testkit::VECTOR_MNEMONIC;
 use serde_json::{Value, json};
@@ -185,9 +185,9 @@ impl Sut {
                     Tamper::TruncateCipher { short, n } => {
                         let n = usize::from(n);
                         let keep = if short {
-                            n % envelope::TAG_LEN
+                            n % crypto::TAG_LEN
                         } else {
-                            envelope::TAG_LEN + n % (bytes.len() - envelope::TAG_LEN)
+                            crypto::TAG_LEN + n % (bytes.len() - crypto::TAG_LEN)
                         };
                         bytes.truncate(keep);
                         damaged.body_enc = BASE64.encode(&bytes);

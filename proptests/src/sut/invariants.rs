@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use keyward_core::Store;
-use keyward_core::secret::Password;
-use keyward_core::seed_record::{KdfParams, SeedRecord};
+use keyward_core::crypto::Password;
+use keyward_core::store::{KdfParams, SeedRecord};
 
 use crate::model::{DIRS, LEGACY_KDF, Model, PRINCIPALS, Step, TokenStatus};
 

@@ -28,9 +28,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use keyward_core::envelope::{Cipher, NONCE_LEN};
-use keyward_core::keys;
-use keyward_core::secret::{Entropy, MasterKey};
+use keyward_core::crypto;
+use keyward_core::crypto::{Cipher, NONCE_LEN};
+use keyward_core::crypto::{Entropy, MasterKey};
 use keyward_core::store::StoredWallet;
 use keyward_core::{Incoming, MemoryStore, Outgoing, Server, SessionId, Store, WalletKey};
 use keyward_testkit::VECTOR_MNEMONIC;
@@ -137,8 +137,8 @@ fn is_lower_hex(text: &str, len: usize) -> bool {
 /// The entropy of a wallet whose origin says what it is.
 fn known_entropy(origin: Origin) -> Option<Entropy> {
     match origin {
-        Origin::Restored => keys::entropy_of(VECTOR_MNEMONIC),
-        Origin::Grin => keys::entropy_of(model::GRIN_MNEMONIC),
+        Origin::Restored => crypto::entropy_of(VECTOR_MNEMONIC),
+        Origin::Grin => crypto::entropy_of(model::GRIN_MNEMONIC),
         Origin::Legacy => Entropy::from_bytes(LEGACY_ENTROPY.to_vec()),
         Origin::Random(_) => None,
     }

@@ -34,7 +34,7 @@ pub(super) fn tampered_refused(store: Box<dyn Store>) {
     let (body, _pending) = c.client.seal("create_account_path", json!({"token": token, "label": "x"})).unwrap();
     let mut request: Value = serde_json::from_slice(&body).unwrap();
     let body_enc = request["params"]["body_enc"].as_str().unwrap().to_owned();
-    let mut raw = keyward_core::envelope::decode_body(&body_enc).unwrap();
+    let mut raw = keyward_core::crypto::decode_body(&body_enc).unwrap();
     raw[3] ^= 0x40;
     let tampered = base64_encode(&raw);
     let truncated = base64_encode(&raw[..10]);

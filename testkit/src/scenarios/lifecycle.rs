@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use keyward_core::seed_record::KdfParams;
+use keyward_core::store::KdfParams;
 use keyward_core::store::Store;
 
 use super::{create, open};
@@ -75,9 +75,9 @@ pub(super) fn restore_from_mnemonic(store: Box<dyn Store>) {
     assert_eq!(h.ok(&mut c, "get_mnemonic", json!({"name": "r", "password": "pw"})), json!(VECTOR_MNEMONIC));
     let token = open(&mut h, &mut c, json!("r"), "pw");
     let public = h.ok(&mut c, "get_public_key", json!({"token": token, "path": "m/0'/1"}));
-    let entropy = keyward_core::keys::entropy_of(VECTOR_MNEMONIC).unwrap();
-    let key = keyward_core::keys::derive(&keyward_core::keys::master_key(&entropy), &[0x8000_0000, 1]).unwrap();
-    assert_eq!(public, json!(hex::encode(keyward_core::keys::public_key(&key).unwrap().serialize())));
+    let entropy = keyward_core::crypto::entropy_of(VECTOR_MNEMONIC).unwrap();
+    let key = keyward_core::crypto::derive(&keyward_core::crypto::master_key(&entropy), &[0x8000_0000, 1]).unwrap();
+    assert_eq!(public, json!(hex::encode(keyward_core::crypto::public_key(&key).unwrap().serialize())));
     let params = json!({"name": "r", "mnemonic": VECTOR_MNEMONIC, "mnemonic_length": 0, "password": "pw"});
     assert_rpc_error(h.call(&mut c, "create_wallet", params), -32099, "WalletSeedExists");
     // Like grin, a restore ignores mnemonic_length (V3 clients often send 32 with any mnemonic).
@@ -178,7 +178,7 @@ pub(super) fn grin_import(store: Box<dyn Store>) {
     assert_eq!(h.ok(&mut c, "import_grin_wallet", params), Value::Null);
     assert_eq!(h.ok(&mut c, "get_mnemonic", json!({"name": "grin", "password": "testpass"})), json!(mnemonic));
     let stored = h.server.store().load_wallet(&keyward_core::WalletKey { dir: String::new(), name: "grin".into() });
-    let record = keyward_core::seed_record::SeedRecord::from_bytes(&stored.unwrap().unwrap().seed_record).unwrap();
+    let record = keyward_core::store::SeedRecord::from_bytes(&stored.unwrap().unwrap().seed_record).unwrap();
     assert_eq!(record.kdf, KdfParams::INSECURE_FOR_TESTS);
     let params = json!({"name": "grin", "wallet_seed": file, "password": "testpass"});
     assert_rpc_error(h.call(&mut c, "import_grin_wallet", params), -32099, "WalletSeedExists");

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use keyward_core::client::ClientError;
+use keyward_core::ClientError;
 use keyward_core::store::Store;
 
 use super::{create, open};

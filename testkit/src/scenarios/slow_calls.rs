@@ -4,14 +4,14 @@
 
 use serde_json::{Value, json};
 
-use keyward_core::server::Incoming;
+use keyward_core::Incoming;
 use keyward_core::store::Store;
 
 use super::{create, open};
 use crate::harness::{Harness, TestClient, assert_rpc_error, plain_error};
 
 pub(super) fn slow_calls_set_aside(store: Box<dyn Store>) {
-    use keyward_core::server::Step;
+    use keyward_core::Step;
     let mut h = Harness::new(store);
     let mut c = h.client(1, true);
     create(&mut h, &mut c, Value::Null, "pw");
@@ -48,7 +48,7 @@ pub(super) fn slow_calls_set_aside(store: Box<dyn Store>) {
 }
 
 pub(super) fn busy_refusal_runs_nothing(store: Box<dyn Store>) {
-    use keyward_core::server::Step;
+    use keyward_core::Step;
     let mut h = Harness::new(store);
     let mut c = h.client(1, true);
     create(&mut h, &mut c, Value::Null, "pw");
@@ -145,8 +145,8 @@ pub(super) fn batch_rules(store: Box<dyn Store>) {
 fn inner_text(c: &TestClient, body: &[u8]) -> String {
     let outer: Value = serde_json::from_slice(body).unwrap();
     let ok = &outer["result"]["Ok"];
-    let nonce = keyward_core::envelope::parse_nonce(ok["nonce"].as_str().unwrap()).unwrap();
-    let cipher = keyward_core::envelope::Cipher::new(c.client.session_key().unwrap());
+    let nonce = keyward_core::crypto::parse_nonce(ok["nonce"].as_str().unwrap()).unwrap();
+    let cipher = keyward_core::crypto::Cipher::new(c.client.session_key().unwrap());
     let plaintext = cipher.open(&nonce, ok["body_enc"].as_str().unwrap()).unwrap();
     String::from_utf8(plaintext.to_vec()).unwrap()
 }

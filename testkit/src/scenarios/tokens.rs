@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use keyward_core::methods::AppError;
+use keyward_core::AppError;
 use keyward_core::store::Store;
 
 use super::{create, open};

@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
-use keyward_core::secret::WipedJson;
+use keyward_core::crypto::WipedJson;
 use keyward_core::{Client, ClientError, SessionId};
 use serde_json::Value;
 
@@ -104,6 +104,7 @@ impl Default for SessionOptions {
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SessionError {
     /// The transport failed.
     #[error(transparent)]

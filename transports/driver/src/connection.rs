@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Mutex, PoisonError};
 
-use keyward_core::jsonrpc::{self, EnvelopeError};
+use keyward_core::{EnvelopeError, error_bytes};
 use keyward_core::{Incoming, Principal, Server, SessionId, Step};
 use tokio::sync::watch;
 
@@ -84,7 +84,7 @@ pub struct Refused {
 impl Refused {
     /// The refusal's text: the core's, the same a revoked client's request is answered with.
     pub fn message() -> String {
-        keyward_core::jsonrpc::MethodError::Revoked.wire().1
+        keyward_core::MethodError::Revoked.wire().1
     }
 }
 
@@ -272,7 +272,7 @@ impl Connection {
             Naming::Unnamed => self.session(),
             Naming::Malformed => {
                 let (code, message) = EnvelopeError::EncryptionRequired.wire();
-                return Answer { body: jsonrpc::error_bytes(&(), code, &message), new_session: None };
+                return Answer { body: error_bytes(&(), code, &message), new_session: None };
             }
         };
         let now_ms = self.driver.now_ms();
@@ -289,7 +289,7 @@ impl Connection {
                         None => {
                             tracing::error!("a slow call was lost (its thread ended)");
                             let (code, message) = (-32603, "Internal error");
-                            return Answer { body: jsonrpc::error_bytes(&(), code, message), new_session: None };
+                            return Answer { body: error_bytes(&(), code, message), new_session: None };
                         }
                     }
                 }

@@ -14,6 +14,7 @@ pub const PREFIX_LEN: usize = 4;
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FrameError {
     /// The announced length is above the reader's limit (nothing of the body was read).
     #[error("message of {len} bytes is larger than the limit of {max} bytes")]

@@ -157,6 +157,7 @@ impl fmt::Debug for Driver {
 
 /// Why a driver could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartError {
     /// The OS gave no randomness for the core's seed.
     #[error("no OS randomness: {0}")]

@@ -17,6 +17,7 @@ pub const PREFIX_LEN: usize = 4;
 
 /// Why a frame was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum NativeError {
     /// The length is above the limit.
     #[error("a message of {len} bytes is larger than the limit of {max} bytes")]
@@ -124,7 +125,7 @@ pub fn encode(message: &[u8]) -> Result<Vec<u8>, NativeError> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
     use super::*;
 

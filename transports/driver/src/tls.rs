@@ -6,8 +6,8 @@
 
 use std::sync::{Arc, Weak};
 
+use keyward_core::Identity;
 use keyward_core::Server;
-use keyward_core::principal::Identity;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};

@@ -1,7 +1,7 @@
 //! The driver end to end: the example transport carries a whole lifecycle with a `SecureSession`;
 //! no store write ever runs on an I/O thread; the slow-call pool is bounded and answers `Busy`
 //! beyond it; a connection's session goes with it; the expiry timer runs by itself.
-#![allow(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../examples/tcp.rs"]
@@ -90,13 +90,14 @@ async fn no_store_write_runs_on_an_io_thread() {
     let (body, _) = c
         .seal("create_wallet", json!({"name": "x", "mnemonic": null, "mnemonic_length": 16, "password": "p"}))
         .unwrap();
-    core.handle(keyward_core::Incoming {
+    let created = core.handle(keyward_core::Incoming {
         body: &body,
         session: answer.session,
         recent: None,
         principal: &keyward_core::Principal::local(),
         now_ms: 2,
     });
+    assert!(!created.body.is_empty());
     // (`handle` finishes the slow call in place, and with it writes the queued audit events.)
     assert_eq!(on_io_thread.lock().unwrap().as_slice(), ["create_wallet", "append_audit"]);
 }

@@ -36,6 +36,7 @@ impl std::fmt::Debug for HttpTarget {
 
 /// Client failures. None carries a secret.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// TCP connect failed.
     #[error("cannot connect: {0}")]

@@ -95,6 +95,7 @@ impl Default for HttpLimits {
 
 /// Why a listener could not be started.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HttpError {
     /// Plain HTTP was asked for on an address that is not loopback.
     #[error("plain HTTP is only served on a loopback address (127.0.0.0/8 or ::1); {0} is not one")]
@@ -306,7 +307,7 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
 }
 
 fn refusal(status: StatusCode, code: i64, message: &str) -> Response<Full<Bytes>> {
-    json_response(status, keyward_core::jsonrpc::error_bytes(&serde_null(), code, message))
+    json_response(status, keyward_core::error_bytes(&serde_null(), code, message))
 }
 
 fn serde_null() -> Option<()> {
