@@ -239,6 +239,19 @@ impl FjallStore {
 mod tests {
     use super::*;
 
+    /// The config file's `[audit]` keys: days become milliseconds, a missing key keeps its default,
+    /// an unknown one is refused.
+    #[test]
+    fn retention_reads_the_files_keys_and_units() {
+        let read = |text: &str| serde_json::from_str::<AuditRetention>(text);
+        let retention = read(r#"{"max_records": 5, "max_age_days": 2}"#).expect("both keys");
+        assert_eq!(retention, AuditRetention { max_records: 5, max_age_ms: 2 * 86_400_000 });
+        assert_eq!(read("{}").expect("no key"), AuditRetention::default());
+        let huge = read(r#"{"max_age_days": 18446744073709551615}"#).expect("saturates");
+        assert_eq!(huge.max_age_ms, u64::MAX);
+        assert!(read(r#"{"max_age_ms": 5}"#).is_err());
+    }
+
     #[test]
     fn bounds_round_trip_and_bad_bytes_are_refused() {
         let anchor = Anchor { seq: 7, hash: [1; 32] };

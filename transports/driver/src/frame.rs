@@ -195,4 +195,47 @@ mod tests {
         assert!(refused.to_string().contains("17 bytes"), "{refused}");
         server.await.unwrap();
     }
+
+    /// A stream that takes every write and whose reads fail as a reset connection's do.
+    struct ResetOnRead;
+
+    impl tokio::io::AsyncRead for ResetOnRead {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()))
+        }
+    }
+
+    impl tokio::io::AsyncWrite for ResetOnRead {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            bytes: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Ready(Ok(bytes.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A reset while the answer is awaited reads as the server closing without an answer.
+    #[tokio::test]
+    async fn a_reset_is_a_close_without_an_answer() {
+        let reset = exchange(&mut ResetOnRead, b"{}", LIMITS).await.unwrap_err();
+        assert_eq!(reset.kind(), LinkErrorKind::Closed);
+        assert_eq!(reset.to_string(), CLOSED_WITHOUT_ANSWER);
+    }
 }

@@ -108,3 +108,215 @@ impl ClientCertVerifier for RegistryVerifier {
         self.inner.requires_raw_public_keys()
     }
 }
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use keyward_core::{ClientRecord, Identity, MemoryStore, Role, Server};
+    use keyward_testkit::pki::{Ca, Usage};
+    use rustls::pki_types::CertificateDer;
+
+    use super::*;
+    use crate::{DriverConfig, system_clock};
+
+    /// A chain verifier whose every answer differs from rustls' defaults, so that the wrapper is
+    /// seen to pass each one on.
+    #[derive(Debug)]
+    struct Inner {
+        hints: Vec<DistinguishedName>,
+    }
+
+    impl ClientCertVerifier for Inner {
+        fn offer_client_auth(&self) -> bool {
+            false
+        }
+        fn client_auth_mandatory(&self) -> bool {
+            false
+        }
+        fn root_hint_subjects(&self) -> &[DistinguishedName] {
+            &self.hints
+        }
+        fn verify_client_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: UnixTime,
+        ) -> Result<ClientCertVerified, rustls::Error> {
+            // The chain check: here, any certificate but an empty one.
+            if end_entity.is_empty() {
+                return Err(rustls::Error::InvalidCertificate(CertificateError::BadEncoding));
+            }
+            Ok(ClientCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Err(rustls::Error::General("inner".into()))
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Err(rustls::Error::General("inner".into()))
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            vec![SignatureScheme::ED25519, SignatureScheme::ECDSA_NISTP384_SHA384]
+        }
+        fn requires_raw_public_keys(&self) -> bool {
+            true
+        }
+    }
+
+    fn record(name: &str, key: [u8; 32], revoked: bool) -> ClientRecord {
+        let identity = Identity::Cert { spki_sha256: key };
+        ClientRecord {
+            name: name.into(),
+            role: Role::Owner,
+            identity,
+            created_unix_ms: 1,
+            revoked_unix_ms: revoked.then_some(2),
+        }
+    }
+
+    #[tokio::test]
+    async fn it_passes_the_chain_verifiers_answers_on_and_admits_only_active_clients() {
+        let store = Arc::new(MemoryStore::new());
+        let core = Arc::new(Server::new(keyward_testkit::test_config(), Box::new(Arc::clone(&store)), [3; 32]));
+        let driver = Driver::new(Arc::clone(&core), system_clock(), DriverConfig::default());
+        let hints = vec![DistinguishedName::from(b"hint".to_vec())];
+        let verifier = RegistryVerifier::new(Arc::new(Inner { hints }), &driver);
+        assert!(!verifier.offer_client_auth());
+        assert!(!verifier.client_auth_mandatory());
+        let seen: Vec<&[u8]> = verifier.root_hint_subjects().iter().map(DistinguishedName::as_ref).collect();
+        assert_eq!(seen, [b"hint".as_slice()]);
+        assert_eq!(
+            verifier.supported_verify_schemes(),
+            [SignatureScheme::ED25519, SignatureScheme::ECDSA_NISTP384_SHA384]
+        );
+        assert!(verifier.requires_raw_public_keys());
+
+        let ca = Ca::new("test CA");
+        let [member, revoked, stranger] =
+            ["member", "revoked", "stranger"].map(|name| ca.leaf(name, &[], Usage::Client, false).chain[0].clone());
+        let key = |cert: &CertificateDer<'_>| crate::spki_sha256(cert).unwrap();
+        core.add_client(record("member", key(&member), false)).unwrap();
+        core.add_client(record("gone", key(&revoked), true)).unwrap();
+        let now = UnixTime::now();
+        assert!(verifier.verify_client_cert(&member, &[], now).is_ok());
+        let refused = rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure);
+        assert_eq!(verifier.verify_client_cert(&revoked, &[], now).unwrap_err(), refused);
+        assert_eq!(verifier.verify_client_cert(&stranger, &[], now).unwrap_err(), refused);
+        // The chain verifier's refusal comes first, as it gave it.
+        let empty = CertificateDer::from(Vec::new());
+        let bad = rustls::Error::InvalidCertificate(CertificateError::BadEncoding);
+        assert_eq!(verifier.verify_client_cert(&empty, &[], now).unwrap_err(), bad);
+
+        // Two refusals audited: the revoked client by its name, the stranger by its key's prefix.
+        core.flush_audit();
+        let records = keyward_core::Store::read_audit(&*store, 0, 10).unwrap();
+        let seen: Vec<(String, String, String)> = records
+            .iter()
+            .map(|r| (r.event.principal.clone(), r.event.method.clone(), r.event.outcome.clone()))
+            .collect();
+        let prefix = format!("cert sha256:{}", hex_prefix(&key(&stranger)));
+        assert_eq!(
+            seen,
+            [
+                ("gone".to_owned(), "handshake".to_owned(), "revoked client".to_owned()),
+                (prefix, "handshake".to_owned(), "unknown client".to_owned()),
+            ]
+        );
+        assert_eq!(hex_prefix(&[0xab; 32]), "ab".repeat(8));
+    }
+
+    /// A client certificate and the key of another: the signature over the handshake does not verify.
+    #[derive(Debug)]
+    struct WrongKey(Arc<rustls::sign::CertifiedKey>);
+
+    impl rustls::client::ResolvesClientCert for WrongKey {
+        fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            Some(Arc::clone(&self.0))
+        }
+        fn has_certs(&self) -> bool {
+            true
+        }
+    }
+
+    /// Runs a TLS 1.3 handshake in memory; the first error either side reports.
+    fn handshake(
+        client: &mut rustls::ClientConnection,
+        server: &mut rustls::ServerConnection,
+    ) -> Result<(), rustls::Error> {
+        for _ in 0..16 {
+            let mut bytes = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut bytes).unwrap();
+            }
+            if !bytes.is_empty() {
+                server.read_tls(&mut bytes.as_slice()).unwrap();
+                server.process_new_packets()?;
+            }
+            let mut bytes = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut bytes).unwrap();
+            }
+            if !bytes.is_empty() {
+                client.read_tls(&mut bytes.as_slice()).unwrap();
+                client.process_new_packets()?;
+            }
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return Ok(());
+            }
+        }
+        panic!("the handshake did not finish");
+    }
+
+    /// The handshake's signatures are the chain verifier's to check: a registered certificate
+    /// presented with a key that is not its own is refused.
+    #[tokio::test]
+    async fn a_registered_certificate_without_its_key_fails_the_handshake() {
+        use keyward_testkit::pki::{client_config, provider};
+        let core = Arc::new(Server::new(keyward_testkit::test_config(), Box::new(MemoryStore::new()), [4; 32]));
+        let driver = Driver::new(Arc::clone(&core), system_clock(), DriverConfig::default());
+        let ca = Ca::new("test CA");
+        let server_identity = ca.leaf("server", &["localhost"], Usage::Server, false);
+        let member = ca.leaf("member", &[], Usage::Client, false);
+        let other = ca.leaf("other", &[], Usage::Client, false);
+        core.add_client(record("member", crate::spki_sha256(&member.chain[0]).unwrap(), false)).unwrap();
+        let chain =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(ca.roots(), provider()).build().unwrap();
+        let server_config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_client_cert_verifier(RegistryVerifier::new(chain, &driver))
+                .with_single_cert(server_identity.chain.clone(), server_identity.key())
+                .unwrap(),
+        );
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let connect = |config: rustls::ClientConfig| {
+            let client = rustls::ClientConnection::new(Arc::new(config), name.clone()).unwrap();
+            let server = rustls::ServerConnection::new(Arc::clone(&server_config)).unwrap();
+            (client, server)
+        };
+
+        let (mut client, mut server) = connect(client_config(&ca, Some(&member)));
+        handshake(&mut client, &mut server).unwrap();
+
+        let key = rustls::crypto::ring::sign::any_supported_type(&other.key()).unwrap();
+        let wrong = Arc::new(rustls::sign::CertifiedKey::new(member.chain.clone(), key));
+        let config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(ca.roots())
+            .with_client_cert_resolver(Arc::new(WrongKey(wrong)));
+        let (mut client, mut server) = connect(config);
+        let refused = handshake(&mut client, &mut server).unwrap_err();
+        assert!(matches!(refused, rustls::Error::InvalidCertificate(CertificateError::BadSignature)), "{refused:?}");
+    }
+}

@@ -264,3 +264,31 @@ async fn a_rekey_whose_answer_is_lost_is_followed_by_a_new_session() {
     }
     assert_eq!(s.link().exchanges, 4 + 1 + 5 + 2, "one new init, five calls and two more re-keys");
 }
+
+/// A revocation closes the revoked client's live connections at once (the call that revoked it
+/// tells them), and only theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_closes_the_revoked_clients_connections() {
+    let core = Arc::new(Server::new(keyward_testkit::test_config(), Box::new(MemoryStore::new()), [5; 32]));
+    let driver = Driver::new(Arc::clone(&core), keyward_driver::system_clock(), DriverConfig::default());
+    let phone = keyward_core::ClientRecord {
+        name: "phone".into(),
+        role: keyward_core::Role::Reader,
+        identity: keyward_core::Identity::Uid { uid: 5 },
+        created_unix_ms: 1,
+        revoked_unix_ms: None,
+    };
+    core.add_client(phone).unwrap();
+    let phones = driver.connection(Peer::Unix { uid: 5, gid: 5, pid: None }, SessionBinding::Bound).unwrap();
+    let owners = driver.connection(Peer::Local, SessionBinding::Bound).unwrap();
+    let mut owner = keyward_core::Client::new([6; 32]);
+    let init = owners.answer(&owner.init_request()).await;
+    owner.handle_init_answer(&init.body).unwrap();
+    let (body, pending) = owner.seal("revoke_client", json!({"name": "phone"})).unwrap();
+    owner.open(pending, &owners.answer(&body).await.body).unwrap();
+    tokio::time::timeout(Duration::from_millis(500), phones.revoked())
+        .await
+        .expect("the revoked client's connection is told to close");
+    let still = tokio::time::timeout(Duration::from_millis(100), owners.revoked()).await;
+    assert!(still.is_err(), "the owner's connection stays");
+}
