@@ -196,26 +196,32 @@ mod tests {
         server.await.unwrap();
     }
 
-    /// A stream that takes every write and whose reads fail as a reset connection's do.
-    struct ResetOnRead;
+    /// A stream whose writes fail with `write` (or are taken, if `None`) and whose reads fail with `read`.
+    struct Failing {
+        write: Option<std::io::ErrorKind>,
+        read: std::io::ErrorKind,
+    }
 
-    impl tokio::io::AsyncRead for ResetOnRead {
+    impl tokio::io::AsyncRead for Failing {
         fn poll_read(
             self: std::pin::Pin<&mut Self>,
             _: &mut std::task::Context<'_>,
             _: &mut tokio::io::ReadBuf<'_>,
         ) -> std::task::Poll<std::io::Result<()>> {
-            std::task::Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()))
+            std::task::Poll::Ready(Err(self.read.into()))
         }
     }
 
-    impl tokio::io::AsyncWrite for ResetOnRead {
+    impl tokio::io::AsyncWrite for Failing {
         fn poll_write(
             self: std::pin::Pin<&mut Self>,
             _: &mut std::task::Context<'_>,
             bytes: &[u8],
         ) -> std::task::Poll<std::io::Result<usize>> {
-            std::task::Poll::Ready(Ok(bytes.len()))
+            std::task::Poll::Ready(match self.write {
+                Some(kind) => Err(kind.into()),
+                None => Ok(bytes.len()),
+            })
         }
         fn poll_flush(
             self: std::pin::Pin<&mut Self>,
@@ -231,11 +237,22 @@ mod tests {
         }
     }
 
-    /// A reset while the answer is awaited reads as the server closing without an answer.
+    /// A reset or a broken pipe reads as the server closing without an answer; another I/O failure
+    /// is named as the send's (the message did not leave) or the receive's.
     #[tokio::test]
-    async fn a_reset_is_a_close_without_an_answer() {
-        let reset = exchange(&mut ResetOnRead, b"{}", LIMITS).await.unwrap_err();
-        assert_eq!(reset.kind(), LinkErrorKind::Closed);
-        assert_eq!(reset.to_string(), CLOSED_WITHOUT_ANSWER);
+    async fn io_failures_are_told_apart() {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionReset, PermissionDenied};
+        let fail = |write, read| Failing { write, read };
+        for (mut stream, kind, text) in [
+            (fail(None, ConnectionReset), LinkErrorKind::Closed, CLOSED_WITHOUT_ANSWER.to_owned()),
+            (fail(Some(BrokenPipe), ConnectionReset), LinkErrorKind::Closed, CLOSED_WITHOUT_ANSWER.to_owned()),
+            (fail(Some(ConnectionReset), ConnectionReset), LinkErrorKind::Closed, CLOSED_WITHOUT_ANSWER.to_owned()),
+            (fail(Some(PermissionDenied), ConnectionReset), LinkErrorKind::Unreachable, "send: ".to_owned()),
+            (fail(None, PermissionDenied), LinkErrorKind::Closed, "receive: ".to_owned()),
+        ] {
+            let error = exchange(&mut stream, b"{}", LIMITS).await.unwrap_err();
+            assert_eq!(error.kind(), kind, "{error}");
+            assert!(error.to_string().starts_with(&text), "{error}");
+        }
     }
 }

@@ -131,7 +131,7 @@ mod tests {
             false
         }
         fn client_auth_mandatory(&self) -> bool {
-            false
+            true
         }
         fn root_hint_subjects(&self) -> &[DistinguishedName] {
             &self.hints
@@ -191,7 +191,7 @@ mod tests {
         let hints = vec![DistinguishedName::from(b"hint".to_vec())];
         let verifier = RegistryVerifier::new(Arc::new(Inner { hints }), &driver);
         assert!(!verifier.offer_client_auth());
-        assert!(!verifier.client_auth_mandatory());
+        assert!(verifier.client_auth_mandatory());
         let seen: Vec<&[u8]> = verifier.root_hint_subjects().iter().map(DistinguishedName::as_ref).collect();
         assert_eq!(seen, [b"hint".as_slice()]);
         assert_eq!(
