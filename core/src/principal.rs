@@ -163,7 +163,8 @@ pub fn valid_client_name(name: &str) -> bool {
 }
 
 /// Names no client may take: the built-in principals, and the names the audit log gives to the
-/// server itself (`keyward`) and to the offline CLI (`offline`).
+/// server itself (`keyward`) and gave, before it ran through an in-process server as `local`, to the
+/// CLI working on a stopped server's store (`offline`: older records keep it).
 pub const RESERVED_NAMES: [&str; 4] = [Principal::LOCAL, Principal::LOCAL_HTTP, "keyward", "offline"];
 
 /// The name of a launched server's own client (`keyward serve --launcher`), registered for one run
