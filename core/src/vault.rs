@@ -383,6 +383,7 @@ impl Vault {
 
     /// Every masked seed byte the vault holds (nothing once all wallets are closed), for the
     /// residency tests; panics if a free slot still holds bytes.
+    #[cfg(any(test, feature = "test-probes"))]
     pub fn masked_bytes(&self) -> Vec<u8> {
         let free_slots_wiped =
             self.free.iter().all(|&i| self.slots[i].masked == [0; 64] && self.slots[i].checksum == [0; 32]);

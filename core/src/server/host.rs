@@ -127,6 +127,9 @@ impl Server {
 
     /// Every masked seed byte the vault holds (empty once every wallet is closed); panics if a free
     /// slot still holds bytes. For the residency tests: masked bytes tell nothing without the token.
+    /// A test probe, not API: only with the `test-probes` feature, which only test crates enable.
+    #[cfg(feature = "test-probes")]
+    #[doc(hidden)]
     pub fn vault_masked_bytes(&self) -> Vec<u8> {
         lock(&self.state.vault).masked_bytes()
     }
