@@ -51,12 +51,40 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Check the log's hash chain from its anchor to its head; exits non-zero naming the first
-    /// record that was edited, removed, moved or is missing at the end.
+    /// Check the log's hash chain from its anchor to its head, and its head against the copy kept
+    /// in DATA_DIR/audit.head; exits non-zero naming the first record that was edited, removed,
+    /// moved or is missing at the end, the range a cut or a rollback of the store removed, or a
+    /// gap the server found and recorded when it started.
     Verify {
         /// Where to read the log.
         #[command(flatten)]
         source: SourceArgs,
+        /// A gap record (by its seq) already looked into: reported, but not a failure. Repeatable.
+        #[arg(long = "accept-gap", value_name = "SEQ")]
+        accept_gap: Vec<u64>,
+    },
+    /// Print the log's head (sequence number and hash), for a monitor to keep: a later head that
+    /// does not descend from it shows a rollback.
+    Head {
+        /// Where to read the log.
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Print it as JSON: {"seq": N, "hash": "..."}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the records after a sequence number as JSON lines (one record per line, oldest first),
+    /// for shipping to an external store; each line verifies with the one before it.
+    Export {
+        /// Where to read the log.
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Only the records after this sequence number (0: all retained).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// JSON lines (the only format; accepted for scripts that say so).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -70,14 +98,55 @@ pub async fn run(command: &AuditCommand, out: &mut (dyn Write + Send)) -> anyhow
             log.close().await;
             shown
         }
-        AuditCommand::Verify { source } => {
+        AuditCommand::Verify { source, accept_gap } => {
             let mut log = Log::open(source).await?;
-            let verdict = verify_log(&mut log).await;
+            let verdict = verify_log(&mut log, kept_head_path(source).as_deref(), accept_gap).await;
             log.close().await;
             writeln!(out, "{}", verdict?)?;
             Ok(())
         }
+        AuditCommand::Head { source, json } => {
+            let mut log = Log::open(source).await?;
+            let page = log.page(u64::MAX).await;
+            log.close().await;
+            let head = page?.head;
+            if *json {
+                writeln!(out, "{}", serde_json::to_string(&head)?)?;
+            } else {
+                writeln!(out, "seq {} hash {}", head.seq, hex::encode(head.hash))?;
+            }
+            Ok(())
+        }
+        AuditCommand::Export { source, after, json: _ } => {
+            let mut log = Log::open(source).await?;
+            let exported = export(&mut log, *after, out).await;
+            log.close().await;
+            exported
+        }
     }
+}
+
+/// Where the data directory's server keeps its log's head, when the log read is that server's:
+/// no other server is named, or the data directory is given explicitly.
+fn kept_head_path(source: &SourceArgs) -> Option<std::path::PathBuf> {
+    (!source.names_a_server() || source.data_dir.is_some()).then(|| source.data_dir().join("audit.head"))
+}
+
+async fn export(log: &mut Log, after: u64, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::new(out);
+    let mut after = after;
+    loop {
+        let page = log.page(after).await?;
+        for record in page.records.iter().filter(|r| r.seq <= page.head.seq) {
+            writeln!(out, "{}", serde_json::to_string(record)?)?;
+        }
+        match page.records.last() {
+            Some(last) if last.seq < page.head.seq && last.seq > after => after = last.seq,
+            _ => break,
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// The log, read over an owner session.
@@ -204,6 +273,9 @@ fn line(record: &AuditRecord) -> String {
     if event.count > 1 {
         line.push_str(&format!("  x {}", event.count));
     }
+    if let Some(span) = event.span {
+        line.push_str(&format!("  ({} .. {})", rfc3339(span.first_unix_ms), rfc3339(span.last_unix_ms)));
+    }
     line
 }
 
@@ -226,10 +298,11 @@ type Broken = (ChainBreak, Anchor);
 
 /// Reads and checks the whole log once: how many records verified from which anchor to which
 /// head, or where the chain breaks.
-async fn check_once(log: &mut Log) -> anyhow::Result<Result<(u64, Anchor, Anchor), Broken>> {
+async fn check_once(log: &mut Log, watch: &mut Watch) -> anyhow::Result<Result<(u64, Anchor, Anchor), Broken>> {
     let mut check = None;
     let mut broken = None;
     let bounds = read_all(log, |anchor, records| {
+        watch.see(records);
         let check = check.get_or_insert_with(|| ChainVerifier::new(anchor));
         match check.feed(records) {
             Ok(()) => Ok(ControlFlow::Continue(())),
@@ -251,14 +324,92 @@ async fn check_once(log: &mut Log) -> anyhow::Result<Result<(u64, Anchor, Anchor
     })
 }
 
-/// `keyward audit verify`: the verdict line, or an error naming the first bad record.
-async fn verify_log(log: &mut Log) -> anyhow::Result<String> {
+/// What `verify` looks for besides the chain: the hash of the record the kept head names, and the
+/// records of gaps the server found.
+#[derive(Debug, Default)]
+struct Watch {
+    kept: Option<Anchor>,
+    kept_hash: Option<[u8; 32]>,
+    gaps: Vec<(u64, String)>,
+}
+
+impl Watch {
+    fn see(&mut self, records: &[AuditRecord]) {
+        for record in records {
+            if self.kept.is_some_and(|kept| kept.seq == record.seq) {
+                self.kept_hash = Some(record.hash);
+            }
+            let event = &record.event;
+            let gap = [keyward_store::head::GAP, keyward_store::head::REPLACED]
+                .iter()
+                .any(|prefix| event.outcome.starts_with(prefix));
+            if event.principal == "keyward" && event.method == "audit" && gap {
+                self.gaps.push((record.seq, event.outcome.clone()));
+            }
+        }
+    }
+
+    /// What is wrong with a log that chains from `anchor` to `head`, given the kept head.
+    fn findings(&self, anchor: Anchor, head: Anchor, accepted: &[u64]) -> Vec<String> {
+        let mut findings = Vec::new();
+        if let Some(kept) = self.kept {
+            let found = if kept.seq == anchor.seq { Some(anchor.hash) } else { self.kept_hash };
+            if kept.seq > head.seq {
+                findings.push(format!(
+                    "records {}..={} are missing: the log ends at seq {} but audit.head says seq {} (the store \
+                     was cut or rolled back)",
+                    head.seq + 1,
+                    kept.seq,
+                    head.seq,
+                    kept.seq
+                ));
+            } else if kept.seq >= anchor.seq && found != Some(kept.hash) {
+                findings.push(format!(
+                    "record {} is not the one audit.head names (the store was replaced by another)",
+                    kept.seq
+                ));
+            }
+        }
+        for (seq, outcome) in self.gaps.iter().filter(|(seq, _)| !accepted.contains(seq)) {
+            findings.push(format!("record {seq} says: {outcome} (once looked into: --accept-gap {seq})"));
+        }
+        findings
+    }
+}
+
+/// `keyward audit verify`: the verdict line, or an error naming the first bad record, or what the
+/// kept head and the recorded gaps show.
+async fn verify_log(log: &mut Log, kept_head: Option<&std::path::Path>, accepted: &[u64]) -> anyhow::Result<String> {
+    let kept = match kept_head {
+        None => None,
+        Some(path) => match std::fs::read(path) {
+            Ok(bytes) => Some(serde_json::from_slice::<Anchor>(&bytes).map_err(|_| {
+                anyhow::anyhow!("{} is not an audit log head: it was damaged or replaced", path.display())
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        },
+    };
     let mut attempt = 1;
     loop {
-        match check_once(log).await? {
-            Ok((0, _, _)) => return Ok("audit log verified: 0 records".to_owned()),
+        let mut watch = Watch { kept, ..Watch::default() };
+        match check_once(log, &mut watch).await? {
             Ok((count, anchor, head)) => {
-                return Ok(format!("audit log verified: {count} records (seq {}..{})", anchor.seq + 1, head.seq));
+                let findings = watch.findings(anchor, head, accepted);
+                if !findings.is_empty() {
+                    bail!("audit log incomplete: {}", findings.join("; "));
+                }
+                let mut verdict = match count {
+                    0 => "audit log verified: 0 records".to_owned(),
+                    _ => format!("audit log verified: {count} records (seq {}..{})", anchor.seq + 1, head.seq),
+                };
+                if kept.is_some() {
+                    verdict.push_str(", and audit.head matches");
+                }
+                for (seq, _) in watch.gaps.iter().filter(|(seq, _)| accepted.contains(seq)) {
+                    verdict.push_str(&format!("; gap record {seq} accepted"));
+                }
+                return Ok(verdict);
             }
             Err((chain_break, last_good)) => {
                 // A running server's retention may remove records while they are read (the anchor
@@ -343,13 +494,7 @@ mod tests {
     }
 
     fn record(seq: u64, prev: [u8; 32]) -> AuditRecord {
-        let event = keyward_core::audit::AuditEvent {
-            principal: "default".into(),
-            method: "open_wallet".into(),
-            wallet: None,
-            outcome: "ok".into(),
-            count: 1,
-        };
+        let event = keyward_core::audit::AuditEvent::new("default", "open_wallet", None, "ok");
         AuditRecord::seal(prev, seq, 1000 + seq, event)
     }
 

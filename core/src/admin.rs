@@ -209,7 +209,19 @@ pub(crate) fn revoke_client(state: &State, p: &[Value], context: &CallContext) -
 
 /// Writes the queued audit events to the store (on a thread that may block).
 pub(crate) fn flush_audit(state: &State) {
-    let events = lock(&state.audit).take();
+    let now = state.unix_time_ms();
+    let events = lock(&state.audit).take(now);
+    write_audit(state, events);
+}
+
+/// Writes every audit event held, coalescing windows that have not ended included (at shutdown).
+pub(crate) fn flush_all_audit(state: &State) {
+    let now = state.unix_time_ms();
+    let events = lock(&state.audit).close_all(now);
+    write_audit(state, events);
+}
+
+fn write_audit(state: &State, events: Vec<crate::audit::AuditEvent>) {
     if events.is_empty() {
         return;
     }

@@ -11,7 +11,7 @@ use secp256k1::{PublicKey, SecretKey};
 use serde_json::Value;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::audit::{AuditEvent, AuditQueue};
+use crate::audit::{AuditEvent, AuditQueue, Kind};
 use crate::envelope::{self, Cipher};
 use crate::jsonrpc::{self, MethodError};
 use crate::principal::{Principal, Registry, Role};
@@ -312,16 +312,16 @@ impl State {
         }
     }
 
-    /// Queues an audit event.
-    pub(crate) fn audit(&self, principal: &str, method: &str, wallet: Option<String>, outcome: &str) {
-        let event = AuditEvent {
-            principal: principal.to_owned(),
-            method: method.to_owned(),
-            wallet,
-            outcome: outcome.to_owned(),
-            count: 1,
+    /// Queues an audit event of `kind`, at the host's time. A cheap one is charged to its
+    /// principal's budget, or to the shared one of peers that are no active client.
+    pub(crate) fn audit(&self, principal: &str, method: &str, wallet: Option<String>, outcome: &str, kind: Kind) {
+        let event = AuditEvent::new(principal, method, wallet, outcome);
+        let bucket = match kind {
+            Kind::Cheap if self.role_of(principal).is_none() => crate::audit::SHARED,
+            _ => principal,
         };
-        lock(&self.audit).push(event);
+        let now = self.unix_time_ms();
+        lock(&self.audit).push(event, kind, bucket, now);
     }
 }
 

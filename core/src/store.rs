@@ -398,8 +398,7 @@ mod tests {
         let record = client();
         shared.save_client(&record).expect("saved");
         assert_eq!(shared.load_clients(), Ok(vec![record]));
-        let event =
-            AuditEvent { principal: "p".into(), method: "m".into(), wallet: None, outcome: "ok".into(), count: 1 };
+        let event = AuditEvent::new("p", "m", None, "ok");
         shared.append_audit(std::slice::from_ref(&event)).expect("appended");
         let records = shared.read_audit(0, 10).expect("read");
         assert_eq!(records.iter().map(|r| &r.event).collect::<Vec<_>>(), [&event]);

@@ -11,6 +11,12 @@ fn src(file: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// A module's own file: `name.rs`, or `name/mod.rs` for a module with files of its own.
+fn module_src(module: &str) -> String {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src").join(module).join("mod.rs");
+    if dir.exists() { src(&format!("{module}/mod.rs")) } else { src(&format!("{module}.rs")) }
+}
+
 /// The top-level (column 0) `pub` statements of a file, each as one line, comments dropped.
 fn pub_statements(text: &str) -> Vec<String> {
     let mut statements = Vec::new();
@@ -74,7 +80,7 @@ fn public_api() -> (BTreeSet<String>, Vec<String>) {
         }
     }
     for module in &modules {
-        for statement in pub_statements(&src(&format!("{module}.rs"))) {
+        for statement in pub_statements(&module_src(module)) {
             let names = if statement.starts_with("pub use") {
                 used_names(&statement)
             } else {

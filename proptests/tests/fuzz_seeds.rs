@@ -218,6 +218,7 @@ fn seeds() -> BTreeMap<String, Vec<u8>> {
             wallet: wallet.map(str::to_owned),
             outcome: outcome.into(),
             count,
+            span: None,
         };
         let record = keyward_core::audit::AuditRecord::seal(prev, i as u64 + 1, 1_790_000_000_000 + i as u64, event);
         prev = record.hash;

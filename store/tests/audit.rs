@@ -20,7 +20,7 @@ fn temp_data_dir() -> (tempfile::TempDir, PathBuf) {
 }
 
 fn open_with(data: &Path, max_records: u64, max_age_ms: u64) -> FjallStore {
-    let options = StoreOptions { audit_retention: AuditRetention { max_records, max_age_ms } };
+    let options = StoreOptions { audit_retention: AuditRetention { max_records, max_age_ms }, audit_head: None };
     FjallStore::open_with(data, options).unwrap()
 }
 
@@ -31,6 +31,7 @@ fn event(n: u64) -> AuditEvent {
         wallet: n.is_multiple_of(2).then(|| format!("w{n}")),
         outcome: if n.is_multiple_of(5) { "wrong password".into() } else { "ok".into() },
         count: 1 + (n % 4) as u32,
+        span: None,
     }
 }
 

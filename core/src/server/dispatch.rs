@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 
 use super::Server;
 use super::wire::{batch_id, echoable_id, first_byte};
+use crate::audit::Kind;
 use crate::jsonrpc::{self, MethodError};
 use crate::methods::{self, APP_METHOD_SPEED, AfterAnswer, AppMethod, Audit, Method, Speed, Subject};
 use crate::principal::Role;
@@ -293,7 +294,13 @@ impl Server {
                 Subject::None => None,
             };
             let outcome = result.as_ref().map_or_else(MethodError::audit_outcome, |_| "ok");
-            self.state.audit(context.principal.name(), name, subject, outcome);
+            // A success that ran a KDF or wrote to the store is notable; a refusal or a fast call is
+            // what a client can repeat by the thousand: coalesced and budgeted.
+            let kind = match (&result, &call.target) {
+                (Ok(_), Target::Builtin(method)) if method.speed() == Speed::Slow => Kind::Notable,
+                _ => Kind::Cheap,
+            };
+            self.state.audit(context.principal.name(), name, subject, outcome, kind);
         }
         result
     }

@@ -156,13 +156,15 @@ fn every_method_and_every_role_follow_the_protocol_table() {
                 assert_eq!(writes.load(Ordering::SeqCst), before, "a refused {method} changed the store");
             }
         }
-        server.flush_audit();
-        // Every refusal is in the audit log, with its principal.
+        server.shutdown();
+        // Every refusal is counted in the audit log, with its principal (coalesced: the first
+        // written at once, the rest in one record).
         let records = server.store().read_audit(0, 10_000).unwrap();
-        let refused = records.iter().filter(|r| r.event.outcome == "forbidden").count();
+        let refused: u32 = records.iter().filter(|r| r.event.outcome == "forbidden").map(|r| r.event.count).sum();
         let expected =
             table.iter().filter(|(_, needs)| !role.allows(*needs)).count() + usize::from(role == Role::Reader);
-        assert_eq!(refused, expected, "{role}: one audit record per refusal");
+        assert_eq!(refused as usize, expected, "{role}: every refusal counted");
+        assert!(records.iter().filter(|r| r.event.outcome == "forbidden").count() <= 2, "{role}: coalesced");
         assert!(records.iter().filter(|r| r.event.outcome == "forbidden").all(|r| r.event.principal == role.as_str()));
     }
 }
@@ -354,13 +356,16 @@ fn a_reader_cannot_fill_the_audit_log_with_made_up_names() {
         let answer = reader.call(&server, "get_mnemonic", json!({"name": format!("y{n}"), "password": "p"}));
         assert_eq!(answer.unwrap_err().1, "Forbidden: get_mnemonic needs the owner role");
     }
-    assert_eq!(server.audit_pending(), 1, "one event with a count waits");
+    assert_eq!(server.audit_pending(), 2, "the first refusal, and a window counting the rest");
     server.flush_audit();
+    assert_eq!(server.audit_pending(), 1, "the window is open (this server has no clock)");
+    // At shutdown every window is written.
+    server.shutdown();
     assert_eq!(server.audit_pending(), 0);
     let records = server.store().read_audit(0, 10_000).unwrap();
-    assert_eq!(records.len(), 1, "one record: {records:?}");
-    let event = &records[0].event;
-    assert_eq!((event.method.as_str(), event.wallet.as_deref(), event.count), ("get_mnemonic", None, 50));
+    let seen: Vec<_> =
+        records.iter().map(|r| (r.event.method.as_str(), r.event.wallet.as_deref(), r.event.count)).collect();
+    assert_eq!(seen, [("get_mnemonic", None, 1), ("get_mnemonic", None, 49)], "two records: {records:?}");
 }
 
 /// A host that issues certificates and pairs, as `keyward serve` does, with fixed answers: the SPKI
@@ -497,15 +502,22 @@ fn a_clients_new_identity_replaces_its_old_one_and_closes_old_connections() {
 #[test]
 fn a_refusal_the_host_made_is_audited_as_given() {
     let (server, _) = server(None);
-    server.audit_refusal("cert 0a1b", "handshake", "revoked client");
-    server.audit_refusal("cert 0a1b", "handshake", "revoked client");
+    for _ in 0..3 {
+        server.audit_refusal("cert 0a1b", "handshake", "revoked client");
+    }
     server.flush_audit();
     let records = server.store().read_audit(0, 10).unwrap();
-    let seen: Vec<_> = records
-        .iter()
-        .map(|r| (r.event.principal.as_str(), r.event.method.as_str(), r.event.outcome.as_str(), r.event.count))
-        .collect();
-    assert_eq!(seen, [("cert 0a1b", "handshake", "revoked client", 2)]);
+    let seen = |records: &[keyward_core::audit::AuditRecord]| -> Vec<_> {
+        records
+            .iter()
+            .map(|r| (r.event.principal.clone(), r.event.method.clone(), r.event.outcome.clone(), r.event.count))
+            .collect()
+    };
+    let first = ("cert 0a1b".to_owned(), "handshake".to_owned(), "revoked client".to_owned(), 1);
+    assert_eq!(seen(&records), std::slice::from_ref(&first), "the first at once");
+    server.shutdown();
+    let records = server.store().read_audit(0, 10).unwrap();
+    assert_eq!(seen(&records), [first, ("cert 0a1b".into(), "handshake".into(), "revoked client".into(), 2)]);
 }
 
 #[test]

@@ -4,7 +4,12 @@
 //! every refusal; the host's store appends them, each as an [`AuditRecord`] that carries the hash
 //! of the one before it, so that an edited, removed or reordered record breaks the chain
 //! ([`verify`]). Records hold who, what, which wallet and the outcome: never a secret (no
-//! password, mnemonic, token, key or message). Time is the store's wall clock (the core has none).
+//! password, mnemonic, token, key or message). A record's time is the store's wall clock when it
+//! wrote it; a coalesced record also carries the first and last time of the events it stands for,
+//! from the host's clock (the core has none of its own).
+//!
+//! No client can flush the log: cheap events (refusals, fast calls) are coalesced and budgeted per
+//! principal before they are written (the queue's rules are in [`AuditQueue`]'s module).
 
 use std::fmt;
 
@@ -22,9 +27,37 @@ pub struct AuditEvent {
     pub wallet: Option<String>,
     /// `ok`, or why it was refused or failed (`wrong password`, `throttled`, `forbidden`, ...).
     pub outcome: String,
-    /// How many identical events in a row this record stands for (at least 1): a flood of the same
-    /// refusal is one record, not one per request.
+    /// How many events this record stands for (at least 1): a flood of the same refusal is one
+    /// record, not one per request.
     pub count: u32,
+    /// For a record that stands for events coalesced over a time window: when the first and the
+    /// last of them happened (host clock, Unix milliseconds). `None` for a single event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span: Option<Span>,
+}
+
+impl AuditEvent {
+    /// One event, standing for itself.
+    pub fn new(principal: &str, method: &str, wallet: Option<String>, outcome: &str) -> Self {
+        Self {
+            principal: principal.to_owned(),
+            method: method.to_owned(),
+            wallet,
+            outcome: outcome.to_owned(),
+            count: 1,
+            span: None,
+        }
+    }
+}
+
+/// When the events a coalesced record stands for happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Span {
+    /// The first (Unix milliseconds, host clock).
+    pub first_unix_ms: u64,
+    /// The last.
+    pub last_unix_ms: u64,
 }
 
 /// An event as stored: numbered, timed and chained.
@@ -53,10 +86,12 @@ impl AuditRecord {
         record
     }
 
-    /// SHA-256 over a fixed encoding of every field but `hash` (length-prefixed strings).
+    /// SHA-256 over a fixed encoding of every field but `hash` (length-prefixed strings). A record
+    /// without a span is encoded as before spans existed (`v1`), so older logs still verify; one with
+    /// a span is `v2`, its two times after the count.
     pub fn expected_hash(&self) -> [u8; 32] {
         let mut hasher = Sha256::new();
-        hasher.update(b"keyward/audit/v1\0");
+        hasher.update(if self.event.span.is_some() { b"keyward/audit/v2\0" } else { b"keyward/audit/v1\0" });
         hasher.update(self.seq.to_le_bytes());
         hasher.update(self.time_unix_ms.to_le_bytes());
         let mut field = |text: &str| {
@@ -74,6 +109,10 @@ impl AuditRecord {
         }
         field(&self.event.outcome);
         hasher.update(self.event.count.to_le_bytes());
+        if let Some(span) = self.event.span {
+            hasher.update(span.first_unix_ms.to_le_bytes());
+            hasher.update(span.last_unix_ms.to_le_bytes());
+        }
         hasher.update(self.prev);
         hasher.finalize().into()
     }
@@ -202,82 +241,16 @@ impl ChainVerifier {
     }
 }
 
-/// Most events the core holds before the host writes them ([`AuditQueue`]); past it, events are
-/// counted and the count is written as one record ("N events dropped").
-pub(crate) const AUDIT_QUEUE_MAX: usize = 65_536;
+mod queue;
 
-/// Events waiting to be written. A run of identical events (same principal, method, wallet and
-/// outcome) is one event with a count, so a flood of the same refusal costs one record.
-#[derive(Debug, Default)]
-pub(crate) struct AuditQueue {
-    pending: Vec<AuditEvent>,
-    dropped: u64,
-}
-
-impl AuditQueue {
-    /// Queues an event.
-    pub fn push(&mut self, event: AuditEvent) {
-        if let Some(last) = self.pending.last_mut()
-            && last.principal == event.principal
-            && last.method == event.method
-            && last.wallet == event.wallet
-            && last.outcome == event.outcome
-        {
-            last.count = last.count.saturating_add(event.count);
-            return;
-        }
-        if self.pending.len() >= AUDIT_QUEUE_MAX {
-            self.dropped += 1;
-            return;
-        }
-        self.pending.push(event);
-    }
-
-    /// Counts events that could not be kept (a failed write).
-    pub fn lost(&mut self, events: usize) {
-        self.dropped += events as u64;
-    }
-
-    /// The events to write now, oldest first (with a note of any dropped).
-    pub fn take(&mut self) -> Vec<AuditEvent> {
-        let mut events = std::mem::take(&mut self.pending);
-        if self.dropped > 0 {
-            events.push(AuditEvent {
-                principal: "keyward".into(),
-                method: "audit".into(),
-                wallet: None,
-                outcome: format!("{} events dropped: the log could not keep up", self.dropped),
-                count: 1,
-            });
-            self.dropped = 0;
-        }
-        events
-    }
-
-    /// Events waiting.
-    pub fn len(&self) -> usize {
-        self.pending.len() + usize::from(self.dropped > 0)
-    }
-
-    /// Whether none wait.
-    #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+pub(crate) use queue::{AuditQueue, Kind, SHARED};
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn event(n: u32) -> AuditEvent {
-        AuditEvent {
-            principal: "owner".into(),
-            method: "open_wallet".into(),
-            wallet: Some(format!("w{n}")),
-            outcome: "ok".into(),
-            count: 1,
-        }
+        AuditEvent::new("owner", "open_wallet", Some(format!("w{n}")), "ok")
     }
 
     fn chain(n: u64) -> Vec<AuditRecord> {
@@ -356,33 +329,35 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_counts_what_it_drops_and_says_so_once() {
-        let mut queue = AuditQueue::default();
-        queue.push(event(0));
-        queue.push(event(0));
-        assert_eq!((queue.len(), queue.pending[0].count), (1, 2), "a run of the same event is one with a count");
-        for n in 1..AUDIT_QUEUE_MAX as u32 + 2 {
-            queue.push(event(n));
-        }
-        assert_eq!(queue.len(), AUDIT_QUEUE_MAX + 1, "full, plus the note of what was dropped");
-        assert!(!queue.is_empty());
-        let events = queue.take();
-        assert_eq!(events.len(), AUDIT_QUEUE_MAX + 1);
-        let note = events.last().expect("the note");
-        assert_eq!((note.principal.as_str(), note.method.as_str()), ("keyward", "audit"));
-        assert_eq!(note.outcome, "2 events dropped: the log could not keep up");
-        assert!(queue.is_empty());
-        assert!(queue.take().is_empty(), "the note is written once");
-        queue.lost(3);
-        queue.lost(4);
-        assert_eq!(queue.len(), 1);
-        assert_eq!(queue.take()[0].outcome, "7 events dropped: the log could not keep up");
-    }
-
-    #[test]
     fn records_round_trip_through_bytes() {
         let record = &chain(1)[0];
         assert_eq!(AuditRecord::from_bytes(&record.to_bytes()).as_ref(), Some(record));
         assert_eq!(AuditRecord::from_bytes(b"{}"), None);
+        let mut spanned = event(1);
+        spanned.span = Some(Span { first_unix_ms: 5, last_unix_ms: 9 });
+        let record = AuditRecord::seal([0; 32], 1, 10, spanned);
+        assert_eq!(AuditRecord::from_bytes(&record.to_bytes()).as_ref(), Some(&record));
+        assert!(!String::from_utf8_lossy(&chain(1)[0].to_bytes()).contains("span"), "no span, no key");
     }
+
+    /// A record written before spans existed keeps its hash (the `v1` encoding, pinned here), and a
+    /// span is covered by the hash: changing either time breaks it.
+    #[test]
+    fn the_hash_of_a_record_without_a_span_is_unchanged_and_a_span_is_hashed() {
+        let record = AuditRecord::seal([7; 32], 3, 1_700_000_000_000, event(2));
+        assert_eq!(hex::encode(record.hash), V1_HASH);
+        let mut spanned = record.clone();
+        spanned.event.span = Some(Span { first_unix_ms: 1, last_unix_ms: 2 });
+        assert_ne!(spanned.expected_hash(), record.hash, "v2 differs from v1");
+        let sealed = AuditRecord::seal(spanned.prev, spanned.seq, spanned.time_unix_ms, spanned.event.clone());
+        for edit in [|s: &mut Span| s.first_unix_ms = 0, |s: &mut Span| s.last_unix_ms = 3] {
+            let mut edited = sealed.clone();
+            edit(edited.event.span.as_mut().expect("a span"));
+            assert_ne!(edited.expected_hash(), sealed.hash);
+        }
+    }
+
+    /// [`AuditRecord::expected_hash`] of `seal([7; 32], 3, 1_700_000_000_000, event(2))`, computed
+    /// independently (outside Rust) from the `v1` encoding records had before spans existed.
+    const V1_HASH: &str = "a0e9cfcf1033b802d0f077443fd494e6744f88a0907be14ad74f876310e922d4";
 }

@@ -1,0 +1,373 @@
+//! The audit events waiting for the host to write them, and the rules that keep any one client
+//! from flushing the log.
+//!
+//! An event is of one of two [`Kind`]s:
+//!
+//! * **Notable**: a call that did real work (a KDF or a store write) and succeeded. It is queued as
+//!   it is; a run of identical ones back to back is one record with a count.
+//! * **Cheap**: a refusal (of a call, a handshake, a connection, a pairing), or a fast call's
+//!   success (`sign_message`, `close_wallet`, ...): what a client can repeat thousands of times a
+//!   second. These are
+//!   1. **coalesced** per (principal, class, outcome) over [`COALESCE_MS`], whatever else comes in
+//!      between. The class of a refusal is "refused" (any method; the record lists the methods
+//!      seen), of a success its method and wallet. The first event of a window is written at once
+//!      (the owner sees a refusal within a second); the window's later events become one record
+//!      when it ends, with their count, methods and first and last time ([`super::Span`]);
+//!   2. **budgeted** per principal: at most [`BUDGET`] records per budget window. Past it, the
+//!      principal's events are counted into one "over the audit budget" record written when its
+//!      window ends. A principal that overspends gets a window twice as long next time (up to
+//!      [`MAX_BUDGET_WINDOW_MS`]): the harder it floods, the harder it is merged; after a window
+//!      within budget it is back to [`BUDGET_WINDOW_MS`]. Peers that are no active client (an
+//!      unknown certificate, a pairing attempt under any name) share one budget, [`SHARED`];
+//!   3. **bounded**: at most [`MAX_WINDOWS`] windows and [`MAX_BUDGETS`] budgets (and the shared one) are held; past
+//!      them an event is counted in a budget record (its principal's, or the shared one).
+//!
+//! Worst case: one principal flooding cheap events adds at most `BUDGET` + 1 records per budget
+//! window: 21 a minute at first, and after ten doubled windows (about 17 hours) 21 a day; about
+//! 2,200 records in 90 days, 0.2 % of the default retention of 1,000,000 records, so no client
+//! can push another's records out before they are `max_age` old. Memory: `MAX_WINDOWS` windows of a
+//! few hundred bytes (about 2 MiB at most) and `AUDIT_QUEUE_MAX` queued events.
+//!
+//! Times are the host's clock ([`crate::Host::unix_time_ms`]). Without one (0), windows never end:
+//! coalesced events are written when the server shuts down ([`AuditQueue::close_all`]).
+
+use std::collections::BTreeMap;
+
+use super::{AuditEvent, Span};
+
+/// Most events the core holds before the host writes them; past it, events are counted and the
+/// count is written as one record ("N events dropped").
+pub(crate) const AUDIT_QUEUE_MAX: usize = 65_536;
+/// How long cheap events of one (principal, class, outcome) are coalesced after the first.
+pub(crate) const COALESCE_MS: u64 = 60_000;
+/// Records one principal's cheap events may add per budget window.
+pub(crate) const BUDGET: u32 = 20;
+/// A budget window at first, and again after a window within budget.
+pub(crate) const BUDGET_WINDOW_MS: u64 = 60_000;
+/// The longest budget window (the window doubles while a principal overspends).
+pub(crate) const MAX_BUDGET_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
+/// Most coalescing windows open at once.
+pub(crate) const MAX_WINDOWS: usize = 4096;
+/// Most principals with a budget at once (the rest share [`SHARED`]'s).
+pub(crate) const MAX_BUDGETS: usize = 4096;
+/// Most method names a coalesced record lists (then `...`).
+const MAX_METHODS: usize = 8;
+/// The budget of every peer that is no active client (no client may be called this: names are at
+/// least one character long).
+pub(crate) const SHARED: &str = "";
+
+/// How an event is queued: see the module documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A successful call that did real work: queued as is.
+    Notable,
+    /// A refusal or a fast call's success: coalesced and budgeted.
+    Cheap,
+}
+
+/// What coalesced events have in common.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct WindowKey {
+    principal: String,
+    /// The method and wallet of a success; empty (and `None`) for any refusal.
+    class: String,
+    wallet: Option<String>,
+    outcome: String,
+}
+
+impl WindowKey {
+    fn of(event: &AuditEvent) -> Self {
+        let refused = event.outcome != "ok";
+        Self {
+            principal: event.principal.clone(),
+            class: if refused { String::new() } else { event.method.clone() },
+            wallet: if refused { None } else { event.wallet.clone() },
+            outcome: event.outcome.clone(),
+        }
+    }
+}
+
+/// Events counted into one record.
+#[derive(Debug)]
+struct Tally {
+    principal: String,
+    methods: Vec<String>,
+    more_methods: bool,
+    /// `Some(w)` while every event named the wallet `w` (or none); `None` once two differed.
+    wallet: Option<Option<String>>,
+    outcome: String,
+    count: u32,
+    first: u64,
+    last: u64,
+}
+
+impl Tally {
+    fn new(principal: &str, outcome: &str, now: u64) -> Self {
+        Self {
+            principal: principal.to_owned(),
+            methods: Vec::new(),
+            more_methods: false,
+            wallet: None,
+            outcome: outcome.to_owned(),
+            count: 0,
+            first: now,
+            last: now,
+        }
+    }
+
+    /// Counts `count` events of `method` on `wallet`, the first at `first` and the last at `last`.
+    fn add(&mut self, method: &str, wallet: &Option<String>, count: u32, first: u64, last: u64) {
+        if self.count == 0 {
+            self.wallet = Some(wallet.clone());
+            (self.first, self.last) = (first, last);
+        } else if self.wallet.as_ref() != Some(wallet) {
+            // Two wallets: the record names none.
+            self.wallet = None;
+        }
+        self.count = self.count.saturating_add(count);
+        self.first = self.first.min(first);
+        self.last = self.last.max(last);
+        for name in method.split(',') {
+            if name == "..." {
+                self.more_methods = true;
+            } else if !self.methods.iter().any(|m| m == name) {
+                if self.methods.len() < MAX_METHODS {
+                    self.methods.push(name.to_owned());
+                } else {
+                    self.more_methods = true;
+                }
+            }
+        }
+    }
+
+    fn add_event(&mut self, event: &AuditEvent, now: u64) {
+        let (first, last) = event.span.map_or((now, now), |s| (s.first_unix_ms, s.last_unix_ms));
+        self.add(&event.method, &event.wallet, event.count.max(1), first, last);
+    }
+
+    fn into_event(self) -> AuditEvent {
+        let mut method = self.methods.join(",");
+        if self.more_methods {
+            method.push_str(",...");
+        }
+        AuditEvent {
+            principal: self.principal,
+            method,
+            wallet: self.wallet.flatten(),
+            outcome: self.outcome,
+            count: self.count,
+            span: Some(Span { first_unix_ms: self.first, last_unix_ms: self.last }),
+        }
+    }
+}
+
+/// A coalescing window: its first event was queued; the later ones are counted here.
+#[derive(Debug)]
+struct Window {
+    opened: u64,
+    /// The budget it is charged to.
+    bucket: String,
+    later: Option<Tally>,
+}
+
+/// A principal's budget window.
+#[derive(Debug)]
+struct Budget {
+    start: u64,
+    len: u64,
+    used: u32,
+    /// What did not fit, written when the window ends.
+    over: Option<Tally>,
+}
+
+impl Budget {
+    fn new(now: u64) -> Self {
+        Self { start: now, len: BUDGET_WINDOW_MS, used: 0, over: None }
+    }
+
+    fn ended(&self, now: u64) -> bool {
+        now >= self.start.saturating_add(self.len)
+    }
+}
+
+/// Events waiting to be written: see the module documentation.
+#[derive(Debug, Default)]
+pub(crate) struct AuditQueue {
+    pending: Vec<AuditEvent>,
+    dropped: u64,
+    windows: BTreeMap<WindowKey, Window>,
+    budgets: BTreeMap<String, Budget>,
+}
+
+impl AuditQueue {
+    /// Queues an event of `kind` at `now`; a cheap one is charged to `bucket`'s budget (the
+    /// principal's name, or [`SHARED`] for a peer that is no active client).
+    pub fn push(&mut self, event: AuditEvent, kind: Kind, bucket: &str, now: u64) {
+        match kind {
+            Kind::Notable => self.queue(event),
+            Kind::Cheap => self.cheap(event, bucket, now),
+        }
+    }
+
+    fn queue(&mut self, event: AuditEvent) {
+        if let Some(last) = self.pending.last_mut()
+            && last.span.is_none()
+            && event.span.is_none()
+            && last.principal == event.principal
+            && last.method == event.method
+            && last.wallet == event.wallet
+            && last.outcome == event.outcome
+        {
+            last.count = last.count.saturating_add(event.count);
+            return;
+        }
+        if self.pending.len() >= AUDIT_QUEUE_MAX {
+            self.dropped += 1;
+            return;
+        }
+        self.pending.push(event);
+    }
+
+    fn cheap(&mut self, event: AuditEvent, bucket: &str, now: u64) {
+        let bucket =
+            if self.budgets.contains_key(bucket) || self.budgets.len() < MAX_BUDGETS { bucket } else { SHARED };
+        self.roll(bucket, now, false);
+        let key = WindowKey::of(&event);
+        if let Some(window) = self.windows.get_mut(&key) {
+            if now < window.opened.saturating_add(COALESCE_MS) {
+                let later = window.later.get_or_insert_with(|| Tally::new(&event.principal, &event.outcome, now));
+                later.add_event(&event, now);
+                return;
+            }
+            if let Some(window) = self.windows.remove(&key) {
+                self.close(window, now);
+            }
+        }
+        let budget = self.budgets.entry(bucket.to_owned()).or_insert_with(|| Budget::new(now));
+        if budget.used < BUDGET && self.windows.len() < MAX_WINDOWS {
+            budget.used += 1;
+            self.windows.insert(key, Window { opened: now, bucket: bucket.to_owned(), later: None });
+            self.queue(event);
+        } else {
+            over(budget, bucket, now).add_event(&event, now);
+        }
+    }
+
+    /// Writes a window's later events as one record, charged to its budget (or counted in the
+    /// budget's record when it is spent).
+    fn close(&mut self, window: Window, now: u64) {
+        let Some(later) = window.later else { return };
+        let bucket = window.bucket;
+        let budget = self.budgets.entry(bucket.clone()).or_insert_with(|| Budget::new(now));
+        if budget.used < BUDGET {
+            budget.used += 1;
+            self.queue(later.into_event());
+        } else {
+            let (first, last, count) = (later.first, later.last, later.count);
+            let tally = over(budget, &bucket, now);
+            let event = later.into_event();
+            tally.add(&event.method, &event.wallet, count, first, last);
+        }
+    }
+
+    /// Ends `bucket`'s budget window if it is over (or `always`): its over-budget record is queued
+    /// and the next window is twice as long if this one overspent, the first length if not. A
+    /// budget with nothing to carry is forgotten.
+    fn roll(&mut self, bucket: &str, now: u64, always: bool) {
+        let Some(budget) = self.budgets.get_mut(bucket) else { return };
+        if !(always || budget.ended(now)) {
+            return;
+        }
+        let overspent = budget.over.take();
+        budget.len =
+            if overspent.is_some() { budget.len.saturating_mul(2).min(MAX_BUDGET_WINDOW_MS) } else { BUDGET_WINDOW_MS };
+        budget.start = now;
+        budget.used = 0;
+        if overspent.is_none() {
+            self.budgets.remove(bucket);
+        }
+        if let Some(tally) = overspent {
+            self.queue(tally.into_event());
+        }
+    }
+
+    /// Counts events that could not be kept (a failed write).
+    pub fn lost(&mut self, events: usize) {
+        self.dropped += events as u64;
+    }
+
+    /// The events to write at `now`, oldest first: the queued ones, the windows and budget windows
+    /// that have ended, and a note of any dropped.
+    pub fn take(&mut self, now: u64) -> Vec<AuditEvent> {
+        self.end_windows(now, false);
+        self.drain()
+    }
+
+    /// Every event held, whether or not its window has ended (at shutdown).
+    pub fn close_all(&mut self, now: u64) -> Vec<AuditEvent> {
+        self.end_windows(now, true);
+        self.budgets.clear();
+        self.drain()
+    }
+
+    fn end_windows(&mut self, now: u64, all: bool) {
+        let ended: Vec<WindowKey> = self
+            .windows
+            .iter()
+            .filter(|(_, w)| all || now >= w.opened.saturating_add(COALESCE_MS))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in ended {
+            if let Some(window) = self.windows.remove(&key) {
+                self.close(window, now);
+            }
+        }
+        let buckets: Vec<String> = self.budgets.keys().cloned().collect();
+        for bucket in buckets {
+            self.roll(&bucket, now, all);
+        }
+    }
+
+    fn drain(&mut self) -> Vec<AuditEvent> {
+        let mut events = std::mem::take(&mut self.pending);
+        if self.dropped > 0 {
+            events.push(AuditEvent::new(
+                "keyward",
+                "audit",
+                None,
+                &format!("{} events dropped: the log could not keep up", self.dropped),
+            ));
+            self.dropped = 0;
+        }
+        events
+    }
+
+    /// Events waiting, counting each window or budget that holds events as one.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+            + usize::from(self.dropped > 0)
+            + self.windows.values().filter(|w| w.later.is_some()).count()
+            + self.budgets.values().filter(|b| b.over.is_some()).count()
+    }
+
+    /// Whether none wait.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The over-budget record of `bucket`'s budget.
+fn over<'a>(budget: &'a mut Budget, bucket: &str, now: u64) -> &'a mut Tally {
+    budget.over.get_or_insert_with(|| {
+        let (principal, outcome) = if bucket == SHARED {
+            ("keyward", "over the audit budget of peers that are no client")
+        } else {
+            (bucket, "over the audit budget")
+        };
+        Tally::new(principal, outcome, now)
+    })
+}
+
+#[cfg(test)]
+mod tests;
