@@ -381,7 +381,8 @@ impl ServerArgs {
              --unix)",
             data_dir.display()
         );
-        let opened = tokio::task::spawn_blocking(move || FjallStore::open(&store_dir))
+        let store_options = crate::config::store_options(data_dir);
+        let opened = tokio::task::spawn_blocking(move || FjallStore::open_with(&store_dir, store_options))
             .await
             .context("the store could not be opened")?;
         match opened {

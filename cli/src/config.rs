@@ -130,6 +130,12 @@ pub struct ServeOptions {
     pub store: keyward_store::StoreOptions,
 }
 
+/// The store's options for `data_dir` (its store in `store/`): the audit log's head kept in
+/// `audit.head` beside it; the default retention.
+pub fn store_options(data_dir: &Path) -> keyward_store::StoreOptions {
+    keyward_store::StoreOptions { audit_head: Some(data_dir.join("audit.head")), ..Default::default() }
+}
+
 /// The default data directory: `$KEYWARD_DATA_DIR`, else `~/.keyward`.
 pub fn default_data_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("KEYWARD_DATA_DIR") {
@@ -221,7 +227,7 @@ pub fn resolve(file: FileConfig, flags: ServeFlags) -> anyhow::Result<ServeOptio
     driver.max_sessions_per_connection = sessions.per_connection.unwrap_or(driver.max_sessions_per_connection);
     anyhow::ensure!(driver.slow_threads > 0, "[slow_calls] threads must be at least 1");
     let unix = unix.map(PathBuf::from);
-    let mut store = keyward_store::StoreOptions::default();
+    let mut store = store_options(&data_dir);
     if let Some(retention) = file.audit {
         anyhow::ensure!(retention.max_records > 0, "[audit] max_records must be at least 1");
         store.audit_retention = retention;

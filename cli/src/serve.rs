@@ -100,11 +100,12 @@ pub async fn start_with(options: ServeOptions, certificates: Certificates) -> an
         (_, _, None) => Some(tls::ServerTls::load(&tls_dir)?),
         (_, _, Some(set)) => Some(tls::ServerTls::in_memory(set)?),
     };
-    let store = FjallStore::open_with(&options.data_dir.join("store"), options.store)
+    let store = FjallStore::open_with(&options.data_dir.join("store"), options.store.clone())
         .context("cannot open the wallet store")?;
     // A registry that cannot be read would start with none (and re-register `default` over a
     // revoked one): refuse to start instead.
     keyward_core::Store::load_clients(&store).map_err(|e| anyhow::anyhow!("cannot read the client registry: {e}"))?;
+    log_audit_head(&store, "at start");
     let mut seed = zeroize::Zeroizing::new([0u8; 32]);
     getrandom::fill(&mut *seed).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
     let mut server = Server::new(options.core.clone(), Box::new(store), *seed);
@@ -212,6 +213,15 @@ pub async fn start_with(options: ServeOptions, certificates: Certificates) -> an
     Ok(Running { https, http_insecure, quic, unix, data_dir: options.data_dir, core, driver, pairing, stop, tasks })
 }
 
+/// Logs the audit log's head at INFO, for an external monitor to keep (with every 1,000 records,
+/// which the store logs, and `keyward audit head`).
+fn log_audit_head(store: &dyn keyward_core::Store, when: &str) {
+    match store.audit_bounds() {
+        Ok((_, head)) => tracing::info!(seq = head.seq, hash = %hex::encode(head.hash), "audit log head {when}"),
+        Err(error) => tracing::error!(%error, "cannot read the audit log's head"),
+    }
+}
+
 /// How often `keyward serve` looks for a rotated certificate set.
 pub const ROTATION_CHECK: Duration = Duration::from_secs(1);
 
@@ -273,6 +283,7 @@ impl Running {
         let core = Arc::clone(&self.core);
         let _ = tokio::task::spawn_blocking(move || core.flush_audit()).await;
         self.driver.shutdown();
+        log_audit_head(self.core.store(), "at stop");
         drop(self.driver);
         // Calls still running on the blocking pool hold the core (and so the store); wait for them,
         // so that the store is closed (its lock released) when `stop` returns.

@@ -25,6 +25,7 @@ fn event(n: u64) -> AuditEvent {
         wallet: Some(format!("w{n}")),
         outcome: "ok".into(),
         count: if n == 3 { 40 } else { 1 },
+        span: None,
     }
 }
 
@@ -100,7 +101,7 @@ fn verify_names_the_first_bad_record_of_every_tampering() {
 
     let output = audit(&original, &["verify"]);
     assert!(output.status.success(), "{}", text(&output));
-    assert_eq!(stdout(&output), format!("audit log verified: {n} records (seq 1..{n})\n"));
+    assert_eq!(stdout(&output), format!("audit log verified: {n} records (seq 1..{n}), and audit.head matches\n"));
 
     let cases: Vec<(&str, Tamper, String)> = vec![
         (
@@ -147,7 +148,7 @@ fn verify_names_the_first_bad_record_of_every_tampering() {
 
     // Reading never changed the original.
     let output = audit(&original, &["verify"]);
-    assert_eq!(stdout(&output), format!("audit log verified: {n} records (seq 1..{n})\n"));
+    assert_eq!(stdout(&output), format!("audit log verified: {n} records (seq 1..{n}), and audit.head matches\n"));
 }
 
 #[test]
@@ -231,7 +232,12 @@ fn a_log_of_many_pages_verifies_and_a_break_on_a_later_page_is_named() {
     let original = temp.path().join("original");
     let n = make_data_dir(&original, 2 * keyward_core::AUDIT_PAGE_MAX as u64 + 345);
     let output = audit(&original, &["verify"]);
-    assert_eq!(stdout(&output), format!("audit log verified: {n} records (seq 1..{n})\n"), "{}", text(&output));
+    assert_eq!(
+        stdout(&output),
+        format!("audit log verified: {n} records (seq 1..{n}), and audit.head matches\n"),
+        "{}",
+        text(&output)
+    );
     let shown = audit(&original, &["show", "--principal", "bulk"]);
     assert_eq!(stdout(&shown).lines().count() as u64, n - APPENDED - 4);
 

@@ -449,7 +449,7 @@ fn with_no_server_running_the_cores_rules_apply_and_changes_are_audited_as_local
 
     // The log verifies, and names the in-process owner, `local`, for every change.
     let verified = ok(&kw(&data, &["audit", "verify"], None, None));
-    assert_eq!(verified, "audit log verified: 5 records (seq 1..5)\n");
+    assert_eq!(verified, "audit log verified: 5 records (seq 1..5), and audit.head matches\n");
     let shown = ok(&kw(&data, &["audit", "show", "--json"], None, None));
     let records: Vec<Value> = serde_json::from_str(&shown).unwrap();
     let events: Vec<(&str, &str, &str, &str)> = records

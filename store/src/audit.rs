@@ -17,7 +17,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use keyward_core::audit::{Anchor, AuditEvent, AuditRecord};
 use keyward_core::store::StoreError;
 
-use crate::{FjallStore, db_failed, keys};
+use crate::{FjallStore, OpenError, db_failed, head, keys};
+
+/// A hash in hex.
+fn hex32(hash: &[u8; 32]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// The key of the bounds entry in the `audit_meta` keyspace.
 const BOUNDS_KEY: &[u8] = b"bounds";
@@ -184,7 +189,56 @@ impl FjallStore {
             batch.insert(&self.audit, keys::audit_key(record.seq), record.to_bytes());
         }
         batch.insert(&self.audit_meta, BOUNDS_KEY, encode_bounds(&retention.anchor, &head));
-        self.commit(batch)
+        self.commit(batch)?;
+        self.keep_head(&stored_head, &head);
+        Ok(())
+    }
+
+    /// After an append from `before` to `after`: the head goes to the kept file, and to the log
+    /// at INFO each time it passes a multiple of [`head::LOG_EVERY`]. A failed write of the file is
+    /// logged (the records are committed; the next append writes it again).
+    fn keep_head(&self, before: &Anchor, after: &Anchor) {
+        if after.seq / head::LOG_EVERY > before.seq / head::LOG_EVERY {
+            tracing::info!(seq = after.seq, hash = %hex32(&after.hash), "audit log head");
+        }
+        if let Some(path) = &self.audit_head
+            && let Err(error) = head::write(path, after)
+        {
+            tracing::error!(%error, "cannot write audit.head");
+        }
+    }
+
+    /// Compares the kept head with the log (at open): a cut, a rollback or a replacement is
+    /// recorded in the log itself and logged at ERROR; then the file is brought up to date.
+    pub(crate) fn check_audit_head(&self) -> Result<(), OpenError> {
+        let Some(path) = self.audit_head.clone() else { return Ok(()) };
+        let failed = |e: StoreError| OpenError::Database(e.to_string());
+        let (anchor, stored_head) = self.audit_bounds_now().map_err(failed)?;
+        let kept = head::read(&path).map_err(crate::io_open("read audit.head"))?;
+        let finding = kept.and_then(|kept| {
+            head::compare(kept, anchor, stored_head, |seq| {
+                let bytes = self.audit.get(keys::audit_key(seq)).ok()??;
+                AuditRecord::from_bytes(&bytes).filter(|r| r.seq == seq).map(|r| r.hash)
+            })
+        });
+        match finding {
+            Some(outcome) => {
+                tracing::error!(finding = %outcome, "the audit log does not reach the head kept in audit.head");
+                self.audit_append(&[AuditEvent::new("keyward", "audit", None, &outcome)]).map_err(failed)
+            }
+            None if kept != Some(stored_head) => {
+                if kept.is_none() && stored_head.seq > 0 {
+                    tracing::warn!(seq = stored_head.seq, "audit.head was missing: the log's head is kept from now on");
+                }
+                head::write(&path, &stored_head).map_err(crate::io_open("write audit.head"))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The head kept in the file, if the store keeps one and it can be read.
+    pub fn kept_audit_head(&self) -> Option<Anchor> {
+        self.audit_head.as_deref().and_then(|path| head::read(path).ok().flatten())
     }
 
     pub(crate) fn audit_read(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
@@ -265,13 +319,7 @@ mod tests {
     }
 
     fn event() -> AuditEvent {
-        AuditEvent {
-            principal: "owner".into(),
-            method: "open_wallet".into(),
-            wallet: None,
-            outcome: "ok".into(),
-            count: 1,
-        }
+        AuditEvent::new("owner", "open_wallet", None, "ok")
     }
 
     #[test]

@@ -34,6 +34,7 @@
 
 mod audit;
 mod files;
+pub mod head;
 mod keys;
 mod open;
 
@@ -204,6 +205,8 @@ pub struct FjallStore {
     audit: Keyspace,
     audit_meta: Keyspace,
     retention: AuditRetention,
+    /// Where the audit log's head is kept outside the store, if anywhere.
+    audit_head: Option<PathBuf>,
     seeds: PathBuf,
     db_path: PathBuf,
     // Last: dropped after the database handles above.

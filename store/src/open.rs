@@ -18,10 +18,14 @@ use crate::{
 };
 
 /// How a [`FjallStore`] is opened: [`FjallStore::open_with`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreOptions {
     /// How much of the audit log is kept.
     pub audit_retention: AuditRetention,
+    /// Where the audit log's head is kept outside the store ([`crate::head`]): compared with the
+    /// log when the store opens, written after every append. Put it outside the store's directory
+    /// (`keyward serve` uses `DATA_DIR/audit.head`). `None`: not kept.
+    pub audit_head: Option<PathBuf>,
 }
 
 impl FjallStore {
@@ -86,7 +90,7 @@ impl FjallStore {
             files::sync_dir(&seeds).map_err(io_open("sync the seeds directory"))?;
         }
         tighten_store_files(data_dir).map_err(io_open("set the modes of the store's files"))?;
-        Ok(Self {
+        let store = Self {
             state: RwLock::new(State { next_record, unremoved: Vec::new() }),
             db,
             wallets,
@@ -97,10 +101,13 @@ impl FjallStore {
             audit,
             audit_meta,
             retention: options.audit_retention,
+            audit_head: options.audit_head,
             seeds,
             db_path,
             lock,
-        })
+        };
+        store.check_audit_head()?;
+        Ok(store)
     }
 
     /// Whether `data_dir` holds a store (its format marker), found without opening, locking or
