@@ -236,11 +236,6 @@ impl FjallStore {
         }
     }
 
-    /// The head kept in the file, if the store keeps one and it can be read.
-    pub fn kept_audit_head(&self) -> Option<Anchor> {
-        self.audit_head.as_deref().and_then(|path| head::read(path).ok().flatten())
-    }
-
     pub(crate) fn audit_read(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
         let Some(start) = after.checked_add(1) else { return Ok(Vec::new()) };
         let mut out = Vec::with_capacity(limit.min(1024));
