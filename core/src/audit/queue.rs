@@ -3,11 +3,13 @@
 //!
 //! An event is of one of two [`Kind`]s:
 //!
-//! * **Notable**: a call that did real work (a KDF or a store write) and succeeded. It is queued as
-//!   it is; a run of identical ones back to back is one record with a count.
-//! * **Cheap**: a refusal (of a call, a handshake, a connection, a pairing), or a fast call's
-//!   success (`sign_message`, `close_wallet`, ...): what a client can repeat thousands of times a
-//!   second. These are
+//! * **Notable**: an owner's call that did real work (a KDF or a store write) and succeeded. It is
+//!   queued as it is; a run of identical ones back to back is one record with a count. (The owner
+//!   can remove the whole log anyway; its lifecycle and administrative calls stay one record each.)
+//! * **Cheap**: a refusal (of a call, a handshake, a connection, a pairing), a fast call's success
+//!   (`sign_message`, `close_wallet`, ...), and any success of a principal below owner (a reader's
+//!   `open_wallet` runs a KDF, but one with the password can repeat it all day): what a client can
+//!   repeat many times a second. These are
 //!   1. **coalesced** per (principal, class, outcome) over [`COALESCE_MS`], whatever else comes in
 //!      between. The class of a refusal is "refused" (any method; the record lists the methods
 //!      seen), of a success its method and wallet. The first event of a window is written at once
@@ -25,7 +27,7 @@
 //! Worst case: one principal flooding cheap events adds at most `BUDGET` + 1 records per budget
 //! window: 21 a minute at first, and after ten doubled windows (about 17 hours) 21 a day; about
 //! 2,200 records in 90 days, 0.2 % of the default retention of 1,000,000 records, so no client
-//! can push another's records out before they are `max_age` old. Memory: `MAX_WINDOWS` windows of a
+//! below owner can push another's records out before they are `max_age` old. Memory: `MAX_WINDOWS` windows of a
 //! few hundred bytes (about 2 MiB at most) and `AUDIT_QUEUE_MAX` queued events.
 //!
 //! Times are the host's clock ([`crate::Host::unix_time_ms`]). Without one (0), windows never end:
@@ -59,9 +61,9 @@ pub(crate) const SHARED: &str = "";
 /// How an event is queued: see the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
-    /// A successful call that did real work: queued as is.
+    /// An owner's successful call that did real work: queued as is.
     Notable,
-    /// A refusal or a fast call's success: coalesced and budgeted.
+    /// Anything else: coalesced and budgeted.
     Cheap,
 }
 

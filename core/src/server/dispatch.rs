@@ -294,10 +294,11 @@ impl Server {
                 Subject::None => None,
             };
             let outcome = result.as_ref().map_or_else(MethodError::audit_outcome, |_| "ok");
-            // A success that ran a KDF or wrote to the store is notable; a refusal or a fast call is
-            // what a client can repeat by the thousand: coalesced and budgeted.
-            let kind = match (&result, &call.target) {
-                (Ok(_), Target::Builtin(method)) if method.speed() == Speed::Slow => Kind::Notable,
+            // An owner's success that ran a KDF or wrote to the store is notable (the owner's own
+            // work, each call kept as itself); a refusal, a fast call, or any other principal's call
+            // is what a client can repeat by the thousand: coalesced and budgeted.
+            let kind = match (&result, &call.target, context.role) {
+                (Ok(_), Target::Builtin(method), Some(Role::Owner)) if method.speed() == Speed::Slow => Kind::Notable,
                 _ => Kind::Cheap,
             };
             self.state.audit(context.principal.name(), name, subject, outcome, kind);

@@ -368,6 +368,32 @@ fn a_reader_cannot_fill_the_audit_log_with_made_up_names() {
     assert_eq!(seen, [("get_mnemonic", None, 1), ("get_mnemonic", None, 49)], "two records: {records:?}");
 }
 
+#[test]
+fn a_readers_repeated_unlocks_are_coalesced_and_the_owners_calls_are_each_kept() {
+    let (server, _) = server(None);
+    let mut owner = Caller::new(&server, "owner", 3);
+    let mut reader = Caller::new(&server, "reader", 1);
+    owner
+        .call(&server, "create_wallet", json!({"name": "w", "mnemonic": null, "mnemonic_length": 16, "password": "pw"}))
+        .unwrap();
+    // A reader with the password can run the KDF all day: its openings are coalesced and budgeted.
+    for _ in 0..30 {
+        reader.call(&server, "open_wallet", json!({"name": "w", "password": "pw"})).unwrap();
+    }
+    for _ in 0..2 {
+        owner.call(&server, "get_mnemonic", json!({"name": "w", "password": "pw"})).unwrap();
+    }
+    server.shutdown();
+    let records = server.store().read_audit(0, 100).unwrap();
+    let of = |who: &str, method: &str| -> Vec<(u32, bool)> {
+        let records = records.iter().filter(|r| r.event.principal == who && r.event.method == method);
+        records.map(|r| (r.event.count, r.event.span.is_some())).collect()
+    };
+    assert_eq!(of("reader", "open_wallet"), [(1, false), (29, true)], "{records:?}");
+    assert_eq!(of("owner", "create_wallet"), [(1, false)]);
+    assert_eq!(of("owner", "get_mnemonic"), [(1, false), (1, false)], "the owner's calls are kept as they are");
+}
+
 /// A host that issues certificates and pairs, as `keyward serve` does, with fixed answers: the SPKI
 /// digest is the public key's first byte repeated, so a test can tell keys apart.
 struct IssuingHost;
