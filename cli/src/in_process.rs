@@ -62,6 +62,13 @@ impl LocalLink {
     }
 }
 
+impl Drop for LocalLink {
+    /// The command is done: coalesced audit events whose window has not ended are written now.
+    fn drop(&mut self) {
+        self.core.shutdown();
+    }
+}
+
 impl Link for LocalLink {
     fn exchange(&mut self, body: Vec<u8>, session: Option<SessionId>) -> LinkFuture<'_> {
         let core = Arc::clone(&self.core);

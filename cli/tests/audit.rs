@@ -32,7 +32,9 @@ fn event(n: u64) -> AuditEvent {
 /// A data directory whose store holds a log of real calls, [`APPENDED`] appended events and `bulk`
 /// more; returns its number of records.
 fn make_data_dir(data: &Path, bulk: u64) -> u64 {
-    let store = FjallStore::open(&data.join("store")).unwrap();
+    // Opened as `keyward serve` opens it: the log's head kept in `audit.head`.
+    let options = keyward_store::StoreOptions { audit_head: Some(data.join("audit.head")), ..Default::default() };
+    let store = FjallStore::open_with(&data.join("store"), options).unwrap();
     let mut h = Harness::new(Box::new(store));
     let mut c = h.client(1, true);
     let params = json!({"name": "alice", "mnemonic": null, "mnemonic_length": 16, "password": "pw"});

@@ -19,11 +19,6 @@ use keyward_core::store::StoreError;
 
 use crate::{FjallStore, OpenError, db_failed, head, keys};
 
-/// A hash in hex.
-fn hex32(hash: &[u8; 32]) -> String {
-    hash.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The key of the bounds entry in the `audit_meta` keyspace.
 const BOUNDS_KEY: &[u8] = b"bounds";
 /// Length of an encoded anchor: sequence number and hash.
@@ -198,8 +193,8 @@ impl FjallStore {
     /// at INFO each time it passes a multiple of [`head::LOG_EVERY`]. A failed write of the file is
     /// logged (the records are committed; the next append writes it again).
     fn keep_head(&self, before: &Anchor, after: &Anchor) {
-        if after.seq / head::LOG_EVERY > before.seq / head::LOG_EVERY {
-            tracing::info!(seq = after.seq, hash = %hex32(&after.hash), "audit log head");
+        if head::passes_log_mark(before.seq, after.seq) {
+            tracing::info!(seq = after.seq, hash = %head::hex(&after.hash), "audit log head");
         }
         if let Some(path) = &self.audit_head
             && let Err(error) = head::write(path, after)
@@ -209,30 +204,28 @@ impl FjallStore {
     }
 
     /// Compares the kept head with the log (at open): a cut, a rollback or a replacement is
-    /// recorded in the log itself and logged at ERROR; then the file is brought up to date.
+    /// recorded in the log itself and logged at ERROR, and so is a log that had records but no kept
+    /// head (an older version, or the file removed); then the file is brought up to date.
     pub(crate) fn check_audit_head(&self) -> Result<(), OpenError> {
         let Some(path) = self.audit_head.clone() else { return Ok(()) };
         let failed = |e: StoreError| OpenError::Database(e.to_string());
         let (anchor, stored_head) = self.audit_bounds_now().map_err(failed)?;
         let kept = head::read(&path).map_err(crate::io_open("read audit.head"))?;
-        let finding = kept.and_then(|kept| {
-            head::compare(kept, anchor, stored_head, |seq| {
+        let finding = match kept {
+            Some(kept) => head::compare(kept, anchor, stored_head, |seq| {
                 let bytes = self.audit.get(keys::audit_key(seq)).ok()??;
                 AuditRecord::from_bytes(&bytes).filter(|r| r.seq == seq).map(|r| r.hash)
-            })
-        });
+            }),
+            None if stored_head.seq > 0 => Some(head::not_kept(stored_head.seq)),
+            None => None,
+        };
         match finding {
             Some(outcome) => {
-                tracing::error!(finding = %outcome, "the audit log does not reach the head kept in audit.head");
+                tracing::error!(finding = %outcome, "the audit log and the head kept in audit.head disagree");
+                // The append writes the file.
                 self.audit_append(&[AuditEvent::new("keyward", "audit", None, &outcome)]).map_err(failed)
             }
-            None if kept != Some(stored_head) => {
-                if kept.is_none() && stored_head.seq > 0 {
-                    tracing::warn!(seq = stored_head.seq, "audit.head was missing: the log's head is kept from now on");
-                }
-                head::write(&path, &stored_head).map_err(crate::io_open("write audit.head"))
-            }
-            None => Ok(()),
+            None => head::write(&path, &stored_head).map_err(crate::io_open("write audit.head")),
         }
     }
 

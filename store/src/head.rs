@@ -29,8 +29,28 @@ use crate::files;
 pub const GAP: &str = "log gap: ";
 /// The outcome of the record that says the log was replaced.
 pub const REPLACED: &str = "log replaced: ";
+/// The start of the outcome of the record that says the log had no kept head (once, when a
+/// version that keeps it first opens an older store, or after the file was removed).
+pub const NOT_KEPT: &str = "head not kept: ";
 /// The head's hash is logged at INFO each time the log passes a multiple of this many records.
 pub const LOG_EVERY: u64 = 1000;
+
+/// Whether a log whose head moved from `before` to `after` passed a multiple of [`LOG_EVERY`].
+pub(crate) fn passes_log_mark(before: u64, after: u64) -> bool {
+    after / LOG_EVERY > before / LOG_EVERY
+}
+
+/// The outcome of the record that says the log's head up to `seq` was not kept.
+pub(crate) fn not_kept(seq: u64) -> String {
+    format!(
+        "{NOT_KEPT}the log had {seq} records and no audit.head (an older version, or the file was removed); kept from now on"
+    )
+}
+
+/// A hash in hex.
+pub(crate) fn hex(hash: &[u8]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// The file's content: the head as JSON, one line.
 fn encode(head: &Anchor) -> Vec<u8> {
@@ -52,7 +72,9 @@ pub(crate) fn read(path: &Path) -> io::Result<Option<Anchor>> {
 
 /// Writes `head` to `path` atomically and durably (0600).
 pub(crate) fn write(path: &Path, head: &Anchor) -> io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "audit.head needs a directory"));
+    };
     let mut temp = path.as_os_str().to_owned();
     temp.push(".tmp");
     files::write_atomic(dir, Path::new(&temp), path, &encode(head))
@@ -60,7 +82,7 @@ pub(crate) fn write(path: &Path, head: &Anchor) -> io::Result<()> {
 
 /// The first 8 bytes of a hash in hex.
 pub(crate) fn short(hash: &[u8; 32]) -> String {
-    hash[..8].iter().map(|b| format!("{b:02x}")).collect()
+    hex(&hash[..8])
 }
 
 /// What the kept head says of the log, whose bounds are `anchor`..`head` and whose record hashes
@@ -84,9 +106,9 @@ pub(crate) fn compare(
     }
     let found = match kept.seq {
         0 => Some([0; 32]),
-        seq if seq == anchor.seq => Some(anchor.hash),
         // Removed by retention since: nothing to compare.
         seq if seq < anchor.seq => return None,
+        seq if seq == anchor.seq => Some(anchor.hash),
         // A record missing inside the log's bounds breaks its chain: verifying it names that.
         seq => Some(hash_at(seq)?),
     };
@@ -113,8 +135,11 @@ mod tests {
         let same = |seq| Some([seq as u8; 32]);
         assert_eq!(compare(at(10, 10), anchor, head, same), None, "the same head");
         assert_eq!(compare(at(7, 7), anchor, head, same), None, "an older head of the same log");
-        assert_eq!(compare(at(3, 3), anchor, head, |_| None), None, "the anchor");
-        assert_eq!(compare(at(1, 9), anchor, head, |_| None), None, "removed by retention");
+        // The anchor's and the removed records' hashes are not read from the log.
+        let other = |_| Some([0x55; 32]);
+        assert_eq!(compare(at(3, 3), anchor, head, other), None, "the anchor");
+        assert_eq!(compare(at(1, 9), anchor, head, other), None, "removed by retention");
+        assert_eq!(compare(at(2, 9), anchor, head, other), None, "removed by retention");
         assert_eq!(compare(Anchor::default(), Anchor::default(), head, |_| None), None, "an empty log");
         let cut = compare(at(14, 14), anchor, head, same).expect("a cut");
         assert!(cut.starts_with(GAP) && cut.contains("records 11..=14 are missing"), "{cut}");
@@ -136,5 +161,20 @@ mod tests {
         assert_eq!(fs::metadata(&path).expect("metadata").permissions().mode() & 0o777, 0o600);
         fs::write(&path, b"{\"seq\": 1}").expect("damaged");
         assert_eq!(read(&path).expect_err("damaged").kind(), io::ErrorKind::InvalidData);
+        // Any other read failure is an error too, not "no file".
+        assert!(read(temp.path()).is_err(), "a directory");
+        assert_eq!(
+            write(Path::new("audit.head"), &at(1, 1)).expect_err("no directory").kind(),
+            io::ErrorKind::InvalidInput
+        );
+    }
+
+    #[test]
+    fn the_head_is_logged_each_thousand_records_and_hashes_print_in_hex() {
+        assert!(passes_log_mark(999, 1000) && passes_log_mark(0, 2500) && passes_log_mark(1999, 2001));
+        assert!(!passes_log_mark(1000, 1999) && !passes_log_mark(0, 999) && !passes_log_mark(5, 5));
+        assert_eq!(hex(&[0x0a, 0xff, 0x10]), "0aff10");
+        assert_eq!(short(&[0xab; 32]), "ab".repeat(8));
+        assert!(not_kept(7).starts_with(NOT_KEPT) && not_kept(7).contains("had 7 records"));
     }
 }

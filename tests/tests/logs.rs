@@ -72,7 +72,15 @@ fn trace_logs_of_the_whole_suite_hold_no_secret() {
     });
     let logged = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
     // The capture saw the servers, the transports and the TLS stacks at TRACE level.
-    for expected in ["keyward listening on https://", "keyward listening on quic://", "TRACE"] {
+    // And the audit log's head, for a monitor to keep, at every start and stop.
+    let expected = [
+        "keyward listening on https://",
+        "keyward listening on quic://",
+        "TRACE",
+        "audit log head at start",
+        "audit log head at stop",
+    ];
+    for expected in expected {
         assert!(logged.contains(expected), "the log capture missed {expected:?}");
     }
     assert!(logged.lines().count() > 1000, "only {} log lines were captured", logged.lines().count());
