@@ -13,7 +13,8 @@ use std::time::Duration;
 use keyward_core::{AppError, MemoryStore, Server, ServerConfig};
 use keyward_driver::frame::{self, FrameLimits};
 use keyward_driver::{
-    Driver, DriverConfig, Exchange, Link, LinkFuture, Peer, Refused, SecureSession, SessionBinding, on_slow_pool,
+    CertChain, ConnectionLimits, Driver, DriverConfig, Exchange, Link, LinkFuture, Peer, Refusal, Refused,
+    SecureSession, SessionBinding, on_slow_pool,
 };
 use keyward_testkit::WatchedStore;
 use serde_json::{Value, json};
@@ -179,17 +180,22 @@ async fn a_peer_no_client_has_is_refused_at_the_driver_and_audited() {
     let driver = Driver::new(Arc::clone(&core), keyward_driver::system_clock(), DriverConfig::default());
     let stranger = Peer::Unix { uid: 4242, gid: 4242, pid: Some(7) };
     let refused = driver.connection(stranger.clone(), SessionBinding::Bound).unwrap_err();
-    assert_eq!(refused, Refused { peer: stranger });
-    assert_eq!(Refused::message(), "Forbidden: this client is revoked");
+    assert_eq!(refused, Refused { peer: stranger, reason: Refusal::Unknown });
+    assert_eq!(refused.message(), "Forbidden: this client is revoked");
     assert!(refused.to_string().contains("uid 4242"), "{refused}");
     assert_eq!(core.audit_pending(), 1, "the refusal is audited once");
-    let unknown_cert = Peer::Net { addr: "127.0.0.1:1".parse().unwrap(), client_key: Some([9; 32]) };
+    let unknown_cert = Peer::Net {
+        addr: "127.0.0.1:1".parse().unwrap(),
+        client_key: Some([9; 32]),
+        client_chain: CertChain::default(),
+    };
     assert!(driver.connection(unknown_cert, SessionBinding::Named).is_err());
     assert_eq!(core.audit_pending(), 2);
 
     let local = driver.connection(Peer::Local, SessionBinding::Bound).unwrap();
     assert_eq!(local.principal().name(), keyward_core::Principal::LOCAL);
-    let plain = Peer::Net { addr: "127.0.0.1:2".parse().unwrap(), client_key: None };
+    let plain =
+        Peer::Net { addr: "127.0.0.1:2".parse().unwrap(), client_key: None, client_chain: CertChain::default() };
     let plain = driver.connection(plain, SessionBinding::Named).unwrap();
     assert_eq!(plain.principal().name(), keyward_core::Principal::LOCAL_HTTP);
     assert_eq!(core.audit_pending(), 2, "admitted peers are not audited");
@@ -291,4 +297,37 @@ async fn a_revocation_closes_the_revoked_clients_connections() {
         .expect("the revoked client's connection is told to close");
     let still = tokio::time::timeout(Duration::from_millis(100), owners.revoked()).await;
     assert!(still.is_err(), "the owner's connection stays");
+}
+
+/// One principal holds at most `per_principal` connections (the next is refused and audited, and
+/// admitted again once one closes); another principal is not affected. `close_unverified` closes
+/// exactly the connections whose chain the check refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_holds_at_most_its_connections_and_unverified_chains_are_closed() {
+    let core = Arc::new(Server::new(keyward_testkit::test_config(), Box::new(MemoryStore::new()), [5; 32]));
+    let config = DriverConfig {
+        connections: ConnectionLimits { per_principal: 2, owner_reserve: 0 },
+        ..DriverConfig::default()
+    };
+    let driver = Driver::new(Arc::clone(&core), keyward_driver::system_clock(), config);
+    let first = driver.connection(Peer::Local, SessionBinding::Bound).unwrap();
+    let _second = driver.connection(Peer::Local, SessionBinding::Bound).unwrap();
+    let refused = driver.connection(Peer::Local, SessionBinding::Bound).unwrap_err();
+    assert_eq!(refused.reason, Refusal::PrincipalFull);
+    assert_eq!(refused.message(), "too many connections of this client");
+    assert_eq!(core.audit_pending(), 1, "the refusal is audited");
+    let plain = |n: u8| Peer::Net {
+        addr: format!("127.0.0.1:{n}").parse().unwrap(),
+        client_key: None,
+        client_chain: CertChain::new([vec![n]]),
+    };
+    let kept = driver.connection(plain(1), SessionBinding::Named).unwrap();
+    let ended = driver.connection(plain(2), SessionBinding::Named).unwrap();
+    drop(first);
+    let _again = driver.connection(Peer::Local, SessionBinding::Bound).unwrap();
+
+    let closed = driver.close_unverified(&|chain| chain.split().is_some_and(|(end, _)| end == &vec![1]));
+    assert_eq!(closed, 1, "only the chain the check refuses");
+    tokio::time::timeout(Duration::from_secs(5), ended.revoked()).await.unwrap();
+    assert!(tokio::time::timeout(Duration::from_millis(50), kept.revoked()).await.is_err(), "the other stays");
 }
