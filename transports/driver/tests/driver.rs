@@ -331,3 +331,110 @@ async fn a_principal_holds_at_most_its_connections_and_unverified_chains_are_clo
     tokio::time::timeout(Duration::from_secs(5), ended.revoked()).await.unwrap();
     assert!(tokio::time::timeout(Duration::from_millis(50), kept.revoked()).await.is_err(), "the other stays");
 }
+
+/// A listener fed by the test: each connection's handshake reports progress and finishes when the
+/// test says, and tells the test when it starts, progresses, or is dropped unfinished.
+struct Scripted {
+    incoming: tokio::sync::mpsc::UnboundedReceiver<Scripted1>,
+    events: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+/// One scripted connection: its name, and the signals that make its handshake progress and finish.
+struct Scripted1 {
+    name: &'static str,
+    progress: tokio::sync::oneshot::Receiver<()>,
+    finish: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// Tells the test that a handshake was dropped before it finished.
+struct Dropped(&'static str, Option<tokio::sync::mpsc::UnboundedSender<String>>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        if let Some(events) = self.1.take() {
+            let _ = events.send(format!("{} dropped", self.0));
+        }
+    }
+}
+
+impl keyward_driver::Listener for Scripted {
+    type Conn = Scripted1;
+    type Ready = &'static str;
+
+    async fn accept(&mut self) -> Option<std::io::Result<Scripted1>> {
+        self.incoming.recv().await.map(Ok)
+    }
+
+    fn handshake(
+        &self,
+        conn: Scripted1,
+        progress: keyward_driver::Progress,
+    ) -> impl Future<Output = Option<&'static str>> + Send + 'static {
+        let events = self.events.clone();
+        async move {
+            let mut dropped = Dropped(conn.name, Some(events.clone()));
+            let _ = events.send(format!("{} started", conn.name));
+            if conn.progress.await.is_ok() {
+                progress.made();
+                let _ = events.send(format!("{} progressed", conn.name));
+            }
+            conn.finish.await.ok()?;
+            dropped.1 = None;
+            Some(conn.name)
+        }
+    }
+}
+
+/// Past `max_handshakes`, the accept loop drops the handshake that has made no progress for the
+/// longest, not the oldest: the first connection, which progressed after the second arrived,
+/// survives the third's arrival and is served; the second, stalled since it arrived, is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_handshakes_the_one_stalled_longest_is_dropped_not_the_oldest() {
+    let (feed, incoming) = tokio::sync::mpsc::unbounded_channel();
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let (served_tx, mut served) = tokio::sync::mpsc::unbounded_channel();
+    let limits = keyward_driver::ServeLimits {
+        max_connections: 8,
+        owner_reserve: 0,
+        max_handshakes: 2,
+        handshake_timeout: Duration::from_secs(30),
+        grace: Duration::from_secs(1),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listener = Scripted { incoming, events: events_tx };
+    let loop_task = tokio::spawn(keyward_driver::serve(listener, limits, async { stopped.await.unwrap_or(()) }, {
+        move |name, _seat| {
+            let served = served_tx.clone();
+            async move {
+                let _ = served.send(name);
+            }
+        }
+    }));
+    let mut next = async || tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap();
+    let mut signals = Vec::new();
+    for name in ["first", "second", "third"] {
+        let (progress, progress_rx) = tokio::sync::oneshot::channel();
+        let (finish, finish_rx) = tokio::sync::oneshot::channel();
+        feed.send(Scripted1 { name, progress: progress_rx, finish: finish_rx }).unwrap();
+        if name == "third" {
+            // The loop makes room before it starts the third (the drop is told when its task ends).
+            let mut seen = [next().await, next().await];
+            seen.sort();
+            assert_eq!(seen, ["second dropped", "third started"], "the stalled handshake makes room, not the oldest");
+            break;
+        }
+        assert_eq!(next().await, format!("{name} started"));
+        if name == "second" {
+            // The first makes progress after the second arrived: it is moving, the second is not.
+            let (first_progress, _): &mut (Option<tokio::sync::oneshot::Sender<()>>, _) = &mut signals[0];
+            first_progress.take().unwrap().send(()).unwrap();
+            assert_eq!(next().await, "first progressed");
+        }
+        signals.push((Some(progress), Some(finish)));
+    }
+    signals[0].1.take().unwrap().send(()).unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), served.recv()).await.unwrap();
+    assert_eq!(first, Some("first"));
+    stop.send(()).unwrap();
+    loop_task.await.unwrap();
+}
