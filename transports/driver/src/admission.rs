@@ -14,7 +14,8 @@ use std::sync::{Mutex, PoisonError};
 pub struct ConnectionLimits {
     /// Authenticated connections one principal (a registered client, `local-http`, `local`) may
     /// hold at once, over every listener of the driver together. One more is refused (logged and
-    /// audited) and closed. Default 32.
+    /// audited) and closed. Default 32. A driver answering with a [`crate::Service`] has no
+    /// principals and does not apply it.
     pub per_principal: usize,
     /// Slots of every listener that only owner-role principals may take: a connection of a reader
     /// or signer is refused once a listener has fewer than this many slots free. Default 8 (of 256

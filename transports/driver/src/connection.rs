@@ -256,13 +256,15 @@ impl Connection {
         binding: SessionBinding,
         seat: Option<std::sync::Arc<Slots>>,
     ) -> Result<Self, Refused> {
-        let (principal, owner) = match &driver.inner.backend {
+        // A service (an echo, an embedder's own handler) has no principals: every peer is `local`,
+        // an owner, and no per-principal bound applies; the listener's slots still do.
+        let (principal, owner, per_principal) = match &driver.inner.backend {
             Backend::Core(core) => {
                 let principal = peer.principal(core);
                 let owner = principal.as_ref().is_some_and(|p| core.role_of(p.name()) == Some(Role::Owner));
-                (principal, owner)
+                (principal, owner, driver.inner.connection_limits.per_principal)
             }
-            Backend::Service(_) => (Some(Principal::local()), true),
+            Backend::Service(_) => (Some(Principal::local()), true, usize::MAX),
         };
         let Some(principal) = principal else {
             tracing::info!(%peer, "refusing a connection: no active client has its certificate or uid");
@@ -277,7 +279,7 @@ impl Connection {
             let mut live = driver.inner.live.lock().unwrap_or_else(PoisonError::into_inner);
             // At most the listeners' slots together are live: counting them costs at most that.
             let held = live.connections.values().filter(|c| c.principal == principal).count();
-            if held >= driver.inner.connection_limits.per_principal {
+            if held >= per_principal {
                 Err(Refusal::PrincipalFull)
             } else if seat.as_ref().is_some_and(|seat| !seat.take(owner)) {
                 Err(Refusal::ListenerFull)
