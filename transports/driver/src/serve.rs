@@ -122,7 +122,9 @@ impl Progress {
 }
 
 /// An authenticated connection's place on its listener, handed to the handler by [`serve`]:
-/// [`Seat::admit`] makes its driver connection, taking one of the listener's slots.
+/// [`Seat::admit`] makes its driver connection, taking one of the listener's slots. A handler must
+/// admit through it (not [`Driver::connection`], which takes no slot of any listener), or the
+/// listener's `max_connections` and owner's reserve do not hold for its connections.
 #[derive(Debug)]
 pub struct Seat {
     slots: Arc<Slots>,
