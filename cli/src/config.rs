@@ -60,6 +60,8 @@ pub struct FileConfig {
     pub quic_limits: Option<QuicLimits>,
     /// `[slow_calls]`: the driver's slow-call pool.
     pub slow_calls: Option<DriverConfig>,
+    /// `[connections]`: connections per client and the owner's reserve in every listener.
+    pub connections: Option<keyward_driver::ConnectionLimits>,
     /// `[audit]`: the audit log's retention.
     pub audit: Option<keyward_store::AuditRetention>,
 }
@@ -225,6 +227,8 @@ pub fn resolve(file: FileConfig, flags: ServeFlags) -> anyhow::Result<ServeOptio
     }
     let mut driver = file.slow_calls.unwrap_or_default();
     driver.max_sessions_per_connection = sessions.per_connection.unwrap_or(driver.max_sessions_per_connection);
+    driver.connections = file.connections.unwrap_or_default();
+    anyhow::ensure!(driver.connections.per_principal > 0, "[connections] per_principal must be at least 1");
     anyhow::ensure!(driver.slow_threads > 0, "[slow_calls] threads must be at least 1");
     let unix = unix.map(PathBuf::from);
     let mut store = store_options(&data_dir);
@@ -282,6 +286,7 @@ mod tests {
         assert_eq!(example.driver.slow_queue, DriverConfig::default().slow_queue);
         assert_eq!(example.driver.slow_per_principal, DriverConfig::default().slow_per_principal);
         assert_eq!(example.driver.slow_threads, 2);
+        assert_eq!(example.driver.connections, keyward_driver::ConnectionLimits::default());
     }
 
     /// Each table's keys land in the limits structs, in the file's units (seconds, days).
@@ -294,7 +299,8 @@ mod tests {
              [throttle]\nfree_attempts = 14\nbase_ms = 15\nmax_ms = 16\n\
              [quic_limits]\nmax_connections = 17\nmax_streams_per_connection = 18\nmax_message_bytes = 19\nidle_secs = 20\n\
              [audit]\nmax_records = 21\nmax_age_days = 2\n\
-             [slow_calls]\nthreads = 3\nqueue = 22\nper_principal = 23\n",
+             [slow_calls]\nthreads = 3\nqueue = 22\nper_principal = 23\n\
+             [connections]\nper_principal = 24\nowner_reserve = 25\n",
         );
         let expected = SessionLimits {
             max_sessions: 7,
@@ -322,6 +328,8 @@ mod tests {
         let driver = &options.driver;
         assert_eq!((driver.slow_threads, driver.slow_queue, driver.slow_per_principal), (3, 22, 23));
         assert_eq!(driver.max_sessions_per_connection, 9);
+        let connections = keyward_driver::ConnectionLimits { per_principal: 24, owner_reserve: 25 };
+        assert_eq!(driver.connections, connections);
     }
 
     /// A misspelt key is an error that names it, in every table; so is a bad value.
@@ -335,6 +343,7 @@ mod tests {
             ("[quic_limits]\nread_timeout = 5\n", "read_timeout"),
             ("[audit]\nmax_age_ms = 5\n", "max_age_ms"),
             ("[slow_calls]\nslow_threads = 5\n", "slow_threads"),
+            ("[connections]\nmax = 5\n", "max"),
         ] {
             let error = toml::from_str::<FileConfig>(text).unwrap_err().to_string();
             assert!(error.contains(named), "{text}: {error}");

@@ -160,6 +160,7 @@ pub async fn start_with(options: ServeOptions, certificates: Certificates) -> an
                 tasks.spawn(follow_rotations(
                     Arc::clone(&server_tls),
                     Arc::downgrade(&core),
+                    driver.clone(),
                     tls_dir.clone(),
                     stopped(stop_rx.clone()),
                 ));
@@ -226,10 +227,14 @@ fn log_audit_head(store: &dyn keyward_core::Store, when: &str) {
 pub const ROTATION_CHECK: Duration = Duration::from_secs(1);
 
 /// Checks the certificate directory every [`ROTATION_CHECK`] and loads a rotated set for new
-/// handshakes; a set that fails to load is logged and the one in use kept.
+/// handshakes; a set that fails to load is logged and the one in use kept. Once a new set is in
+/// use, every open connection whose client chain it does not verify is closed (a rotation done
+/// because the CA key leaked ends the retired CA's connections, whoever's they are): within
+/// `ROTATION_CHECK` and the transports' close, under 2 s.
 async fn follow_rotations(
     server_tls: Arc<tls::ServerTls>,
     core: std::sync::Weak<Server>,
+    driver: keyward_driver::Driver,
     tls_dir: std::path::PathBuf,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -245,12 +250,14 @@ async fn follow_rotations(
         match tokio::task::spawn_blocking(move || checked.refresh()).await {
             Ok(Ok(None)) => {}
             Ok(Ok(Some(set))) => {
-                tracing::info!(set = %set.display(), "new certificate set: new connections use it, open ones continue");
+                tracing::info!(set = %set.display(), "new certificate set: new connections use it");
                 if let Some(core) = core.upgrade()
                     && let Err(error) = principals::ensure_default(&core, &tls_dir)
                 {
                     tracing::error!("{error:#}");
                 }
+                let closed = driver.close_unverified(&|chain| server_tls.verifies(chain));
+                tracing::info!(closed, "closed the open connections whose certificate the new set does not verify");
             }
             Ok(Err(error)) => tracing::error!(
                 "the certificate set changed but cannot be used; keeping the one in use ({}): {error:#}",

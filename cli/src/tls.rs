@@ -236,6 +236,19 @@ impl ServerTls {
         }
     }
 
+    /// Whether the set in use verifies a chain a client presented (end entity first): the chain,
+    /// validity and usage checks a new handshake gets, at this moment. After a rotation, a
+    /// connection made with a certificate of the retired CA fails it.
+    pub fn verifies(&self, chain: &keyward_driver::CertChain) -> bool {
+        let Some((end_entity, intermediates)) = chain.split() else { return false };
+        let end_entity = CertificateDer::from(end_entity.as_slice());
+        let intermediates: Vec<CertificateDer<'_>> =
+            intermediates.iter().map(|cert| CertificateDer::from(cert.as_slice())).collect();
+        let verifier = &self.current().verifier;
+        verifier.verify_client_cert(&end_entity, &intermediates, UnixTime::now()).is_ok()
+            && require_client_auth_usage(&end_entity).is_ok()
+    }
+
     /// The server's configuration: TLS 1.3, the certificate of the set in use, a client
     /// certificate required ([`RequireClientAuth`] over the set in use, inside the transports'
     /// [`RegistryVerifier`] over `driver`'s registry, so a revoked client's next handshake fails),

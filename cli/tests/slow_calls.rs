@@ -33,7 +33,12 @@ fn concurrent_kdfs_are_bounded_by_the_pool() {
         .map_or_else(|| env!("CARGO_BIN_EXE_keyward").into(), std::path::PathBuf::from);
     let mut command = std::process::Command::new(binary);
     command.env("HOME", home.path()).env_remove("KEYWARD_DATA_DIR").env("RUST_LOG", "warn").stderr(Stdio::inherit());
-    command.args(["serve", "--https", "127.0.0.1:0", "--quic", "off", "--ready-file"]).arg(&ready);
+    // 65 connections of one client: above the default [connections] per_principal (32), which is
+    // not what this test is about.
+    let config = home.path().join("keyward.toml");
+    std::fs::write(&config, "[connections]\nper_principal = 128\n").unwrap();
+    command.args(["serve", "--https", "127.0.0.1:0", "--quic", "off", "--config"]).arg(&config);
+    command.arg("--ready-file").arg(&ready);
     let (serve, info) = common::serve(command, &ready);
     let addr: std::net::SocketAddr = info["https"].as_str().unwrap().parse().unwrap();
     let tls = keyward::tls::client_config(&home.path().join(".keyward/tls")).unwrap();

@@ -1,5 +1,6 @@
-//! `keyward serve --unix` and `keyward call --unix` as a person uses them, and the peer check: a
-//! process of another uid is closed without an answer (and logged) unless its uid is allowed.
+//! `keyward serve --unix` and `keyward call --unix` as a person uses them, the peer check (a
+//! process of another uid is closed without an answer, and logged, unless its uid is allowed), and
+//! the connection bounds (a reader holding all it can leaves the owner served).
 #![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
 mod common;
@@ -172,4 +173,63 @@ fn another_uid_is_closed_without_an_answer_unless_allowed() {
     let allowed = call_as_nobody(&binary, h, &socket);
     assert!(allowed.status.success(), "{}", text(&allowed));
     assert_eq!(String::from_utf8_lossy(&allowed.stdout), "[]\n");
+}
+
+/// Opens up to `attempts` connections to the socket and sends each a message; returns the ones the
+/// server answered (and so admitted), kept open.
+fn hold(socket: &Path, attempts: usize) -> Vec<std::os::unix::net::UnixStream> {
+    use std::io::{Read as _, Write as _};
+    let mut held = Vec::new();
+    for _ in 0..attempts {
+        let Ok(mut stream) = std::os::unix::net::UnixStream::connect(socket) else { continue };
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let message = b"{}";
+        let sent = stream.write_all(&(message.len() as u32).to_be_bytes()).and_then(|()| stream.write_all(message));
+        let mut length = [0u8; 4];
+        if sent.is_ok() && stream.read_exact(&mut length).is_ok() {
+            let mut answer = vec![0u8; u32::from_be_bytes(length) as usize];
+            if stream.read_exact(&mut answer).is_ok() {
+                held.push(stream);
+            }
+        }
+    }
+    held
+}
+
+/// A reader (the server's own uid, registered as a reader) opens as many connections as it can
+/// (more than the socket's 64): it keeps at most `[connections] per_principal` (32), and the owner
+/// (`nobody`'s uid, allowed, owner) is answered at once.
+#[test]
+fn one_reader_holding_all_it_can_leaves_the_owner_served_over_the_unix_socket() {
+    let own = std::fs::metadata("/proc/self").unwrap().uid();
+    if own != 0 {
+        let message = "SKIPPED one_reader_holding_all_it_can_leaves_the_owner_served_over_the_unix_socket: needs root \
+                       to run a client as nobody";
+        assert!(std::env::var_os("CI").is_none(), "{message}");
+        eprintln!("{message}");
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    std::fs::set_permissions(h, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let binary = binary_for_nobody(h);
+    let socket = h.join("run").join("keyward.sock");
+    let config = h.join("keyward.toml");
+    std::fs::write(&config, format!("unix_allowed_uids = [{NOBODY}]\n")).unwrap();
+    // The first start registers both uids as owners; the server's own becomes a reader.
+    drop(start(h, &socket, Some(&config), &h.join("first.log")));
+    let mut demote = keyward();
+    demote.env("HOME", h).env_remove("KEYWARD_DATA_DIR").args(["clients", "role", &format!("uid-{own}"), "reader"]);
+    let demoted = run(&mut demote, None, None);
+    assert!(demoted.status.success(), "{}", text(&demoted));
+    let _serve = start(h, &socket, Some(&config), &h.join("serve.log"));
+    std::fs::set_permissions(socket.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+
+    let held = hold(&socket, 100);
+    let owner = call_as_nobody(&binary, h, &socket);
+    eprintln!("unix: the reader holds {} of 100 tried; the owner's call: {}", held.len(), text(&owner));
+    assert!(owner.status.success(), "the owner's call was refused: {}", text(&owner));
+    assert_eq!(String::from_utf8_lossy(&owner.stdout), "[]\n");
+    assert!(!held.is_empty() && held.len() <= 32, "the reader kept {} connections", held.len());
 }

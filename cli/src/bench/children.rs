@@ -168,6 +168,9 @@ idle_secs = 3600
 max_requests = 4000000000
 per_connection = 100000
 per_principal = 100000
+
+[connections]
+per_principal = 1024
 "#;
 
 pub(super) fn serve_command(exe: &Path, dir: &Path, name: &str) -> anyhow::Result<(Command, PathBuf)> {

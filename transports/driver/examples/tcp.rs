@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use keyward_core::{MemoryStore, ServerConfig};
 use keyward_driver::frame::{self, FrameLimits};
-use keyward_driver::{Driver, DriverConfig, Listener, Peer, ServeLimits, SessionBinding};
+use keyward_driver::{CertChain, Driver, DriverConfig, Listener, Peer, Progress, ServeLimits, SessionBinding};
 use tokio::net::{TcpListener, TcpStream};
 
 const LIMITS: FrameLimits =
@@ -24,7 +24,11 @@ impl Listener for Tcp {
         Some(self.0.accept().await.map(|(stream, _)| stream))
     }
     // Nothing to authenticate here; a real transport runs its TLS handshake or peer check.
-    fn handshake(&self, stream: TcpStream) -> impl Future<Output = Option<TcpStream>> + Send + 'static {
+    fn handshake(
+        &self,
+        stream: TcpStream,
+        _progress: Progress,
+    ) -> impl Future<Output = Option<TcpStream>> + Send + 'static {
         std::future::ready(Some(stream))
     }
 }
@@ -32,14 +36,19 @@ impl Listener for Tcp {
 /// Serves `driver` on `listener` until `shutdown`.
 pub async fn serve(driver: Driver, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let (handshake_timeout, grace) = (Duration::from_secs(5), Duration::from_secs(5));
-    let limits = ServeLimits { max_connections: 64, max_handshakes: 64, handshake_timeout, grace };
-    keyward_driver::serve(Tcp(listener), limits, shutdown, move |mut stream: TcpStream, mut stopping| {
-        let peer = stream.peer_addr().map_or(Peer::Local, |addr| Peer::Net { addr, client_key: None });
-        // The driver admits the peer (or refuses, logs and audits it); the session an init makes
-        // is bound to this connection.
-        let conn = driver.connection(peer, SessionBinding::Bound);
+    let owner_reserve = driver.connection_limits().owner_reserve;
+    let limits = ServeLimits { max_connections: 64, owner_reserve, max_handshakes: 64, handshake_timeout, grace };
+    keyward_driver::serve(Tcp(listener), limits, shutdown, move |mut stream: TcpStream, seat| {
+        let peer = stream.peer_addr().map_or(Peer::Local, |addr| Peer::Net {
+            addr,
+            client_key: None,
+            client_chain: CertChain::default(),
+        });
+        // The driver admits the peer (or refuses, logs and audits it) and takes a slot of this
+        // listener; the session an init makes is bound to this connection.
+        let admitted = seat.admit(&driver, peer, SessionBinding::Bound);
         async move {
-            if let Ok(conn) = conn {
+            if let Ok((conn, mut stopping)) = admitted {
                 frame::serve_stream(&conn, &mut stream, LIMITS, &mut stopping).await;
             }
         }

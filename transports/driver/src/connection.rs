@@ -6,10 +6,35 @@ use std::fmt;
 use std::sync::{Mutex, PoisonError};
 
 use keyward_core::{EnvelopeError, error_bytes};
-use keyward_core::{Incoming, Principal, Server, SessionId, Step};
+use keyward_core::{Incoming, Principal, Role, Server, SessionId, Step};
 use tokio::sync::watch;
 
+use crate::admission::{Refusal, Slots};
 use crate::{Backend, Driver};
+
+/// The certificate chain a client presented and the TLS layer verified (DER, end entity first);
+/// empty when it presented none. The driver keeps it to check the connection again when the trust
+/// changes ([`Driver::close_unverified`](crate::Driver)).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct CertChain(pub std::sync::Arc<[Vec<u8>]>);
+
+impl CertChain {
+    /// The chain of these certificates (DER), end entity first.
+    pub fn new(certificates: impl IntoIterator<Item = Vec<u8>>) -> Self {
+        Self(certificates.into_iter().collect())
+    }
+
+    /// The end entity's certificate, then the intermediates.
+    pub fn split(&self) -> Option<(&Vec<u8>, &[Vec<u8>])> {
+        self.0.split_first()
+    }
+}
+
+impl fmt::Debug for CertChain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CertChain({} certificates)", self.0.len())
+    }
+}
 
 /// Who is at the other end of a connection, as the transport knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +47,8 @@ pub enum Peer {
         /// SHA-256 of the verified client certificate's SubjectPublicKeyInfo; `None` over plain
         /// (loopback) HTTP.
         client_key: Option<[u8; 32]>,
+        /// The verified chain (empty over plain HTTP).
+        client_chain: CertChain,
     },
     /// A Unix-socket peer, with its credentials as the kernel reports them (`SO_PEERCRED`).
     Unix {
@@ -73,24 +100,31 @@ pub enum SessionBinding {
 }
 
 /// A peer the driver would not admit: no active client has its certificate or uid (never
-/// registered, or revoked). The refusal was logged and audited; the transport closes the
+/// registered, or revoked), or its principal or its listener has no connection left for it
+/// ([`crate::ConnectionLimits`]). The refusal was logged and audited; the transport closes the
 /// connection, with [`Refused::message`] where its protocol carries a reason (QUIC).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
     /// The refused peer.
     pub peer: Peer,
+    /// Why.
+    pub reason: Refusal,
 }
 
 impl Refused {
-    /// The refusal's text: the core's, the same a revoked client's request is answered with.
-    pub fn message() -> String {
-        keyward_core::MethodError::Revoked.wire().1
+    /// The refusal's text: for an unknown or revoked client the core's, the same a revoked
+    /// client's request is answered with; else what bound it met.
+    pub fn message(&self) -> String {
+        match self.reason {
+            Refusal::Unknown => keyward_core::MethodError::Revoked.wire().1,
+            other => other.outcome().to_owned(),
+        }
     }
 }
 
 impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "refused {}: {}", self.peer, Self::message())
+        write!(f, "refused {}: {}", self.peer, self.message())
     }
 }
 
@@ -140,6 +174,9 @@ pub struct Connection {
     revoked: watch::Receiver<bool>,
     binds_sessions: bool,
     slot: Mutex<Slot>,
+    /// The listener slot it holds (given back on drop); none for a connection made outside
+    /// [`crate::serve`].
+    seat: Option<std::sync::Arc<Slots>>,
 }
 
 /// The driver's live connections: each one's principal and revocation signal.
@@ -149,14 +186,43 @@ pub(crate) struct Live {
     connections: std::collections::HashMap<u64, LiveConnection>,
 }
 
-/// A live connection's principal, its certificate key (if it presented one), and its close signal.
-type LiveConnection = (Principal, Option<[u8; 32]>, watch::Sender<bool>);
+/// A live connection's principal, its certificate key and chain (if it presented one), and its
+/// close signal.
+struct LiveConnection {
+    principal: Principal,
+    key: Option<[u8; 32]>,
+    chain: CertChain,
+    signal: watch::Sender<bool>,
+}
+
+/// Signals every live connection that presented a certificate chain `verifies` no longer
+/// accepts to close; returns how many.
+pub(crate) fn close_unverified(inner: &crate::Inner, verifies: &dyn Fn(&CertChain) -> bool) -> usize {
+    // The chains are checked outside the lock (a chain check is a signature verification).
+    let chains: Vec<(u64, CertChain)> = {
+        let live = inner.live.lock().unwrap_or_else(PoisonError::into_inner);
+        live.connections.iter().filter(|(_, c)| !c.chain.0.is_empty()).map(|(n, c)| (*n, c.chain.clone())).collect()
+    };
+    let failed: Vec<u64> = chains.into_iter().filter(|(_, chain)| !verifies(chain)).map(|(n, _)| n).collect();
+    let live = inner.live.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut closed = 0;
+    for number in failed {
+        if let Some(connection) = live.connections.get(&number)
+            && !*connection.signal.borrow()
+        {
+            tracing::info!(principal = %connection.principal, "closing a connection whose certificate the trust in use no longer verifies");
+            connection.signal.send_replace(true);
+            closed += 1;
+        }
+    }
+    closed
+}
 
 /// Signals every live connection whose principal `core` no longer knows (revoked), or whose
 /// certificate key is no longer its principal's (the client moved to a new key), to close.
 pub(crate) fn close_revoked(inner: &crate::Inner, core: &Server) {
     let live = inner.live.lock().unwrap_or_else(PoisonError::into_inner);
-    for (principal, key, signal) in live.connections.values() {
+    for LiveConnection { principal, key, signal, .. } in live.connections.values() {
         let gone = match key {
             Some(key) => core.client_for_cert(key).as_deref() != Some(principal.name()),
             None => core.role_of(principal.name()).is_none(),
@@ -179,33 +245,61 @@ impl fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// Admits `peer` (see [`Driver::connection`]).
-    pub(crate) fn new(driver: Driver, peer: Peer, binding: SessionBinding) -> Result<Self, Refused> {
-        let principal = match &driver.inner.backend {
-            Backend::Core(core) => peer.principal(core),
-            Backend::Service(_) => Some(Principal::local()),
+    /// Admits `peer`, taking a slot of `seat` (its listener's) if given: the one place a
+    /// connection is admitted (see [`Driver::connection`] and [`crate::Seat::admit`]). Refused,
+    /// logged and audited: a peer no active client has; a principal that holds
+    /// [`crate::ConnectionLimits::per_principal`] connections already; a listener with no slot
+    /// left for the principal's role.
+    pub(crate) fn new(
+        driver: Driver,
+        peer: Peer,
+        binding: SessionBinding,
+        seat: Option<std::sync::Arc<Slots>>,
+    ) -> Result<Self, Refused> {
+        // A service (an echo, an embedder's own handler) has no principals: every peer is `local`,
+        // an owner, and no per-principal bound applies; the listener's slots still do.
+        let (principal, owner, per_principal) = match &driver.inner.backend {
+            Backend::Core(core) => {
+                let principal = peer.principal(core);
+                let owner = principal.as_ref().is_some_and(|p| core.role_of(p.name()) == Some(Role::Owner));
+                (principal, owner, driver.inner.connection_limits.per_principal)
+            }
+            Backend::Service(_) => (Some(Principal::local()), true, usize::MAX),
         };
         let Some(principal) = principal else {
             tracing::info!(%peer, "refusing a connection: no active client has its certificate or uid");
-            if let Backend::Core(core) = &driver.inner.backend {
-                core.audit_refusal(&peer.to_string(), "connect", "unknown or revoked client");
-            }
-            return Err(Refused { peer });
+            return Err(driver.refuse(peer, Refusal::Unknown, None));
+        };
+        let (key, chain) = match &peer {
+            Peer::Net { client_key, client_chain, .. } => (*client_key, client_chain.clone()),
+            _ => (None, CertChain::default()),
         };
         let (signal, revoked) = watch::channel(false);
-        let number = {
+        let admitted = {
             let mut live = driver.inner.live.lock().unwrap_or_else(PoisonError::into_inner);
-            live.next += 1;
-            let key = match &peer {
-                Peer::Net { client_key, .. } => *client_key,
-                _ => None,
-            };
-            let number = live.next;
-            live.connections.insert(number, (principal.clone(), key, signal));
-            number
+            // At most the listeners' slots together are live: counting them costs at most that.
+            let held = live.connections.values().filter(|c| c.principal == principal).count();
+            if held >= per_principal {
+                Err(Refusal::PrincipalFull)
+            } else if seat.as_ref().is_some_and(|seat| !seat.take(owner)) {
+                Err(Refusal::ListenerFull)
+            } else {
+                live.next += 1;
+                let number = live.next;
+                live.connections.insert(number, LiveConnection { principal: principal.clone(), key, chain, signal });
+                Ok(number)
+            }
+        };
+        let number = match admitted {
+            Ok(number) => number,
+            Err(reason) => {
+                tracing::info!(%peer, %principal, reason = reason.outcome(), "refusing a connection");
+                return Err(driver.refuse(peer, reason, Some(&principal)));
+            }
         };
         let binds_sessions = binding == SessionBinding::Bound;
-        Ok(Self { driver, peer, principal, number, revoked, binds_sessions, slot: Mutex::new(Slot::default()) })
+        let slot = Mutex::new(Slot::default());
+        Ok(Self { driver, peer, principal, number, revoked, binds_sessions, slot, seat })
     }
 
     /// The peer.
@@ -334,9 +428,23 @@ impl Connection {
     }
 }
 
+impl Driver {
+    /// Audits a refusal (by the principal's name when it has one, else by the peer) and makes it.
+    fn refuse(&self, peer: Peer, reason: Refusal, principal: Option<&Principal>) -> Refused {
+        if let Backend::Core(core) = &self.inner.backend {
+            let who = principal.map_or_else(|| peer.to_string(), |p| p.name().to_owned());
+            core.audit_refusal(&who, "connect", reason.outcome());
+        }
+        Refused { peer, reason }
+    }
+}
+
 impl Drop for Connection {
     fn drop(&mut self) {
         self.driver.inner.live.lock().unwrap_or_else(PoisonError::into_inner).connections.remove(&self.number);
+        if let Some(seat) = &self.seat {
+            seat.give();
+        }
         let slot = self.slot.get_mut().unwrap_or_else(PoisonError::into_inner);
         if let (Some(old), Backend::Core(core)) = (slot.bound.take(), &self.driver.inner.backend) {
             core.drop_session(&old);

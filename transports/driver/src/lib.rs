@@ -14,7 +14,9 @@
 //!   waiting calls; a call beyond both is answered `Busy` at once, never queued without bound);
 //! * the per-connection handle, [`Connection`]: its peer, the session bound to it, and
 //!   [`Connection::answer`]; dropping it drops the bound session;
-//! * the accept loop with a connection limit and graceful shutdown, [`serve`];
+//! * the accept loop with a connection limit, handshakes evicted by progress and graceful
+//!   shutdown, [`serve`]; admission with per-principal bounds and an owner's reserve in every
+//!   listener, [`ConnectionLimits`];
 //! * length-prefixed framing, [`frame`], and the browsers' native-messaging framing, [`native`];
 //! * the client side: the [`Link`] trait ("send these bytes, get those bytes") and one
 //!   [`SecureSession`] over any link.
@@ -25,6 +27,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod admission;
 mod client;
 mod connection;
 pub mod frame;
@@ -41,13 +44,14 @@ use std::time::{Duration, Instant};
 
 use keyward_core::{Server, ServerConfig, Store};
 
+pub use admission::{ConnectionLimits, Refusal};
 pub use client::{Exchange, Link, LinkError, LinkErrorKind, LinkFuture, SecureSession, SessionError, SessionOptions};
-pub use connection::{Answer, Connection, Naming, Peer, Refused, SessionBinding};
+pub use connection::{Answer, CertChain, Connection, Naming, Peer, Refused, SessionBinding};
 pub use identity::{spki, spki_sha256};
 /// The session id a [`Link`] names and an [`Exchange`] announces (the core's).
 pub use keyward_core::SessionId;
 pub use pool::on_slow_pool;
-pub use serve::{Listener, ServeLimits, Stopping, serve};
+pub use serve::{Listener, Progress, Seat, ServeLimits, Stopping, serve};
 #[cfg(feature = "rustls")]
 pub use tls::RegistryVerifier;
 
@@ -101,6 +105,10 @@ pub struct DriverConfig {
     /// 20 such requests a second. An honest client meets it once, when its session has ended.
     #[serde(skip)]
     pub unmatched_delay: Duration,
+    /// Connections per principal and the owner's reserve in every listener. A config file's
+    /// `[connections]` table.
+    #[serde(skip)]
+    pub connections: ConnectionLimits,
 }
 
 impl Default for DriverConfig {
@@ -113,6 +121,7 @@ impl Default for DriverConfig {
             max_timer_sleep: Duration::from_secs(1),
             max_sessions_per_connection: 8,
             unmatched_delay: Duration::from_millis(50),
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -128,6 +137,7 @@ struct Inner {
     pool: pool::SlowPool,
     max_sessions_per_connection: usize,
     unmatched_delay: Duration,
+    connection_limits: ConnectionLimits,
     timer: std::sync::OnceLock<tokio::task::AbortHandle>,
     /// Live connections' principals and their revocation signals, by connection number.
     live: std::sync::Mutex<connection::Live>,
@@ -200,6 +210,7 @@ impl Driver {
                 pool,
                 max_sessions_per_connection,
                 unmatched_delay,
+                connection_limits: config.connections,
                 timer,
                 live,
                 revocations_seen: std::sync::atomic::AtomicU64::new(0),
@@ -230,8 +241,25 @@ impl Driver {
     /// the connection). `binding` says what a plaintext `init_secure_api` on it does with the
     /// session it makes. Later revocations are the connection's [`Connection::revoked`] and the
     /// core's check of every request.
+    ///
+    /// Its principal may hold at most [`ConnectionLimits::per_principal`] connections; one more is
+    /// refused (logged and audited) too. A connection accepted by [`serve`] is admitted with
+    /// [`Seat::admit`] instead, which also takes one of its listener's slots.
     pub fn connection(&self, peer: Peer, binding: SessionBinding) -> Result<Connection, Refused> {
-        Connection::new(self.clone(), peer, binding)
+        Connection::new(self.clone(), peer, binding, None)
+    }
+
+    /// The bounds [`Driver::connection`] and [`Seat::admit`] hold.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        self.inner.connection_limits
+    }
+
+    /// Tells every live connection whose client certificate chain `verifies` refuses to close
+    /// (each transport closes its own at once, as for a revoked client); returns how many. A
+    /// host calls it when the trust changes: after a CA rotation, with the new CA's verifier, so
+    /// that connections made with certificates of the retired CA end, whoever's they are.
+    pub fn close_unverified(&self, verifies: &dyn Fn(&CertChain) -> bool) -> usize {
+        connection::close_unverified(&self.inner, verifies)
     }
 
     /// Closes every wallet (the vault is wiped) and forgets every session.

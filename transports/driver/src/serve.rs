@@ -3,16 +3,28 @@
 //!
 //! A connection slot is taken only once the peer has authenticated, so peers that connect and say
 //! nothing (or stall a TLS handshake) hold no slot: they wait in the handshake stage, which has its
-//! own deadline and bound, and when that bound is reached the oldest pending handshake is dropped
-//! to make room. A silent flood therefore delays an honest client by at most one handshake.
+//! own deadline and bound. When that bound is reached, the pending handshake that has made no
+//! progress for the longest is dropped to make room: each handshake reports its steps
+//! ([`Progress::made`]: a whole ClientHello read), and the one whose last step is the oldest goes
+//! first: stalled (silent, a partial ClientHello, no certificate after it) for longer than any
+//! other. So a flood of handshakes that stall evicts its own before one that is moving; an honest
+//! client is dropped only if `max_handshakes` handshakes newer than its last step arrive during its
+//! round trip.
+//!
+//! An authenticated connection is admitted by [`Seat::admit`] (the driver's one admission point):
+//! a slot of its listener, at most [`crate::ConnectionLimits::per_principal`] per principal, and
+//! the last [`crate::ConnectionLimits::owner_reserve`] slots of the listener for owners only.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
+
+use crate::admission::Slots;
+use crate::{Connection, Driver, Peer, Refused, SessionBinding};
 
 /// What a transport accepts connections from.
 pub trait Listener: Send + 'static {
@@ -26,8 +38,14 @@ pub trait Listener: Send + 'static {
     fn accept(&mut self) -> impl Future<Output = Option<std::io::Result<Self::Conn>>> + Send;
 
     /// Authenticates a connection (a TLS handshake, a peer check); `None` if it failed or was
-    /// refused. It runs on its own task within [`ServeLimits::handshake_timeout`].
-    fn handshake(&self, conn: Self::Conn) -> impl Future<Output = Option<Self::Ready>> + Send + 'static;
+    /// refused. It runs on its own task within [`ServeLimits::handshake_timeout`], and calls
+    /// `progress.made()` at each step it completes (a whole ClientHello read), so that past
+    /// [`ServeLimits::max_handshakes`] a handshake that is stuck is dropped rather than it.
+    fn handshake(
+        &self,
+        conn: Self::Conn,
+        progress: Progress,
+    ) -> impl Future<Output = Option<Self::Ready>> + Send + 'static;
 
     /// Turns away a connection that arrived while every connection slot was taken, before any
     /// handshake is spent on it. By default it is dropped (closed).
@@ -45,9 +63,14 @@ pub trait Listener: Send + 'static {
 /// The accept loop's limits.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeLimits {
-    /// Most authenticated connections served at once; more are turned away.
+    /// Most authenticated connections served at once; more are turned away. The last
+    /// `owner_reserve` of them are for owner-role principals only.
     pub max_connections: usize,
-    /// Most handshakes in progress at once; one more drops the oldest pending one.
+    /// Slots of `max_connections` only owner-role principals may take (the driver's
+    /// [`crate::ConnectionLimits::owner_reserve`]; at most `max_connections − 1`).
+    pub owner_reserve: usize,
+    /// Most handshakes in progress at once; one more drops the pending one that has made no
+    /// progress for the longest.
     pub max_handshakes: usize,
     /// A handshake must complete within this long.
     pub handshake_timeout: Duration,
@@ -72,22 +95,76 @@ impl Stopping {
     }
 }
 
+/// A handshake's report of its steps to the accept loop. When it must drop one, the loop drops
+/// the handshake whose last step (its start, a whole ClientHello read) is the oldest: the one that
+/// has made no progress for the longest. Steps are ordered by a counter, not a clock.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    last: Arc<AtomicU64>,
+    counter: Arc<AtomicU64>,
+}
+
+impl Progress {
+    fn new(counter: &Arc<AtomicU64>) -> Self {
+        let last = Arc::new(AtomicU64::new(counter.fetch_add(1, Ordering::Relaxed)));
+        Self { last, counter: Arc::clone(counter) }
+    }
+
+    /// The handshake completed a step (a whole ClientHello read, ...).
+    pub fn made(&self) {
+        self.last.store(self.counter.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// The counter's value at the last step: the smallest goes first.
+    fn rank(&self) -> u64 {
+        self.last.load(Ordering::Relaxed)
+    }
+}
+
+/// An authenticated connection's place on its listener, handed to the handler by [`serve`]:
+/// [`Seat::admit`] makes its driver connection, taking one of the listener's slots. A handler must
+/// admit through it (not [`Driver::connection`], which takes no slot of any listener), or the
+/// listener's `max_connections` and owner's reserve do not hold for its connections.
+#[derive(Debug)]
+pub struct Seat {
+    slots: Arc<Slots>,
+    stopping: Stopping,
+}
+
+impl Seat {
+    /// Admits `peer` on `driver` ([`Driver::connection`]'s checks), taking a slot of this listener
+    /// that the peer's role may take (owners only among the last
+    /// [`crate::ConnectionLimits::owner_reserve`]); the slot is given back when the connection
+    /// drops. Also returns the signal that the server is stopping.
+    pub fn admit(
+        self,
+        driver: &Driver,
+        peer: Peer,
+        binding: SessionBinding,
+    ) -> Result<(Connection, Stopping), Refused> {
+        let connection = Connection::new(driver.clone(), peer, binding, Some(self.slots))?;
+        Ok((connection, self.stopping))
+    }
+}
+
 /// Accepts connections from `listener` until `shutdown` completes: each is authenticated on its
 /// own task ([`Listener::handshake`], at most [`ServeLimits::max_handshakes`] at once, each within
-/// [`ServeLimits::handshake_timeout`]), then served by `handle` on its own task while it holds one
-/// of [`ServeLimits::max_connections`] slots. Then it stops accepting, tells every connection
-/// through its [`Stopping`], gives them [`ServeLimits::grace`] to finish and aborts the rest.
+/// [`ServeLimits::handshake_timeout`]), then handed to `handle` on its own task with a [`Seat`],
+/// whose [`Seat::admit`] takes one of [`ServeLimits::max_connections`] slots. Then it stops
+/// accepting, tells every connection through its [`Stopping`], gives them [`ServeLimits::grace`]
+/// to finish and aborts the rest.
 pub async fn serve<L, H, F>(mut listener: L, limits: ServeLimits, shutdown: impl Future<Output = ()>, handle: H)
 where
     L: Listener,
-    H: Fn(L::Ready, Stopping) -> F,
+    H: Fn(L::Ready, Seat) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let slots = Arc::new(Slots::new(limits.max_connections, limits.owner_reserve));
     let (stop, stopping) = watch::channel(false);
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<L::Ready>();
     let mut handshakes = JoinSet::new();
-    let mut pending: VecDeque<AbortHandle> = VecDeque::new();
+    let steps = Arc::new(AtomicU64::new(0));
+    let mut pending: Vec<(AbortHandle, Progress)> = Vec::new();
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -103,22 +180,25 @@ where
                         continue;
                     }
                 };
-                if slots.available_permits() == 0 {
+                if slots.full() {
                     tracing::debug!("refusing a connection: at max_connections");
                     listener.refuse(conn);
                     continue;
                 }
-                pending.retain(|task| !task.is_finished());
+                pending.retain(|(task, _)| !task.is_finished());
                 while pending.len() >= limits.max_handshakes.max(1) {
-                    if let Some(oldest) = pending.pop_front() {
-                        tracing::debug!("dropping the oldest pending handshake: at max_handshakes");
-                        oldest.abort();
+                    // The one that is furthest behind: stuck, never one that is moving.
+                    let stalest = pending.iter().enumerate().min_by_key(|(_, (_, progress))| progress.rank());
+                    if let Some(index) = stalest.map(|(index, _)| index) {
+                        tracing::debug!("dropping the pending handshake stalled longest: at max_handshakes");
+                        pending.swap_remove(index).0.abort();
                     }
                 }
-                let handshake = listener.handshake(conn);
+                let progress = Progress::new(&steps);
+                let handshake = listener.handshake(conn, progress.clone());
                 let ready_tx = ready_tx.clone();
                 let deadline = limits.handshake_timeout;
-                pending.push_back(handshakes.spawn(async move {
+                let task = handshakes.spawn(async move {
                     match tokio::time::timeout(deadline, handshake).await {
                         Ok(Some(ready)) => {
                             let _ = ready_tx.send(ready);
@@ -126,19 +206,17 @@ where
                         Ok(None) => {}
                         Err(_) => tracing::debug!("handshake not complete within the handshake timeout"),
                     }
-                }));
+                });
+                pending.push((task, progress));
             }
             Some(ready) = ready_rx.recv() => {
-                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                if slots.full() {
                     tracing::debug!("turning away an authenticated connection: at max_connections");
                     listener.turn_away(ready);
                     continue;
-                };
-                let task = handle(ready, Stopping(stopping.clone()));
-                connections.spawn(async move {
-                    let _slot = slot;
-                    task.await;
-                });
+                }
+                let seat = Seat { slots: Arc::clone(&slots), stopping: Stopping(stopping.clone()) };
+                connections.spawn(handle(ready, seat));
             }
             Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
             Some(_) = connections.join_next(), if !connections.is_empty() => {}

@@ -13,7 +13,8 @@ use std::time::Duration;
 use keyward_core::{AppError, MemoryStore, Server, ServerConfig};
 use keyward_driver::frame::{self, FrameLimits};
 use keyward_driver::{
-    Driver, DriverConfig, Exchange, Link, LinkFuture, Peer, Refused, SecureSession, SessionBinding, on_slow_pool,
+    CertChain, ConnectionLimits, Driver, DriverConfig, Exchange, Link, LinkFuture, Peer, Refusal, Refused,
+    SecureSession, SessionBinding, on_slow_pool,
 };
 use keyward_testkit::WatchedStore;
 use serde_json::{Value, json};
@@ -179,17 +180,22 @@ async fn a_peer_no_client_has_is_refused_at_the_driver_and_audited() {
     let driver = Driver::new(Arc::clone(&core), keyward_driver::system_clock(), DriverConfig::default());
     let stranger = Peer::Unix { uid: 4242, gid: 4242, pid: Some(7) };
     let refused = driver.connection(stranger.clone(), SessionBinding::Bound).unwrap_err();
-    assert_eq!(refused, Refused { peer: stranger });
-    assert_eq!(Refused::message(), "Forbidden: this client is revoked");
+    assert_eq!(refused, Refused { peer: stranger, reason: Refusal::Unknown });
+    assert_eq!(refused.message(), "Forbidden: this client is revoked");
     assert!(refused.to_string().contains("uid 4242"), "{refused}");
     assert_eq!(core.audit_pending(), 1, "the refusal is audited once");
-    let unknown_cert = Peer::Net { addr: "127.0.0.1:1".parse().unwrap(), client_key: Some([9; 32]) };
+    let unknown_cert = Peer::Net {
+        addr: "127.0.0.1:1".parse().unwrap(),
+        client_key: Some([9; 32]),
+        client_chain: CertChain::default(),
+    };
     assert!(driver.connection(unknown_cert, SessionBinding::Named).is_err());
     assert_eq!(core.audit_pending(), 2);
 
     let local = driver.connection(Peer::Local, SessionBinding::Bound).unwrap();
     assert_eq!(local.principal().name(), keyward_core::Principal::LOCAL);
-    let plain = Peer::Net { addr: "127.0.0.1:2".parse().unwrap(), client_key: None };
+    let plain =
+        Peer::Net { addr: "127.0.0.1:2".parse().unwrap(), client_key: None, client_chain: CertChain::default() };
     let plain = driver.connection(plain, SessionBinding::Named).unwrap();
     assert_eq!(plain.principal().name(), keyward_core::Principal::LOCAL_HTTP);
     assert_eq!(core.audit_pending(), 2, "admitted peers are not audited");
@@ -291,4 +297,144 @@ async fn a_revocation_closes_the_revoked_clients_connections() {
         .expect("the revoked client's connection is told to close");
     let still = tokio::time::timeout(Duration::from_millis(100), owners.revoked()).await;
     assert!(still.is_err(), "the owner's connection stays");
+}
+
+/// One principal holds at most `per_principal` connections (the next is refused and audited, and
+/// admitted again once one closes); another principal is not affected. `close_unverified` closes
+/// exactly the connections whose chain the check refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_holds_at_most_its_connections_and_unverified_chains_are_closed() {
+    let core = Arc::new(Server::new(keyward_testkit::test_config(), Box::new(MemoryStore::new()), [5; 32]));
+    let config = DriverConfig {
+        connections: ConnectionLimits { per_principal: 2, owner_reserve: 0 },
+        ..DriverConfig::default()
+    };
+    let driver = Driver::new(Arc::clone(&core), keyward_driver::system_clock(), config);
+    let first = driver.connection(Peer::Local, SessionBinding::Bound).unwrap();
+    let _second = driver.connection(Peer::Local, SessionBinding::Bound).unwrap();
+    let refused = driver.connection(Peer::Local, SessionBinding::Bound).unwrap_err();
+    assert_eq!(refused.reason, Refusal::PrincipalFull);
+    assert_eq!(refused.message(), "too many connections of this client");
+    assert_eq!(core.audit_pending(), 1, "the refusal is audited");
+    let plain = |n: u8| Peer::Net {
+        addr: format!("127.0.0.1:{n}").parse().unwrap(),
+        client_key: None,
+        client_chain: CertChain::new([vec![n]]),
+    };
+    let kept = driver.connection(plain(1), SessionBinding::Named).unwrap();
+    let ended = driver.connection(plain(2), SessionBinding::Named).unwrap();
+    drop(first);
+    let _again = driver.connection(Peer::Local, SessionBinding::Bound).unwrap();
+
+    let closed = driver.close_unverified(&|chain| chain.split().is_some_and(|(end, _)| end == &vec![1]));
+    assert_eq!(closed, 1, "only the chain the check refuses");
+    tokio::time::timeout(Duration::from_secs(5), ended.revoked()).await.unwrap();
+    assert!(tokio::time::timeout(Duration::from_millis(50), kept.revoked()).await.is_err(), "the other stays");
+}
+
+/// A listener fed by the test: each connection's handshake reports progress and finishes when the
+/// test says, and tells the test when it starts, progresses, or is dropped unfinished.
+struct Scripted {
+    incoming: tokio::sync::mpsc::UnboundedReceiver<Scripted1>,
+    events: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+/// One scripted connection: its name, and the signals that make its handshake progress and finish.
+struct Scripted1 {
+    name: &'static str,
+    progress: tokio::sync::oneshot::Receiver<()>,
+    finish: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// Tells the test that a handshake was dropped before it finished.
+struct Dropped(&'static str, Option<tokio::sync::mpsc::UnboundedSender<String>>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        if let Some(events) = self.1.take() {
+            let _ = events.send(format!("{} dropped", self.0));
+        }
+    }
+}
+
+impl keyward_driver::Listener for Scripted {
+    type Conn = Scripted1;
+    type Ready = &'static str;
+
+    async fn accept(&mut self) -> Option<std::io::Result<Scripted1>> {
+        self.incoming.recv().await.map(Ok)
+    }
+
+    fn handshake(
+        &self,
+        conn: Scripted1,
+        progress: keyward_driver::Progress,
+    ) -> impl Future<Output = Option<&'static str>> + Send + 'static {
+        let events = self.events.clone();
+        async move {
+            let mut dropped = Dropped(conn.name, Some(events.clone()));
+            let _ = events.send(format!("{} started", conn.name));
+            if conn.progress.await.is_ok() {
+                progress.made();
+                let _ = events.send(format!("{} progressed", conn.name));
+            }
+            conn.finish.await.ok()?;
+            dropped.1 = None;
+            Some(conn.name)
+        }
+    }
+}
+
+/// Past `max_handshakes`, the accept loop drops the handshake that has made no progress for the
+/// longest, not the oldest: the first connection, which progressed after the second arrived,
+/// survives the third's arrival and is served; the second, stalled since it arrived, is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_handshakes_the_one_stalled_longest_is_dropped_not_the_oldest() {
+    let (feed, incoming) = tokio::sync::mpsc::unbounded_channel();
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let (served_tx, mut served) = tokio::sync::mpsc::unbounded_channel();
+    let limits = keyward_driver::ServeLimits {
+        max_connections: 8,
+        owner_reserve: 0,
+        max_handshakes: 2,
+        handshake_timeout: Duration::from_secs(30),
+        grace: Duration::from_secs(1),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listener = Scripted { incoming, events: events_tx };
+    let loop_task = tokio::spawn(keyward_driver::serve(listener, limits, async { stopped.await.unwrap_or(()) }, {
+        move |name, _seat| {
+            let served = served_tx.clone();
+            async move {
+                let _ = served.send(name);
+            }
+        }
+    }));
+    let mut next = async || tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap();
+    let mut signals = Vec::new();
+    for name in ["first", "second", "third"] {
+        let (progress, progress_rx) = tokio::sync::oneshot::channel();
+        let (finish, finish_rx) = tokio::sync::oneshot::channel();
+        feed.send(Scripted1 { name, progress: progress_rx, finish: finish_rx }).unwrap();
+        if name == "third" {
+            // The loop makes room before it starts the third (the drop is told when its task ends).
+            let mut seen = [next().await, next().await];
+            seen.sort();
+            assert_eq!(seen, ["second dropped", "third started"], "the stalled handshake makes room, not the oldest");
+            break;
+        }
+        assert_eq!(next().await, format!("{name} started"));
+        if name == "second" {
+            // The first makes progress after the second arrived: it is moving, the second is not.
+            let (first_progress, _): &mut (Option<tokio::sync::oneshot::Sender<()>>, _) = &mut signals[0];
+            first_progress.take().unwrap().send(()).unwrap();
+            assert_eq!(next().await, "first progressed");
+        }
+        signals.push((Some(progress), Some(finish)));
+    }
+    signals[0].1.take().unwrap().send(()).unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), served.recv()).await.unwrap();
+    assert_eq!(first, Some("first"));
+    stop.send(()).unwrap();
+    loop_task.await.unwrap();
 }

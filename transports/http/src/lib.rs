@@ -20,9 +20,12 @@
 //!   never stalls another; every other call is answered in microseconds in place;
 //! * headers must arrive within [`HttpLimits::header_timeout`], bodies within
 //!   [`HttpLimits::body_timeout`], TLS handshakes within [`HttpLimits::handshake_timeout`] (at most
-//!   [`HttpLimits::max_handshakes`] at once, the oldest dropped for a new one), and at most
-//!   [`HttpLimits::max_connections`] authenticated connections are served at once: a connection
-//!   takes a slot only after its handshake, so silent connections hold none.
+//!   [`HttpLimits::max_handshakes`] at once; for a new one, the one stalled longest is dropped: a
+//!   connection that has not sent a whole ClientHello, or has sent nothing since, before one that
+//!   has just moved), and at most [`HttpLimits::max_connections`] authenticated connections are
+//!   served at once: a connection takes a slot only after its handshake, so silent connections
+//!   hold none. The driver admits at most its `per_principal` connections per client, and keeps
+//!   the last `owner_reserve` slots for owners ([`keyward_driver::ConnectionLimits`]).
 //!
 //! The listener serves whatever the [`Driver`] it is given answers with: a core, or a
 //! [`keyward_driver::Service`] such as the echo `keyward bench` measures the owner API against.
@@ -45,7 +48,9 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use keyward_core::SessionId;
-use keyward_driver::{Connection, Driver, Listener, Naming, Peer, ServeLimits, SessionBinding, Stopping};
+use keyward_driver::{
+    CertChain, Connection, Driver, Listener, Naming, Peer, Progress, Seat, ServeLimits, SessionBinding,
+};
 use tokio::net::TcpListener;
 
 pub use client::{ClientError, HttpAnswer, HttpClient, HttpTarget};
@@ -74,8 +79,9 @@ pub struct HttpLimits {
     /// Time allowed for a TLS handshake (default 5 s). A connection takes one of
     /// `max_connections` only once its handshake is done.
     pub handshake_timeout: Duration,
-    /// Most TLS handshakes in progress at once (default 64); one more drops the oldest pending one,
-    /// so connections that stay silent cannot keep an honest client from connecting.
+    /// Most TLS handshakes in progress at once (default 64); one more drops the pending one that has
+    /// made no progress for the longest (no whole ClientHello, or nothing after it), so connections
+    /// that stall cannot keep an honest client from connecting.
     pub max_handshakes: usize,
 }
 
@@ -88,7 +94,7 @@ impl Default for HttpLimits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(5),
-            max_handshakes: 64,
+            max_handshakes: 256,
         }
     }
 }
@@ -169,12 +175,13 @@ impl HttpServer {
         let Self { listener, tls, shared } = self;
         let limits = ServeLimits {
             max_connections: shared.limits.max_connections,
+            owner_reserve: shared.driver.connection_limits().owner_reserve,
             max_handshakes: shared.limits.max_handshakes,
             handshake_timeout: shared.limits.handshake_timeout,
             grace: SHUTDOWN_GRACE,
         };
-        keyward_driver::serve(Accept { listener, tls }, limits, shutdown, |ready, stopping| {
-            serve_connection(ready, Arc::clone(&shared), stopping)
+        keyward_driver::serve(Accept { listener, tls }, limits, shutdown, |ready, seat| {
+            serve_connection(ready, Arc::clone(&shared), seat)
         })
         .await;
     }
@@ -200,34 +207,51 @@ impl Listener for Accept {
         Some(accepted)
     }
 
-    fn handshake(&self, (stream, peer): Self::Conn) -> impl Future<Output = Option<Authenticated>> + Send + 'static {
-        handshake(stream, peer, self.tls.clone())
+    fn handshake(
+        &self,
+        (stream, peer): Self::Conn,
+        progress: Progress,
+    ) -> impl Future<Output = Option<Authenticated>> + Send + 'static {
+        handshake(stream, peer, self.tls.clone(), progress)
     }
 }
 
 /// The TLS handshake (when serving HTTPS): the driver runs it before the connection takes a slot.
+/// The ClientHello is read whole first (no cryptography is spent before), and reported as progress.
 async fn handshake(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    progress: Progress,
 ) -> Option<Authenticated> {
     let Some(acceptor) = tls else {
-        return Some(Authenticated { io: Box::new(stream), peer, client_key: None });
+        return Some(Authenticated {
+            io: Box::new(stream),
+            peer,
+            client_key: None,
+            client_chain: CertChain::default(),
+        });
     };
-    match acceptor.accept(stream).await {
+    let started = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await;
+    let started = match started {
+        Ok(started) => started,
+        Err(error) => {
+            tracing::debug!(%peer, %error, "no ClientHello");
+            return None;
+        }
+    };
+    progress.made();
+    match started.into_stream(Arc::clone(acceptor.config())).await {
         Ok(stream) => {
             // The verified client certificate's key names the principal (the verifier required one).
-            let client_key = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(|cert| keyward_driver::spki_sha256(cert));
+            let certificates = stream.get_ref().1.peer_certificates().unwrap_or_default();
+            let client_key = certificates.first().and_then(|cert| keyward_driver::spki_sha256(cert));
             if client_key.is_none() {
                 tracing::warn!(%peer, "closing a TLS connection without a client certificate");
                 return None;
             }
-            Some(Authenticated { io: Box::new(stream), peer, client_key })
+            let client_chain = CertChain::new(certificates.iter().map(|cert| cert.to_vec()));
+            Some(Authenticated { io: Box::new(stream), peer, client_key, client_chain })
         }
         Err(error) => {
             tracing::info!(%peer, %error, "TLS handshake refused");
@@ -242,13 +266,18 @@ struct Authenticated {
     peer: SocketAddr,
     /// The client certificate's key (HTTPS); `None` over plain HTTP.
     client_key: Option<[u8; 32]>,
+    /// The verified client chain (HTTPS); empty over plain HTTP.
+    client_chain: CertChain,
 }
 
-async fn serve_connection(ready: Authenticated, shared: Arc<Shared>, mut stopping: Stopping) {
-    let Authenticated { io, peer, client_key } = ready;
+async fn serve_connection(ready: Authenticated, shared: Arc<Shared>, seat: Seat) {
+    let Authenticated { io, peer, client_key, client_chain } = ready;
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(shared.limits.header_timeout).keep_alive(true);
-    let Ok(conn) = shared.driver.connection(Peer::Net { addr: peer, client_key }, SessionBinding::Named) else {
+    // Refused (logged and audited by the driver): the connection is closed.
+    let Ok((conn, mut stopping)) =
+        seat.admit(&shared.driver, Peer::Net { addr: peer, client_key, client_chain }, SessionBinding::Named)
+    else {
         return;
     };
     let conn = Arc::new(conn);

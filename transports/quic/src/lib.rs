@@ -54,7 +54,10 @@ pub mod codes {
     pub const PROTOCOL_MISMATCH: u64 = 0x10;
     /// Connection: the client presented no certificate.
     pub const CLIENT_CERT_REQUIRED: u64 = 0x11;
-    /// Connection: the server already serves `max_connections` (slots filled during the handshake).
+    /// Connection: no connection slot is left for this client: the server already serves
+    /// `max_connections` (slots filled during the handshake), or only the owner's reserve is left
+    /// and the client is not an owner, or the client already holds its `[connections]
+    /// per_principal` connections. The reason text says which.
     pub const SERVER_FULL: u64 = 0x12;
 
     /// A short name for a code, for messages and logs.
@@ -88,7 +91,8 @@ pub struct QuicLimits {
     /// is dropped. Default 5 s.
     #[serde(skip)]
     pub handshake_timeout: Duration,
-    /// Most handshakes in progress at once; one more drops the oldest pending one. Default 64.
+    /// Most handshakes in progress at once; one more drops the pending one that has made no progress
+    /// for the longest (its ClientHello not yet processed, or no certificate after it). Default 64.
     #[serde(skip)]
     pub max_handshakes: usize,
     /// Answer Initials from unvalidated addresses with a stateless Retry (address validation), so
@@ -135,7 +139,7 @@ impl Default for QuicLimits {
         Self {
             max_connections: 256,
             handshake_timeout: Duration::from_secs(5),
-            max_handshakes: 64,
+            max_handshakes: 256,
             validate_addresses: true,
             receive_window: 4 * 1024 * 1024,
             max_streams_per_connection: 64,

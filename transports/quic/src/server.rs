@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use keyward_driver::{Connection, Driver, Listener, Peer, Refused, ServeLimits, SessionBinding, Stopping};
+use keyward_driver::{
+    CertChain, Connection, Driver, Listener, Peer, Progress, Refusal, Seat, ServeLimits, SessionBinding,
+};
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use quinn::{ReadError, RecvStream, SendStream, VarInt};
 use tokio::task::JoinSet;
@@ -101,13 +103,14 @@ impl QuicServer {
         info!(addr = ?endpoint.local_addr().ok(), "QUIC transport serving");
         let limits = ServeLimits {
             max_connections: shared.limits.max_connections,
+            owner_reserve: shared.driver.connection_limits().owner_reserve,
             max_handshakes: shared.limits.max_handshakes,
             handshake_timeout: shared.limits.handshake_timeout,
             grace: shared.limits.shutdown_grace + DRAIN_TIMEOUT,
         };
         let accept = Accept { endpoint: endpoint.clone(), validate: shared.limits.validate_addresses };
-        keyward_driver::serve(accept, limits, shutdown, |connection, stopping| {
-            serve_connection(connection, Arc::clone(&shared), stopping)
+        keyward_driver::serve(accept, limits, shutdown, |connection, seat| {
+            serve_connection(connection, Arc::clone(&shared), seat)
         })
         .await;
         endpoint.set_server_config(None);
@@ -140,8 +143,12 @@ impl Listener for Accept {
         }
     }
 
-    fn handshake(&self, incoming: quinn::Incoming) -> impl Future<Output = Option<quinn::Connection>> + Send + 'static {
-        handshake(incoming)
+    fn handshake(
+        &self,
+        incoming: quinn::Incoming,
+        progress: Progress,
+    ) -> impl Future<Output = Option<quinn::Connection>> + Send + 'static {
+        handshake(incoming, progress)
     }
 
     fn refuse(&mut self, incoming: quinn::Incoming) {
@@ -156,13 +163,24 @@ impl Listener for Accept {
 
 /// The QUIC and TLS handshake, then the checks only a finished handshake allows (ALPN, a client
 /// certificate). The driver runs it before the connection takes a slot, within the handshake timeout.
-async fn handshake(incoming: quinn::Incoming) -> Option<quinn::Connection> {
+/// quinn's `handshake_data` is ready once the ClientHello is processed: that step is reported as
+/// progress, so a handshake stuck after it (no certificate) is dropped before a moving one.
+async fn handshake(incoming: quinn::Incoming, progress: Progress) -> Option<quinn::Connection> {
     let peer = incoming.remote_address();
     let connection = match incoming.accept() {
-        Ok(connecting) => match connecting.await {
-            Ok(connection) => connection,
+        Ok(mut connecting) => match connecting.handshake_data().await.map(drop) {
+            Ok(()) => {
+                progress.made();
+                match connecting.await {
+                    Ok(connection) => connection,
+                    Err(e) => {
+                        debug!(%peer, error = %e, "handshake failed");
+                        return None;
+                    }
+                }
+            }
             Err(e) => {
-                debug!(%peer, error = %e, "handshake failed");
+                debug!(%peer, error = %e, "handshake failed before its ClientHello was read");
                 return None;
             }
         },
@@ -171,6 +189,11 @@ async fn handshake(incoming: quinn::Incoming) -> Option<quinn::Connection> {
             return None;
         }
     };
+    checked(connection, peer)
+}
+
+/// ALPN `keyward/1` and a client certificate, or the connection is closed.
+fn checked(connection: quinn::Connection, peer: SocketAddr) -> Option<quinn::Connection> {
     let alpn = connection
         .handshake_data()
         .and_then(|data| data.downcast::<HandshakeData>().ok())
@@ -188,25 +211,33 @@ async fn handshake(incoming: quinn::Incoming) -> Option<quinn::Connection> {
     Some(connection)
 }
 
-async fn serve_connection(connection: quinn::Connection, shared: Arc<Shared>, mut stop: Stopping) {
+async fn serve_connection(connection: quinn::Connection, shared: Arc<Shared>, seat: Seat) {
     let peer = connection.remote_address();
     debug!(%peer, id = connection.stable_id(), "connection established");
 
     // Dropped (with the session bound to it) when the connection task ends, however it ends.
-    let client_key = connection
+    let certificates = connection
         .peer_identity()
         .and_then(|identity| identity.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
-        .and_then(|chain| chain.first().and_then(|cert| keyward_driver::spki_sha256(cert)));
-    // The TLS layer demands a certificate; without one the peer would pass as plain HTTP's
-    // `local-http`, which QUIC never serves.
-    let admitted = match client_key {
-        Some(_) => shared.driver.connection(Peer::Net { addr: peer, client_key }, SessionBinding::Bound),
-        None => Err(Refused { peer: Peer::Net { addr: peer, client_key } }),
-    };
-    let conn = match admitted {
-        Ok(conn) => Arc::new(conn),
+        .map(|chain| *chain)
+        .unwrap_or_default();
+    let client_key = certificates.first().and_then(|cert| keyward_driver::spki_sha256(cert));
+    // The TLS layer demands a certificate (`handshake` closed a connection without one); without
+    // one the peer would pass as plain HTTP's `local-http`, which QUIC never serves.
+    if client_key.is_none() {
+        connection.close(code(codes::CLIENT_CERT_REQUIRED), b"client certificate required");
+        return;
+    }
+    let client_chain = CertChain::new(certificates.iter().map(|cert| cert.to_vec()));
+    let peer_of = Peer::Net { addr: peer, client_key, client_chain };
+    let (conn, mut stop) = match seat.admit(&shared.driver, peer_of, SessionBinding::Bound) {
+        Ok((conn, stop)) => (Arc::new(conn), stop),
         Err(refused) => {
-            connection.close(code(codes::CLIENT_CERT_REQUIRED), Refused::message().as_bytes());
+            let reason = match refused.reason {
+                Refusal::Unknown => codes::CLIENT_CERT_REQUIRED,
+                _ => codes::SERVER_FULL,
+            };
+            connection.close(code(reason), refused.message().as_bytes());
             debug!(%refused, "closed");
             return;
         }

@@ -21,7 +21,9 @@ use tokio::net::{UnixListener, UnixStream};
 /// Limits of the Unix transport.
 #[derive(Debug, Clone, Copy)]
 pub struct UnixLimits {
-    /// Most connections served at once (default 64); more wait in the kernel's queue.
+    /// Most connections served at once (default 64); more wait in the kernel's queue. The driver's
+    /// `owner_reserve` of them are for owners only, and one client holds at most its
+    /// `per_principal` ([`keyward_driver::ConnectionLimits`]).
     pub max_connections: usize,
     /// Largest message in bytes (default 1 MiB); a larger one closes the connection.
     pub max_message_bytes: usize,
@@ -128,17 +130,19 @@ impl UnixServer {
         let Self { listener, path, limits } = self;
         let serve_limits = ServeLimits {
             max_connections: limits.max_connections,
+            owner_reserve: driver.connection_limits().owner_reserve,
             max_handshakes: limits.max_connections,
             handshake_timeout: limits.io_timeout,
             grace: limits.shutdown_grace,
         };
         let frames =
             FrameLimits { max_bytes: limits.max_message_bytes, idle: limits.idle_timeout, io: limits.io_timeout };
-        keyward_driver::serve(Accept { listener }, serve_limits, shutdown, |(mut stream, peer), mut stopping| {
-            // A uid no active client has is refused (logged and audited) by the driver.
-            let conn = driver.connection(peer, SessionBinding::Bound);
+        keyward_driver::serve(Accept { listener }, serve_limits, shutdown, |(mut stream, peer), seat| {
+            // A uid no active client has, a client at its connection bound, a reader or signer
+            // finding only the owner's reserve: refused (logged and audited) by the driver.
+            let admitted = seat.admit(&driver, peer, SessionBinding::Bound);
             async move {
-                if let Ok(conn) = conn {
+                if let Ok((conn, mut stopping)) = admitted {
                     frame::serve_stream(&conn, &mut stream, frames, &mut stopping).await;
                 }
             }
@@ -173,7 +177,11 @@ impl Listener for Accept {
     }
 
     /// The peer's credentials; whether its uid is served is the driver's principal check.
-    fn handshake(&self, stream: UnixStream) -> impl Future<Output = Option<Self::Ready>> + Send + 'static {
+    fn handshake(
+        &self,
+        stream: UnixStream,
+        _progress: keyward_driver::Progress,
+    ) -> impl Future<Output = Option<Self::Ready>> + Send + 'static {
         std::future::ready(admit(&stream).map(|peer| (stream, peer)))
     }
 }
