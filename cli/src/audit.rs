@@ -340,7 +340,9 @@ impl Watch {
                 self.kept_hash = Some(record.hash);
             }
             let event = &record.event;
-            let gap = [keyward_store::head::GAP, keyward_store::head::REPLACED]
+            // A log without its kept head (the file removed, or the first start of a version that
+            // keeps it) cannot show a cut made before: looked into once, like a gap.
+            let gap = [keyward_store::head::GAP, keyward_store::head::REPLACED, keyward_store::head::NOT_KEPT]
                 .iter()
                 .any(|prefix| event.outcome.starts_with(prefix));
             if event.principal == "keyward" && event.method == "audit" && gap {

@@ -226,11 +226,17 @@ fn log_audit_head(store: &dyn keyward_core::Store, when: &str) {
 /// How often `keyward serve` looks for a rotated certificate set.
 pub const ROTATION_CHECK: Duration = Duration::from_secs(1);
 
+/// How many checks after a rotation the open connections are swept again: longer than any
+/// handshake may take (the listeners' `handshake_timeout`, 5 s).
+pub const ROTATION_SWEEPS: u32 = 12;
+
 /// Checks the certificate directory every [`ROTATION_CHECK`] and loads a rotated set for new
 /// handshakes; a set that fails to load is logged and the one in use kept. Once a new set is in
 /// use, every open connection whose client chain it does not verify is closed (a rotation done
 /// because the CA key leaked ends the retired CA's connections, whoever's they are): within
-/// `ROTATION_CHECK` and the transports' close, under 2 s.
+/// `ROTATION_CHECK` and the transports' close, under 2 s. The sweep is repeated every check for
+/// [`ROTATION_SWEEPS`] checks after, so a handshake verified under the old set just before the
+/// rotation and admitted after the first sweep is closed too.
 async fn follow_rotations(
     server_tls: Arc<tls::ServerTls>,
     core: std::sync::Weak<Server>,
@@ -241,6 +247,7 @@ async fn follow_rotations(
     let mut tick = tokio::time::interval(ROTATION_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
+    let mut sweeps_left = 0u32;
     loop {
         tokio::select! {
             () = &mut shutdown => return,
@@ -248,6 +255,13 @@ async fn follow_rotations(
         }
         let checked = Arc::clone(&server_tls);
         match tokio::task::spawn_blocking(move || checked.refresh()).await {
+            Ok(Ok(None)) if sweeps_left > 0 => {
+                sweeps_left -= 1;
+                let closed = driver.close_unverified(&|chain| server_tls.verifies(chain));
+                if closed > 0 {
+                    tracing::info!(closed, "closed connections admitted after the rotation with a retired certificate");
+                }
+            }
             Ok(Ok(None)) => {}
             Ok(Ok(Some(set))) => {
                 tracing::info!(set = %set.display(), "new certificate set: new connections use it");
@@ -258,6 +272,7 @@ async fn follow_rotations(
                 }
                 let closed = driver.close_unverified(&|chain| server_tls.verifies(chain));
                 tracing::info!(closed, "closed the open connections whose certificate the new set does not verify");
+                sweeps_left = ROTATION_SWEEPS;
             }
             Ok(Err(error)) => tracing::error!(
                 "the certificate set changed but cannot be used; keeping the one in use ({}): {error:#}",

@@ -50,6 +50,14 @@ fn audit(data: &Path, args: &[&str]) -> Output {
     command.stdin(Stdio::null()).output().unwrap()
 }
 
+/// A verdict on a log that never kept its head: the missing records are not named (nothing shows
+/// them), only that the head was not kept, which verify reports until accepted.
+fn not_kept_only(output: &Output) {
+    assert!(!output.status.success(), "{}", text(output));
+    assert!(text(output).contains("head not kept: the log had"), "{}", text(output));
+    assert!(!text(output).contains("missing"), "{}", text(output));
+}
+
 /// Puts back the copy of `store/` taken in `backup`.
 fn restore(data: &Path, backup: &Path) {
     std::fs::remove_dir_all(data.join("store")).unwrap();
@@ -68,8 +76,9 @@ fn restoring_an_older_copy_of_the_store_fails_verify_naming_the_missing_records(
         restore(&data, &backup);
         let output = audit(&data, &["verify"]);
         if !keep_head {
-            // What the log did before it kept its head: the rollback goes unseen.
-            assert!(output.status.success(), "{}", text(&output));
+            // What the log did before it kept its head: the rollback goes unseen (the chain holds);
+            // all verify can say is that no head was kept for it.
+            not_kept_only(&output);
             continue;
         }
         assert!(!output.status.success(), "a rolled back store verified: {}", text(&output));
@@ -104,7 +113,7 @@ fn cutting_the_journal_fails_verify_naming_the_missing_records() {
         assert!(head.seq < 20, "the cut removed records: head {}", head.seq);
         let output = audit(&data, &["verify"]);
         if !keep_head {
-            assert!(output.status.success(), "{}", text(&output));
+            not_kept_only(&output);
             continue;
         }
         assert!(!output.status.success(), "a cut journal verified: {}", text(&output));

@@ -15,23 +15,29 @@
 //!      seen), of a success its method and wallet. The first event of a window is written at once
 //!      (the owner sees a refusal within a second); the window's later events become one record
 //!      when it ends, with their count, methods and first and last time ([`super::Span`]);
-//!   2. **budgeted** per principal: at most [`BUDGET`] records per budget window. Past it, the
-//!      principal's events are counted into one "over the audit budget" record written when its
-//!      window ends. A principal that overspends gets a window twice as long next time (up to
-//!      [`MAX_BUDGET_WINDOW_MS`]): the harder it floods, the harder it is merged; after a window
-//!      within budget it is back to [`BUDGET_WINDOW_MS`]. Peers that are no active client (an
-//!      unknown certificate, a pairing attempt under any name) share one budget, [`SHARED`];
-//!   3. **bounded**: at most [`MAX_WINDOWS`] windows and [`MAX_BUDGETS`] budgets (and the shared one) are held; past
-//!      them an event is counted in a budget record (its principal's, or the shared one).
+//!   2. **budgeted** per principal: each record a cheap event adds takes a token from the
+//!      principal's bucket, which holds [`BUDGET`] tokens and gains one every [`REFILL_MS`]. With
+//!      none left, the principal's events are counted instead, successes and refusals apart, in at
+//!      most two "over the audit budget" records per over window: the first window is
+//!      [`OVER_WINDOW_MS`], and the next twice as long while the principal stays over (up to
+//!      [`MAX_OVER_WINDOW_MS`]), back to the first after a window with nothing over. Peers that are
+//!      no active client (an unknown certificate, a pairing attempt under any name) share one
+//!      bucket, [`SHARED`];
+//!   3. **bounded**: at most [`MAX_WINDOWS`] windows and [`MAX_BUDGETS`] buckets (and the shared
+//!      one) are held; past them an event is counted in an over record (its principal's, or the
+//!      shared one).
 //!
-//! Worst case: one principal flooding cheap events adds at most `BUDGET` + 1 records per budget
-//! window: 21 a minute at first, and after ten doubled windows (about 17 hours) 21 a day; about
-//! 2,200 records in 90 days, 0.2 % of the default retention of 1,000,000 records, so no client
-//! below owner can push another's records out before they are `max_age` old. Memory: `MAX_WINDOWS` windows of a
-//! few hundred bytes (about 2 MiB at most) and `AUDIT_QUEUE_MAX` queued events.
+//! Worst case: one principal flooding cheap events for 90 days adds at most `BUDGET` + 90 × 96
+//! records from its bucket and 2 × (≈ 9 + 90 × 4) over records: about 9,400, under 1 % of the
+//! default retention of 1,000,000 records, so no client below owner can push another's records out
+//! before they are `max_age` old unless about a hundred flood at once for the whole 90 days. In its
+//! first minute it adds at most `BUDGET` + 2. Memory: `MAX_WINDOWS` windows of a few hundred bytes
+//! (about 2 MiB at most) and `AUDIT_QUEUE_MAX` queued events.
 //!
-//! Times are the host's clock ([`crate::Host::unix_time_ms`]). Without one (0), windows never end:
-//! coalesced events are written when the server shuts down ([`AuditQueue::close_all`]).
+//! Times are the host's clock ([`crate::Host::unix_time_ms`]). A window the clock went back past
+//! ends at once, so a step of the wall clock never holds records back. Without a clock (0),
+//! windows never end: coalesced events are written when the server shuts down
+//! ([`AuditQueue::close_all`]).
 
 use std::collections::BTreeMap;
 
@@ -42,12 +48,14 @@ use super::{AuditEvent, Span};
 pub(crate) const AUDIT_QUEUE_MAX: usize = 65_536;
 /// How long cheap events of one (principal, class, outcome) are coalesced after the first.
 pub(crate) const COALESCE_MS: u64 = 60_000;
-/// Records one principal's cheap events may add per budget window.
+/// Tokens a principal's bucket holds: records its cheap events may add in a burst.
 pub(crate) const BUDGET: u32 = 20;
-/// A budget window at first, and again after a window within budget.
-pub(crate) const BUDGET_WINDOW_MS: u64 = 60_000;
-/// The longest budget window (the window doubles while a principal overspends).
-pub(crate) const MAX_BUDGET_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
+/// The bucket gains a token this often (96 a day).
+pub(crate) const REFILL_MS: u64 = 15 * 60 * 1000;
+/// The first over window: how long events past the budget are counted before their record.
+pub(crate) const OVER_WINDOW_MS: u64 = 60_000;
+/// The longest over window (it doubles while a principal stays over).
+pub(crate) const MAX_OVER_WINDOW_MS: u64 = 6 * 60 * 60 * 1000;
 /// Most coalescing windows open at once.
 pub(crate) const MAX_WINDOWS: usize = 4096;
 /// Most principals with a budget at once (the rest share [`SHARED`]'s).
@@ -172,23 +180,68 @@ struct Window {
     later: Option<Tally>,
 }
 
-/// A principal's budget window.
+/// A principal's bucket of tokens, and what did not fit.
 #[derive(Debug)]
 struct Budget {
-    start: u64,
-    len: u64,
-    used: u32,
-    /// What did not fit, written when the window ends.
-    over: Option<Tally>,
+    tokens: u32,
+    /// When the bucket last gained a token (or was full).
+    refilled: u64,
+    /// Events past the budget: refusals, then successes.
+    over: [Option<Tally>; 2],
+    over_start: u64,
+    over_len: u64,
 }
 
 impl Budget {
     fn new(now: u64) -> Self {
-        Self { start: now, len: BUDGET_WINDOW_MS, used: 0, over: None }
+        Self { tokens: BUDGET, refilled: now, over: [None, None], over_start: now, over_len: OVER_WINDOW_MS }
     }
 
-    fn ended(&self, now: u64) -> bool {
-        now >= self.start.saturating_add(self.len)
+    /// Takes a token if there is one (after the refill due at `now`).
+    fn take(&mut self, now: u64) -> bool {
+        if now < self.refilled {
+            // The clock went back: count from now.
+            self.refilled = now;
+        }
+        let gained = (now - self.refilled) / REFILL_MS;
+        if gained > 0 {
+            let tokens = u64::from(self.tokens).saturating_add(gained).min(u64::from(BUDGET));
+            self.tokens = u32::try_from(tokens).unwrap_or(BUDGET);
+            self.refilled = if self.tokens == BUDGET { now } else { self.refilled + gained * REFILL_MS };
+        }
+        let has = self.tokens > 0;
+        self.tokens -= u32::from(has);
+        has
+    }
+
+    /// Counts events past the budget, opening the over window if none is open.
+    fn over(&mut self, bucket: &str, ok: bool, now: u64) -> &mut Tally {
+        if self.over.iter().all(Option::is_none) {
+            self.over_start = now;
+        }
+        self.over[usize::from(ok)].get_or_insert_with(|| {
+            let principal = if bucket == SHARED { "keyward" } else { bucket };
+            let outcome = match (bucket == SHARED, ok) {
+                (false, false) => "refused, over the audit budget",
+                (false, true) => "ok, over the audit budget",
+                (true, false) => "refused, over the audit budget of peers that are no client",
+                (true, true) => "ok, over the audit budget of peers that are no client",
+            };
+            Tally::new(principal, outcome, now)
+        })
+    }
+
+    /// Whether the over window has ended at `now` (or the clock went back past its start).
+    fn over_ended(&self, now: u64) -> bool {
+        now < self.over_start || now >= self.over_start.saturating_add(self.over_len)
+    }
+
+    /// Whether the bucket holds nothing a fresh one would not.
+    fn idle(&self, now: u64) -> bool {
+        self.over.iter().all(Option::is_none)
+            && self.over_len == OVER_WINDOW_MS
+            && (self.tokens == BUDGET
+                || now.saturating_sub(self.refilled) / REFILL_MS >= u64::from(BUDGET - self.tokens))
     }
 }
 
@@ -236,7 +289,7 @@ impl AuditQueue {
         self.roll(bucket, now, false);
         let key = WindowKey::of(&event);
         if let Some(window) = self.windows.get_mut(&key) {
-            if now < window.opened.saturating_add(COALESCE_MS) {
+            if !window_ended(window.opened, now) {
                 let later = window.later.get_or_insert_with(|| Tally::new(&event.principal, &event.outcome, now));
                 later.add_event(&event, now);
                 return;
@@ -245,51 +298,48 @@ impl AuditQueue {
                 self.close(window, now);
             }
         }
+        let ok = event.outcome == "ok";
         let budget = self.budgets.entry(bucket.to_owned()).or_insert_with(|| Budget::new(now));
-        if budget.used < BUDGET && self.windows.len() < MAX_WINDOWS {
-            budget.used += 1;
+        if self.windows.len() < MAX_WINDOWS && budget.take(now) {
             self.windows.insert(key, Window { opened: now, bucket: bucket.to_owned(), later: None });
             self.queue(event);
         } else {
-            over(budget, bucket, now).add_event(&event, now);
+            budget.over(bucket, ok, now).add_event(&event, now);
         }
     }
 
-    /// Writes a window's later events as one record, charged to its budget (or counted in the
-    /// budget's record when it is spent).
+    /// Writes a window's later events as one record, for a token of its bucket (or counts them in
+    /// the bucket's over record when it has none).
     fn close(&mut self, window: Window, now: u64) {
         let Some(later) = window.later else { return };
         let bucket = window.bucket;
         let budget = self.budgets.entry(bucket.clone()).or_insert_with(|| Budget::new(now));
-        if budget.used < BUDGET {
-            budget.used += 1;
+        if budget.take(now) {
             self.queue(later.into_event());
         } else {
-            let (first, last, count) = (later.first, later.last, later.count);
-            let tally = over(budget, &bucket, now);
+            let (first, last, count, ok) = (later.first, later.last, later.count, later.outcome == "ok");
             let event = later.into_event();
-            tally.add(&event.method, &event.wallet, count, first, last);
+            budget.over(&bucket, ok, now).add(&event.method, &event.wallet, count, first, last);
         }
     }
 
-    /// Ends `bucket`'s budget window if it is over (or `always`): its over-budget record is queued
-    /// and the next window is twice as long if this one overspent, the first length if not. A
-    /// budget with nothing to carry is forgotten.
+    /// Ends `bucket`'s over window if it is over (or `always`): its over records are queued, and
+    /// the next window is twice as long if this one counted anything, the first length if not. A
+    /// bucket that holds nothing a fresh one would not is forgotten.
     fn roll(&mut self, bucket: &str, now: u64, always: bool) {
         let Some(budget) = self.budgets.get_mut(bucket) else { return };
-        if !(always || budget.ended(now)) {
-            return;
+        if always || budget.over_ended(now) {
+            let over = std::mem::take(&mut budget.over);
+            let counted = over.iter().any(Option::is_some);
+            budget.over_len =
+                if counted { budget.over_len.saturating_mul(2).min(MAX_OVER_WINDOW_MS) } else { OVER_WINDOW_MS };
+            budget.over_start = now;
+            for tally in over.into_iter().flatten() {
+                self.queue(tally.into_event());
+            }
         }
-        let overspent = budget.over.take();
-        budget.len =
-            if overspent.is_some() { budget.len.saturating_mul(2).min(MAX_BUDGET_WINDOW_MS) } else { BUDGET_WINDOW_MS };
-        budget.start = now;
-        budget.used = 0;
-        if overspent.is_none() {
+        if self.budgets.get(bucket).is_some_and(|b| b.idle(now)) {
             self.budgets.remove(bucket);
-        }
-        if let Some(tally) = overspent {
-            self.queue(tally.into_event());
         }
     }
 
@@ -316,7 +366,7 @@ impl AuditQueue {
         let ended: Vec<WindowKey> = self
             .windows
             .iter()
-            .filter(|(_, w)| all || now >= w.opened.saturating_add(COALESCE_MS))
+            .filter(|(_, w)| all || window_ended(w.opened, now))
             .map(|(key, _)| key.clone())
             .collect();
         for key in ended {
@@ -349,7 +399,7 @@ impl AuditQueue {
         self.pending.len()
             + usize::from(self.dropped > 0)
             + self.windows.values().filter(|w| w.later.is_some()).count()
-            + self.budgets.values().filter(|b| b.over.is_some()).count()
+            + self.budgets.values().map(|b| b.over.iter().flatten().count()).sum::<usize>()
     }
 
     /// Whether none wait.
@@ -359,16 +409,10 @@ impl AuditQueue {
     }
 }
 
-/// The over-budget record of `bucket`'s budget.
-fn over<'a>(budget: &'a mut Budget, bucket: &str, now: u64) -> &'a mut Tally {
-    budget.over.get_or_insert_with(|| {
-        let (principal, outcome) = if bucket == SHARED {
-            ("keyward", "over the audit budget of peers that are no client")
-        } else {
-            (bucket, "over the audit budget")
-        };
-        Tally::new(principal, outcome, now)
-    })
+/// Whether a coalescing window opened at `opened` has ended at `now` (or the clock went back past
+/// its start).
+fn window_ended(opened: u64, now: u64) -> bool {
+    now < opened || now >= opened.saturating_add(COALESCE_MS)
 }
 
 #[cfg(test)]

@@ -12,10 +12,11 @@ use std::sync::{Mutex, PoisonError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConnectionLimits {
-    /// Authenticated connections one principal (a registered client, `local-http`, `local`) may
-    /// hold at once, over every listener of the driver together. One more is refused (logged and
-    /// audited) and closed. Default 32. A driver answering with a [`crate::Service`] has no
-    /// principals and does not apply it.
+    /// Authenticated connections one principal (a registered client, `local`) may hold at once,
+    /// over every listener of the driver together. One more is refused (logged and audited) and
+    /// closed. Default 32. Not applied to `local-http` (every loopback plain-HTTP peer, any local
+    /// process, is that one principal: only the plain listener's slots bound it), nor by a driver
+    /// answering with a [`crate::Service`] (no principals).
     pub per_principal: usize,
     /// Slots of every listener that only owner-role principals may take: a connection of a reader
     /// or signer is refused once a listener has fewer than this many slots free. Default 8 (of 256

@@ -262,7 +262,12 @@ impl Connection {
             Backend::Core(core) => {
                 let principal = peer.principal(core);
                 let owner = principal.as_ref().is_some_and(|p| core.role_of(p.name()) == Some(Role::Owner));
-                (principal, owner, driver.inner.connection_limits.per_principal)
+                // `local-http` is every loopback plain-HTTP peer together, any local process: a
+                // per-principal bound would let 32 of them lock the others out. Only the plain
+                // HTTP listener's slots bound it (no other listener serves it).
+                let shared = principal.as_ref().is_some_and(|p| p.name() == Principal::LOCAL_HTTP);
+                let per_principal = if shared { usize::MAX } else { driver.inner.connection_limits.per_principal };
+                (principal, owner, per_principal)
             }
             Backend::Service(_) => (Some(Principal::local()), true, usize::MAX),
         };

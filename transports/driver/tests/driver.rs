@@ -323,6 +323,10 @@ async fn a_principal_holds_at_most_its_connections_and_unverified_chains_are_clo
     };
     let kept = driver.connection(plain(1), SessionBinding::Named).unwrap();
     let ended = driver.connection(plain(2), SessionBinding::Named).unwrap();
+    // Loopback plain-HTTP peers are all `local-http`, any local process: no per-principal bound
+    // (32 of them would lock the rest out), only their listener's slots.
+    let more: Vec<_> = (10..14).map(|n| driver.connection(plain(n), SessionBinding::Named).unwrap()).collect();
+    drop(more);
     drop(first);
     let _again = driver.connection(Peer::Local, SessionBinding::Bound).unwrap();
 

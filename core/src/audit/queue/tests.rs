@@ -127,44 +127,91 @@ fn a_coalesced_record_lists_at_most_eight_methods() {
     assert_eq!(records[1].count, 11);
 }
 
+/// The flood that stays just within a per-minute budget: ten classes of refusal, each every 30 s,
+/// for 30 days. Each class is worth two records a minute (its first event and its window's
+/// count): 28,800 a day if nothing but a minute's budget held it.
 #[test]
-fn a_flood_for_days_is_merged_harder_and_a_quiet_principal_gets_minutes_again() {
+fn a_steady_flood_for_a_month_adds_no_more_than_the_bucket_refills() {
     let mut queue = AuditQueue::default();
     let mut records = Vec::new();
     let mut events = 0u64;
-    // Three days: every ten seconds, 50 refusals of 30 kinds (each outcome a class of its own).
+    let days = 30;
     let day = 24 * 60 * 60 * 1000;
     let mut now = 0;
-    while now < 3 * day {
-        for n in 0..50u64 {
-            let outcome = format!("outcome {}", (now / 10_000 + n) % 30);
-            queue.push(event("reader", "get_mnemonic", None, &outcome), Kind::Cheap, "reader", now);
+    while now < days * day {
+        for n in 0..10 {
+            queue.push(event("reader", "get_mnemonic", None, &format!("outcome {n}")), Kind::Cheap, "reader", now);
             events += 1;
         }
         records.extend(queue.take(now));
-        now += 10_000;
+        now += 30_000;
     }
     records.extend(queue.close_all(now));
     assert_eq!(total(&records), events, "every event is counted");
-    // Windows of 1, 2, 4, ... 1024 minutes, then days: at most 13 windows in 3 days.
-    assert!(records.len() <= 13 * (BUDGET as usize + 1) + 1, "{} records in 3 days", records.len());
-    let over: Vec<&AuditEvent> = records.iter().filter(|r| r.outcome == "over the audit budget").collect();
-    assert!(over.len() >= 11, "one over-budget record per window");
-    let longest = over.iter().filter_map(|r| r.span).map(|s| s.last_unix_ms - s.first_unix_ms).max();
-    assert!(longest > Some(day / 2), "the last windows are long");
-    assert!(queue.budgets.is_empty() && queue.windows.is_empty(), "nothing is held after close_all");
+    // The bucket: its 20, then one a refill; the over records: two a window, windows of 1, 2, ...
+    // up to 6 hours.
+    let bound = BUDGET as u64 + days * day / REFILL_MS + 2 * (10 + days * day / MAX_OVER_WINDOW_MS);
+    eprintln!("{} records in {days} days (bound {bound}) for {events} events", records.len());
+    assert!(records.len() as u64 <= bound, "{} records in {days} days (bound {bound})", records.len());
+    let over = records.iter().filter(|r| r.outcome == "refused, over the audit budget").count();
+    assert!(over > 100, "{over} over records");
+    assert!(records.iter().all(|r| !r.outcome.starts_with("ok")), "no success was made up");
+}
 
-    // After a window within budget, a principal is back to one-minute windows.
+#[test]
+fn the_over_window_doubles_while_a_principal_stays_over_and_is_a_minute_again_after() {
     let mut queue = AuditQueue::default();
-    for n in 0..(BUDGET + 5) {
-        queue.push(event("reader", "x", None, &format!("o{n}")), Kind::Cheap, "reader", 0);
+    let spend = |q: &mut AuditQueue, now: u64| {
+        for n in 0..(BUDGET + 5) {
+            q.push(event("reader", "x", None, &format!("o{n}")), Kind::Cheap, "reader", now);
+        }
+    };
+    spend(&mut queue, 0);
+    assert_eq!(queue.budgets["reader"].over_len, OVER_WINDOW_MS);
+    let over = queue.take(OVER_WINDOW_MS);
+    assert!(over.iter().any(|r| r.outcome == "refused, over the audit budget" && r.count == 5), "{over:?}");
+    assert_eq!(queue.budgets["reader"].over_len, 2 * OVER_WINDOW_MS, "it was over: doubled");
+    spend(&mut queue, OVER_WINDOW_MS + 1);
+    assert!(queue.take(2 * OVER_WINDOW_MS).iter().all(|r| !r.outcome.contains("over")), "the window is open");
+    let _ = queue.take(3 * OVER_WINDOW_MS + 1);
+    assert_eq!(queue.budgets["reader"].over_len, 4 * OVER_WINDOW_MS);
+    // A window with nothing over: back to a minute; then, once the bucket has refilled, forgotten.
+    let _ = queue.take(8 * OVER_WINDOW_MS);
+    assert_eq!(queue.budgets["reader"].over_len, OVER_WINDOW_MS);
+    let _ = queue.take(8 * OVER_WINDOW_MS + u64::from(BUDGET) * REFILL_MS);
+    assert!(queue.budgets.is_empty(), "a full bucket is forgotten");
+}
+
+/// Past its budget, a client's successes are counted apart from its refusals and written when the
+/// first over window ends, not mixed into a refusal record.
+#[test]
+fn past_the_budget_successes_are_counted_apart_and_written_within_a_minute() {
+    let mut queue = AuditQueue::default();
+    for n in 0..BUDGET {
+        queue.push(event("reader", "get_mnemonic", None, &format!("refusal {n}")), Kind::Cheap, "reader", 0);
     }
-    assert_eq!(queue.budgets["reader"].len, BUDGET_WINDOW_MS);
-    let _ = queue.take(BUDGET_WINDOW_MS);
-    assert_eq!(queue.budgets["reader"].len, 2 * BUDGET_WINDOW_MS, "overspent: doubled");
-    queue.push(refused("x"), Kind::Cheap, "reader", BUDGET_WINDOW_MS + 1);
-    let _ = queue.take(3 * BUDGET_WINDOW_MS + COALESCE_MS);
-    assert!(queue.budgets.is_empty(), "within budget: forgotten, so the next window is a minute");
+    queue.push(event("reader", "open_wallet", Some("w"), "ok"), Kind::Cheap, "reader", 5);
+    queue.push(event("reader", "delete_wallet", None, "forbidden"), Kind::Cheap, "reader", 6);
+    assert_eq!(queue.take(6).len(), BUDGET as usize);
+    let records = queue.take(5 + OVER_WINDOW_MS);
+    let ok = records.iter().find(|r| r.outcome == "ok, over the audit budget").expect("the success");
+    assert_eq!((ok.method.as_str(), ok.wallet.as_deref(), ok.count), ("open_wallet", Some("w"), 1));
+    let refused = records.iter().find(|r| r.outcome == "refused, over the audit budget").expect("the refusal");
+    assert_eq!((refused.method.as_str(), refused.count), ("delete_wallet", 1));
+}
+
+#[test]
+fn a_clock_that_goes_back_ends_the_windows_it_passes() {
+    let mut queue = AuditQueue::default();
+    queue.push(refused("get_mnemonic"), Kind::Cheap, "reader", 10_000_000);
+    queue.push(refused("delete_wallet"), Kind::Cheap, "reader", 10_000_001);
+    assert_eq!(queue.take(10_000_001).len(), 1);
+    // The wall clock was set back an hour: the window's count is written now, not in an hour.
+    let records = queue.take(10_000_000 - 3_600_000);
+    assert_eq!(records.len(), 1);
+    assert_eq!((records[0].method.as_str(), records[0].count), ("delete_wallet", 1));
+    queue.push(refused("get_mnemonic"), Kind::Cheap, "reader", 10);
+    assert_eq!(queue.take(10).len(), 1, "a new window, its first written at once");
 }
 
 #[test]
@@ -183,7 +230,7 @@ fn peers_that_are_no_client_share_one_budget() {
     let note = records.last().expect("the over-budget record");
     assert_eq!(
         (note.principal.as_str(), note.outcome.as_str()),
-        ("keyward", "over the audit budget of peers that are no client")
+        ("keyward", "refused, over the audit budget of peers that are no client")
     );
     assert_eq!((note.method.as_str(), note.count), ("handshake", 1000 - BUDGET));
 }
