@@ -294,6 +294,10 @@ pub(crate) fn change_password(state: &State, p: &[Value], context: &CallContext)
     let (stored, _, entropy) = check_password(state, &key, &old, context)?;
     let record = seal_record(state, &entropy, &new)?;
     state.store.replace_seed_record(&key, &stored.seed_record, &record.to_bytes()).map_err(store_error)?;
+    if state.config.tokens.close_on_password_change {
+        // Only once the new password is stored: a failed change leaves every opening as it was.
+        lock(&state.vault).close_everywhere(&key);
+    }
     Ok(Value::Null)
 }
 
