@@ -294,8 +294,8 @@ mod tests {
     fn every_key_reaches_its_limit() {
         let options = resolved(
             "[sessions]\nmax = 7\nidle_secs = 2\nlifetime_secs = 3\nmax_requests = 4\nmax_nonces = 5\n\
-             max_unnamed_bytes = 6\nper_connection = 9\nper_principal = 10\n\
-             [tokens]\nidle_secs = 11\nlifetime_secs = 12\nmax_open_wallets = 13\n\
+             max_unnamed_bytes = 6\nper_connection = 9\nper_principal = 10\ngrace_secs = 24\n\
+             [tokens]\nidle_secs = 11\nlifetime_secs = 12\nmax_open_wallets = 13\nclose_on_password_change = false\n\
              [throttle]\nfree_attempts = 14\nbase_ms = 15\nmax_ms = 16\n\
              [quic_limits]\nmax_connections = 17\nmax_streams_per_connection = 18\nmax_message_bytes = 19\nidle_secs = 20\n\
              [audit]\nmax_records = 21\nmax_age_days = 2\n\
@@ -310,9 +310,13 @@ mod tests {
             max_nonces: 5,
             max_per_principal: 10,
             max_unnamed_bytes: 6,
+            grace_ms: 24_000,
         };
         assert_eq!(options.core.sessions, expected);
-        assert_eq!(options.core.tokens, TokenLimits { max_open_wallets: 13, idle_ms: 11_000, lifetime_ms: 12_000 });
+        assert_eq!(
+            options.core.tokens,
+            TokenLimits { max_open_wallets: 13, idle_ms: 11_000, lifetime_ms: 12_000, close_on_password_change: false }
+        );
         let throttle = ThrottleConfig { free_attempts: 14, base_ms: 15, max_ms: 16, ..ThrottleConfig::default() };
         assert_eq!(options.core.throttle, throttle);
         let quic = QuicLimits {

@@ -4,7 +4,9 @@
 //! * `prctl(PR_SET_DUMPABLE, 0)`: no core dump, and `/proc/PID/mem` is closed to every process
 //!   without `CAP_SYS_PTRACE`;
 //! * `setrlimit(RLIMIT_CORE, 0)`: no core file even if something turns dumping back on;
-//! * `mlock` of the vault's block of masked seeds, where `RLIMIT_MEMLOCK` allows (a warning otherwise).
+//! * `mlock` of the vault's block of masked seeds, where `RLIMIT_MEMLOCK` allows (a warning otherwise);
+//! * a warning for each of the data directory, `tls/` and `store/` that other users can open
+//!   ([`open_to_others`]).
 #![expect(unsafe_code, reason = "the libc calls this module exists for")]
 
 use std::io;
@@ -28,6 +30,18 @@ pub fn process() -> Report {
     let core = unsafe { libc::setrlimit(libc::RLIMIT_CORE, &limit) };
     let no_core_files = if core == 0 { Ok(()) } else { Err(io::Error::last_os_error()) };
     Report { not_dumpable, no_core_files }
+}
+
+/// Those of `dirs` that exist and that group or others may read, write or enter (`mode & 0o077`),
+/// with their mode.
+pub fn open_to_others(dirs: &[&std::path::Path]) -> Vec<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt as _;
+    dirs.iter()
+        .filter_map(|dir| {
+            let mode = std::fs::metadata(dir).ok().filter(std::fs::Metadata::is_dir)?.permissions().mode() & 0o7777;
+            (mode & 0o077 != 0).then(|| (dir.to_path_buf(), mode))
+        })
+        .collect()
 }
 
 /// Whether this process may be dumped (1) or not (0), as the kernel says.

@@ -172,6 +172,14 @@ fn bundle_dir(target: &ServerArgs, name: &str) -> PathBuf {
     target.data_dir().join("native-host").join(name)
 }
 
+/// `path` made absolute with every symlink resolved (it must exist); an error if the result is
+/// not absolute, which a browser's manifest and the host's wrapper need.
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    let resolved = path.canonicalize().with_context(|| format!("cannot resolve {}", path.display()))?;
+    anyhow::ensure!(resolved.is_absolute(), "{} does not resolve to an absolute path", path.display());
+    Ok(resolved)
+}
+
 /// Quotes a path for `sh` ('…', with ' as '\'').
 fn sh_quote(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
@@ -219,6 +227,10 @@ async fn install(
         Some(dir) => dir,
         None => browser.manifest_dir()?,
     };
+    // Browsers start the host by the manifest's absolute path from their own working directory:
+    // every path written below is made absolute (symlinks resolved) first.
+    fs::create_dir_all(&manifest_dir).with_context(|| format!("cannot make {}", manifest_dir.display()))?;
+    let manifest_dir = absolute(&manifest_dir)?;
     let manifest = manifest_dir.join(format!("{HOST_NAME}.json"));
     anyhow::ensure!(
         fs::symlink_metadata(&manifest).is_err(),
@@ -231,9 +243,10 @@ async fn install(
         "{} exists: a host called '{name}' is installed",
         bundle.display()
     );
-    let exe = std::env::current_exe().context("cannot find the keyward executable")?;
-    let exe = exe.canonicalize().unwrap_or(exe);
-    fs::create_dir_all(bundle.parent().unwrap_or(&bundle)).context("cannot make the native-host directory")?;
+    let exe = absolute(&std::env::current_exe().context("cannot find the keyward executable")?)?;
+    let hosts = bundle.parent().unwrap_or(&bundle);
+    fs::create_dir_all(hosts).context("cannot make the native-host directory")?;
+    let bundle = absolute(hosts)?.join(bundle.file_name().unwrap_or_default());
 
     // The client and its key and certificates (as `keyward clients add --out`).
     let add = clients::Action::Add { name: name.clone(), role, out: Some(bundle.clone()), uid: None, ca_key: None };
@@ -270,7 +283,6 @@ async fn install(
             "type": "stdio",
         });
         body[origins.0] = origins.1;
-        fs::create_dir_all(&manifest_dir).with_context(|| format!("cannot make {}", manifest_dir.display()))?;
         write_new(&manifest, serde_json::to_string_pretty(&body)?.as_bytes(), 0o644)?;
         anyhow::Ok(())
     })();

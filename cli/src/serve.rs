@@ -85,12 +85,26 @@ pub async fn start_with(options: ServeOptions, certificates: Certificates) -> an
     if let Err(error) = &report.no_core_files {
         tracing::warn!(%error, "could not set the core file limit to zero");
     }
-    certs::private_dir(&options.data_dir)?;
     let tls_dir = tls_dir(&options.data_dir);
     let launched = match &certificates {
         Certificates::DataDir => None,
         Certificates::Launcher(set) => Some(Arc::clone(set)),
     };
+    // Before anything is made or changed: the directories the operator left open to other users.
+    let store_dir = options.data_dir.join("store");
+    let mut checked = vec![options.data_dir.as_path(), store_dir.as_path()];
+    if launched.is_none() {
+        checked.push(&tls_dir);
+    }
+    for (dir, mode) in harden::open_to_others(&checked) {
+        let fixed = if dir == options.data_dir { " (keyward serve sets it to 0700 now)" } else { "" };
+        tracing::warn!(
+            "{} is open to other users (mode {mode:04o}){fixed}; run: chmod 700 {}",
+            dir.display(),
+            dir.display()
+        );
+    }
+    certs::private_dir(&options.data_dir)?;
     if launched.is_none() && certs::ensure(&tls_dir)? {
         tracing::info!(dir = %tls_dir.display(), "made a new CA, server and client certificate");
     }

@@ -271,3 +271,26 @@ fn oversized_and_truncated_frames_get_an_error_and_the_host_exits() {
     assert!(host.receive()["error"]["message"].as_str().unwrap().contains("not the one this host was installed for"));
     assert!(!host.finish().0.success());
 }
+
+/// Issue 23, item 8a: relative `--data-dir` and `--manifest-dir` still give the browser an
+/// absolute manifest `path` and a wrapper that names the binary and bundle by absolute paths.
+#[test]
+fn relative_directories_are_written_as_absolute_paths() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(&home.path().join("kw"));
+    let mut command = keyward();
+    command.current_dir(home.path()).env_remove("KEYWARD_DATA_DIR");
+    command.args(["native-host", "install", "--browser", "chromium", "--extension-id", EXTENSION]);
+    command.args(["--role", "reader", "--manifest-dir", "manifests", "--data-dir", "kw", "--url", &server.url]);
+    ok(&run(&mut command, None, None));
+    let manifest = home.path().join("manifests").join("keyward.owner.json");
+    let body: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let path = Path::new(body["path"].as_str().unwrap());
+    assert!(path.is_absolute() && path.exists(), "{body}");
+    let script = std::fs::read_to_string(path).unwrap();
+    let exec = script.lines().find(|line| line.starts_with("exec ")).unwrap();
+    for quoted in exec.split('\'').skip(1).step_by(2) {
+        assert!(Path::new(quoted).is_absolute(), "{quoted} in {exec}");
+    }
+    assert_eq!(exec.matches('\'').count(), 4, "the binary and the bundle: {exec}");
+}

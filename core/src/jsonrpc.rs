@@ -47,6 +47,14 @@ pub enum EnvelopeError {
     Replay,
     /// The answer could not be encrypted (−32003).
     Encryption,
+    /// A plaintext `init_secure_api` found its principal holding `max` sessions, all made within
+    /// the grace period and not used yet: no new one until one is used or older (−32099 `Busy: …`).
+    SessionsAllNew {
+        /// The principal's bound (`[sessions] per_principal`).
+        max: usize,
+        /// The grace period, in milliseconds.
+        grace_ms: u64,
+    },
 }
 
 impl EnvelopeError {
@@ -65,6 +73,13 @@ impl EnvelopeError {
                 (-32002, "Encrypted request format error: replayed nonce: this envelope was already accepted".into())
             }
             Self::Encryption => (-32003, "Encryption error: the answer could not be encrypted".into()),
+            Self::SessionsAllNew { max, grace_ms } => (
+                -32099,
+                format!(
+                    "Busy: this client's {max} sessions were all made in the last {grace_ms} ms and none is used yet; \
+                     use one, or try again shortly"
+                ),
+            ),
         }
     }
 }

@@ -19,6 +19,12 @@ pub const DEFAULT_WALLET: &str = "default";
 pub const MAX_NAME_LEN: usize = 64;
 /// Deepest top-level directory below the data root.
 pub const MAX_DIR_DEPTH: usize = 8;
+/// Most top-level directories other than the data root that a store holds something in (a config
+/// or a wallet). A `create_config`, `create_wallet` or `import_grin_wallet` that would add one
+/// more is refused (−32099 `ArgumentError: …`) and changes nothing. Each directory keeps one config
+/// (≤ 64 KiB, replaced by the next), so configs take at most `(64 + 1) × 64 KiB` ≈ 4.1 MiB.
+/// `set_top_level_directory` stores nothing (a session's own string).
+pub const MAX_DIRECTORIES: usize = 64;
 /// Chain types `create_config` accepts (grin's names).
 pub const CHAIN_TYPES: &[&str] = &["Mainnet", "Testnet", "UserTesting", "AutomatedTesting", "Floonet"];
 
@@ -103,6 +109,8 @@ pub(crate) fn create_config(state: &State, p: &[Value], context: &CallContext) -
     if bytes.len() > 64 * 1024 {
         return Err(MethodError::Argument("config is larger than 64 KiB".into()));
     }
+    let _directories = lock(&state.directories);
+    room_for(state, &context.dir)?;
     state.store.save_config(&context.dir, &bytes).map_err(store_error)?;
     Ok(Value::Null)
 }
@@ -166,6 +174,9 @@ fn store_new_wallet(
         return Err(MethodError::WalletSeedExists);
     }
     let record = seal_record(state, entropy, password)?;
+    // After the KDF, which must not run under a lock every directory shares.
+    let _directories = lock(&state.directories);
+    room_for(state, &key.dir)?;
     let wallet =
         StoredWallet { seed_record: record.to_bytes(), accounts: vec![Account { label: "default".into(), index: 0 }] };
     match state.store.create_wallet(key, &wallet) {
@@ -173,6 +184,22 @@ fn store_new_wallet(
         Err(StoreError::AlreadyExists) => Err(MethodError::WalletSeedExists),
         Err(e) => Err(store_error(e)),
     }
+}
+
+/// Whether `dir` may hold something: the root, a directory that holds something already, or a new
+/// one while the store holds fewer than [`MAX_DIRECTORIES`]. The caller holds `state.directories`
+/// until it has written, so two calls cannot both take the last place.
+fn room_for(state: &State, dir: &str) -> Result<(), MethodError> {
+    if dir.is_empty() {
+        return Ok(());
+    }
+    let held = state.store.directories().map_err(store_error)?;
+    if held.len() < MAX_DIRECTORIES || held.iter().any(|d| d == dir) {
+        return Ok(());
+    }
+    Err(MethodError::Argument(format!(
+        "the store holds wallets or configs in {MAX_DIRECTORIES} directories, the most it keeps: use one of them"
+    )))
 }
 
 fn seal_record(state: &State, entropy: &Entropy, password: &Password) -> Result<SeedRecord, MethodError> {
@@ -294,6 +321,10 @@ pub(crate) fn change_password(state: &State, p: &[Value], context: &CallContext)
     let (stored, _, entropy) = check_password(state, &key, &old, context)?;
     let record = seal_record(state, &entropy, &new)?;
     state.store.replace_seed_record(&key, &stored.seed_record, &record.to_bytes()).map_err(store_error)?;
+    if state.config.tokens.close_on_password_change {
+        // Only once the new password is stored: a failed change leaves every opening as it was.
+        lock(&state.vault).close_everywhere(&key);
+    }
     Ok(Value::Null)
 }
 

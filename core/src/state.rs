@@ -97,6 +97,8 @@ pub(crate) struct State {
     rng: Mutex<ChaCha20Rng>,
     secret_rng: Mutex<ChaCha20Rng>,
     wallet_locks: Mutex<HashMap<WalletKey, Arc<Mutex<()>>>>,
+    /// Held while a call checks the directory bound and writes (`lifecycle::MAX_DIRECTORIES`).
+    pub(crate) directories: Mutex<()>,
 }
 
 impl State {
@@ -132,6 +134,7 @@ impl State {
             rng: Mutex::new(rng),
             secret_rng: Mutex::new(secret_rng),
             wallet_locks: Mutex::new(HashMap::new()),
+            directories: Mutex::new(()),
             config,
             store,
         };

@@ -131,6 +131,11 @@ pub trait Store: Send + Sync {
     fn save_config(&self, dir: &str, config: &[u8]) -> Result<(), StoreError>;
     /// Loads a directory's config.
     fn load_config(&self, dir: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The directories other than the root that hold a config or a wallet, sorted (the core
+    /// bounds their number). The default, for a store that keeps no directories, is none.
+    fn directories(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// A shared store is a store (tests restart a server on the same store this way).
@@ -182,6 +187,9 @@ impl<T: Store + ?Sized> Store for std::sync::Arc<T> {
     }
     fn load_config(&self, dir: &str) -> Result<Option<Vec<u8>>, StoreError> {
         (**self).load_config(dir)
+    }
+    fn directories(&self) -> Result<Vec<String>, StoreError> {
+        (**self).directories()
     }
 }
 
@@ -309,6 +317,13 @@ impl Store for MemoryStore {
 
     fn load_config(&self, dir: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.lock().configs.get(dir).cloned())
+    }
+
+    fn directories(&self) -> Result<Vec<String>, StoreError> {
+        let inner = self.lock();
+        let dirs: std::collections::BTreeSet<&String> =
+            inner.configs.keys().chain(inner.wallets.keys().map(|k| &k.dir)).filter(|d| !d.is_empty()).collect();
+        Ok(dirs.into_iter().cloned().collect())
     }
 }
 

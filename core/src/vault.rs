@@ -82,9 +82,10 @@ impl fmt::Debug for Unlocked {
     }
 }
 
-/// Idle and absolute lifetimes of tokens, in milliseconds, and how many wallets may be open. It
-/// reads itself from a config file's `[tokens]` table (every key optional, unknown keys refused):
-/// `max_open_wallets`, `idle_secs`, `lifetime_secs`.
+/// Idle and absolute lifetimes of tokens, in milliseconds, how many wallets may be open, and
+/// whether a password change ends the wallet's openings. It reads itself from a config file's
+/// `[tokens]` table (every key optional, unknown keys refused): `max_open_wallets`, `idle_secs`,
+/// `lifetime_secs`, `close_on_password_change`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TokenLimits {
@@ -97,11 +98,20 @@ pub struct TokenLimits {
     /// A token older than this expires however busy.
     #[serde(rename = "lifetime_secs", deserialize_with = "crate::units::ms_from_secs")]
     pub lifetime_ms: u64,
+    /// A successful `change_password` closes every opening of the wallet (every principal's, the
+    /// caller's too), so no token issued under the old password outlives it: a password change is
+    /// often the answer to a leak. Default `true`; each holder opens again with the new password.
+    pub close_on_password_change: bool,
 }
 
 impl Default for TokenLimits {
     fn default() -> Self {
-        Self { max_open_wallets: 64, idle_ms: 15 * 60 * 1000, lifetime_ms: 12 * 3600 * 1000 }
+        Self {
+            max_open_wallets: 64,
+            idle_ms: 15 * 60 * 1000,
+            lifetime_ms: 12 * 3600 * 1000,
+            close_on_password_change: true,
+        }
     }
 }
 
@@ -402,7 +412,10 @@ mod tests {
 
     #[test]
     fn token_unlocks_only_its_wallet_and_masks_the_seed() {
-        let mut vault = Vault::new([9; 32], TokenLimits { max_open_wallets: 2, idle_ms: 100, lifetime_ms: 1000 });
+        let mut vault = Vault::new(
+            [9; 32],
+            TokenLimits { max_open_wallets: 2, idle_ms: 100, lifetime_ms: 1000, ..TokenLimits::default() },
+        );
         let master = MasterKey::from_bytes([7; 64]);
         let token = Token::from_bytes([1; 32]);
         vault.open(key("a"), &Principal::local(), &master, &token, 0).expect("room");
@@ -435,7 +448,10 @@ mod tests {
 
     #[test]
     fn idle_tokens_expire() {
-        let mut vault = Vault::new([9; 32], TokenLimits { max_open_wallets: 2, idle_ms: 100, lifetime_ms: 1000 });
+        let mut vault = Vault::new(
+            [9; 32],
+            TokenLimits { max_open_wallets: 2, idle_ms: 100, lifetime_ms: 1000, ..TokenLimits::default() },
+        );
         let token = Token::from_bytes([1; 32]);
         vault.open(key("a"), &Principal::local(), &MasterKey::from_bytes([7; 64]), &token, 0).expect("room");
         assert!(vault.unlock(&token, "local", 99).is_ok());
@@ -507,7 +523,7 @@ mod tests {
 
     #[test]
     fn the_active_account_and_expiry_are_per_opening() {
-        let limits = TokenLimits { max_open_wallets: 4, idle_ms: 100, lifetime_ms: 250 };
+        let limits = TokenLimits { max_open_wallets: 4, idle_ms: 100, lifetime_ms: 250, ..TokenLimits::default() };
         let mut vault = Vault::new([9; 32], limits);
         let master = MasterKey::from_bytes([7; 64]);
         let (owner, reader) = (Principal::new("owner"), Principal::new("reader"));
@@ -527,7 +543,10 @@ mod tests {
 
     #[test]
     fn unlocking_sweeps_expired_openings_once_a_second() {
-        let mut vault = Vault::new([9; 32], TokenLimits { max_open_wallets: 4, idle_ms: 500, lifetime_ms: 100_000 });
+        let mut vault = Vault::new(
+            [9; 32],
+            TokenLimits { max_open_wallets: 4, idle_ms: 500, lifetime_ms: 100_000, ..TokenLimits::default() },
+        );
         let master = MasterKey::from_bytes([7; 64]);
         let (a, b) = (Token::from_bytes([1; 32]), Token::from_bytes([2; 32]));
         vault.open(key("a"), &Principal::local(), &master, &a, 0).expect("room");

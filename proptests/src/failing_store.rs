@@ -134,6 +134,9 @@ impl Store for FailingStore {
     fn load_config(&self, dir: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.load_config(dir)
     }
+    fn directories(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.directories()
+    }
 }
 
 #[cfg(test)]

@@ -196,6 +196,8 @@ mod explore {
                     let ok = self.exists && old == self.password;
                     if ok {
                         self.password = new;
+                        // `[tokens] close_on_password_change` (default on): every opening closes.
+                        self.open.iter_mut().for_each(|o| *o = None);
                     }
                     ok
                 }
@@ -288,7 +290,9 @@ mod explore {
         ServerConfig {
             kdf: KdfParams::INSECURE_FOR_TESTS,
             tokens: TokenLimits { idle_ms: TOKEN_IDLE, ..TokenLimits::default() },
-            sessions: SessionLimits { max_per_principal: 1, ..SessionLimits::default() },
+            // No grace period: a principal's re-init always replaces its one session, as the
+            // linearizability model expects (the grace period is `session::tests`').
+            sessions: SessionLimits { max_per_principal: 1, grace_ms: 0, ..SessionLimits::default() },
             ..ServerConfig::default()
         }
     }

@@ -66,6 +66,13 @@ pub(crate) fn name_of(prefix: &[u8], key: &[u8]) -> Option<String> {
     String::from_utf8(name.to_vec()).ok()
 }
 
+/// The directory a `wallets` or `config` key begins with (its first field).
+pub(crate) fn dir_of(key: &[u8]) -> Option<String> {
+    let (len, rest) = key.split_first_chunk::<2>()?;
+    let dir = rest.get(..usize::from(u16::from_be_bytes(*len)))?;
+    String::from_utf8(dir.to_vec()).ok()
+}
+
 /// An account's key in the `accounts` keyspace: the wallet's key, then the account's position in
 /// the wallet (big-endian `u32`), so accounts list in the order they were added.
 pub(crate) fn account_key(wallet: &[u8], position: u32) -> Vec<u8> {

@@ -509,6 +509,20 @@ impl Store for FjallStore {
         let _state = self.read();
         Ok(self.config.get(key).map_err(db_failed("read config"))?.map(|value| value.to_vec()))
     }
+
+    fn directories(&self) -> Result<Vec<String>, StoreError> {
+        let _state = self.read();
+        let mut dirs = std::collections::BTreeSet::new();
+        // Every wallet and config key: bounded by the wallets a store holds (a call that may add a
+        // directory pays it, under the core's directory lock, after its KDF).
+        for guard in self.config.iter().chain(self.wallets.iter()) {
+            let key = guard.key().map_err(db_failed("list directories"))?;
+            if let Some(dir) = keys::dir_of(&key).filter(|dir| !dir.is_empty()) {
+                dirs.insert(dir);
+            }
+        }
+        Ok(dirs.into_iter().collect())
+    }
 }
 
 #[cfg(test)]

@@ -35,6 +35,8 @@ fn restart_keeps_wallets_accounts_and_config() {
         let token = open(&mut h, &mut c, "alice", "a1");
         h.ok(&mut c, "create_account_path", json!({"token": token, "label": "savings"}));
         h.ok(&mut c, "change_password", json!({"name": "alice", "old": "a1", "new": "a2"}));
+        // The change closed the wallet (`[tokens] close_on_password_change`): open it again.
+        let token = open(&mut h, &mut c, "alice", "a2");
         let public = h.ok(&mut c, "get_public_key", json!({"token": token, "path": "m/0"}));
         h.ok(&mut c, "set_top_level_directory", json!({"dir": "team"}));
         h.ok(&mut c, "create_config", team_config.clone());

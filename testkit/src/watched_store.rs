@@ -85,4 +85,7 @@ impl Store for WatchedStore {
     fn load_config(&self, dir: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.load_config(dir)
     }
+    fn directories(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.directories()
+    }
 }

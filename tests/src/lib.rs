@@ -109,6 +109,35 @@ pub fn https_target(running: &Running, data_dir: &Path) -> Target {
     Target::Https { addr: running.https.unwrap(), tls }
 }
 
+/// A client certificate issued by the running server's CA and registered with `role` under
+/// `name` (as `keyward clients add` does): the TLS configuration that presents it.
+pub fn registered_client(
+    running: &Running,
+    data_dir: &Path,
+    name: &str,
+    role: keyward_core::Role,
+) -> Arc<rustls::ClientConfig> {
+    use keyward::certs;
+    let tls_dir = serve::tls_dir(data_dir);
+    let ca = keyward::ca::Ca::load(&certs::set_dir(&tls_dir).unwrap()).unwrap().expect("the set keeps its CA key");
+    let pair = rcgen::KeyPair::generate().unwrap();
+    let issued = ca.issue(name, &keyward::ca::ClientPublicKey::from_pem(&pair.public_key_pem()).unwrap()).unwrap();
+    let record = keyward_core::ClientRecord {
+        name: name.into(),
+        role,
+        identity: keyward_core::Identity::Cert { spki_sha256: issued.spki_sha256 },
+        created_unix_ms: 0,
+        revoked_unix_ms: None,
+    };
+    running.core.add_client(record).unwrap();
+    let bundle = data_dir.join(format!("bundle-{name}"));
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::fs::write(bundle.join("client.crt"), issued.certificate_pem).unwrap();
+    std::fs::write(bundle.join("client.key"), pair.serialize_pem()).unwrap();
+    let ca_file = tls_dir.join(certs::CA_CERT);
+    keyward::tls::client_config_from(&ca_file, Some((&bundle.join("client.crt"), &bundle.join("client.key")))).unwrap()
+}
+
 /// How to reach a server.
 #[derive(Clone)]
 pub enum Target {

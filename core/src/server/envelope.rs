@@ -65,7 +65,11 @@ impl Server {
             Err(why) => return plain_error(id, &EnvelopeError::InitParams(why), None),
         };
         let session = SessionId::from_bytes(self.state.random());
-        lock(&self.sessions).insert(session, cipher, String::new(), principal.clone(), now_ms);
+        if lock(&self.sessions).insert(session, cipher, String::new(), principal.clone(), now_ms).is_err() {
+            let max = self.state.config.sessions.max_per_principal;
+            let grace_ms = self.state.config.sessions.grace_ms;
+            return plain_error(id, &EnvelopeError::SessionsAllNew { max, grace_ms }, None);
+        }
         let mut body = Vec::with_capacity(128);
         jsonrpc::write_ok(id, &hex::encode(public.serialize()), &mut body);
         Outgoing { body, session: Some(session), created_session: true, unmatched: false }

@@ -18,8 +18,15 @@
 //!   key) it answers as a wrong key would; keys are tried only among the caller's own sessions.
 //!   A principal holds at most `max_per_principal` sessions: its next one evicts its own. When the
 //!   whole table is full, a new session evicts from the principal that holds the most: so one
-//!   client flooding inits only ever evicts its own sessions. Within a principal, a never-used
-//!   session goes first (the one idle the longest), else the one idle the longest.
+//!   client flooding inits only ever evicts its own sessions. Within a principal the least
+//!   recently used goes (a never-used one counts as used when it was made), except that a session
+//!   made less than `grace_ms` ago and not yet used is spared: a client that opens many sessions
+//!   at once does not lose them before their first call while it has an older idle one to give.
+//!   When every session of the principal is such a new one, its next init is refused
+//!   ([`NoRoom`], answered −32099 `Busy: …`) rather than ending one of them: the bound holds, and
+//!   the failure lands on the call that went past it, not on a session already handed out. (In a
+//!   full table, the principal holding the most gives its oldest even when all of its sessions are
+//!   new: one client's burst must not refuse another's init.)
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -86,6 +93,11 @@ pub struct SessionLimits {
     /// Largest body whose session is looked up by trying keys; a larger request must name its
     /// session (header or connection), so a stranger's big body costs one look-up, not one per session.
     pub max_unnamed_bytes: usize,
+    /// A session made less than this long ago and never used is not evicted to make room for its
+    /// principal's next one (config `grace_secs`, default 2 s). Worst case: a principal that made
+    /// `max_per_principal` sessions within it has its next init refused for at most this long.
+    #[serde(rename = "grace_secs", deserialize_with = "crate::units::ms_from_secs")]
+    pub grace_ms: u64,
 }
 
 impl Default for SessionLimits {
@@ -98,9 +110,15 @@ impl Default for SessionLimits {
             max_nonces: 1 << 21,
             max_per_principal: 256,
             max_unnamed_bytes: 64 * 1024,
+            grace_ms: 2000,
         }
     }
 }
+
+/// A new session was refused: every session its principal holds (`max_per_principal`) was made
+/// within `grace_ms` and has not been used yet. Nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoRoom;
 
 /// Why an envelope was not accepted. Each maps to a plaintext V3 error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,6 +187,11 @@ impl Session {
     }
 
     /// No instant before this one makes `expired` hold (0 when a zero limit makes it hold always).
+    /// Made less than `grace_ms` ago and never used: not evicted for its principal's next session.
+    fn in_grace(&self, limits: &SessionLimits, now_ms: u64) -> bool {
+        !self.used && now_ms.saturating_sub(self.created_ms) < limits.grace_ms
+    }
+
     fn expiry_ms(&self, limits: &SessionLimits) -> u64 {
         if limits.idle_ms == 0 || limits.lifetime_ms == 0 {
             return 0;
@@ -260,7 +283,9 @@ impl SessionTable {
     }
 
     /// Adds `principal`'s session (or replaces the one with this id). At its `max_per_principal`
-    /// it evicts one of its own; in a full table, one of the principal holding the most.
+    /// it evicts its own least recently used session that is not in its grace period, and is
+    /// refused ([`NoRoom`], nothing changes) when all of them are; in a full table, one of the
+    /// principal holding the most (its oldest, if all are in grace and it is another principal).
     /// Returns the evicted session's id.
     pub fn insert(
         &mut self,
@@ -269,7 +294,7 @@ impl SessionTable {
         dir: String,
         principal: Principal,
         now_ms: u64,
-    ) -> Option<SessionId> {
+    ) -> Result<Option<SessionId>, NoRoom> {
         // Every expired session goes first, as if the whole table were swept; but the sweep runs only
         // when one may have expired (using a session only moves its expiry later), so that making a
         // session does not cost O(table) every time.
@@ -280,9 +305,13 @@ impl SessionTable {
         if !self.sessions.contains_key(&id) {
             let own = self.sessions.values().filter(|s| s.principal == principal).count();
             let victim = if own >= self.limits.max_per_principal.max(1) {
-                self.eviction_victim(&principal)
+                Some(self.eviction_victim(&principal, now_ms).ok_or(NoRoom)?)
             } else if self.sessions.len() >= self.limits.max_sessions.max(1) {
-                self.largest_holder().and_then(|holder| self.eviction_victim(&holder))
+                let holder = self.largest_holder().ok_or(NoRoom)?;
+                let victim = self.eviction_victim(&holder, now_ms);
+                // Another principal's burst gives its oldest rather than refuse this one.
+                let victim = if holder == principal { victim } else { victim.or_else(|| self.oldest(&holder)) };
+                Some(victim.ok_or(NoRoom)?)
             } else {
                 None
             };
@@ -295,16 +324,25 @@ impl SessionTable {
         let session = Session::new(cipher, dir, principal, now_ms);
         self.earliest_expiry_ms = self.earliest_expiry_ms.min(session.expiry_ms(&self.limits));
         self.sessions.insert(id, session);
-        evicted
+        Ok(evicted)
     }
 
-    /// The session `principal` gives up: a never-used one if any (idle the longest), else the one
-    /// idle the longest. A flood of inits that are never used evicts its own kind first.
-    fn eviction_victim(&self, principal: &Principal) -> Option<SessionId> {
+    /// The session `principal` gives up: the least recently used of those not in their grace
+    /// period (a never-used one was last used when it was made). `None` when every one is new.
+    fn eviction_victim(&self, principal: &Principal, now_ms: u64) -> Option<SessionId> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| s.principal == *principal && !s.in_grace(&self.limits, now_ms))
+            .min_by_key(|(id, s)| (s.last_used_ms, **id))
+            .map(|(id, _)| *id)
+    }
+
+    /// `principal`'s oldest session, in grace or not.
+    fn oldest(&self, principal: &Principal) -> Option<SessionId> {
         self.sessions
             .iter()
             .filter(|(_, s)| s.principal == *principal)
-            .min_by_key(|(id, s)| (s.used, s.last_used_ms, **id))
+            .min_by_key(|(id, s)| (s.created_ms, **id))
             .map(|(id, _)| *id)
     }
 

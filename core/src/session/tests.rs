@@ -69,6 +69,31 @@ impl AcceptOnce for SessionTable {
     }
 }
 
+/// `insert` where the test expects room.
+trait Put {
+    fn put(
+        &mut self,
+        id: SessionId,
+        cipher: Cipher,
+        dir: String,
+        principal: Principal,
+        now_ms: u64,
+    ) -> Option<SessionId>;
+}
+
+impl Put for SessionTable {
+    fn put(
+        &mut self,
+        id: SessionId,
+        cipher: Cipher,
+        dir: String,
+        principal: Principal,
+        now_ms: u64,
+    ) -> Option<SessionId> {
+        self.insert(id, cipher, dir, principal, now_ms).expect("room for the session")
+    }
+}
+
 fn cipher(byte: u8) -> Cipher {
     Cipher::new(&SharedKey::from_bytes([byte; 32]))
 }
@@ -78,8 +103,16 @@ fn sealed(byte: u8, nonce: [u8; 12]) -> Vec<u8> {
     crate::envelope::decode_body(&body).expect("base64")
 }
 
+/// Small limits on a clock of tens of milliseconds, without a grace period for new sessions.
 fn limits() -> SessionLimits {
-    SessionLimits { max_sessions: 2, idle_ms: 100, lifetime_ms: 1000, max_requests: 3, ..SessionLimits::default() }
+    SessionLimits {
+        max_sessions: 2,
+        idle_ms: 100,
+        lifetime_ms: 1000,
+        max_requests: 3,
+        grace_ms: 0,
+        ..SessionLimits::default()
+    }
 }
 
 #[test]
@@ -96,7 +129,7 @@ fn session_ids_print_and_parse_as_hex() {
 fn an_accepted_envelope_prints_its_session_not_its_plaintext() {
     let mut table = SessionTable::new(limits());
     let id = SessionId::from_bytes([1; 16]);
-    table.insert(id, cipher(1), "top".into(), Principal::local(), 0);
+    table.put(id, cipher(1), "top".into(), Principal::local(), 0);
     let accepted = table.accept(Some(&id), "local", &[5; 12], sealed(1, [5; 12]), 1).expect("accepted");
     assert_eq!(&**accepted.plaintext, b"{}");
     assert_eq!(format!("{accepted:?}"), format!("Accepted {{ id: {id:?}, dir: \"top\", .. }}"));
@@ -105,7 +138,7 @@ fn an_accepted_envelope_prints_its_session_not_its_plaintext() {
 #[test]
 fn a_table_prints_its_limits_and_size_only() {
     let mut table = SessionTable::new(limits());
-    table.insert(SessionId::from_bytes([1; 16]), cipher(1), String::new(), Principal::local(), 0);
+    table.put(SessionId::from_bytes([1; 16]), cipher(1), String::new(), Principal::local(), 0);
     assert_eq!(format!("{table:?}"), format!("SessionTable {{ limits: {:?}, live: 1 }}", table.limits()));
 }
 
@@ -113,9 +146,9 @@ fn a_table_prints_its_limits_and_size_only() {
 fn removing_a_session_or_a_principal_ends_its_sessions_and_frees_their_nonces() {
     let mut table = SessionTable::new(limits_big());
     let ids: Vec<_> = (1..=3).map(|i| SessionId::from_bytes([i; 16])).collect();
-    table.insert(ids[0], cipher(1), String::new(), Principal::new("a"), 0);
-    table.insert(ids[1], cipher(2), String::new(), Principal::new("b"), 0);
-    table.insert(ids[2], cipher(3), String::new(), Principal::new("b"), 0);
+    table.put(ids[0], cipher(1), String::new(), Principal::new("a"), 0);
+    table.put(ids[1], cipher(2), String::new(), Principal::new("b"), 0);
+    table.put(ids[2], cipher(3), String::new(), Principal::new("b"), 0);
     assert!(table.accept(Some(&ids[0]), "a", &[1; 12], sealed(1, [1; 12]), 1).is_ok());
     assert!(table.accept(Some(&ids[1]), "b", &[1; 12], sealed(2, [1; 12]), 1).is_ok());
     assert_eq!((table.count_of("a"), table.count_of("b"), table.remembered_nonces()), (1, 2, 2));
@@ -135,8 +168,8 @@ fn the_earliest_expiry_is_exact_after_a_sweep() {
     let limits = SessionLimits { idle_ms: 100, lifetime_ms: 150, ..limits_big() };
     let mut table = SessionTable::new(limits);
     assert_eq!(table.next_expiry(), None);
-    table.insert(SessionId::from_bytes([1; 16]), cipher(1), String::new(), Principal::local(), 10);
-    table.insert(SessionId::from_bytes([2; 16]), cipher(2), String::new(), Principal::local(), 20);
+    table.put(SessionId::from_bytes([1; 16]), cipher(1), String::new(), Principal::local(), 10);
+    table.put(SessionId::from_bytes([2; 16]), cipher(2), String::new(), Principal::local(), 20);
     // Used at 90, session 1 would idle out at 190 but its lifetime ends at 160.
     assert!(table.accept(Some(&SessionId::from_bytes([1; 16])), "local", &[1; 12], sealed(1, [1; 12]), 90).is_ok());
     table.expire(95);
@@ -153,11 +186,11 @@ fn the_earliest_expiry_is_exact_after_a_sweep() {
 fn a_full_table_evicts_from_the_principal_holding_the_most() {
     let mut table = SessionTable::new(SessionLimits { max_sessions: 3, ..limits_big() });
     let ids: Vec<_> = (1..=4).map(|i| SessionId::from_bytes([i; 16])).collect();
-    table.insert(ids[0], cipher(1), String::new(), Principal::new("a"), 0);
-    table.insert(ids[1], cipher(2), String::new(), Principal::new("b"), 1);
-    table.insert(ids[2], cipher(3), String::new(), Principal::new("b"), 2);
+    table.put(ids[0], cipher(1), String::new(), Principal::new("a"), 0);
+    table.put(ids[1], cipher(2), String::new(), Principal::new("b"), 1);
+    table.put(ids[2], cipher(3), String::new(), Principal::new("b"), 2);
     // "a" has the session idle the longest and the smaller name, but "b" holds more.
-    assert_eq!(table.insert(ids[3], cipher(4), String::new(), Principal::new("c"), 3), Some(ids[1]));
+    assert_eq!(table.put(ids[3], cipher(4), String::new(), Principal::new("c"), 3), Some(ids[1]));
     assert_eq!((table.count_of("a"), table.count_of("b"), table.count_of("c")), (1, 1, 1));
 }
 
@@ -171,7 +204,7 @@ fn numbered(n: u32) -> [u8; 12] {
 fn re_keying_forgets_the_old_keys_nonces() {
     let mut table = SessionTable::new(limits_big());
     let id = SessionId::from_bytes([1; 16]);
-    table.insert(id, cipher(1), String::new(), Principal::local(), 0);
+    table.put(id, cipher(1), String::new(), Principal::local(), 0);
     for n in 0..3 {
         assert!(table.accept(Some(&id), "local", &numbered(n), sealed(1, numbered(n)), 1).is_ok());
     }
@@ -186,8 +219,8 @@ fn re_keying_forgets_the_old_keys_nonces() {
 fn a_named_call_sweeps_the_table_once_a_second() {
     let mut table = SessionTable::new(SessionLimits { idle_ms: 500, lifetime_ms: 100_000, ..limits_big() });
     let (a, b) = (SessionId::from_bytes([1; 16]), SessionId::from_bytes([2; 16]));
-    table.insert(a, cipher(1), String::new(), Principal::local(), 0);
-    table.insert(b, cipher(2), String::new(), Principal::local(), 0);
+    table.put(a, cipher(1), String::new(), Principal::local(), 0);
+    table.put(b, cipher(2), String::new(), Principal::local(), 0);
     // Keep b alive; a idles out at 500 but stays in the table until a sweep.
     assert!(table.accept(Some(&b), "local", &[1; 12], sealed(2, [1; 12]), 400).is_ok());
     assert!(table.accept(Some(&b), "local", &[2; 12], sealed(2, [2; 12]), 800).is_ok());
@@ -201,9 +234,9 @@ fn the_nonce_budget_does_not_count_the_committing_session() {
     let limits = SessionLimits { max_requests: 50, max_nonces: 60, ..limits_big() };
     let mut table = SessionTable::new(limits);
     let ids: Vec<_> = (1..=3).map(|i| SessionId::from_bytes([i; 16])).collect();
-    table.insert(ids[0], cipher(1), String::new(), Principal::new("owner"), 0);
-    table.insert(ids[1], cipher(2), String::new(), Principal::new("reader"), 0);
-    table.insert(ids[2], cipher(3), String::new(), Principal::new("reader"), 0);
+    table.put(ids[0], cipher(1), String::new(), Principal::new("owner"), 0);
+    table.put(ids[1], cipher(2), String::new(), Principal::new("reader"), 0);
+    table.put(ids[2], cipher(3), String::new(), Principal::new("reader"), 0);
     for n in 0..30 {
         assert!(table.accept(Some(&ids[0]), "owner", &numbered(n), sealed(1, numbered(n)), 1).is_ok());
     }
@@ -250,8 +283,8 @@ fn finds_by_id_or_by_key_and_refuses_replay() {
     let mut table = SessionTable::new(limits());
     let a = SessionId::from_bytes([1; 16]);
     let b = SessionId::from_bytes([2; 16]);
-    table.insert(a, cipher(1), String::new(), Principal::local(), 0);
-    table.insert(b, cipher(2), String::new(), Principal::local(), 0);
+    table.put(a, cipher(1), String::new(), Principal::local(), 0);
+    table.put(b, cipher(2), String::new(), Principal::local(), 0);
     let msg = sealed(2, [5; 12]);
     assert_eq!(table.accept(Some(&a), "local", &[5; 12], msg.clone(), 1).map(|x| x.id), Err(AcceptError::Decryption));
     assert_eq!(table.accept(None, "local", &[5; 12], msg.clone(), 1).map(|x| x.id), Ok(b));
@@ -263,9 +296,9 @@ fn finds_by_id_or_by_key_and_refuses_replay() {
 fn idle_sessions_expire_and_full_table_evicts_longest_idle() {
     let mut table = SessionTable::new(limits());
     let ids: Vec<_> = (1..=3).map(|i| SessionId::from_bytes([i; 16])).collect();
-    table.insert(ids[0], cipher(1), String::new(), Principal::local(), 0);
-    table.insert(ids[1], cipher(2), String::new(), Principal::local(), 10);
-    assert_eq!(table.insert(ids[2], cipher(3), String::new(), Principal::local(), 20), Some(ids[0]));
+    table.put(ids[0], cipher(1), String::new(), Principal::local(), 0);
+    table.put(ids[1], cipher(2), String::new(), Principal::local(), 10);
+    assert_eq!(table.put(ids[2], cipher(3), String::new(), Principal::local(), 20), Some(ids[0]));
     assert!(!table.contains(&ids[0]));
     table.expire(115);
     assert!(!table.contains(&ids[1]) && table.contains(&ids[2]));
@@ -279,22 +312,22 @@ fn idle_sessions_expire_and_full_table_evicts_longest_idle() {
 fn insert_drops_every_expired_session_without_sweeping_each_time() {
     let mut table = SessionTable::new(SessionLimits { max_sessions: 100, ..limits() });
     let ids: Vec<_> = (1..=5).map(|i| SessionId::from_bytes([i; 16])).collect();
-    table.insert(ids[0], cipher(1), String::new(), Principal::local(), 0);
-    table.insert(ids[1], cipher(2), String::new(), Principal::local(), 50);
+    table.put(ids[0], cipher(1), String::new(), Principal::local(), 0);
+    table.put(ids[1], cipher(2), String::new(), Principal::local(), 50);
     // ids[0] is used at 60, so it now expires at 160, after ids[1] (150).
     assert!(table.accept(Some(&ids[0]), "local", &[1; 12], sealed(1, [1; 12]), 60).is_ok());
-    table.insert(ids[2], cipher(3), String::new(), Principal::local(), 149);
+    table.put(ids[2], cipher(3), String::new(), Principal::local(), 149);
     assert!(table.contains(&ids[0]) && table.contains(&ids[1]));
-    table.insert(ids[3], cipher(4), String::new(), Principal::local(), 150);
+    table.put(ids[3], cipher(4), String::new(), Principal::local(), 150);
     assert!(table.contains(&ids[0]) && !table.contains(&ids[1]));
     // A clock that goes back and comes forward again still finds what expired.
     assert!(table.accept(Some(&ids[2]), "local", &[2; 12], sealed(3, [2; 12]), 10).is_ok());
-    table.insert(ids[4], cipher(5), String::new(), Principal::local(), 110);
+    table.put(ids[4], cipher(5), String::new(), Principal::local(), 110);
     assert!(!table.contains(&ids[2]) && table.contains(&ids[0]) && table.contains(&ids[3]));
     // Zero limits expire everything at once.
     let mut table = SessionTable::new(SessionLimits { idle_ms: 0, ..limits() });
-    table.insert(ids[0], cipher(1), String::new(), Principal::local(), 5);
-    table.insert(ids[1], cipher(2), String::new(), Principal::local(), 0);
+    table.put(ids[0], cipher(1), String::new(), Principal::local(), 5);
+    table.put(ids[1], cipher(2), String::new(), Principal::local(), 0);
     assert!(!table.contains(&ids[0]) && table.len() == 1);
 }
 
@@ -302,7 +335,7 @@ fn insert_drops_every_expired_session_without_sweeping_each_time() {
 fn session_is_dropped_after_max_requests() {
     let mut table = SessionTable::new(limits());
     let id = SessionId::from_bytes([1; 16]);
-    table.insert(id, cipher(1), String::new(), Principal::local(), 0);
+    table.put(id, cipher(1), String::new(), Principal::local(), 0);
     for n in 0..3u8 {
         let msg = sealed(1, [n; 12]);
         assert!(table.accept(Some(&id), "local", &[n; 12], msg, 1).is_ok());
@@ -320,7 +353,7 @@ fn limits_big() -> SessionLimits {
 fn one_session_with_unnamed_limit(max_unnamed_bytes: usize) -> (SessionTable, SessionId) {
     let mut table = SessionTable::new(SessionLimits { max_unnamed_bytes, ..limits_big() });
     let id = SessionId::from_bytes([1; 16]);
-    table.insert(id, cipher(1), String::new(), Principal::local(), 0);
+    table.put(id, cipher(1), String::new(), Principal::local(), 0);
     (table, id)
 }
 
@@ -328,7 +361,7 @@ fn one_session_with_unnamed_limit(max_unnamed_bytes: usize) -> (SessionTable, Se
 fn unnamed_requests_try_recent_use_first_and_garbage_matches_nothing() {
     let mut table = SessionTable::new(limits_big());
     for i in 1..=20u8 {
-        table.insert(SessionId::from_bytes([i; 16]), cipher(i), String::new(), Principal::local(), u64::from(i));
+        table.put(SessionId::from_bytes([i; 16]), cipher(i), String::new(), Principal::local(), u64::from(i));
     }
     let order: Vec<_> = table.by_recent_use(None, "local", 30).into_iter().map(|(id, _)| id).collect();
     assert_eq!(order.first(), Some(&SessionId::from_bytes([20; 16])));
@@ -361,7 +394,7 @@ fn an_envelope_opened_under_a_key_replaced_before_commit_is_refused_and_records_
     // new key.
     let mut table = SessionTable::new(limits_big());
     let id = SessionId::from_bytes([1; 16]);
-    table.insert(id, cipher(1), String::new(), Principal::local(), 0);
+    table.put(id, cipher(1), String::new(), Principal::local(), 0);
     let old = table.cipher(&id, "local", 1).expect("live");
     let mut body = sealed(1, [7; 12]);
     open_in_place(&old, &[7; 12], &mut body).expect("opens under the old key");
@@ -376,17 +409,69 @@ fn an_envelope_opened_under_a_key_replaced_before_commit_is_refused_and_records_
 }
 
 #[test]
-fn a_full_table_evicts_never_used_sessions_first() {
-    let mut table = SessionTable::new(SessionLimits { max_sessions: 3, ..limits_big() });
+fn a_full_table_evicts_the_least_recently_used_of_the_sessions_past_their_grace() {
+    let mut table = SessionTable::new(SessionLimits { max_sessions: 3, grace_ms: 100, ..limits_big() });
     let ids: Vec<_> = (1..=5).map(|i| SessionId::from_bytes([i; 16])).collect();
-    table.insert(ids[0], cipher(1), String::new(), Principal::local(), 0);
-    assert!(table.accept(Some(&ids[0]), "local", &[1; 12], sealed(1, [1; 12]), 1).is_ok());
-    table.insert(ids[1], cipher(2), String::new(), Principal::local(), 2);
-    table.insert(ids[2], cipher(3), String::new(), Principal::local(), 3);
-    // ids[0] is idle the longest but was used: the never-used ids[1] goes first, then ids[2].
-    assert_eq!(table.insert(ids[3], cipher(4), String::new(), Principal::local(), 4), Some(ids[1]));
-    assert_eq!(table.insert(ids[4], cipher(5), String::new(), Principal::local(), 5), Some(ids[2]));
-    assert!(table.contains(&ids[0]));
+    table.put(ids[0], cipher(1), String::new(), Principal::local(), 0);
+    table.put(ids[1], cipher(2), String::new(), Principal::local(), 2);
+    assert!(table.accept(Some(&ids[0]), "local", &[1; 12], sealed(1, [1; 12]), 3).is_ok());
+    table.put(ids[2], cipher(3), String::new(), Principal::local(), 4);
+    // Past the grace period, the never-used ids[1] (made at 2) was used the longest ago.
+    assert_eq!(table.put(ids[3], cipher(4), String::new(), Principal::local(), 200), Some(ids[1]));
+    // ids[0] (used at 3) goes before ids[2] (made at 4).
+    assert_eq!(table.put(ids[4], cipher(5), String::new(), Principal::local(), 201), Some(ids[0]));
+    assert!(table.contains(&ids[2]) && table.contains(&ids[3]));
+}
+
+/// Issue 23, item 7: a burst of new sessions is not evicted before its first call while the
+/// principal has an older idle one; when all are new, the next init is refused and nothing changes.
+#[test]
+fn a_burst_of_new_sessions_outlives_older_idle_ones_and_never_grows_past_the_bound() {
+    let limits = SessionLimits { max_per_principal: 4, grace_ms: 2000, ..limits_big() };
+    let mut table = SessionTable::new(SessionLimits { idle_ms: 60_000, lifetime_ms: 600_000, ..limits });
+    let ids: Vec<_> = (1..=8).map(|i| SessionId::from_bytes([i; 16])).collect();
+    let reader = || Principal::new("reader");
+    // Two sessions used once, then idle.
+    table.put(ids[0], cipher(1), String::new(), reader(), 0);
+    table.put(ids[1], cipher(2), String::new(), reader(), 0);
+    assert!(table.accept(Some(&ids[0]), "reader", &[1; 12], sealed(1, [1; 12]), 10).is_ok());
+    assert!(table.accept(Some(&ids[1]), "reader", &[2; 12], sealed(2, [2; 12]), 20).is_ok());
+    // A burst of four, none used yet: the idle ones go, least recently used first.
+    assert_eq!(table.put(ids[2], cipher(3), String::new(), reader(), 5000), None);
+    assert_eq!(table.put(ids[3], cipher(4), String::new(), reader(), 5001), None);
+    assert_eq!(table.put(ids[4], cipher(5), String::new(), reader(), 5002), Some(ids[0]));
+    assert_eq!(table.put(ids[5], cipher(6), String::new(), reader(), 5003), Some(ids[1]));
+    // All four are new: the fifth is refused, and no session ended.
+    assert_eq!(table.insert(ids[6], cipher(7), String::new(), reader(), 5004), Err(NoRoom));
+    assert_eq!(table.count_of("reader"), 4);
+    assert!(ids[2..6].iter().all(|id| table.contains(id)) && !table.contains(&ids[6]));
+    // Each new one takes its first call.
+    for (n, id) in (3u8..).zip(&ids[2..6]) {
+        assert!(table.accept(Some(id), "reader", &[n; 12], sealed(n, [n; 12]), 5100 + u64::from(n)).is_ok());
+    }
+    // Used, they are evicted least recently used first again.
+    assert_eq!(table.put(ids[6], cipher(7), String::new(), reader(), 5200), Some(ids[2]));
+    // Once the grace period is over, a never-used session is evicted like an idle one.
+    let mut table = SessionTable::new(SessionLimits { idle_ms: 60_000, lifetime_ms: 600_000, ..limits });
+    for (n, id) in (1u8..).zip(&ids[..4]) {
+        table.put(*id, cipher(n), String::new(), reader(), u64::from(n));
+    }
+    assert_eq!(table.insert(ids[4], cipher(5), String::new(), reader(), 1999), Err(NoRoom));
+    assert_eq!(table.put(ids[4], cipher(5), String::new(), reader(), 2001), Some(ids[0]));
+}
+
+/// In a full table, another principal's burst gives its oldest session: it cannot refuse this
+/// principal's init.
+#[test]
+fn another_principals_burst_cannot_refuse_an_init_in_a_full_table() {
+    let limits = SessionLimits { max_sessions: 3, max_per_principal: 3, grace_ms: 2000, ..limits_big() };
+    let mut table = SessionTable::new(limits);
+    let ids: Vec<_> = (1..=5).map(|i| SessionId::from_bytes([i; 16])).collect();
+    for (n, id) in (1u8..).zip(&ids[..3]) {
+        table.put(*id, cipher(n), String::new(), Principal::new("burst"), u64::from(n));
+    }
+    assert_eq!(table.put(ids[3], cipher(4), String::new(), Principal::new("other"), 10), Some(ids[0]));
+    assert_eq!((table.count_of("burst"), table.count_of("other")), (2, 1));
 }
 
 #[test]
@@ -394,8 +479,8 @@ fn anti_replay_is_exact_and_bounded_in_total() {
     let limits = SessionLimits { max_requests: 50, max_nonces: 60, ..limits_big() };
     let mut table = SessionTable::new(limits);
     let (a, b) = (SessionId::from_bytes([1; 16]), SessionId::from_bytes([2; 16]));
-    table.insert(a, cipher(1), String::new(), Principal::local(), 0);
-    table.insert(b, cipher(2), String::new(), Principal::local(), 0);
+    table.put(a, cipher(1), String::new(), Principal::local(), 0);
+    table.put(b, cipher(2), String::new(), Principal::local(), 0);
     let nonce = |n: u32| {
         let mut bytes = [0u8; 12];
         bytes[..4].copy_from_slice(&n.to_le_bytes());
@@ -431,9 +516,9 @@ fn the_nonce_budget_ends_the_heaviest_principals_sessions_first() {
     let mut table = SessionTable::new(limits);
     let owner = SessionId::from_bytes([1; 16]);
     let (flood_a, flood_b) = (SessionId::from_bytes([2; 16]), SessionId::from_bytes([3; 16]));
-    table.insert(owner, cipher(1), String::new(), Principal::new("owner"), 0);
-    table.insert(flood_a, cipher(2), String::new(), Principal::new("reader"), 0);
-    table.insert(flood_b, cipher(3), String::new(), Principal::new("reader"), 0);
+    table.put(owner, cipher(1), String::new(), Principal::new("owner"), 0);
+    table.put(flood_a, cipher(2), String::new(), Principal::new("reader"), 0);
+    table.put(flood_b, cipher(3), String::new(), Principal::new("reader"), 0);
     let nonce = |n: u32| {
         let mut bytes = [0u8; 12];
         bytes[..4].copy_from_slice(&n.to_le_bytes());

@@ -88,6 +88,10 @@ impl Model {
                             wallet.password = new % PASSWORDS.len() as u8;
                             wallet.legacy = false;
                         }
+                        // `[tokens] close_on_password_change` (default on): every opening closes.
+                        if super::tokens().close_on_password_change {
+                            model.close_openings(key, None);
+                        }
                         Answer::Ok(OkVal::Null)
                     } else {
                         Answer::Err(vec![E_STORE])

@@ -70,6 +70,9 @@ pub const SESSIONS: SessionLimits = SessionLimits {
     max_nonces: 1 << 20,
     max_per_principal: 2,
     max_unnamed_bytes: 64 * 1024,
+    // No grace period: the model evicts the least recently used at once (the grace period is held
+    // by `session::tests` and `tests/tests/sessions_burst.rs`).
+    grace_ms: 0,
 };
 /// Token limits of the model's server (other limits, such as how many wallets may be open, stay at
 /// their defaults: the model never has more than four wallets).

@@ -12,7 +12,7 @@
 //! a token opens its wallet only for the principal that opened it; openings, `close_wallet`,
 //! `list_wallets`' "open", re-opening and the unlock throttle are per principal; `delete_wallet`
 //! closes every opening; a new session evicts its principal's own at `max_per_principal`, else
-//! from the largest holder in a full table (never-used first, then the longest idle). [`Model::apply`] runs one
+//! from the largest holder in a full table (the least recently used). [`Model::apply`] runs one
 //! [`Op`] and records in [`Model::steps`] what the server must answer, request by request; the
 //! driver in [`crate::sut`] sends the same requests to a real [`keyward_core::Server`] and checks.
 //!

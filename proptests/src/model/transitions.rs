@@ -195,9 +195,10 @@ impl Model {
             .map(|(p, _)| p)
     }
 
-    /// The session principal `p` gives up: never-used first, then the one idle the longest.
+    /// The session principal `p` gives up: the least recently used (a never-used one was last
+    /// used when it was made; the model's server has no grace period).
     fn eviction_victim(&self, p: u8) -> Option<u32> {
-        let rank = |s: &SessionM| (s.used, s.last_used);
+        let rank = |s: &SessionM| s.last_used;
         let (id, victim) = self.sessions_of(p).min_by_key(|(_, s)| rank(s))?;
         // Every request has its own instant, so no two sessions rank alike: the server breaks such
         // a tie by random session id, which the model could not follow.

@@ -61,6 +61,9 @@ impl Store for SharedStore {
     fn load_config(&self, dir: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.0.load_config(dir)
     }
+    fn directories(&self) -> Result<Vec<String>, StoreError> {
+        self.0.directories()
+    }
     fn load_failures(&self, principal: &str, key: &WalletKey) -> Result<u32, StoreError> {
         self.0.load_failures(principal, key)
     }

@@ -194,9 +194,12 @@ pub(super) fn change_password(store: Box<dyn Store>) {
         -32099,
         "Error opening wallet",
     );
-    h.ok(&mut c, "change_password", json!({"name": null, "old": "old", "new": "new"}));
-    // The open wallet's token keeps working; only the new password opens it.
+    // A refused change closed nothing.
     assert!(h.call(&mut c, "accounts", json!({"token": token})).is_ok());
+    h.ok(&mut c, "change_password", json!({"name": null, "old": "old", "new": "new"}));
+    // `[tokens] close_on_password_change` (default on): the token issued under the old password
+    // ends with it; only the new password opens the wallet.
+    assert_rpc_error(h.call(&mut c, "accounts", json!({"token": token})), -32099, "Wallet has not been opened");
     assert_rpc_error(h.call(&mut c, "open_wallet", json!({"name": null, "password": "old"})), -32099, "Error opening");
     open(&mut h, &mut c, Value::Null, "new");
 }

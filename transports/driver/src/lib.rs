@@ -89,7 +89,9 @@ pub struct DriverConfig {
     /// Slow calls one principal may have admitted (running or waiting). Default 16. A principal
     /// also never runs on more than `slow_threads − 1` threads at once (one with one thread), and
     /// waiting calls are taken in turn between principals, so one client's flood of KDFs delays
-    /// another's by at most the calls already running.
+    /// another's by at most the calls already running. One thread (of two or more) and
+    /// `min(threads, queue)` places are kept for owner-role calls, so other clients' floods never
+    /// make an owner's call wait for a thread or answer it `Busy`.
     #[serde(rename = "per_principal")]
     pub slow_per_principal: usize,
     /// The longest the expiry timer sleeps. Default 1 s.
@@ -198,7 +200,17 @@ impl Driver {
 
     fn build(backend: Backend, clock: Clock, config: &DriverConfig, pool: bool) -> Self {
         let threads = if pool { config.slow_threads } else { 0 };
-        let pool = pool::SlowPool::new(threads, config.slow_queue, config.slow_per_principal);
+        // Owner-role calls keep a share of the pool: the role is the core's, read at admission.
+        let is_owner: pool::IsOwner = match &backend {
+            Backend::Core(core) => {
+                let core = Arc::downgrade(core);
+                Box::new(move |principal| {
+                    core.upgrade().is_some_and(|core| core.role_of(principal) == Some(keyward_core::Role::Owner))
+                })
+            }
+            Backend::Service(_) => Box::new(|_| false),
+        };
+        let pool = pool::SlowPool::new(threads, config.slow_queue, config.slow_per_principal, is_owner);
         let (max_sessions_per_connection, unmatched_delay) =
             (config.max_sessions_per_connection, config.unmatched_delay);
         let timer = std::sync::OnceLock::new();
