@@ -19,6 +19,10 @@ use crate::protocol::{self, ClientStart, Done, MAX_MESSAGE, Outcome, ProtocolErr
 /// How long a whole pairing may take.
 pub const PAIR_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long a connection that is refused, or closed before the server's first answer (its
+/// listener full, or not open yet), is tried again: nothing was exchanged, so nothing is spent.
+pub const CONNECT_RETRY: Duration = Duration::from_secs(5);
+
 /// Why pairing failed. No variant carries the code or a key.
 #[derive(Debug, thiserror::Error)]
 pub enum PairError {
@@ -68,6 +72,28 @@ async fn round(stream: &mut TcpStream, message: &[u8]) -> Result<Vec<u8>, PairEr
     }
 }
 
+/// Connects and sends the first message; a connection refused, or closed or reset before any
+/// answer came, is tried again (every 100 ms, doubling to 1 s) for [`CONNECT_RETRY`].
+async fn first_round(addr: SocketAddr, hello: &[u8]) -> Result<(TcpStream, Vec<u8>), PairError> {
+    let deadline = tokio::time::Instant::now() + CONNECT_RETRY;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let attempt = async {
+            let mut stream = TcpStream::connect(addr).await.map_err(|e| PairError::Io(e.to_string()))?;
+            let answer = round(&mut stream, hello).await?;
+            Ok::<_, PairError>((stream, answer))
+        };
+        match attempt.await {
+            Err(PairError::Io(why)) if tokio::time::Instant::now() + pause < deadline => {
+                tracing::debug!(%why, "pairing connection failed before any answer; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn refusal(answer: &[u8]) -> Option<String> {
     protocol::parse::<Refusal>(answer).ok().map(|r| r.error)
 }
@@ -83,9 +109,8 @@ pub async fn pair(addr: SocketAddr, code: &PairingCode, name: Option<&str>) -> R
 
 async fn pair_inner(addr: SocketAddr, code: &PairingCode, name: Option<&str>) -> Result<Bundle, PairError> {
     let key = rcgen::KeyPair::generate().map_err(|e| PairError::Key(e.to_string()))?;
-    let mut stream = TcpStream::connect(addr).await.map_err(|e| PairError::Io(e.to_string()))?;
     let (start, hello) = ClientStart::new(code);
-    let answer = round(&mut stream, &protocol::to_bytes(&hello)).await?;
+    let (mut stream, answer) = first_round(addr, &protocol::to_bytes(&hello)).await?;
     let reply: Reply = match protocol::parse(&answer) {
         Ok(reply) => reply,
         Err(error) => return Err(refusal(&answer).map_or(PairError::Protocol(error.to_string()), PairError::Refused)),

@@ -6,8 +6,12 @@
 //! * a code lives its TTL ([`MIN_TTL`] to [`MAX_TTL`]), is used once, and dies after
 //!   [`MAX_ATTEMPTS`] exchanges that did not confirm (an attempt is counted when the server sends
 //!   its SPAKE2 message, so a client that leaves without confirming has used one);
-//! * [`MAX_CONNECTIONS`] connections at once (more are closed at once), each done within
-//!   [`EXCHANGE_TIMEOUT`], messages up to [`crate::protocol::MAX_MESSAGE`] bytes.
+//! * [`MAX_CONNECTIONS`] connections at once, each done within [`EXCHANGE_TIMEOUT`], messages up
+//!   to [`crate::protocol::MAX_MESSAGE`] bytes. When all are taken, a new connection takes the
+//!   place of the oldest one that has sent nothing yet (a silent socket holds no attempt, so
+//!   nothing is lost); only when every one has spoken is the new one closed at once. So silent
+//!   sockets delay a front end's pairing by nothing, and the client retries a closed connection
+//!   for a few seconds ([`crate::client::CONNECT_RETRY`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,7 +20,7 @@ use std::time::Duration;
 
 use keyward_driver::frame::{self, FrameLimits};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::bundle::Endpoints;
@@ -115,9 +119,42 @@ struct Inner {
     runtime: tokio::runtime::Handle,
     codes: Mutex<Codes>,
     stop: watch::Receiver<bool>,
-    connections: Arc<Semaphore>,
+    connections: Mutex<Connections>,
     /// Wakes the accept loop when a code is used or voided (the last one closes the listener).
     changed: tokio::sync::Notify,
+}
+
+/// The pairing connections being served.
+#[derive(Default)]
+struct Connections {
+    next: u64,
+    /// By number (so in the order they came): whether it has spoken, and how to end it.
+    open: std::collections::BTreeMap<u64, (Arc<std::sync::atomic::AtomicBool>, Option<tokio::task::AbortHandle>)>,
+}
+
+impl Connections {
+    /// Makes room for a new connection: `false` when every place is taken by one that spoke.
+    fn make_room(&mut self) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.open.len() < MAX_CONNECTIONS {
+            return true;
+        }
+        let silent = self.open.iter().find(|(_, (spoke, _))| !spoke.load(Ordering::Acquire)).map(|(n, _)| *n);
+        let Some(number) = silent else { return false };
+        if let Some((_, Some(task))) = self.open.remove(&number) {
+            task.abort();
+        }
+        true
+    }
+}
+
+/// Removes its connection from the table when the connection's task ends (or is aborted).
+struct Place(Arc<Inner>, u64);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.connections.lock().unwrap_or_else(PoisonError::into_inner).open.remove(&self.1);
+    }
 }
 
 /// The live codes and their listener. Cheap to clone.
@@ -166,7 +203,7 @@ impl PairingService {
             runtime,
             codes: Mutex::new(Codes::default()),
             stop,
-            connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            connections: Mutex::new(Connections::default()),
             changed: tokio::sync::Notify::new(),
         };
         Self { inner: Arc::new(inner) }
@@ -272,15 +309,24 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
                         continue;
                     }
                 };
-                let Ok(permit) = Arc::clone(&inner.connections).try_acquire_owned() else {
-                    tracing::warn!(%peer, "too many pairing connections: closed one");
+                let mut connections = inner.connections.lock().unwrap_or_else(PoisonError::into_inner);
+                if !connections.make_room() {
+                    tracing::warn!(%peer, "too many pairing connections under way: closed the new one");
                     continue;
+                }
+                connections.next += 1;
+                let (number, spoke) = (connections.next, Arc::new(std::sync::atomic::AtomicBool::new(false)));
+                connections.open.insert(number, (Arc::clone(&spoke), None));
+                let task = {
+                    let inner = Arc::clone(&inner);
+                    tokio::spawn(async move {
+                        let _place = Place(Arc::clone(&inner), number);
+                        exchange(&inner, stream, &spoke).await;
+                    })
                 };
-                let inner = Arc::clone(&inner);
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    exchange(&inner, stream).await;
-                });
+                if let Some(entry) = connections.open.get_mut(&number) {
+                    entry.1 = Some(task.abort_handle());
+                }
             }
             () = tokio::time::sleep_until(next_expiry) => {}
             () = inner.changed.notified() => {}
@@ -370,8 +416,8 @@ async fn read(stream: &mut TcpStream) -> Option<Vec<u8>> {
 /// One pairing connection. Until the client confirms, the exchange has [`EXCHANGE_TIMEOUT`] in
 /// all (a peer that stalls spends its attempt); registration is not cut short by it (it writes the
 /// store, and its outcome is recorded either way); the last answer has a few seconds to go out.
-async fn exchange(inner: &Arc<Inner>, mut stream: TcpStream) {
-    let confirmed = tokio::time::timeout(EXCHANGE_TIMEOUT, confirm(inner, &mut stream)).await;
+async fn exchange(inner: &Arc<Inner>, mut stream: TcpStream, spoke: &std::sync::atomic::AtomicBool) {
+    let confirmed = tokio::time::timeout(EXCHANGE_TIMEOUT, confirm(inner, &mut stream, spoke)).await;
     let Ok(Some((mut attempt, server, request))) = confirmed else { return };
     attempt.confirmed = true;
     let outcome = if request.name.as_deref().is_some_and(|name| name != attempt.name) {
@@ -421,7 +467,18 @@ const FINAL_WRITE: Duration = Duration::from_secs(5);
 /// Hello, Reply, Finish: the attempt, the server's state and the client's request once the client
 /// confirmed; `None` (with a refusal sent where there is one to send) otherwise. Dropping the
 /// attempt unconfirmed records the failure.
-async fn confirm(inner: &Arc<Inner>, stream: &mut TcpStream) -> Option<(Attempt, ServerExchange, protocol::Request)> {
+async fn confirm(
+    inner: &Arc<Inner>,
+    stream: &mut TcpStream,
+    spoke: &std::sync::atomic::AtomicBool,
+) -> Option<(Attempt, ServerExchange, protocol::Request)> {
+    // A silent socket may be ended for a new connection; once a first byte came, this one keeps its
+    // place (it may be a front end pairing).
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await.ok()? == 0 {
+        return None;
+    }
+    spoke.store(true, std::sync::atomic::Ordering::Release);
     let bytes = read(stream).await?;
     let hello: Hello = match protocol::parse(&bytes) {
         Ok(hello) => hello,
