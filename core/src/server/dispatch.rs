@@ -301,6 +301,14 @@ impl Server {
                 (Ok(_), Target::Builtin(method), Some(Role::Owner)) if method.speed() == Speed::Slow => Kind::Notable,
                 _ => Kind::Cheap,
             };
+            // The method's frames, now below this one, held its secrets (an unlocked master key, a
+            // password). Wipe them before the audit queue allocates: a new map node or a moved
+            // value's unused bytes (an `Option`'s `None`) can be copied from stale stack into the
+            // heap, where no scrub reaches (the residency test found a master key so).
+            match &call.target {
+                Target::Builtin(method) if method.speed() == Speed::Slow => crate::secret::scrub_stack(),
+                _ => crate::secret::scrub_stack_shallow(),
+            }
             self.state.audit(context.principal.name(), name, subject, outcome, kind);
         }
         result
