@@ -244,6 +244,18 @@ pub fn scrub_stack() {
 /// will not eat: the test fails, with the depth reached, if a call outgrows it.
 pub const SCRUB_STACK_SHALLOW_BYTES: usize = if cfg!(debug_assertions) { 96 * 1024 } else { 32 * 1024 };
 
+/// How much stack [`scrub_stack_before_audit`] overwrites: half of the shallow scrub, so that the
+/// area, which starts at the dispatcher's frame, stays within the scrub the call ends with, and
+/// far more than the audit queue's own frames use.
+pub const SCRUB_BEFORE_AUDIT_BYTES: usize = SCRUB_STACK_SHALLOW_BYTES / 2;
+
+/// Overwrites the dead frames of the method that just returned, before its audit event is queued:
+/// a new map node or a moved value's unused bytes can be copied from stale stack into the heap.
+#[inline(never)]
+pub fn scrub_stack_before_audit() {
+    write_zeros(&mut [0u64; SCRUB_BEFORE_AUDIT_BYTES / 8]);
+}
+
 /// [`scrub_stack`] for the calls answered in place (no KDF, no BIP39): a shallower area.
 #[inline(never)]
 pub fn scrub_stack_shallow() {

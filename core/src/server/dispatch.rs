@@ -305,10 +305,7 @@ impl Server {
             // password). Wipe them before the audit queue allocates: a new map node or a moved
             // value's unused bytes (an `Option`'s `None`) can be copied from stale stack into the
             // heap, where no scrub reaches (the residency test found a master key so).
-            match &call.target {
-                Target::Builtin(method) if method.speed() == Speed::Slow => crate::secret::scrub_stack(),
-                _ => crate::secret::scrub_stack_shallow(),
-            }
+            crate::secret::scrub_stack_before_audit();
             self.state.audit(context.principal.name(), name, subject, outcome, kind);
         }
         result
