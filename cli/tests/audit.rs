@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
-use common::{keyward, text};
+use common::{copy_dir, keyward, text};
 use keyward_core::audit::{AuditEvent, AuditRecord};
 use keyward_store::FjallStore;
 use keyward_testkit::Harness;
@@ -53,19 +53,6 @@ fn make_data_dir(data: &Path, bulk: u64) -> u64 {
     assert_eq!(anchor.seq, 0);
     assert!(head.seq >= APPENDED + 4, "the calls were audited: head {}", head.seq);
     head.seq
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 fn audit(data: &Path, args: &[&str]) -> Output {

@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::process::{Output, Stdio};
 
-use common::{keyward, text};
+use common::{copy_dir, keyward, text};
 use keyward_core::Store as _;
 use keyward_core::audit::{Anchor, AuditEvent, AuditRecord, verify};
 use keyward_store::{FjallStore, StoreOptions};
@@ -28,19 +28,6 @@ fn append(data: &Path, keep_head: bool, n: u64) {
     for i in 0..n {
         let event = AuditEvent::new("owner", "get_mnemonic", Some(format!("w{i}")), "ok");
         store.append_audit(&[event]).unwrap();
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
     }
 }
 

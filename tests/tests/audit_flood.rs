@@ -5,7 +5,6 @@
 //! wrote thousands a second and pushed the owner's record out within a second.)
 #![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,34 +18,6 @@ const CONFIG: &str = "[kdf]\nm_cost_kib = 64\nt_cost = 1\np_cost = 1\n[audit]\nm
 
 /// How long the reader floods: the issue's minute.
 const FLOOD: Duration = Duration::from_secs(60);
-
-/// A registered reader's TLS client configuration (its certificate issued by the server's CA).
-fn reader(running: &keyward::serve::Running, data: &Path) -> Arc<rustls::ClientConfig> {
-    use keyward::certs;
-    let tls_dir = keyward::serve::tls_dir(data);
-    let ca = keyward::ca::Ca::load(&certs::set_dir(&tls_dir).unwrap()).unwrap().expect("the set keeps its CA key");
-    let pair = rcgen::KeyPair::generate().unwrap();
-    let issued = ca.issue("flooder", &keyward::ca::ClientPublicKey::from_pem(&pair.public_key_pem()).unwrap()).unwrap();
-    running
-        .core
-        .add_client(keyward_core::ClientRecord {
-            name: "flooder".into(),
-            role: keyward_core::Role::Reader,
-            identity: keyward_core::Identity::Cert { spki_sha256: issued.spki_sha256 },
-            created_unix_ms: 0,
-            revoked_unix_ms: None,
-        })
-        .unwrap();
-    let bundle = data.join("bundle-flooder");
-    std::fs::create_dir_all(&bundle).unwrap();
-    std::fs::write(bundle.join("client.crt"), issued.certificate_pem).unwrap();
-    std::fs::write(bundle.join("client.key"), pair.serialize_pem()).unwrap();
-    tls::client_config_from(
-        &tls_dir.join(certs::CA_CERT),
-        Some((&bundle.join("client.crt"), &bundle.join("client.key"))),
-    )
-    .unwrap()
-}
 
 /// The whole retained log, read page by page as the owner: anchor, head, records.
 async fn read_log(owner: &mut Session) -> (Anchor, Anchor, Vec<AuditRecord>) {
@@ -86,7 +57,7 @@ fn a_reader_alternating_refusals_for_a_minute_cannot_push_the_owners_record_out(
         running.core.flush_audit();
         let (_, before, _) = read_log(&mut owner).await;
 
-        let reader_tls = reader(&running, &data);
+        let reader_tls = keyward_tests::registered_client(&running, &data, "flooder", keyward_core::Role::Reader);
         let calls = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
         let mut floods = Vec::new();

@@ -64,3 +64,17 @@ pub fn refused(output: &Output, expected: &str) {
     assert!(!output.status.success(), "expected a refusal containing {expected:?}: {}", text(output));
     assert!(text(output).contains(expected), "expected {expected:?} in: {}", text(output));
 }
+
+/// A copy of the directory tree `from` at `to`.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
