@@ -1,28 +1,26 @@
-//! `keyward call`: a client for people and scripts. It runs `init_secure_api`, encrypts the call,
-//! sends it, and prints the decrypted result.
-//!
-//! Params the user leaves out are filled in: `name`, `mnemonic` and the `*_config` params with
-//! `null`, `mnemonic_length` with 32, `chain_type` with `Mainnet`, `token` from `KEYWARD_TOKEN`, and
-//! passwords (`password`, `old`, `new`) from a prompt or, with `--password-stdin`, one line each
-//! from standard input. Passwords are never taken from the command line.
+//! `keyward call`: a client for people and scripts. It checks the params against the method table
+//! (see [`crate::params`]), runs `init_secure_api`, encrypts the call, sends it, and prints the
+//! decrypted result; a failure names its fix and carries its exit status ([`crate::failure`]).
+//! Also the addresses, links and sessions `keyward clients`, `audit` and `status` use.
 
-use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use keyward_driver::{Link, SecureSession, SessionError};
-use keyward_http::{HttpClient, HttpTarget};
+use keyward_driver::{Link, LinkErrorKind, SecureSession, SessionError};
+use keyward_http::{ClientError as HttpError, HttpClient, HttpTarget};
 use keyward_quic::QuicClient;
 use keyward_unix::UnixClient;
-use serde_json::{Map, Value};
-use zeroize::Zeroizing;
+use serde_json::Value;
 
+use crate::failure::{Exit, Failure};
+use crate::params::{self, FillOptions, Passwords};
 use crate::{in_process, tls};
 
 /// Where and how to call.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct CallOptions {
     /// `https://host:port/v3/owner` or `http://…` (plain HTTP, loopback only).
     pub url: String,
@@ -34,102 +32,12 @@ pub struct CallOptions {
     pub quic: Option<SocketAddr>,
     /// Use this Unix socket instead of the URL.
     pub unix: Option<PathBuf>,
-    /// Read passwords from standard input, one line each, instead of prompting.
-    pub password_stdin: bool,
-}
-
-/// Params that hold passwords, and the prompt for each.
-const PASSWORD_PARAMS: [(&str, &str); 3] =
-    [("password", "Wallet password: "), ("old", "Current password: "), ("new", "New password: ")];
-
-/// Reads passwords from a prompt or from standard input.
-pub struct Passwords {
-    from_stdin: bool,
-}
-
-impl std::fmt::Debug for Passwords {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Passwords").field("from_stdin", &self.from_stdin).finish()
-    }
-}
-
-impl Passwords {
-    /// A source: standard input lines, or the terminal with echo off.
-    pub fn new(from_stdin: bool) -> Self {
-        Self { from_stdin }
-    }
-
-    fn read(&mut self, prompt: &str) -> anyhow::Result<Zeroizing<String>> {
-        if self.from_stdin {
-            let mut line = Zeroizing::new(String::new());
-            let read = std::io::stdin().lock().read_line(&mut line).context("cannot read a password from stdin")?;
-            anyhow::ensure!(read > 0, "standard input ended before every password was read");
-            let trimmed = Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
-            return Ok(trimmed);
-        }
-        let password = rpassword::prompt_password(prompt).context("cannot read a password from the terminal")?;
-        Ok(Zeroizing::new(password))
-    }
-}
-
-/// Builds the params of `method` from what the user gave, filling in the rest.
-pub fn fill_params(method: &str, given: Option<&str>, passwords: &mut Passwords) -> anyhow::Result<Value> {
-    let mut given: Map<String, Value> = match given {
-        None => Map::new(),
-        Some(text) => match serde_json::from_str(text).context("PARAMS must be a JSON object")? {
-            Value::Object(map) => map,
-            _ => bail!("PARAMS must be a JSON object"),
-        },
-    };
-    for (name, _) in PASSWORD_PARAMS {
-        if given.contains_key(name) && method != "verify_message" {
-            bail!("passwords are not taken from the command line: leave '{name}' out and you will be asked for it");
-        }
-    }
-    let Some(names) = keyward_core::find_method(method).map(keyward_core::Method::params) else {
-        // An embedder's method: send what was given, with the token if one is set.
-        if !given.contains_key("token")
-            && let Ok(token) = std::env::var("KEYWARD_TOKEN")
-        {
-            given.insert("token".into(), Value::String(token));
-        }
-        return Ok(Value::Object(given));
-    };
-    let mut params = Map::new();
-    for name in names {
-        if let Some(value) = given.remove(*name) {
-            let value = match (*name, value) {
-                ("wallet_seed", Value::String(path)) if path.starts_with('@') => {
-                    let text =
-                        std::fs::read_to_string(&path[1..]).with_context(|| format!("cannot read {}", &path[1..]))?;
-                    Value::String(text)
-                }
-                (_, value) => value,
-            };
-            params.insert((*name).to_owned(), value);
-            continue;
-        }
-        let value = match *name {
-            "name" | "mnemonic" | "wallet_config" | "logging_config" | "tor_config" => Value::Null,
-            "mnemonic_length" => Value::from(32),
-            "chain_type" => Value::from("Mainnet"),
-            "token" => Value::String(
-                std::env::var("KEYWARD_TOKEN")
-                    .context("this method needs a token: set KEYWARD_TOKEN or pass \"token\"")?,
-            ),
-            password if PASSWORD_PARAMS.iter().any(|(p, _)| *p == password) => {
-                let prompt = PASSWORD_PARAMS.iter().find(|(p, _)| *p == password).map_or("Password: ", |(_, q)| q);
-                let secret = passwords.read(prompt)?;
-                Value::String(secret.to_string())
-            }
-            other => bail!("missing param '{other}' (give it in PARAMS)"),
-        };
-        params.insert((*name).to_owned(), value);
-    }
-    if let Some(extra) = given.keys().next() {
-        bail!("'{method}' takes no param '{extra}' (its params: {})", names.join(", "));
-    }
-    Ok(Value::Object(params))
+    /// Whose server this is, for messages.
+    pub expected: Expected,
+    /// How params are filled in.
+    pub fill: FillOptions,
+    /// `--wait`: how long to keep trying while nothing answers yet.
+    pub wait: Option<Duration>,
 }
 
 /// Parsed `--url`.
@@ -203,37 +111,201 @@ impl Address {
     /// The address of `url` (`https://…`, with the certificate directory `tls_dir`, or `http://…`),
     /// its host resolved.
     pub async fn url(url: &str, tls_dir: &Path) -> anyhow::Result<Self> {
-        let url = parse_url(url)?;
+        let url = parse_url(url).map_err(|e| Failure::usage(format!("{e:#}")))?;
         let addr = resolve(&url).await?;
-        let tls = if url.tls { Some(tls::client_config(tls_dir)?) } else { None };
+        let tls = if url.tls { Some(client_config(tls_dir)?) } else { None };
         Ok(Self::Http { addr, host: url.host, tls })
     }
 
     /// QUIC at `addr`, with the certificate directory `tls_dir`.
     pub fn quic(addr: SocketAddr, tls_dir: &Path) -> anyhow::Result<Self> {
         let name = if addr.ip().is_ipv6() { "::1" } else { "127.0.0.1" };
-        Ok(Self::Quic { addr, name: name.to_owned(), tls: tls::client_config(tls_dir)? })
+        Ok(Self::Quic { addr, name: name.to_owned(), tls: client_config(tls_dir)? })
+    }
+}
+
+/// The TLS client configuration of the certificate directory `tls_dir`; one without a `ca.crt`
+/// is a server never started (its `tls/`) or not a bundle.
+fn client_config(tls_dir: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    if !tls_dir.join("ca.crt").exists() {
+        let message = match tls_dir.parent() {
+            Some(data_dir) if tls_dir.file_name().is_some_and(|name| name == "tls") => format!(
+                "{} has no certificates yet: no server was started on it. Start one with `keyward serve --data-dir {}` \
+                 (it makes them), or name another with --data-dir or a client bundle with --tls-dir",
+                data_dir.display(),
+                data_dir.display()
+            ),
+            _ => format!(
+                "{} holds no ca.crt: --tls-dir names a client bundle (`keyward clients add --out`, `keyward pair`) or a \
+                 server's tls/",
+                tls_dir.display()
+            ),
+        };
+        return Err(Failure::connect(message).into());
+    }
+    tls::client_config(tls_dir)
+}
+
+/// How long a QUIC handshake may take before the server is taken as absent (UDP has no "connection
+/// refused" to say so sooner).
+pub const QUIC_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Address {
+    /// The address as a user would write it: `https://ADDR/v3/owner`, `quic://ADDR`, `unix:PATH`.
+    pub fn shown(&self) -> String {
+        match self {
+            Self::Http { addr, tls: Some(_), .. } => format!("https://{addr}/v3/owner"),
+            Self::Http { addr, tls: None, .. } => format!("http://{addr}/v3/owner"),
+            Self::Quic { addr, .. } => format!("quic://{addr}"),
+            Self::Unix(path) => format!("unix:{}", path.display()),
+        }
+    }
+}
+
+/// Whose server a command expects, for messages that name the fix: the data directory (its
+/// `keyward serve --data-dir`), or a client's bundle.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    /// The data directory of the server, when the certificates are its `tls/`.
+    pub data_dir: Option<PathBuf>,
+    /// The certificate directory in use (a bundle, or a server's `tls/`).
+    pub tls_dir: Option<PathBuf>,
+}
+
+impl Expected {
+    /// The directory the server should be the one of.
+    fn whose(&self) -> String {
+        match (&self.data_dir, &self.tls_dir) {
+            (Some(data), _) => data.display().to_string(),
+            (None, Some(tls)) => format!("the bundle {}", tls.display()),
+            (None, None) => "this client's certificates".into(),
+        }
+    }
+
+    /// "nothing answers at ADDR: is `keyward serve` running? (`keyward serve --data-dir DIR`)".
+    pub fn nothing_answers(&self, shown: &str) -> Failure {
+        let how = match &self.data_dir {
+            Some(dir) => format!("keyward serve --data-dir {}", dir.display()),
+            None => "keyward serve".into(),
+        };
+        Failure::connect(format!("nothing answers at {shown}: is `keyward serve` running? (`{how}`)"))
     }
 }
 
 /// Connects to the server at `address`, over its transport.
 pub async fn connect(address: &Address) -> anyhow::Result<BoxLink> {
-    Ok(match address {
+    connect_expecting(address, &Expected::default()).await
+}
+
+/// The rustls error inside an I/O error of a TLS stream, if there is one.
+fn rustls_error(error: &std::io::Error) -> Option<&rustls::Error> {
+    error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
+}
+
+/// What a failed TLS handshake with the server at `shown` means for the user.
+fn tls_failure(shown: &str, error: Option<&rustls::Error>, expected: &Expected) -> Option<Failure> {
+    use rustls::{AlertDescription, CertificateError};
+    match error? {
+        rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer
+            | CertificateError::BadSignature
+            | CertificateError::NotValidForName
+            | CertificateError::NotValidForNameContext { .. }
+            | CertificateError::Expired
+            | CertificateError::ExpiredContext { .. },
+        ) => Some(Failure::connect(format!(
+            "the server at {shown} is not the one of {} (its certificate does not chain to that CA{})",
+            expected.whose(),
+            if expected.data_dir.is_some() { "; another keyward serve on this port?" } else { "" }
+        ))),
+        rustls::Error::InvalidMessage(_) => Some(Failure::connect(format!(
+            "the server at {shown} does not speak TLS: for a plain HTTP listener (`keyward serve --http-insecure`) \
+             use http://"
+        ))),
+        rustls::Error::AlertReceived(AlertDescription::CertificateRevoked) => Some(Failure::refused(REVOKED)),
+        rustls::Error::AlertReceived(AlertDescription::AccessDenied) => Some(Failure::refused(UNKNOWN)),
+        _ => None,
+    }
+}
+
+/// What a revoked client is told.
+pub const REVOKED: &str =
+    "this client was revoked: the owner must register it again (`keyward clients add`) or pair it anew";
+/// What a client whose certificate no registered client has is told.
+pub const UNKNOWN: &str = "the server does not know this client's certificate: register it (`keyward clients add \
+                           --out DIR` on the server's side) or pair (`keyward pair`)";
+
+/// [`connect`], with messages that name `expected`'s data directory or bundle.
+pub async fn connect_expecting(address: &Address, expected: &Expected) -> anyhow::Result<BoxLink> {
+    let shown = address.shown();
+    match address {
         Address::Http { addr, host, tls } => {
             let target = tls.as_ref().map_or(HttpTarget::Plain, |tls| HttpTarget::Tls(Arc::clone(tls)));
-            Box::new(HttpClient::connect(*addr, host, target).await.context("cannot connect to keyward")?)
+            match HttpClient::connect(*addr, host, target).await {
+                Ok(client) => Ok(Box::new(client)),
+                Err(HttpError::Connect(error)) if is_absent(&error) => Err(expected.nothing_answers(&shown).into()),
+                Err(HttpError::Tls(error)) => match tls_failure(&shown, rustls_error(&error), expected) {
+                    Some(failure) => Err(anyhow::Error::new(error).context(failure)),
+                    None => Err(anyhow::Error::new(error)
+                        .context(Failure::connect(format!("the TLS handshake with {shown} failed")))),
+                },
+                Err(error) => {
+                    Err(anyhow::Error::new(error).context(Failure::connect(format!("cannot connect to {shown}"))))
+                }
+            }
         }
-        Address::Quic { addr, name, tls } => Box::new(
-            QuicClient::connect(*addr, name, Arc::clone(tls))
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot connect to keyward over QUIC: {e}"))?,
-        ),
-        Address::Unix(path) => Box::new(
-            UnixClient::connect(path)
-                .await
-                .with_context(|| format!("cannot connect to keyward at {}", path.display()))?,
-        ),
-    })
+        Address::Quic { addr, name, tls } => {
+            match tokio::time::timeout(QUIC_CONNECT_TIMEOUT, QuicClient::connect(*addr, name, Arc::clone(tls))).await {
+                Ok(Ok(client)) => Ok(Box::new(client)),
+                Ok(Err(error)) => Err(quic_failure(&shown, &error, expected)
+                    .map_or_else(|| anyhow::anyhow!("{error}"), |failure| anyhow::anyhow!("{error}").context(failure))
+                    .context(Failure::connect(format!("cannot connect to {shown}")))),
+                Err(_) => Err(Failure::connect(format!(
+                    "nothing answers at {shown} within {} s: is `keyward serve` running with QUIC on that port?",
+                    QUIC_CONNECT_TIMEOUT.as_secs()
+                ))
+                .into()),
+            }
+        }
+        Address::Unix(path) => match UnixClient::connect(path).await {
+            Ok(client) => Ok(Box::new(client)),
+            Err(error) if is_absent(&error) => Err(expected.nothing_answers(&shown).into()),
+            Err(error) => {
+                Err(anyhow::Error::new(error).context(Failure::connect(format!("cannot connect to {shown}"))))
+            }
+        },
+    }
+}
+
+/// Whether a connect error means nothing listens there.
+fn is_absent(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionRefused, NotFound};
+    matches!(error.kind(), ConnectionRefused | NotFound)
+}
+
+/// What a failed QUIC connection means for the user: a TLS alert in its close code.
+fn quic_failure(shown: &str, error: &keyward_quic::QuicError, expected: &Expected) -> Option<Failure> {
+    use rustls::AlertDescription;
+    let keyward_quic::QuicError::Connection(connection) = error else { return None };
+    let (code, by_us) = match connection {
+        quinn::ConnectionError::TransportError(error) => (u64::from(error.code), true),
+        quinn::ConnectionError::ConnectionClosed(close) => (u64::from(close.error_code), false),
+        _ => return None,
+    };
+    // A TLS alert travels as the crypto error 0x100 + its code.
+    let alert = AlertDescription::from(u8::try_from(code.checked_sub(0x100)?).ok()?);
+    match (alert, by_us) {
+        (AlertDescription::CertificateRevoked, false) => Some(Failure::refused(REVOKED)),
+        (AlertDescription::AccessDenied, false) => Some(Failure::refused(UNKNOWN)),
+        (AlertDescription::UnknownCA | AlertDescription::BadCertificate | AlertDescription::DecryptError, true) => {
+            tls_failure(
+                shown,
+                Some(&rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)),
+                expected,
+            )
+        }
+        _ => None,
+    }
 }
 
 impl CallOptions {
@@ -245,27 +317,110 @@ impl CallOptions {
             (None, None) => Address::url(&self.url, &self.tls_dir).await,
         }
     }
+
+    /// A secure session with the server, trying again for `--wait` while nothing answers.
+    pub async fn open(&self) -> anyhow::Result<SecureSession<BoxLink>> {
+        let deadline = self.wait.map(|wait| tokio::time::Instant::now() + wait);
+        loop {
+            let error = match self.open_once().await {
+                Ok(session) => return Ok(session),
+                Err(error) => error,
+            };
+            let waiting = deadline.is_some_and(|deadline| tokio::time::Instant::now() < deadline);
+            if !waiting || Failure::exit_of(&error) != Exit::Connect {
+                return Err(error);
+            }
+            tokio::time::sleep(WAIT_STEP).await;
+        }
+    }
+
+    async fn open_once(&self) -> anyhow::Result<SecureSession<BoxLink>> {
+        let address = self.address().await?;
+        let link = connect_expecting(&address, &self.expected).await?;
+        SecureSession::open(link).await.map_err(|error| session_failure(&address, "init_secure_api", error))
+    }
 }
 
-/// `keyward call`: fills the params, calls, and returns the result.
-pub async fn run(options: &CallOptions, method: &str, params: Option<&str>) -> anyhow::Result<Value> {
-    let mut passwords = Passwords::new(options.password_stdin);
-    let params = fill_params(method, params, &mut passwords)?;
-    let mut session = match SecureSession::open(connect(&options.address().await?).await?).await {
-        Ok(session) => session,
-        // With TLS 1.3 a refused client certificate shows up as a connection closed after the
-        // handshake, not as an alert the client can name.
-        Err(SessionError::Link(error)) => bail!(
-            "init_secure_api failed: {error} (the server closed the connection: is this client's certificate \
-             registered and not revoked? `keyward clients list` on the server shows it)"
-        ),
-        Err(error) => bail!("init_secure_api failed: {error}"),
-    };
-    match session.call(method, params).await {
-        Ok(value) => Ok(value),
-        Err(SessionError::Link(error)) => bail!("the request failed: {error}"),
-        Err(error) => bail!("{method} failed: {error}"),
+/// How often `--wait` tries again.
+const WAIT_STEP: Duration = Duration::from_millis(200);
+
+/// What a failed call (or the session's `init_secure_api`) to `address` means for the user.
+pub fn session_failure(address: &Address, method: &str, error: SessionError) -> anyhow::Error {
+    let shown = address.shown();
+    match error {
+        SessionError::Link(error) => {
+            let failure = match error.kind() {
+                LinkErrorKind::Unreachable if matches!(address, Address::Http { tls: None, .. }) => {
+                    Failure::connect(format!(
+                        "the server at {shown} does not answer plain HTTP: if it is keyward's HTTPS port, use https:// \
+                         (http:// is only for a server started with --http-insecure)"
+                    ))
+                }
+                LinkErrorKind::Closed | LinkErrorKind::Refused
+                    if matches!(address, Address::Http { tls: None, .. }) =>
+                {
+                    Failure::connect(format!(
+                        "the server at {shown} does not answer plain HTTP: if it is keyward's HTTPS port, use https:// \
+                         (http:// is only for a server started with --http-insecure)"
+                    ))
+                }
+                _ if method == "init_secure_api" => Failure::connect(format!(
+                    "the server at {shown} closed the connection before the session began (is this client's \
+                     certificate registered and not revoked? `keyward clients list` on the server shows it)"
+                )),
+                _ => Failure::connect(format!("the connection to {shown} failed during `{method}` (it may have run)")),
+            };
+            anyhow::Error::new(error).context(failure)
+        }
+        SessionError::Rpc { code, message } => rpc_failure(method, code, &message).into(),
+        other => anyhow::Error::new(other).context(format!("`{method}` failed")),
     }
+}
+
+/// What the server's error answer `code`, `message` to `method` means for the user.
+pub fn rpc_failure(method: &str, code: i64, message: &str) -> Failure {
+    let token_call = keyward_core::find_method(method).is_some_and(|m| m.params().contains(&"token"));
+    if message == "Forbidden: this client is revoked" {
+        return Failure::answered(Exit::Refused, code, REVOKED);
+    }
+    if let Some(why) = message.strip_prefix("Forbidden: ") {
+        return Failure::answered(
+            Exit::Refused,
+            code,
+            format!("this client may not call `{method}`: {why} (`keyward clients list` shows the roles)"),
+        );
+    }
+    if token_call && (message == "InvalidKeychainMask" || message == "Lifecycle: Wallet has not been opened") {
+        return Failure::answered(
+            Exit::Method,
+            code,
+            format!(
+                "the wallet was closed or the server restarted: open it again (`keyward call --raw open_wallet`) and \
+                 set KEYWARD_TOKEN to the new token ({message})"
+            ),
+        );
+    }
+    Failure::answered(Exit::Method, code, format!("{method} failed: {message} (code {code})"))
+}
+
+/// `keyward call`: checks the params, fills them in, calls, and returns the result; prints to
+/// standard error what the user should do next, if anything (a new wallet's backup).
+pub async fn run(options: &CallOptions, method: &str, params: Option<&str>) -> anyhow::Result<Value> {
+    // Every check before any prompt: the params, then the certificates (a server never started).
+    let checked = params::check(method, params, &options.fill)?;
+    if options.wait.is_none() {
+        options.address().await?;
+    }
+    let mut passwords = Passwords::new(options.fill.password_stdin);
+    let params = checked.fill(&options.fill, &mut passwords)?;
+    let next = params::after_success(method, &params);
+    let mut session = options.open().await?;
+    let address = options.address().await?;
+    let value = session.call(method, params).await.map_err(|error| session_failure(&address, method, error))?;
+    if let Some(next) = next {
+        eprintln!("{next}");
+    }
+    Ok(value)
 }
 
 /// The URL `keyward call --tls-dir DIR` uses without `--url`: the bundle's `keyward.toml` url
@@ -345,7 +500,9 @@ impl ServerArgs {
                     tls_dir: self.tls_dir.clone().unwrap_or_else(|| crate::serve::tls_dir(&data_dir)),
                     quic: self.quic,
                     unix: self.unix.clone(),
-                    password_stdin: false,
+                    expected: Expected { data_dir: Some(data_dir.clone()), tls_dir: self.tls_dir.clone() },
+                    fill: FillOptions::default(),
+                    wait: None,
                 };
                 let hint = if self.names_a_server() {
                     String::new()

@@ -6,14 +6,29 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use keyward::bench::BenchOptions;
 use keyward::call::CallOptions;
 use keyward::config::{self, ServeFlags};
+use keyward::failure::{Failure, Reported};
 use keyward::{certs, serve};
 
+/// Examples under `keyward call --help`.
+const CALL_EXAMPLES: &str = "Examples:
+  keyward call --list
+  keyward call help create_wallet
+  keyward call create_wallet '{\"name\":\"demo\"}' --words 24
+  export KEYWARD_TOKEN=$(keyward call --raw open_wallet '{\"name\":\"demo\"}')
+  keyward call accounts
+  printf 'pw\\n' | keyward call --password-stdin open_wallet '{\"name\":\"demo\"}'";
+
 #[derive(Parser)]
-#[command(name = "keyward", version, about = "A secure owner API for wallet back ends (Owner API V3 over mTLS)")]
+#[command(
+    name = "keyward",
+    version,
+    about = "A secure owner API for wallet back ends (Owner API V3 over mTLS)",
+    after_help = keyward::failure::EXIT_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -154,30 +169,76 @@ enum Command {
         browser_args: Vec<String>,
     },
     /// Call a method over the secure protocol and print its result.
+    ///
+    /// `keyward call --list` lists the methods, `keyward call help METHOD` describes one. The server
+    /// is found from the data directory (the addresses a running `keyward serve` wrote there) unless
+    /// --url, --quic or --unix names one. Params left out are filled in: passwords are asked for
+    /// (never taken from the command line), the token comes from --token or KEYWARD_TOKEN.
+    #[command(after_help = CALL_EXAMPLES)]
     Call {
-        /// Server URL (default: the bundle's keyward.toml url, else https://127.0.0.1:3420/v3/owner).
+        /// Data directory of the server: its certificates (tls/) and where a running server is found.
+        #[arg(long, env = "KEYWARD_DATA_DIR", value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Server URL (default: the bundle's keyward.toml url, else the running server's, else
+        /// https://127.0.0.1:3420/v3/owner).
         #[arg(long)]
         url: Option<String>,
         /// Call over QUIC at this address (e.g. 127.0.0.1:3420) instead of HTTPS.
         #[arg(long)]
         quic: Option<std::net::SocketAddr>,
-        /// Call over the Unix socket at this path instead of HTTPS.
+        /// Call over the Unix socket at this path instead of HTTPS (as the client of your uid).
         #[arg(long, conflicts_with = "quic")]
         unix: Option<PathBuf>,
         /// Certificate directory: a client's bundle (ca.crt, client.crt, client.key, as `keyward
         /// clients add --out` writes it) or a server's tls/ (default: DATA_DIR/tls).
-        #[arg(long)]
+        #[arg(long, value_name = "DIR")]
         tls_dir: Option<PathBuf>,
+        /// The token open_wallet printed, for the methods that take one.
+        #[arg(long, env = "KEYWARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         /// Read passwords from standard input, one line each, instead of prompting.
         #[arg(long)]
         password_stdin: bool,
+        /// Accept an empty password where one is being set (create_wallet, change_password,
+        /// import_grin_wallet).
+        #[arg(long)]
+        allow_empty_password: bool,
+        /// The recovery phrase's length for create_wallet: 12, 15, 18, 21 or 24 words (sets
+        /// mnemonic_length, which counts bytes of entropy: 16 to 32).
+        #[arg(long, value_name = "N")]
+        words: Option<u8>,
         /// Print a string result without JSON quotes.
         #[arg(long)]
         raw: bool,
-        /// The method, e.g. open_wallet.
-        method: String,
-        /// Params as a JSON object; missing ones are filled in (passwords are prompted for).
+        /// Print the result as one line of JSON, and a failure as {"code":…,"message":…} on
+        /// standard output (code: the server's JSON-RPC code, else the exit status).
+        #[arg(long, conflicts_with = "raw")]
+        json: bool,
+        /// Keep trying for up to SECS while nothing answers yet (for scripts that start the server).
+        #[arg(long, value_name = "SECS")]
+        wait: Option<f64>,
+        /// List every method: name, the least role, params.
+        #[arg(long, exclusive = true)]
+        list: bool,
+        /// Send a method that is not in the table (one the server's embedder added), params as given.
+        #[arg(long)]
+        unlisted: bool,
+        /// The method, e.g. open_wallet (`help METHOD` describes one).
+        #[arg(required_unless_present = "list")]
+        method: Option<String>,
+        /// Params as a JSON object; missing ones are filled in (passwords are asked for).
         params: Option<String>,
+    },
+    /// Print a shell completion script: `keyward completions bash > ~/.local/share/bash-completion/completions/keyward`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (keyward.1 and one per command) to DIR, or keyward.1 to standard output.
+    Man {
+        /// The directory to write the pages to (e.g. ~/.local/share/man/man1).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// Show or verify the audit log (from the running server over the API, or from the store
     /// when no server holds the data directory).
@@ -298,18 +359,80 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", keyward::clients::run(&target, action).await?);
             Ok(())
         }
-        Command::Call { url, quic, unix, tls_dir, password_stdin, raw, method, params } => {
+        Command::Call {
+            data_dir,
+            url,
+            quic,
+            unix,
+            tls_dir,
+            token,
+            password_stdin,
+            allow_empty_password,
+            words,
+            raw,
+            json,
+            wait,
+            list,
+            unlisted,
+            method,
+            params,
+        } => {
             init_logging(Some("warn"));
-            let tls_dir = tls_dir.unwrap_or_else(|| serve::tls_dir(&config::default_data_dir()));
+            if list {
+                print!("{}", keyward::discover::list());
+                return Ok(());
+            }
+            let method = method.unwrap_or_default();
+            if method == "help" && !unlisted {
+                match params {
+                    Some(name) => print!("{}", keyward::discover::help(&name)?),
+                    None => print!("{}", keyward::discover::list()),
+                }
+                return Ok(());
+            }
+            if unix.is_some() && tls_dir.is_some() {
+                return Err(Failure::usage(
+                    "over the Unix socket you are the client of your uid; --tls-dir is not used there (leave it out, \
+                     or call over HTTPS or QUIC to act as the bundle's client)",
+                )
+                .into());
+            }
+            let data_dir = data_dir.unwrap_or_else(config::default_data_dir);
+            let expected = match &tls_dir {
+                Some(dir) => keyward::call::Expected { data_dir: None, tls_dir: Some(dir.clone()) },
+                None => keyward::call::Expected { data_dir: Some(data_dir.clone()), tls_dir: None },
+            };
+            let tls_dir = tls_dir.unwrap_or_else(|| serve::tls_dir(&data_dir));
             let url = match url {
                 Some(url) => url,
                 None if quic.is_none() && unix.is_none() => keyward::call::bundle_url(&tls_dir)?,
                 None => keyward::call::DEFAULT_URL.to_owned(),
             };
-            let options = CallOptions { url, tls_dir, quic, unix, password_stdin };
-            let mut value = keyward::call::run(&options, &method, params.as_deref()).await?;
-            match (&value, raw) {
-                (serde_json::Value::String(text), true) => println!("{text}"),
+            let wait = match wait {
+                Some(secs) if !(0.0..=86_400.0).contains(&secs) => {
+                    return Err(Failure::usage("--wait takes 0 to 86400 seconds").into());
+                }
+                wait => wait.map(std::time::Duration::from_secs_f64),
+            };
+            let fill = keyward::params::FillOptions {
+                password_stdin,
+                allow_empty_password,
+                words,
+                token: token.map(zeroize::Zeroizing::new),
+                unlisted,
+            };
+            let options = CallOptions { url, tls_dir, quic, unix, expected, fill, wait };
+            let mut value = match keyward::call::run(&options, &method, params.as_deref()).await {
+                Ok(value) => value,
+                Err(error) if json => {
+                    println!("{}", Failure::json_of(&error));
+                    return Err(Reported(Failure::exit_of(&error)).into());
+                }
+                Err(error) => return Err(error),
+            };
+            match (&value, raw, json) {
+                (serde_json::Value::String(text), true, _) => println!("{text}"),
+                (_, _, true) => println!("{value}"),
                 _ => println!("{}", serde_json::to_string_pretty(&value)?),
             }
             keyward_core::crypto::wipe_answer(&mut value);
@@ -339,6 +462,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // Standard output carries the browser's frames only: logs go to standard error.
             init_logging(Some("warn"));
             keyward::native_host::run(bundle, &browser_args).await
+        }
+        Command::Completions { shell } => {
+            // Into a buffer first: clap_complete panics when its writer fails (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "keyward", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script)?;
+            Ok(())
+        }
+        Command::Man { out: None } => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(())
+        }
+        Command::Man { out: Some(dir) } => {
+            let written = keyward::manual::write_pages(Cli::command(), &dir)?;
+            eprintln!(
+                "wrote {} man pages to {}: `man -M {} keyward` reads them",
+                written,
+                dir.display(),
+                dir.display()
+            );
+            Ok(())
         }
         Command::Audit { command } => {
             init_logging(Some("warn"));
@@ -406,8 +550,11 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            if let Some(Reported(exit)) = error.downcast_ref::<Reported>() {
+                return ExitCode::from(exit.status());
+            }
             eprintln!("keyward: {error:#}");
-            ExitCode::FAILURE
+            ExitCode::from(Failure::exit_of(&error).status())
         }
     }
 }

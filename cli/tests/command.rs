@@ -91,15 +91,23 @@ fn readme_walkthrough_prints_what_the_readme_says() {
     let url = format!("https://{}/v3/owner", info["https"].as_str().unwrap());
     let h = home.path();
 
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
     let created = call(
         h,
         &url,
-        &["--password-stdin", "create_wallet", r#"{"name":"demo","mnemonic_length":16}"#],
+        &["--password-stdin", "create_wallet", r#"{"name":"demo"}"#, "--words", "24"],
         Some("pw\n"),
         None,
     );
     assert!(created.status.success(), "{}", text(&created));
     assert_eq!(String::from_utf8_lossy(&created.stdout), "null\n");
+    // The backup advice, as the README shows it.
+    let advice = String::from_utf8_lossy(&created.stderr);
+    assert!(advice.contains("keyward call get_mnemonic '{\"name\":\"demo\"}'"), "{advice}");
+    assert!(readme.contains(advice.trim_end()), "the README shows the advice as printed: {advice}");
+    let phrase =
+        call(h, &url, &["--password-stdin", "--raw", "get_mnemonic", r#"{"name":"demo"}"#], Some("pw\n"), None);
+    assert_eq!(String::from_utf8_lossy(&phrase.stdout).split_whitespace().count(), 24, "--words 24 gives 24 words");
 
     let opened = call(h, &url, &["--password-stdin", "--raw", "open_wallet", r#"{"name":"demo"}"#], Some("pw\n"), None);
     assert!(opened.status.success(), "{}", text(&opened));
@@ -126,10 +134,14 @@ fn readme_walkthrough_prints_what_the_readme_says() {
     assert_eq!(String::from_utf8_lossy(&closed.stdout), "null\n");
     let refused = call(h, &url, &["accounts"], None, Some(&token));
     assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(
-        String::from_utf8_lossy(&refused.stderr).trim_end(),
-        "keyward: accounts failed: Lifecycle: Wallet has not been opened (code -32099)"
+        said.trim_end(),
+        "keyward: the wallet was closed or the server restarted: open it again (`keyward call --raw open_wallet`) and \
+         set KEYWARD_TOKEN to the new token (Lifecycle: Wallet has not been opened)"
     );
+    assert!(readme.contains(said.trim_end()), "the README shows it as printed");
+    assert_eq!(refused.status.code(), Some(1), "a method error exits 1");
     // Passwords are never taken from the command line.
     let argv = call(h, &url, &["open_wallet", r#"{"name":"demo","password":"pw"}"#], None, None);
     assert!(!argv.status.success());
