@@ -218,7 +218,7 @@ enum Command {
         #[arg(long, value_name = "SECS")]
         wait: Option<f64>,
         /// List every method: name, the least role, params.
-        #[arg(long, exclusive = true)]
+        #[arg(long, conflicts_with_all = ["method", "params"])]
         list: bool,
         /// Send a method that is not in the table (one the server's embedder added), params as given.
         #[arg(long)]
