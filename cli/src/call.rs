@@ -381,13 +381,13 @@ pub fn session_failure(address: &Address, method: &str, error: SessionError) -> 
 pub fn rpc_failure(method: &str, code: i64, message: &str) -> Failure {
     let token_call = keyward_core::find_method(method).is_some_and(|m| m.params().contains(&"token"));
     if message == "Forbidden: this client is revoked" {
-        return Failure::answered(Exit::Refused, code, REVOKED);
+        return Failure::answered(Exit::Refused, code, format!("{REVOKED} ({message})"));
     }
-    if let Some(why) = message.strip_prefix("Forbidden: ") {
+    if message.starts_with("Forbidden: ") {
         return Failure::answered(
             Exit::Refused,
             code,
-            format!("this client may not call `{method}`: {why} (`keyward clients list` shows the roles)"),
+            format!("this client may not call `{method}` ({message}); `keyward clients list` shows the roles"),
         );
     }
     if token_call && (message == "InvalidKeychainMask" || message == "Lifecycle: Wallet has not been opened") {
@@ -492,37 +492,33 @@ impl ServerArgs {
     pub async fn reach(&self, in_process: &in_process::Options) -> anyhow::Result<Reached> {
         let data_dir = self.data_dir();
         let local = if self.names_a_server() { None } else { self.in_process_link(&data_dir, in_process).await? };
-        let (link, in_process, hint) = match local {
-            Some(link) => (link, true, String::new()),
-            None => {
-                let options = CallOptions {
-                    url: self.url.clone().unwrap_or_else(|| DEFAULT_URL.to_owned()),
-                    tls_dir: self.tls_dir.clone().unwrap_or_else(|| crate::serve::tls_dir(&data_dir)),
-                    quic: self.quic,
-                    unix: self.unix.clone(),
-                    expected: Expected { data_dir: Some(data_dir.clone()), tls_dir: self.tls_dir.clone() },
-                    fill: FillOptions::default(),
-                    wait: None,
-                };
-                let hint = if self.names_a_server() {
-                    String::new()
-                } else {
-                    format!(
-                        " (a server runs on {} and its store is locked: if it does not listen on {DEFAULT_URL}, name \
-                         it with --url, --quic or --unix)",
-                        data_dir.display()
-                    )
-                };
-                let link = async { connect(&options.address().await?).await }
-                    .await
-                    .with_context(|| format!("cannot reach the server{hint}"))?;
-                (link, false, hint)
-            }
+        if let Some(link) = local {
+            let session = SecureSession::open(link)
+                .await
+                .map_err(|error| anyhow::anyhow!("cannot open a secure session with the in-process server: {error}"))?;
+            return Ok(Reached { session, in_process: true });
+        }
+        let options = CallOptions {
+            url: self.url.clone().unwrap_or_else(|| DEFAULT_URL.to_owned()),
+            tls_dir: self.tls_dir.clone().unwrap_or_else(|| crate::serve::tls_dir(&data_dir)),
+            quic: self.quic,
+            unix: self.unix.clone(),
+            expected: Expected { data_dir: Some(data_dir.clone()), tls_dir: self.tls_dir.clone() },
+            fill: FillOptions::default(),
+            wait: None,
         };
-        let session = SecureSession::open(link)
-            .await
-            .map_err(|error| anyhow::anyhow!("cannot open a secure session with the server: {error}{hint}"))?;
-        Ok(Reached { session, in_process })
+        let session = options.open().await.map_err(|error| {
+            if self.names_a_server() {
+                return error;
+            }
+            error.context(format!(
+                "a server runs on {} (its store is locked) but does not answer at {}: name it with --url, --quic or \
+                 --unix",
+                data_dir.display(),
+                options.url
+            ))
+        })?;
+        Ok(Reached { session, in_process: false })
     }
 
     /// A link to an in-process server over the data directory's store, or `None` when a server
@@ -532,12 +528,15 @@ impl ServerArgs {
         let store_dir = data_dir.join("store");
         let exists = FjallStore::exists_in(&store_dir)
             .with_context(|| format!("cannot look for a store in {}", store_dir.display()))?;
-        anyhow::ensure!(
-            exists,
-            "{} holds no keyward store (start `keyward serve` on it once, or name a server with --url, --quic or \
-             --unix)",
-            data_dir.display()
-        );
+        if !exists {
+            return Err(Failure::connect(format!(
+                "{} holds no keyward store: no server was started on it (`keyward serve --data-dir {}` makes one), or \
+                 name a server with --url, --quic or --unix",
+                data_dir.display(),
+                data_dir.display()
+            ))
+            .into());
+        }
         let store_options = crate::config::store_options(data_dir);
         let opened = tokio::task::spawn_blocking(move || FjallStore::open_with(&store_dir, store_options))
             .await

@@ -188,7 +188,9 @@ impl Registry {
     async fn call(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
         match self.session.call(method, params).await {
             Ok(value) => Ok(value),
-            Err(SessionError::Link(error)) => bail!("the request failed: {error}"),
+            Err(SessionError::Link(error)) => Err(anyhow::Error::new(error)
+                .context(crate::failure::Failure::connect(format!("the connection failed during `{method}`")))),
+            Err(SessionError::Rpc { code, message }) => Err(call::rpc_failure(method, code, &message).into()),
             Err(error) => bail!("{method} failed: {error}"),
         }
     }
