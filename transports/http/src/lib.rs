@@ -106,13 +106,14 @@ pub enum HttpError {
     /// Plain HTTP was asked for on an address that is not loopback.
     #[error("plain HTTP is only served on a loopback address (127.0.0.0/8 or ::1); {0} is not one")]
     NotLoopback(SocketAddr),
-    /// The socket could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    /// The socket could not be bound. The cause is in the message, not a `source` as well (a
+    /// caller printing the chain would say it twice).
+    #[error("cannot listen on {addr}: {cause}")]
     Bind {
         /// The address.
         addr: SocketAddr,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A listener bound by the caller could not be taken over (not a listening socket, no runtime).
     #[error("cannot serve on the given listener: {0}")]
@@ -153,7 +154,7 @@ impl HttpServer {
     ) -> Result<Self, HttpError> {
         let mut tls = (*tls).clone();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let listener = TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr).await.map_err(|cause| HttpError::Bind { addr, cause })?;
         let shared = Arc::new(Shared { driver, limits });
         Ok(Self { listener, tls: Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))), shared })
     }
@@ -163,7 +164,7 @@ impl HttpServer {
         if !addr.ip().is_loopback() {
             return Err(HttpError::NotLoopback(addr));
         }
-        let listener = TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr).await.map_err(|cause| HttpError::Bind { addr, cause })?;
         Ok(Self { listener, tls: None, shared: Arc::new(Shared { driver, limits }) })
     }
 
