@@ -246,12 +246,17 @@ fn init_logging(filter: Option<&str>) {
 }
 
 /// `keyward serve`'s logging: as [`init_logging`], but a filter that does not parse is an error.
-fn init_serve_logging(filter: Option<&str>) -> anyhow::Result<()> {
-    let filter = config::log_filter(std::env::var("RUST_LOG").ok().as_deref(), filter);
+fn init_serve_logging(given: Option<&str>) -> anyhow::Result<()> {
+    let rust_log = std::env::var("RUST_LOG").ok().filter(|f| !f.trim().is_empty());
+    let filter = config::log_filter(rust_log.as_deref(), given);
     let parsed = tracing_subscriber::EnvFilter::try_new(&filter).map_err(|error| {
+        let (what, named) = match &rust_log {
+            Some(rust_log) => ("RUST_LOG", rust_log.as_str()),
+            None => ("--log (or log in the config file)", given.unwrap_or_default()),
+        };
         anyhow::anyhow!(
-            "the log filter {filter:?} is not valid ({error}): give --log a level (error, warn, info, debug, trace) \
-             or a filter such as info,keyward=debug"
+            "the log filter {named:?} of {what} is not valid ({error}): give a level (error, warn, info, debug, \
+             trace) or a filter such as info,keyward=debug"
         )
     })?;
     install_logging(parsed);
