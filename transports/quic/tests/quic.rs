@@ -572,8 +572,8 @@ async fn connections_of_a_replaced_key_are_closed() {
 /// gives up after `CONNECT_TIMEOUT` (5 s) and says so, rather than waiting out the 60 s idle timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_port_is_reported_as_nothing_answering() {
-    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = silent.local_addr().unwrap();
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
+    let addr = silent.local_addr().expect("its address");
     let ca = Ca::new("Keyward test CA");
     let tls = Arc::new(support::client_config(&ca, None));
     let error = QuicClient::connect(addr, "localhost", tls).await.expect_err("nothing answers");
