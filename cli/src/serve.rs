@@ -87,9 +87,6 @@ pub async fn start_with(options: ServeOptions, certificates: Certificates) -> an
     }
     // Every socket first: a port in use stops the start before anything is made on disk.
     let mut bound = Bound::bind(&options)?;
-    if let Some(path) = &options.unix {
-        bound.unix = Some(UnixServer::bind(path, UnixLimits::default()).await?);
-    }
     let tls_dir = tls_dir(&options.data_dir);
     let launched = match &certificates {
         Certificates::DataDir => None,
@@ -110,6 +107,11 @@ pub async fn start_with(options: ServeOptions, certificates: Certificates) -> an
         );
     }
     certs::private_dir(&options.data_dir)?;
+    // The Unix socket once the data directory is private (the socket may be in it: its directory
+    // must not be open to others), before the CA and the store.
+    if let Some(path) = &options.unix {
+        bound.unix = Some(UnixServer::bind(path, UnixLimits::default()).await?);
+    }
     if launched.is_none() && certs::ensure(&tls_dir)? {
         tracing::info!(dir = %tls_dir.display(), "made a new CA, server and client certificate");
     }
