@@ -156,6 +156,61 @@ pub fn parse_addr(text: &str) -> anyhow::Result<Option<SocketAddr>> {
     text.parse().map(Some).with_context(|| format!("'{text}' is not an address like 127.0.0.1:3420"))
 }
 
+/// The config file `keyward serve` reads from its data directory when `--config` names none.
+pub const CONFIG_FILE: &str = "keyward.toml";
+
+/// The config file `keyward serve` uses: `explicit` (`--config FILE`), else `DATA_DIR/keyward.toml`
+/// when it exists, else none. `data_dir` is the one named by `--data-dir` or `KEYWARD_DATA_DIR` (a
+/// file's own `data_dir` cannot say where to find that file), or the default.
+pub fn config_file(explicit: Option<&Path>, data_dir: Option<&Path>) -> Option<PathBuf> {
+    if let Some(path) = explicit {
+        return Some(path.to_owned());
+    }
+    let in_data_dir = data_dir.map_or_else(default_data_dir, Path::to_owned).join(CONFIG_FILE);
+    in_data_dir.is_file().then_some(in_data_dir)
+}
+
+/// The filter of the server's log: `RUST_LOG` if set (as given), else `--log` or the file's `log`,
+/// else `info`; the store's internals (`fjall`, `lsm_tree`) at `warn` unless the filter names them,
+/// so `--log debug` shows Keyward's debug lines without the store's.
+pub fn log_filter(rust_log: Option<&str>, configured: Option<&str>) -> String {
+    if let Some(filter) = rust_log.filter(|f| !f.trim().is_empty()) {
+        return filter.to_owned();
+    }
+    let level = configured.map(str::trim).filter(|f| !f.is_empty()).unwrap_or("info");
+    let mut filter = level.to_owned();
+    for quiet in ["fjall", "lsm_tree"] {
+        if !level.contains(quiet) {
+            filter.push_str(&format!(",{quiet}=warn"));
+        }
+    }
+    filter
+}
+
+/// Argon2id's own limits and the core's ([`KdfParams::MAX_M_COST_KIB`], [`KdfParams::MAX_T_P`]):
+/// parameters outside them would fail at the first `create_wallet`; refused at start instead.
+fn check_kdf(kdf: &KdfParams) -> anyhow::Result<()> {
+    let max_t_p = KdfParams::MAX_T_P;
+    anyhow::ensure!(
+        (1..=max_t_p).contains(&kdf.t_cost),
+        "[kdf] t_cost must be 1 to {max_t_p} (passes), not {}",
+        kdf.t_cost
+    );
+    anyhow::ensure!(
+        (1..=max_t_p).contains(&kdf.p_cost),
+        "[kdf] p_cost must be 1 to {max_t_p} (lanes), not {}",
+        kdf.p_cost
+    );
+    let min_m = 8 * kdf.p_cost;
+    let max_m = KdfParams::MAX_M_COST_KIB;
+    anyhow::ensure!(
+        (min_m..=max_m).contains(&kdf.m_cost_kib),
+        "[kdf] m_cost_kib must be {min_m} (8 per lane) to {max_m} (1 GiB), not {}",
+        kdf.m_cost_kib
+    );
+    Ok(())
+}
+
 /// Reads a config file.
 pub fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -208,6 +263,7 @@ pub fn resolve(file: FileConfig, flags: ServeFlags) -> anyhow::Result<ServeOptio
         t_cost: kdf.t_cost.unwrap_or(KdfParams::DEFAULT.t_cost),
         p_cost: kdf.p_cost.unwrap_or(KdfParams::DEFAULT.p_cost),
     };
+    check_kdf(&core.kdf)?;
     core.throttle = file.throttle.unwrap_or_default();
     let mut http = HttpLimits::default();
     if let Some(hosts) = file.allowed_hosts {
@@ -354,5 +410,47 @@ mod tests {
         }
         let zero = resolve(toml::from_str("[slow_calls]\nthreads = 0\n").unwrap(), ServeFlags::default());
         assert!(zero.unwrap_err().to_string().contains("threads must be at least 1"));
+    }
+
+    /// `[kdf]` values Argon2id (or the core) would refuse at the first `create_wallet` are refused
+    /// here, naming the key; the limits themselves pass.
+    #[test]
+    fn kdf_values_out_of_range_are_refused_naming_the_key() {
+        for (text, named) in [
+            ("[kdf]\nt_cost = 0\n", "[kdf] t_cost must be 1 to 64"),
+            ("[kdf]\nt_cost = 65\n", "[kdf] t_cost must be 1 to 64"),
+            ("[kdf]\np_cost = 0\n", "[kdf] p_cost must be 1 to 64"),
+            ("[kdf]\nm_cost_kib = 7\np_cost = 1\n", "[kdf] m_cost_kib must be 8 (8 per lane)"),
+            ("[kdf]\nm_cost_kib = 31\np_cost = 4\n", "[kdf] m_cost_kib must be 32 (8 per lane)"),
+            ("[kdf]\nm_cost_kib = 1048577\n", "to 1048576 (1 GiB), not 1048577"),
+        ] {
+            let error = resolve(toml::from_str(text).unwrap(), ServeFlags::default()).unwrap_err().to_string();
+            assert!(error.contains(named), "{text}: {error}");
+        }
+        let edges = resolved("[kdf]\nm_cost_kib = 512\nt_cost = 64\np_cost = 64\n");
+        assert_eq!(edges.core.kdf, KdfParams { m_cost_kib: 512, t_cost: 64, p_cost: 64 });
+        resolved("[kdf]\nm_cost_kib = 1048576\nt_cost = 1\np_cost = 1\n");
+    }
+
+    /// `--log LEVEL` keeps the store's internals at `warn` unless it names them; `RUST_LOG` is taken
+    /// as it is.
+    #[test]
+    fn the_log_filter_quiets_the_store_unless_named() {
+        assert_eq!(log_filter(None, None), "info,fjall=warn,lsm_tree=warn");
+        assert_eq!(log_filter(None, Some("debug")), "debug,fjall=warn,lsm_tree=warn");
+        assert_eq!(log_filter(None, Some("debug,fjall=trace")), "debug,fjall=trace,lsm_tree=warn");
+        assert_eq!(log_filter(Some("trace"), Some("debug")), "trace");
+        assert_eq!(log_filter(Some(""), Some("warn")), "warn,fjall=warn,lsm_tree=warn");
+    }
+
+    /// `DATA_DIR/keyward.toml` is the config file when `--config` names none.
+    #[test]
+    fn the_data_directorys_keyward_toml_is_read_unless_config_names_one() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(config_file(None, Some(dir.path())), None);
+        std::fs::write(dir.path().join(CONFIG_FILE), "log = \"debug\"\n").unwrap();
+        assert_eq!(config_file(None, Some(dir.path())), Some(dir.path().join(CONFIG_FILE)));
+        let other = dir.path().join("other.toml");
+        assert_eq!(config_file(Some(&other), Some(dir.path())), Some(other));
     }
 }

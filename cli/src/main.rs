@@ -41,9 +41,14 @@ enum Command {
         /// Data directory: the wallet store and tls/ (default ~/.keyward).
         #[arg(long, env = "KEYWARD_DATA_DIR")]
         data_dir: Option<PathBuf>,
-        /// A TOML config file; flags override it.
+        /// A TOML config file; flags override it (default DATA_DIR/keyward.toml, if there is one).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Log level or filter, e.g. debug or info,keyward=debug (default info; also `log = "…"` in
+        /// the config file; RUST_LOG wins over both). The store's internals (fjall, lsm_tree) stay at
+        /// warn unless the filter names them.
+        #[arg(long, value_name = "LEVEL")]
+        log: Option<String>,
         /// HTTPS address, or "off" (default 127.0.0.1:3420).
         #[arg(long)]
         https: Option<String>,
@@ -240,6 +245,16 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Whether a server runs on the data directory, where it listens, and its wallets and clients
+    /// (from the server over the owner API, or from the store when none runs).
+    Status {
+        /// Data directory (default ~/.keyward).
+        #[arg(long, env = "KEYWARD_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Print one JSON object instead of `key: value` lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show or verify the audit log (from the running server over the API, or from the store
     /// when no server holds the data directory).
     Audit {
@@ -284,37 +299,84 @@ enum CertsAction {
     },
 }
 
+/// Logs to standard error at `filter` (see [`config::log_filter`]; a filter that does not parse
+/// keeps what parses of it).
 fn init_logging(filter: Option<&str>) {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .or(filter.map(str::to_owned))
-        .unwrap_or_else(|| "info,fjall=warn,lsm_tree=warn".to_owned());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .try_init();
+    let filter = config::log_filter(std::env::var("RUST_LOG").ok().as_deref(), filter);
+    install_logging(tracing_subscriber::EnvFilter::new(filter));
+}
+
+/// `keyward serve`'s logging: as [`init_logging`], but a filter that does not parse is an error.
+fn init_serve_logging(given: Option<&str>) -> anyhow::Result<()> {
+    let rust_log = std::env::var("RUST_LOG").ok().filter(|f| !f.trim().is_empty());
+    let filter = config::log_filter(rust_log.as_deref(), given);
+    let parsed = tracing_subscriber::EnvFilter::try_new(&filter).map_err(|error| {
+        let (what, named) = match &rust_log {
+            Some(rust_log) => ("RUST_LOG", rust_log.as_str()),
+            None => ("--log (or log in the config file)", given.unwrap_or_default()),
+        };
+        anyhow::anyhow!(
+            "the log filter {named:?} of {what} is not valid ({error}): give a level (error, warn, info, debug, \
+             trace) or a filter such as info,keyward=debug"
+        )
+    })?;
+    install_logging(parsed);
+    Ok(())
+}
+
+/// Colour only on a terminal, and not with `NO_COLOR` set (https://no-color.org).
+fn install_logging(filter: tracing_subscriber::EnvFilter) {
+    use std::io::IsTerminal as _;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour).with_writer(std::io::stderr).try_init();
+}
+
+/// The first line of a server's log: its version, data directory and config file.
+fn log_start(data_dir: &std::path::Path, config_file: Option<&std::path::Path>) {
+    let config = config_file.map_or_else(|| "no config file".to_owned(), |p| format!("config file {}", p.display()));
+    tracing::info!("keyward {} starting: data directory {}, {config}", env!("CARGO_PKG_VERSION"), data_dir.display());
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { data_dir, config: file, https, http_insecure, quic, unix, pairing, ready_file, launcher } => {
-            let file = match file {
-                Some(path) => config::read_file(&path)?,
+        Command::Serve {
+            data_dir,
+            config: file,
+            log,
+            https,
+            http_insecure,
+            quic,
+            unix,
+            pairing,
+            ready_file,
+            launcher,
+        } => {
+            let config_file = config::config_file(file.as_deref(), data_dir.as_deref());
+            let file = match &config_file {
+                Some(path) => config::read_file(path)?,
                 None => config::FileConfig::default(),
             };
-            init_logging(file.log.as_deref());
+            init_serve_logging(log.as_deref().or(file.log.as_deref()))?;
             if launcher {
                 let flags = ServeFlags { data_dir, https, http_insecure, quic, unix, pairing };
-                return launch(file, flags, ready_file).await;
+                return launch(file, flags, ready_file, config_file.as_deref()).await;
             }
             let options = config::resolve(file, ServeFlags { data_dir, https, http_insecure, quic, unix, pairing })?;
+            log_start(&options.data_dir, config_file.as_deref());
             let mut signals = serve::Signals::install();
+            let pairing = options.pairing;
             let running = serve::start(options).await?;
+            // Where `keyward call`, `clients`, `audit` and `status` find this server.
+            let endpoints = keyward::endpoints::Endpoints::of(&running, pairing);
+            if let Err(error) = keyward::endpoints::write(&running.data_dir, &endpoints) {
+                tracing::warn!("the commands will not find this server on the data directory: {error:#}");
+            }
             if let Some(path) = ready_file {
                 running.write_ready_file(&path)?;
             }
             signals.recv().await;
             tracing::info!("shutting down");
+            keyward::endpoints::remove(&running.data_dir);
             running.stop().await;
             Ok(())
         }
@@ -484,6 +546,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Status { data_dir, json } => {
+            init_logging(Some("warn"));
+            print!("{}", keyward::status::run(data_dir, json).await?);
+            Ok(())
+        }
         Command::Audit { command } => {
             init_logging(Some("warn"));
             keyward::audit::run(&command, &mut std::io::stdout()).await
@@ -492,7 +559,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// `keyward serve --launcher` (see `keyward::launcher`).
-async fn launch(file: config::FileConfig, mut flags: ServeFlags, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
+async fn launch(
+    file: config::FileConfig,
+    mut flags: ServeFlags,
+    ready_file: Option<PathBuf>,
+    config_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     // First: if the parent is already gone, the first check below sees it.
     let parent = keyward::launcher::die_with_parent();
     const EPHEMERAL: &str = "127.0.0.1:0";
@@ -517,6 +589,7 @@ async fn launch(file: config::FileConfig, mut flags: ServeFlags, ready_file: Opt
         );
     }
     let options = config::resolve(file, flags)?;
+    log_start(&options.data_dir, config_file);
     let signals = serve::Signals::install();
     let set = std::sync::Arc::new(certs::generate()?);
     let running = serve::start_with(options, serve::Certificates::Launcher(std::sync::Arc::clone(&set))).await?;

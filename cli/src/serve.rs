@@ -85,6 +85,8 @@ pub async fn start_with(options: ServeOptions, certificates: Certificates) -> an
     if let Err(error) = &report.no_core_files {
         tracing::warn!(%error, "could not set the core file limit to zero");
     }
+    // Every socket first: a port in use stops the start before anything is made on disk.
+    let mut bound = Bound::bind(&options)?;
     let tls_dir = tls_dir(&options.data_dir);
     let launched = match &certificates {
         Certificates::DataDir => None,
@@ -105,6 +107,11 @@ pub async fn start_with(options: ServeOptions, certificates: Certificates) -> an
         );
     }
     certs::private_dir(&options.data_dir)?;
+    // The Unix socket once the data directory is private (the socket may be in it: its directory
+    // must not be open to others), before the CA and the store.
+    if let Some(path) = &options.unix {
+        bound.unix = Some(UnixServer::bind(path, UnixLimits::default()).await?);
+    }
     if launched.is_none() && certs::ensure(&tls_dir)? {
         tracing::info!(dir = %tls_dir.display(), "made a new CA, server and client certificate");
     }
@@ -184,18 +191,19 @@ pub async fn start_with(options: ServeOptions, certificates: Certificates) -> an
         None => None,
     };
 
+    let Bound { https: https_listener, http_insecure: http_listener, quic: quic_socket, unix: unix_server } = bound;
     let mut https = None;
-    if let Some(addr) = options.https {
+    if let Some(listener) = https_listener {
         let config = Arc::clone(server_tls.as_ref().context("a TLS listener has a TLS config")?);
-        let server = HttpServer::bind_https(addr, config, driver.clone(), options.http.clone()).await?;
+        let server = HttpServer::https_from_listener(listener, config, driver.clone(), options.http.clone())?;
         let bound = server.local_addr()?;
         tracing::info!("keyward listening on https://{bound}/v3/owner (HTTPS, client certificate required)");
         https = Some(bound);
         tasks.spawn(server.run(stopped(stop_rx.clone())));
     }
     let mut http_insecure = None;
-    if let Some(addr) = options.http_insecure {
-        let server = HttpServer::bind_insecure(addr, driver.clone(), options.http.clone()).await?;
+    if let Some(listener) = http_listener {
+        let server = HttpServer::insecure_from_listener(listener, driver.clone(), options.http.clone())?;
         let bound = server.local_addr()?;
         tracing::warn!(
             "keyward listening on http://{bound}/v3/owner (plain HTTP, loopback only, no client authentication)"
@@ -204,9 +212,9 @@ pub async fn start_with(options: ServeOptions, certificates: Certificates) -> an
         tasks.spawn(server.run(stopped(stop_rx.clone())));
     }
     let mut quic = None;
-    if let Some(addr) = options.quic {
+    if let Some((addr, socket)) = quic_socket {
         let config = Arc::clone(server_tls.as_ref().context("a TLS listener has a TLS config")?);
-        let server = QuicServer::bind(addr, config, driver.clone(), options.quic_limits)
+        let server = QuicServer::from_socket(socket, config, driver.clone(), options.quic_limits)
             .map_err(|e| anyhow::anyhow!("cannot serve QUIC on {addr}: {e}"))?;
         let bound = server.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?;
         tracing::info!("keyward listening on quic://{bound} (QUIC, ALPN keyward/1, client certificate required)");
@@ -215,10 +223,10 @@ pub async fn start_with(options: ServeOptions, certificates: Certificates) -> an
     }
 
     let mut unix = None;
-    if let Some(path) = &options.unix {
-        let server = UnixServer::bind(path, UnixLimits::default()).await?;
+    if let Some(server) = unix_server {
+        let path = server.path().to_owned();
         tracing::info!("keyward listening on unix:{} (peer uid checked)", path.display());
-        unix = Some(server.path().to_owned());
+        unix = Some(path);
         tasks.spawn(server.run(driver.clone(), stopped(stop_rx.clone())));
     }
     registrar.set_endpoints(keyward_pairing::Endpoints {
@@ -226,6 +234,61 @@ pub async fn start_with(options: ServeOptions, certificates: Certificates) -> an
         quic: quic.map(|addr| addr.to_string()),
     });
     Ok(Running { https, http_insecure, quic, unix, data_dir: options.data_dir, core, driver, pairing, stop, tasks })
+}
+
+/// Every listener's socket, bound before the server makes anything (a CA, a store, a data
+/// directory): a port in use ends the start with nothing made.
+struct Bound {
+    https: Option<std::net::TcpListener>,
+    http_insecure: Option<std::net::TcpListener>,
+    quic: Option<(SocketAddr, std::net::UdpSocket)>,
+    unix: Option<UnixServer>,
+}
+
+impl Bound {
+    fn bind(options: &ServeOptions) -> anyhow::Result<Self> {
+        let https = options.https.map(|addr| bind_tcp(addr, Listener::Https)).transpose()?;
+        let http_insecure = options.http_insecure.map(|addr| bind_tcp(addr, Listener::HttpInsecure)).transpose()?;
+        let quic = match options.quic {
+            Some(addr) => {
+                Some((addr, std::net::UdpSocket::bind(addr).map_err(|e| cannot_listen(addr, Listener::Quic, &e))?))
+            }
+            None => None,
+        };
+        Ok(Self { https, http_insecure, quic, unix: None })
+    }
+}
+
+/// A listener, as its error names it and the flag and key that choose its address.
+#[derive(Clone, Copy)]
+enum Listener {
+    Https,
+    HttpInsecure,
+    Quic,
+}
+
+fn bind_tcp(addr: SocketAddr, listener: Listener) -> anyhow::Result<std::net::TcpListener> {
+    std::net::TcpListener::bind(addr).map_err(|e| cannot_listen(addr, listener, &e))
+}
+
+/// `cannot listen on ADDR (HTTPS): the address is in use (another keyward serve?); choose another
+/// with --https ADDR or https = "…" in keyward.toml`, once (the cause is not repeated as a source).
+fn cannot_listen(addr: SocketAddr, listener: Listener, error: &std::io::Error) -> anyhow::Error {
+    let (what, flag, key) = match listener {
+        Listener::Https => ("HTTPS", "--https", "https"),
+        Listener::HttpInsecure => ("plain HTTP", "--http-insecure", "http_insecure"),
+        Listener::Quic => ("QUIC, UDP", "--quic", "quic"),
+    };
+    let why = match error.kind() {
+        std::io::ErrorKind::AddrInUse => "the address is in use (another keyward serve?)".to_owned(),
+        std::io::ErrorKind::AddrNotAvailable => "no interface of this machine has that address".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied (ports below 1024 need privileges)".to_owned(),
+        _ => error.to_string(),
+    };
+    anyhow::anyhow!(
+        "cannot listen on {addr} ({what}): {why}; choose another with {flag} ADDR or {key} = \"…\" in keyward.toml, \
+         or turn it off with {flag} off"
+    )
 }
 
 /// Logs the audit log's head at INFO, for an external monitor to keep (with every 1,000 records,

@@ -120,6 +120,8 @@ fn the_line_the_client_and_the_exit_on_end_of_input() {
     let clients: Value = serde_json::from_str(&listed).unwrap();
     let launcher = clients.as_array().unwrap().iter().find(|c| c["name"] == "launcher").unwrap();
     assert_eq!(launcher["role"], "owner", "{listed}");
+    // While it runs it writes no run/endpoints.json either (its parent has the line).
+    assert!(!data.join("run").exists(), "a launched server writes no endpoints file");
     // The same call over QUIC.
     let quic = info["quic"].as_str().unwrap();
     ok(&keyward().args(["call", "--tls-dir"]).arg(&creds).args(["--quic", quic, "list_wallets"]).output().unwrap());

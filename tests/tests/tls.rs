@@ -165,3 +165,94 @@ fn a_rotation_reaches_the_running_server_and_closes_the_old_keys_connections() {
         server.stop().await;
     });
 }
+
+/// A certificate the running server's CA issued to `name`, registered as no client: the TLS
+/// configuration that presents it.
+fn unregistered_client(data_dir: &Path, name: &str) -> Arc<rustls::ClientConfig> {
+    let tls_dir = keyward::serve::tls_dir(data_dir);
+    let ca = keyward::ca::Ca::load(&certs::set_dir(&tls_dir).unwrap()).unwrap().expect("the set keeps its CA key");
+    let pair = rcgen::KeyPair::generate().unwrap();
+    let issued = ca.issue(name, &keyward::ca::ClientPublicKey::from_pem(&pair.public_key_pem()).unwrap()).unwrap();
+    let dir = data_dir.join(format!("unregistered-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("client.crt"), issued.certificate_pem).unwrap();
+    std::fs::write(dir.join("client.key"), pair.serialize_pem()).unwrap();
+    client_of(&tls_dir, &dir)
+}
+
+/// What a client with `target`'s certificate meets: the link error of its connection or of its
+/// `init_secure_api` (with TLS 1.3 the server's refusal arrives after the client's handshake).
+async fn link_refusal(target: &Target) -> keyward_driver::LinkError {
+    use keyward_driver::{SecureSession, SessionError};
+    let attempt = async {
+        let link: Box<dyn keyward_driver::Link> = match target {
+            Target::Https { addr, tls } => {
+                let target = keyward_http::HttpTarget::Tls(Arc::clone(tls));
+                match keyward_http::HttpClient::connect(*addr, "127.0.0.1", target).await {
+                    Ok(client) => Box::new(client),
+                    Err(keyward_http::ClientError::Refused(refusal)) => return refusal,
+                    Err(other) => panic!("https: {other}"),
+                }
+            }
+            Target::Quic { addr, tls } => {
+                match keyward_quic::QuicClient::connect(*addr, "127.0.0.1", Arc::clone(tls)).await {
+                    Ok(client) => Box::new(client),
+                    Err(error) => return error.link_error(),
+                }
+            }
+            _ => unreachable!("TLS transports only"),
+        };
+        match SecureSession::open(link).await {
+            Err(SessionError::Link(error)) => error,
+            other => panic!("{}: expected a link error, got {:?}", target.name(), other.map(|_| ())),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), attempt).await.expect("a refusal within 10 s")
+}
+
+/// The server says why it refuses a client certificate of its CA: a revoked client's handshake
+/// ends with the TLS alert `certificate_revoked`, an unknown key's with `access_denied`; the HTTPS
+/// and QUIC clients report them as `LinkErrorKind::Revoked` and `LinkErrorKind::Unknown`, and the
+/// refused handshakes are still audited.
+#[test]
+fn refused_clients_learn_whether_they_were_revoked_or_are_unknown() {
+    use keyward_driver::{LinkError, LinkErrorKind};
+    runtime().block_on(async {
+        let server = TestServer::start().await;
+        let data_dir = server.data_dir();
+        let (https, quic) = (server.running.https.unwrap(), server.running.quic.unwrap());
+        let phone = keyward_tests::registered_client(&server.running, &data_dir, "phone", keyward_core::Role::Reader);
+        let stranger = unregistered_client(&data_dir, "stranger");
+        let targets = |tls: &Arc<rustls::ClientConfig>| {
+            [Target::Https { addr: https, tls: Arc::clone(tls) }, Target::Quic { addr: quic, tls: Arc::clone(tls) }]
+        };
+        for target in targets(&phone) {
+            assert!(target.try_call().await.is_ok(), "{}: the registered client is answered", target.name());
+        }
+        for target in targets(&stranger) {
+            let refusal = link_refusal(&target).await;
+            assert_eq!(refusal.kind(), LinkErrorKind::Unknown, "{}: {refusal}", target.name());
+            assert_eq!(refusal.to_string(), LinkError::UNKNOWN_CLIENT);
+            assert_eq!(refusal.to_string(), "the server does not know this client's certificate");
+        }
+        let mut owner = Session::open(&server.https(), 1, true).await;
+        owner.ok("revoke_client", json!({"name": "phone"})).await;
+        for target in targets(&phone) {
+            let refusal = link_refusal(&target).await;
+            assert_eq!(refusal.kind(), LinkErrorKind::Revoked, "{}: {refusal}", target.name());
+            assert_eq!(refusal.to_string(), "this client was revoked");
+        }
+        // The refusals are in the audit log: the revoked client by name, the stranger by key.
+        // (Queued audit events reach the store within a second or so.)
+        let started = Instant::now();
+        loop {
+            let log = owner.ok("audit_log", json!({"after": 0, "limit": 1000})).await.to_string();
+            if log.contains("revoked client") && log.contains("unknown client") {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "the refused handshakes are not audited: {log}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        server.stop().await;
+    });
+}

@@ -31,6 +31,13 @@ pub enum LinkErrorKind {
     Refused,
     /// No answer in time: the message may have run.
     TimedOut,
+    /// The server refused this client's certificate because the client was revoked (its TLS alert
+    /// `certificate_revoked`): the message did not run. Message: [`LinkError::REVOKED`].
+    Revoked,
+    /// The server refused this client's certificate as one no client of it has (its TLS alert
+    /// `access_denied`, or `unknown_ca` for a certificate of another CA): the message did not run.
+    /// Message: [`LinkError::UNKNOWN_CLIENT`].
+    Unknown,
 }
 
 /// A transport failure. Carries no message bytes.
@@ -50,6 +57,21 @@ impl LinkError {
     /// What went wrong.
     pub fn kind(&self) -> LinkErrorKind {
         self.kind
+    }
+
+    /// The message of a [`LinkErrorKind::Revoked`] error.
+    pub const REVOKED: &str = "this client was revoked";
+    /// The message of a [`LinkErrorKind::Unknown`] error.
+    pub const UNKNOWN_CLIENT: &str = "the server does not know this client's certificate";
+
+    /// The server refused this client's certificate: the client was revoked.
+    pub fn revoked() -> Self {
+        Self::new(LinkErrorKind::Revoked, Self::REVOKED)
+    }
+
+    /// The server refused this client's certificate as unknown to it.
+    pub fn unknown_client() -> Self {
+        Self::new(LinkErrorKind::Unknown, Self::UNKNOWN_CLIENT)
     }
 }
 

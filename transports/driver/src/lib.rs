@@ -53,7 +53,7 @@ pub use keyward_core::SessionId;
 pub use pool::on_slow_pool;
 pub use serve::{Listener, Progress, Seat, ServeLimits, Stopping, serve};
 #[cfg(feature = "rustls")]
-pub use tls::RegistryVerifier;
+pub use tls::{RegistryVerifier, alert_refusal, refusal_in};
 
 /// The host's clock: milliseconds on a monotonic clock, handed to the core as `now_ms`.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;

@@ -13,7 +13,7 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
-use crate::Driver;
+use crate::{Driver, LinkError};
 
 /// A client certificate verifier that passes what `inner` passes **and** whose key (the SHA-256 of
 /// its SubjectPublicKeyInfo) an active client of the driver's core has. A refused handshake is
@@ -44,13 +44,52 @@ impl RegistryVerifier {
             return Ok(());
         }
         let identity = Identity::Cert { spki_sha256: key };
-        let (who, why) = match core.clients().into_iter().find(|record| record.identity == identity) {
-            Some(record) => (record.name, "revoked client"),
-            None => (format!("cert sha256:{}", hex_prefix(&key)), "unknown client"),
+        let (who, why, error) = match core.clients().into_iter().find(|record| record.identity == identity) {
+            // The alert `certificate_revoked`: the client can say why it was refused.
+            Some(record) => (record.name, "revoked client", CertificateError::Revoked),
+            // The alert `access_denied`.
+            None => (
+                format!("cert sha256:{}", hex_prefix(&key)),
+                "unknown client",
+                CertificateError::ApplicationVerificationFailure,
+            ),
         };
         core.audit_refusal(&who, "handshake", why);
-        Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
+        Err(rustls::Error::InvalidCertificate(error))
     }
+}
+
+/// What a TLS alert from a Keyward server says about this client's certificate: `certificate_revoked`
+/// is [`LinkError::revoked`]; `access_denied` ([`RegistryVerifier`]'s answer to a key no client
+/// has) and `unknown_ca` (a certificate of another CA, say a set rotated away) are
+/// [`LinkError::unknown_client`]; any other alert, none.
+pub fn alert_refusal(alert: rustls::AlertDescription) -> Option<LinkError> {
+    use rustls::AlertDescription::{AccessDenied, CertificateRevoked, UnknownCA};
+    match alert {
+        CertificateRevoked => Some(LinkError::revoked()),
+        AccessDenied | UnknownCA => Some(LinkError::unknown_client()),
+        _ => None,
+    }
+}
+
+/// The refusal ([`alert_refusal`]) of a TLS alert received anywhere in `error`'s chain (rustls'
+/// `AlertReceived`, as such or inside an `io::Error`, as tokio-rustls and hyper carry it).
+pub fn refusal_in(error: &(dyn std::error::Error + 'static)) -> Option<LinkError> {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        let tls = error
+            .downcast_ref::<rustls::Error>()
+            .or_else(|| error.downcast_ref::<std::io::Error>()?.get_ref()?.downcast_ref::<rustls::Error>());
+        if let Some(rustls::Error::AlertReceived(alert)) = tls {
+            return alert_refusal(*alert);
+        }
+        // `io::Error::source` skips the error it wraps: look into it too.
+        next = match error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => error.source(),
+        };
+    }
+    None
 }
 
 /// The first 8 bytes of `key` in hex.
@@ -209,7 +248,9 @@ mod tests {
         let now = UnixTime::now();
         assert!(verifier.verify_client_cert(&member, &[], now).is_ok());
         let refused = rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure);
-        assert_eq!(verifier.verify_client_cert(&revoked, &[], now).unwrap_err(), refused);
+        // A revoked client is told so (the alert certificate_revoked); a stranger gets access_denied.
+        let revoked_error = rustls::Error::InvalidCertificate(CertificateError::Revoked);
+        assert_eq!(verifier.verify_client_cert(&revoked, &[], now).unwrap_err(), revoked_error);
         assert_eq!(verifier.verify_client_cert(&stranger, &[], now).unwrap_err(), refused);
         // The chain verifier's refusal comes first, as it gave it.
         let empty = CertificateDer::from(Vec::new());

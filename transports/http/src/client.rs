@@ -53,6 +53,32 @@ pub enum ClientError {
     /// The request could not be built.
     #[error("bad request: {0}")]
     Request(String),
+    /// The server refused this client's certificate and its TLS alert says why: revoked
+    /// ([`LinkErrorKind::Revoked`]) or unknown to it ([`LinkErrorKind::Unknown`]).
+    #[error("{0}")]
+    Refused(LinkError),
+}
+
+/// How long a failed request waits for its connection's own error (which says why the server
+/// closed it, a TLS alert say) once the request has failed.
+const CONNECTION_ERROR_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The connection task's end: `None` while it runs, then the refusal its error carried, if any.
+type Ended = tokio::sync::watch::Receiver<Option<Option<LinkError>>>;
+
+/// Runs the connection on its own task, keeping what its error says about this client's
+/// certificate (with TLS 1.3 the server's refusal arrives after the client's handshake, as an alert
+/// the connection task reads, not the request).
+fn drive<C>(connection: C) -> Ended
+where
+    C: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
+{
+    let (tell, ended) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        let refusal = connection.await.err().and_then(|error| keyward_driver::refusal_in(&error));
+        let _ = tell.send(Some(refusal));
+    });
+    ended
 }
 
 /// An HTTP answer.
@@ -70,6 +96,7 @@ pub struct HttpAnswer {
 pub struct HttpClient {
     sender: SendRequest<Full<Bytes>>,
     host: String,
+    ended: Ended,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -88,11 +115,10 @@ impl HttpClient {
         } else {
             format!("{server_name}:{}", addr.port())
         };
-        let sender = match target {
+        let (sender, ended) = match target {
             HttpTarget::Plain => {
                 let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-                tokio::spawn(connection);
-                sender
+                (sender, drive(connection))
             }
             HttpTarget::Tls(config) => {
                 let mut config = (*config).clone();
@@ -100,13 +126,26 @@ impl HttpClient {
                 let name = ServerName::try_from(server_name.to_owned())
                     .map_err(|_| ClientError::ServerName(server_name.to_owned()))?;
                 let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-                let stream = connector.connect(name, stream).await.map_err(ClientError::Tls)?;
+                let stream = connector.connect(name, stream).await.map_err(|error| {
+                    keyward_driver::refusal_in(&error).map_or(ClientError::Tls(error), ClientError::Refused)
+                })?;
                 let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-                tokio::spawn(connection);
-                sender
+                (sender, drive(connection))
             }
         };
-        Ok(Self { sender, host })
+        Ok(Self { sender, host, ended })
+    }
+
+    /// `error`, or the refusal the connection's own error carried if the connection ended with one.
+    async fn why(&mut self, error: hyper::Error) -> ClientError {
+        let ended = tokio::time::timeout(CONNECTION_ERROR_WAIT, self.ended.wait_for(Option::is_some)).await;
+        match ended {
+            Ok(Ok(end)) => match end.as_ref().and_then(Option::clone) {
+                Some(refusal) => ClientError::Refused(refusal),
+                None => ClientError::Http(error),
+            },
+            _ => ClientError::Http(error),
+        }
     }
 
     /// POSTs a body to `/v3/owner`, naming `session` if given.
@@ -122,7 +161,9 @@ impl HttpClient {
         session: Option<&str>,
         host: Option<&str>,
     ) -> Result<HttpAnswer, ClientError> {
-        self.sender.ready().await?;
+        if let Err(error) = self.sender.ready().await {
+            return Err(self.why(error).await);
+        }
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(path)
@@ -132,11 +173,17 @@ impl HttpClient {
             request = request.header(SESSION_HEADER, session);
         }
         let request = request.body(Full::new(Bytes::from(body))).map_err(|e| ClientError::Request(e.to_string()))?;
-        let response = self.sender.send_request(request).await?;
+        let response = match self.sender.send_request(request).await {
+            Ok(response) => response,
+            Err(error) => return Err(self.why(error).await),
+        };
         let status = response.status();
         let session =
             response.headers().get(SESSION_HEADER).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_owned);
-        let body = response.into_body().collect().await?.to_bytes().to_vec();
+        let body = match response.into_body().collect().await {
+            Ok(body) => body.to_bytes().to_vec(),
+            Err(error) => return Err(self.why(error).await),
+        };
         Ok(HttpAnswer { status, session, body })
     }
 }
@@ -150,6 +197,7 @@ impl keyward_driver::Link for HttpClient {
             let named = session.map(|id| id.to_string());
             let answer = self.post(body, named.as_deref()).await.map_err(|e| {
                 let kind = match e {
+                    ClientError::Refused(refusal) => return refusal,
                     ClientError::Http(_) => LinkErrorKind::Closed,
                     _ => LinkErrorKind::Unreachable,
                 };

@@ -106,14 +106,18 @@ pub enum HttpError {
     /// Plain HTTP was asked for on an address that is not loopback.
     #[error("plain HTTP is only served on a loopback address (127.0.0.0/8 or ::1); {0} is not one")]
     NotLoopback(SocketAddr),
-    /// The socket could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    /// The socket could not be bound. The cause is in the message, not a `source` as well (a
+    /// caller printing the chain would say it twice).
+    #[error("cannot listen on {addr}: {cause}")]
     Bind {
         /// The address.
         addr: SocketAddr,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
+    /// A listener bound by the caller could not be taken over (not a listening socket, no runtime).
+    #[error("cannot serve on the given listener: {0}")]
+    Listener(std::io::Error),
 }
 
 struct Shared {
@@ -150,7 +154,7 @@ impl HttpServer {
     ) -> Result<Self, HttpError> {
         let mut tls = (*tls).clone();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let listener = TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr).await.map_err(|cause| HttpError::Bind { addr, cause })?;
         let shared = Arc::new(Shared { driver, limits });
         Ok(Self { listener, tls: Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))), shared })
     }
@@ -160,7 +164,37 @@ impl HttpServer {
         if !addr.ip().is_loopback() {
             return Err(HttpError::NotLoopback(addr));
         }
-        let listener = TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr).await.map_err(|cause| HttpError::Bind { addr, cause })?;
+        Ok(Self { listener, tls: None, shared: Arc::new(Shared { driver, limits }) })
+    }
+
+    /// An HTTPS listener on a socket the caller bound (so a server can bind every listener before
+    /// it makes anything else); otherwise as [`HttpServer::bind_https`]. Within a Tokio runtime.
+    pub fn https_from_listener(
+        listener: std::net::TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        driver: Driver,
+        limits: HttpLimits,
+    ) -> Result<Self, HttpError> {
+        let mut tls = (*tls).clone();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let listener = tokio_listener(listener)?;
+        let shared = Arc::new(Shared { driver, limits });
+        Ok(Self { listener, tls: Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))), shared })
+    }
+
+    /// A plain HTTP listener on a socket the caller bound; refuses one whose address is not
+    /// loopback. Otherwise as [`HttpServer::bind_insecure`]. Within a Tokio runtime.
+    pub fn insecure_from_listener(
+        listener: std::net::TcpListener,
+        driver: Driver,
+        limits: HttpLimits,
+    ) -> Result<Self, HttpError> {
+        let addr = listener.local_addr().map_err(HttpError::Listener)?;
+        if !addr.ip().is_loopback() {
+            return Err(HttpError::NotLoopback(addr));
+        }
+        let listener = tokio_listener(listener)?;
         Ok(Self { listener, tls: None, shared: Arc::new(Shared { driver, limits }) })
     }
 
@@ -185,6 +219,12 @@ impl HttpServer {
         })
         .await;
     }
+}
+
+/// A bound standard listener as Tokio's (non-blocking).
+fn tokio_listener(listener: std::net::TcpListener) -> Result<TcpListener, HttpError> {
+    listener.set_nonblocking(true).map_err(HttpError::Listener)?;
+    TcpListener::from_std(listener).map_err(HttpError::Listener)
 }
 
 /// How long requests in flight get to finish when the server stops.

@@ -16,6 +16,10 @@ pub const DEFAULT_MAX_ANSWER_SIZE: usize = 16 * 1024 * 1024;
 /// that a quiet connection (and with it the session bound to it) stays up.
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
 
+/// How long [`QuicClient::connect`] waits for the handshake: past it, [`QuicError::NoAnswer`]
+/// (without it, a silent UDP port would hold the caller for the whole idle timeout).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The client's own idle timeout (the smaller of both sides' values applies).
 const CLIENT_IDLE_TIMEOUT_MS: u32 = 60_000;
 
@@ -60,7 +64,11 @@ impl QuicClient {
         config.transport_config(Arc::new(transport));
 
         let endpoint = quinn::Endpoint::client(local_bind_address(addr))?;
-        let connection = endpoint.connect_with(config, addr, server_name)?.await?;
+        let connecting = endpoint.connect_with(config, addr, server_name)?;
+        let connection = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+            Ok(connected) => connected?,
+            Err(_) => return Err(QuicError::NoAnswer { addr }),
+        };
         let alpn = connection
             .handshake_data()
             .and_then(|data| data.downcast::<HandshakeData>().ok())
@@ -139,18 +147,7 @@ fn local_bind_address(peer: SocketAddr) -> SocketAddr {
 impl keyward_driver::Link for QuicClient {
     fn exchange(&mut self, body: Vec<u8>, _session: Option<keyward_core::SessionId>) -> keyward_driver::LinkFuture<'_> {
         Box::pin(async move {
-            let body = self.call(&body).await.map_err(|e| {
-                use keyward_driver::LinkErrorKind;
-                let kind = match &e {
-                    crate::QuicError::Stream { .. }
-                    | crate::QuicError::AnswerTooLarge { .. }
-                    | crate::QuicError::Alpn => LinkErrorKind::Refused,
-                    crate::QuicError::Connection(quinn::ConnectionError::TimedOut) => LinkErrorKind::TimedOut,
-                    crate::QuicError::Connection(_) | crate::QuicError::StreamClosed => LinkErrorKind::Closed,
-                    _ => LinkErrorKind::Unreachable,
-                };
-                keyward_driver::LinkError::new(kind, e.to_string())
-            })?;
+            let body = self.call(&body).await.map_err(|e| e.link_error())?;
             Ok(keyward_driver::Exchange { body, session: None })
         })
     }

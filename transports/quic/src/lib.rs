@@ -25,7 +25,7 @@ mod server;
 
 use std::time::Duration;
 
-pub use client::{DEFAULT_MAX_ANSWER_SIZE, KEEP_ALIVE_INTERVAL, QuicClient};
+pub use client::{CONNECT_TIMEOUT, DEFAULT_MAX_ANSWER_SIZE, KEEP_ALIVE_INTERVAL, QuicClient};
 /// The client certificate verifier that admits only active clients' certificates: wrap your chain
 /// verifier in it when building the `tls` of [`QuicServer::bind`].
 pub use keyward_driver::RegistryVerifier;
@@ -194,9 +194,18 @@ pub enum QuicError {
     #[error("cannot connect: {0}")]
     Connect(#[from] quinn::ConnectError),
     /// The connection failed or was closed: handshake refused (certificate, ALPN), refused because
-    /// the server is full, timed out, closed by either side.
-    #[error("connection failed: {0}")]
+    /// the server is full, timed out, closed by either side. A refusal of this client's certificate
+    /// whose TLS alert says why reads as [`keyward_driver::LinkError::REVOKED`] or
+    /// [`keyward_driver::LinkError::UNKNOWN_CLIENT`] (see [`QuicError::refusal`]).
+    #[error("{}", connection_failed(.0))]
     Connection(#[from] quinn::ConnectionError),
+    /// The handshake got no answer within [`CONNECT_TIMEOUT`]: nothing (or nothing that
+    /// speaks QUIC) listens there.
+    #[error("nothing answers at {addr} over QUIC")]
+    NoAnswer {
+        /// The address called.
+        addr: std::net::SocketAddr,
+    },
     /// The handshake completed without ALPN `keyward/1`.
     #[error("the server did not agree on ALPN keyward/1")]
     Alpn,
@@ -218,7 +227,46 @@ pub enum QuicError {
     StreamClosed,
 }
 
+/// A connection error's text: the refusal its TLS alert names, else quinn's.
+fn connection_failed(error: &quinn::ConnectionError) -> String {
+    match refusal(error) {
+        Some(refusal) => refusal.to_string(),
+        None => format!("connection failed: {error}"),
+    }
+}
+
+/// What a connection closed by the server with a TLS alert (the QUIC crypto error 0x100 + alert)
+/// says about this client's certificate ([`keyward_driver::alert_refusal`]): revoked, or unknown.
+pub fn refusal(error: &quinn::ConnectionError) -> Option<keyward_driver::LinkError> {
+    let quinn::ConnectionError::ConnectionClosed(close) = error else { return None };
+    let alert = u64::from(close.error_code).checked_sub(0x100).and_then(|alert| u8::try_from(alert).ok())?;
+    keyward_driver::alert_refusal(rustls::AlertDescription::from(alert))
+}
+
 impl QuicError {
+    /// The refusal of this client's certificate this error carries, if the server said why.
+    pub fn refusal(&self) -> Option<keyward_driver::LinkError> {
+        match self {
+            Self::Connection(error) => refusal(error),
+            _ => None,
+        }
+    }
+
+    /// This error as a [`keyward_driver::LinkError`] of the kind a caller acts on.
+    pub fn link_error(&self) -> keyward_driver::LinkError {
+        use keyward_driver::LinkErrorKind;
+        if let Some(refusal) = self.refusal() {
+            return refusal;
+        }
+        let kind = match self {
+            Self::Stream { .. } | Self::AnswerTooLarge { .. } | Self::Alpn => LinkErrorKind::Refused,
+            Self::Connection(quinn::ConnectionError::TimedOut) => LinkErrorKind::TimedOut,
+            Self::Connection(_) | Self::StreamClosed => LinkErrorKind::Closed,
+            _ => LinkErrorKind::Unreachable,
+        };
+        keyward_driver::LinkError::new(kind, self.to_string())
+    }
+
     /// The stream error code, if the server refused the message with one.
     pub fn stream_code(&self) -> Option<u64> {
         match self {

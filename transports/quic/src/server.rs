@@ -63,6 +63,32 @@ impl QuicServer {
         driver: Driver,
         limits: QuicLimits,
     ) -> Result<QuicServer, QuicError> {
+        let config = Self::config(tls, &limits)?;
+        let endpoint = quinn::Endpoint::server(config, addr)?;
+        Ok(QuicServer { endpoint, shared: Arc::new(Shared { driver, limits }) })
+    }
+
+    /// As [`QuicServer::bind`], on a UDP socket the caller bound (so a server can bind every
+    /// listener before it makes anything else). Must be called within a Tokio runtime.
+    pub fn from_socket(
+        socket: std::net::UdpSocket,
+        tls: Arc<rustls::ServerConfig>,
+        driver: Driver,
+        limits: QuicLimits,
+    ) -> Result<QuicServer, QuicError> {
+        let config = Self::config(tls, &limits)?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(config),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )?;
+        Ok(QuicServer { endpoint, shared: Arc::new(Shared { driver, limits }) })
+    }
+
+    /// The endpoint's server configuration: `tls` with ALPN `keyward/1`, no 0-RTT, no resumption,
+    /// and `limits`' transport parameters.
+    fn config(tls: Arc<rustls::ServerConfig>, limits: &QuicLimits) -> Result<quinn::ServerConfig, QuicError> {
         limits.validate()?;
         let mut tls = (*tls).clone();
         tls.alpn_protocols = vec![ALPN.to_vec()];
@@ -85,9 +111,7 @@ impl QuicServer {
             .datagram_receive_buffer_size(None);
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         config.transport_config(Arc::new(transport));
-
-        let endpoint = quinn::Endpoint::server(config, addr)?;
-        Ok(QuicServer { endpoint, shared: Arc::new(Shared { driver, limits }) })
+        Ok(config)
     }
 
     /// The address the endpoint is bound to (with the port picked by the OS for port 0).

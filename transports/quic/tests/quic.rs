@@ -567,3 +567,18 @@ async fn connections_of_a_replaced_key_are_closed() {
     assert!(again.is_err(), "the old key is refused: {again:?}");
     fx.stop().await;
 }
+
+/// A UDP port where nothing answers (a bound socket that never reads): the connection attempt
+/// gives up after `CONNECT_TIMEOUT` (5 s) and says so, rather than waiting out the 60 s idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_port_is_reported_as_nothing_answering() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
+    let addr = silent.local_addr().expect("its address");
+    let ca = Ca::new("Keyward test CA");
+    let tls = Arc::new(support::client_config(&ca, None));
+    let error = QuicClient::connect(addr, "localhost", tls).await.expect_err("nothing answers");
+    assert!(matches!(error, QuicError::NoAnswer { addr: called } if called == addr), "{error:?}");
+    assert_eq!(error.to_string(), format!("nothing answers at {addr} over QUIC"));
+    assert_eq!(error.link_error().kind(), keyward_driver::LinkErrorKind::Unreachable);
+    drop(silent);
+}

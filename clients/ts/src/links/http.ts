@@ -98,8 +98,11 @@ export function classify(error: unknown, where: string, secure: boolean): Keywar
   const code = errorCode(error);
   if (UNREACHABLE.has(code)) return unreachable(where, error);
   if (UNTRUSTED.has(code)) return tlsUntrusted(where, error);
-  // keyward's verifier answers access_denied for a certificate of its CA that no active client has.
-  if (code.startsWith('ERR_SSL_') && /ALERT_ACCESS_DENIED/.test(code)) return revokedCertificate(where, error);
+  // keyward's verifier answers certificate_revoked for a revoked client's certificate, and
+  // access_denied for a certificate of its CA that no active client has.
+  if (code.startsWith('ERR_SSL_') && /ALERT_(ACCESS_DENIED|CERTIFICATE_REVOKED)/.test(code)) {
+    return revokedCertificate(where, error);
+  }
   // Any other alert from the server (certificate required, bad, unknown CA, revoked).
   if (code.startsWith('ERR_SSL_') && /ALERT/.test(code)) return tlsRefused(where, error);
   if (code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_')) {
