@@ -23,6 +23,7 @@ fn event(n: u64) -> AuditEvent {
         principal: if n.is_multiple_of(2) { "dashboard".into() } else { "uid-1000".into() },
         method: "sign_message".into(),
         wallet: Some(format!("w{n}")),
+        target: None,
         outcome: "ok".into(),
         count: if n == 3 { 40 } else { 1 },
         span: None,
