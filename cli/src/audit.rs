@@ -715,6 +715,7 @@ pub(crate) fn utc(unix_ms: u64, format: &[BorrowedFormatItem<'_>]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
     use super::*;
 

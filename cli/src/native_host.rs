@@ -653,6 +653,7 @@ async fn connect(config: &BundleConfig, bundle: &Path) -> anyhow::Result<BoxLink
 
 #[cfg(test)]
 mod tests {
+    #![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
     use super::*;
 
