@@ -34,8 +34,9 @@ pub type SourceArgs = call::ServerArgs;
 /// `keyward audit …`.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum AuditCommand {
-    /// Print the audit log: time (UTC), seq, principal, method, wallet, outcome, and `x N` for a
-    /// record that stands for N identical events.
+    /// Print the audit log, one record per line under a header: time (UTC), seq, principal,
+    /// method, wallet, target (the client an administrative call acted on), outcome, and `x N` for
+    /// a record that stands for N identical events (with the span they happened in).
     Show {
         /// Where to read the log.
         #[command(flatten)]
@@ -43,10 +44,17 @@ pub enum AuditCommand {
         /// Only the records of this principal (client name, `local-http`, `local`).
         #[arg(long)]
         principal: Option<String>,
-        /// Only records written at or after this time: RFC 3339 (2026-11-27T10:00:00Z) or Unix
-        /// milliseconds.
+        /// Only records written at or after this time: RFC 3339 (2026-11-27T10:00:00Z), Unix
+        /// milliseconds, or this long ago: a number and s, m, h or d (90s, 15m, 1h, 7d).
         #[arg(long, value_parser = parse_since)]
         since: Option<u64>,
+        /// Only the last N records (of those the other options select).
+        #[arg(long, value_name = "N")]
+        tail: Option<u64>,
+        /// Keep printing new records as the running server writes them (it is asked every second),
+        /// until interrupted (Ctrl-C). Needs a running server.
+        #[arg(long, conflicts_with = "json")]
+        follow: bool,
         /// Print the records as a JSON array.
         #[arg(long)]
         json: bool,
@@ -91,10 +99,19 @@ pub enum AuditCommand {
 /// Runs `command`, writing its output to `out`.
 pub async fn run(command: &AuditCommand, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     match command {
-        AuditCommand::Show { source, principal, since, json } => {
-            let mut log = Log::open(source).await?;
+        AuditCommand::Show { source, principal, since, tail, follow, json } => {
+            let (mut log, in_process) = Log::reach(source).await?;
+            if *follow && in_process {
+                log.close().await;
+                bail!(
+                    "--follow needs a running server: none runs on {} (start `keyward serve`, or name one with \
+                     --url, --quic or --unix)",
+                    source.data_dir().display()
+                );
+            }
             let filter = Filter { principal: principal.clone(), since: *since };
-            let shown = show(&mut log, &filter, *json, out).await;
+            let how = Show { tail: *tail, follow: *follow, json: *json };
+            let shown = show(&mut log, &filter, how, out).await;
             log.close().await;
             shown
         }
@@ -164,8 +181,13 @@ struct Page {
 
 impl Log {
     async fn open(args: &SourceArgs) -> anyhow::Result<Self> {
-        let call::Reached { session, .. } = args.reach(&in_process::Options::default()).await?;
-        Ok(Self { session })
+        Ok(Self::reach(args).await?.0)
+    }
+
+    /// The log, and whether it is read from an in-process server (no server runs).
+    async fn reach(args: &SourceArgs) -> anyhow::Result<(Self, bool)> {
+        let call::Reached { session, in_process } = args.reach(&in_process::Options::default()).await?;
+        Ok((Self { session }, in_process))
     }
 
     /// The log's bounds and up to [`AUDIT_PAGE_MAX`] records after `after`.
@@ -231,52 +253,254 @@ impl Filter {
     }
 }
 
-async fn show(log: &mut Log, filter: &Filter, json: bool, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+/// How `show` prints.
+#[derive(Debug, Clone, Copy)]
+struct Show {
+    tail: Option<u64>,
+    follow: bool,
+    json: bool,
+}
+
+/// How often `show --follow` asks the server for new records.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Records `show` reads before it sets the columns' widths (it keeps them in memory until then);
+/// a longer cell after them widens its column from there on.
+const WIDTH_ROWS: usize = 10_000;
+
+async fn show(log: &mut Log, filter: &Filter, how: Show, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(out);
-    let mut shown = 0u64;
-    if json {
+    let mut table = Table::default();
+    if how.json {
         out.write_all(b"[")?;
     }
-    read_all(log, |_, records| {
+    let print = |out: &mut std::io::BufWriter<_>, records: &[AuditRecord], table: &mut Table| {
         for record in records.iter().filter(|r| filter.matches(r)) {
-            if json {
-                let separator = if shown == 0 { "\n" } else { ",\n" };
+            if how.json {
+                let separator = if table.shown == 0 { "\n" } else { ",\n" };
                 write!(out, "{separator}{}", serde_json::to_string(record)?)?;
             } else {
-                writeln!(out, "{}", line(record))?;
+                table.push(Row::of(record), out)?;
             }
-            shown += 1;
+            table.shown += 1;
         }
-        Ok(ControlFlow::Continue(()))
-    })
-    .await?;
-    if json {
-        out.write_all(if shown == 0 { b"]\n" } else { b"\n]\n" })?;
+        anyhow::Ok(())
+    };
+    // The last record read: --follow goes on after it.
+    let last = match how.tail {
+        Some(n) => {
+            let (records, head) = tail(log, filter, n).await?;
+            print(&mut out, &records, &mut table)?;
+            head.seq
+        }
+        None => read_all(log, |_, records| {
+            print(&mut out, records, &mut table)?;
+            Ok(ControlFlow::Continue(()))
+        })
+        .await?
+        .map_or(0, |(_, head)| head.seq),
+    };
+    if how.json {
+        out.write_all(if table.shown == 0 { b"]\n" } else { b"\n]\n" })?;
+    } else {
+        table.end(&mut out)?;
     }
     out.flush()?;
+    if how.follow {
+        follow(log, last, |records| {
+            print(&mut out, records, &mut table)?;
+            table.end(&mut out)?;
+            out.flush()?;
+            Ok(())
+        })
+        .await?;
+    }
     Ok(())
 }
 
-/// One record as `show` prints it.
-fn line(record: &AuditRecord) -> String {
-    let event = &record.event;
-    let wallet = event.wallet.as_deref().map_or(Cow::Borrowed("-"), printable);
-    let mut line = format!(
-        "{}  {:>6}  {}  {}  {}  {}",
-        rfc3339(record.time_unix_ms),
-        record.seq,
-        printable(&event.principal),
-        printable(&event.method),
-        wallet,
-        printable(&event.outcome)
-    );
-    if event.count > 1 {
-        line.push_str(&format!("  x {}", event.count));
+/// The last `n` records `filter` selects, oldest first, and the log's head when they were read:
+/// read backwards a page at a time from the head, so a long log is not read whole.
+async fn tail(log: &mut Log, filter: &Filter, n: u64) -> anyhow::Result<(Vec<AuditRecord>, Anchor)> {
+    let bounds = log.page(u64::MAX).await?;
+    let head = bounds.head;
+    let mut kept: std::collections::VecDeque<AuditRecord> = std::collections::VecDeque::new();
+    let mut end = head.seq;
+    let mut floor = bounds.anchor.seq;
+    let want = usize::try_from(n).unwrap_or(usize::MAX);
+    while kept.len() < want && end > floor {
+        let after = end.saturating_sub(AUDIT_PAGE_MAX as u64).max(floor);
+        let (records, anchor) = range(log, after, end).await?;
+        // Retention may have removed records meanwhile: none is left at or below its anchor.
+        floor = floor.max(anchor.seq);
+        // Records are in time order but for a clock set back: past --since, older pages are too.
+        let older = filter.since.is_some_and(|since| records.first().is_some_and(|r| r.time_unix_ms < since));
+        for record in records.into_iter().rev().filter(|r| filter.matches(r)) {
+            if kept.len() == want {
+                break;
+            }
+            kept.push_front(record);
+        }
+        if older {
+            break;
+        }
+        end = after;
     }
-    if let Some(span) = event.span {
-        line.push_str(&format!("  ({} .. {})", rfc3339(span.first_unix_ms), rfc3339(span.last_unix_ms)));
+    Ok((kept.into(), head))
+}
+
+/// The records after `after` up to `end` (page by page: a server may answer fewer than asked),
+/// and the log's anchor.
+async fn range(log: &mut Log, after: u64, end: u64) -> anyhow::Result<(Vec<AuditRecord>, Anchor)> {
+    let mut records = Vec::new();
+    let mut from = after;
+    loop {
+        let page = log.page(from).await?;
+        let next = page.records.last().map_or(from, |r| r.seq);
+        records.extend(page.records.into_iter().filter(|r| r.seq > from && r.seq <= end));
+        if next >= end || next <= from {
+            return Ok((records, page.anchor));
+        }
+        from = next;
     }
-    line
+}
+
+/// `show --follow`: every [`FOLLOW_EVERY`], hands `each` the records written after `last`, until
+/// interrupted (Ctrl-C: a clean end).
+async fn follow(
+    log: &mut Log,
+    mut last: u64,
+    mut each: impl FnMut(&[AuditRecord]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        let page = log.page(last).await?;
+        let records: Vec<AuditRecord> = page.records.into_iter().filter(|r| r.seq > last).collect();
+        let full = records.len() >= AUDIT_PAGE_MAX;
+        if let Some(record) = records.last() {
+            last = record.seq;
+        }
+        each(&records)?;
+        if full {
+            continue;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(FOLLOW_EVERY) => {}
+            _ = &mut interrupted => return Ok(()),
+        }
+    }
+}
+
+/// One record's cells as `show` prints them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Row {
+    /// Time, seq, principal, method, wallet, target, outcome.
+    cells: [String; 7],
+    /// `x N` and the span, for a record that stands for N events (unaligned, at the end).
+    extra: String,
+}
+
+/// The header's cells.
+const HEADER: [&str; 7] = ["TIME", "SEQ", "PRINCIPAL", "METHOD", "WALLET", "TARGET", "OUTCOME"];
+
+impl Row {
+    fn of(record: &AuditRecord) -> Self {
+        let event = &record.event;
+        let optional = |text: &Option<String>| text.as_deref().map_or_else(|| "-".to_owned(), |t| printable(t).into());
+        let mut extra = String::new();
+        if event.count > 1 {
+            extra.push_str(&format!("x {}", event.count));
+        }
+        if let Some(span) = event.span {
+            let span = format!("({} .. {})", rfc3339(span.first_unix_ms), rfc3339(span.last_unix_ms));
+            extra.push_str(&if extra.is_empty() { span } else { format!("  {span}") });
+        }
+        Self {
+            cells: [
+                rfc3339(record.time_unix_ms),
+                record.seq.to_string(),
+                printable(&event.principal).into(),
+                printable(&event.method).into(),
+                optional(&event.wallet),
+                optional(&event.target),
+                printable(&event.outcome).into(),
+            ],
+            extra,
+        }
+    }
+
+    /// The row as one line, its cells padded to `widths` (SEQ right-aligned, the last cell not
+    /// padded) and two spaces apart.
+    fn line(cells: &[impl AsRef<str>], extra: &str, widths: &[usize; 7]) -> String {
+        let mut line = String::new();
+        let last = cells.len() - 1;
+        for (i, cell) in cells.iter().enumerate() {
+            let cell = cell.as_ref();
+            let pad = " ".repeat(widths[i].saturating_sub(cell.chars().count()));
+            match i {
+                0 => {}
+                _ => line.push_str("  "),
+            }
+            match i {
+                1 => line.push_str(&format!("{pad}{cell}")),
+                _ if i == last => line.push_str(cell),
+                _ => line.push_str(&format!("{cell}{pad}")),
+            }
+        }
+        if !extra.is_empty() {
+            line.push_str("  ");
+            line.push_str(extra);
+        }
+        line
+    }
+}
+
+/// `show`'s aligned columns: rows are held until [`WIDTH_ROWS`] of them (or the end) set the
+/// widths and the header is printed; later rows are printed as they come.
+#[derive(Debug, Default)]
+struct Table {
+    widths: Option<[usize; 7]>,
+    held: Vec<Row>,
+    /// Records shown so far.
+    shown: u64,
+}
+
+impl Table {
+    fn push(&mut self, row: Row, out: &mut impl Write) -> std::io::Result<()> {
+        match &mut self.widths {
+            Some(widths) => {
+                widen(widths, &row);
+                writeln!(out, "{}", Row::line(&row.cells, &row.extra, widths))
+            }
+            None => {
+                self.held.push(row);
+                if self.held.len() >= WIDTH_ROWS { self.end(out) } else { Ok(()) }
+            }
+        }
+    }
+
+    /// Prints the header (once, even with no rows) and the rows held.
+    fn end(&mut self, out: &mut impl Write) -> std::io::Result<()> {
+        if self.widths.is_some() {
+            return Ok(());
+        }
+        let mut widths = HEADER.map(str::len);
+        for row in &self.held {
+            widen(&mut widths, row);
+        }
+        writeln!(out, "{}", Row::line(&HEADER, "", &widths))?;
+        for row in self.held.drain(..) {
+            writeln!(out, "{}", Row::line(&row.cells, &row.extra, &widths))?;
+        }
+        self.widths = Some(widths);
+        Ok(())
+    }
+}
+
+fn widen(widths: &mut [usize; 7], row: &Row) {
+    for (width, cell) in widths.iter_mut().zip(&row.cells) {
+        *width = (*width).max(cell.chars().count());
+    }
 }
 
 /// `text` with control characters escaped, so a record cannot drive the terminal.
@@ -428,19 +652,51 @@ async fn verify_log(log: &mut Log, kept_head: Option<&std::path::Path>, accepted
 }
 
 /// Parses `--since`: RFC 3339 (`2026-11-27T10:00:00Z`, `2026-11-27T12:00:00.5+02:00`), a date
-/// (`2026-11-27`, midnight UTC), or Unix milliseconds.
+/// (`2026-11-27`, midnight UTC), Unix milliseconds, or a time this long before now (`90s`, `15m`,
+/// `1h`, `7d`).
 pub fn parse_since(text: &str) -> Result<u64, String> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    parse_since_at(text, u64::try_from(now.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// [`parse_since`], with the time now (Unix milliseconds) given.
+fn parse_since_at(text: &str, now_unix_ms: u64) -> Result<u64, String> {
     let text = text.trim();
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
         return text.parse().map_err(|_| format!("{text} is too large for Unix milliseconds"));
+    }
+    if let Some(ago) = relative_ms(text) {
+        let ago = ago.ok_or_else(|| format!("{text:?} is longer ago than 1970"))?;
+        return now_unix_ms.checked_sub(ago).ok_or_else(|| format!("{text:?} is longer ago than 1970"));
     }
     let time = OffsetDateTime::parse(text, &Rfc3339).ok().or_else(|| {
         let date = time::Date::parse(text, format_description!("[year repr:full]-[month]-[day]")).ok()?;
         Some(date.midnight().assume_utc())
     });
     // Milliseconds: any finer digits are truncated.
-    time.and_then(|time| u64::try_from(time.unix_timestamp_nanos().div_euclid(1_000_000)).ok())
-        .ok_or_else(|| format!("{text:?} is neither RFC 3339 (e.g. 2026-11-27T10:00:00Z) nor Unix milliseconds"))
+    time.and_then(|time| u64::try_from(time.unix_timestamp_nanos().div_euclid(1_000_000)).ok()).ok_or_else(|| {
+        format!(
+            "{text:?} is neither RFC 3339 (e.g. 2026-11-27T10:00:00Z), Unix milliseconds, nor a time ago (a number and \
+             s, m, h or d: 90s, 15m, 1h, 7d)"
+        )
+    })
+}
+
+/// `N` and a unit (`s`, `m`, `h`, `d`) as milliseconds: `None` for text of another shape,
+/// `Some(None)` for one too long.
+fn relative_ms(text: &str) -> Option<Option<u64>> {
+    let unit_ms = match text.chars().last()? {
+        's' => 1_000,
+        'm' => 60_000,
+        'h' => 3_600_000,
+        'd' => 86_400_000,
+        _ => return None,
+    };
+    let number = &text[..text.len() - 1];
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(number.parse::<u64>().ok().and_then(|n| n.checked_mul(unit_ms)))
 }
 
 /// Unix milliseconds as RFC 3339 in UTC, to the millisecond: `2026-11-27T10:00:00.000Z`.
@@ -459,6 +715,7 @@ pub(crate) fn utc(unix_ms: u64, format: &[BorrowedFormatItem<'_>]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
     use super::*;
 
@@ -501,15 +758,65 @@ mod tests {
     }
 
     #[test]
+    fn relative_times_count_back_from_now() {
+        let now = 1_795_773_600_000;
+        assert_eq!(parse_since_at("90s", now), Ok(now - 90_000));
+        assert_eq!(parse_since_at("15m", now), Ok(now - 900_000));
+        assert_eq!(parse_since_at("1h", now), Ok(now - 3_600_000));
+        assert_eq!(parse_since_at(" 7d ", now), Ok(now - 7 * 86_400_000));
+        assert_eq!(parse_since_at("0s", now), Ok(now));
+        // Absolute times are as before.
+        assert_eq!(parse_since_at("2026-11-27T10:00:00Z", 0), Ok(1_795_773_600_000));
+        assert_eq!(parse_since_at("1795773600000", 0), Ok(1_795_773_600_000));
+        for bad in ["h", "1w", "1.5h", "-1h", "1 h", "1hh", "99999999999999999999d"] {
+            assert!(parse_since_at(bad, now).is_err(), "{bad:?}");
+        }
+        assert!(parse_since_at("30000d", now).unwrap_err().contains("longer ago than 1970"));
+        assert!(parse_since("yesterday").unwrap_err().contains("15m, 1h"));
+    }
+
+    #[test]
     fn lines_escape_control_characters() {
         let mut record = record(1, [0; 32]);
         record.event.wallet = Some("w\u{1b}[2J".into());
         record.event.count = 3;
-        let line = line(&record);
-        assert!(
-            line.starts_with("1970-01-01T00:00:01.001Z       1  default  open_wallet  w\\u{1b}[2J  ok  x 3"),
-            "{line}"
-        );
+        let row = Row::of(&record);
+        let line = Row::line(&row.cells, &row.extra, &[0; 7]);
+        assert_eq!(line, "1970-01-01T00:00:01.001Z  1  default  open_wallet  w\\u{1b}[2J  -  ok  x 3", "{line}");
         assert!(!line.chars().any(char::is_control));
+    }
+
+    /// A header, then one line per record with its cells in aligned columns (as wide as the widest
+    /// cell shown, SEQ on the right); the last column and the count are not padded.
+    #[test]
+    fn rows_are_aligned_under_a_header() {
+        let mut short = record(9, [0; 32]);
+        short.event.target = Some("phone".into());
+        short.event.method = "revoke_client".into();
+        let mut long = record(10, [0; 32]);
+        long.event.principal = "ext-chromium-abc".into();
+        long.event.wallet = Some("savings".into());
+        long.event.count = 2;
+        let mut table = Table::default();
+        let mut out = Vec::new();
+        table.push(Row::of(&short), &mut out).unwrap();
+        table.push(Row::of(&long), &mut out).unwrap();
+        assert!(out.is_empty(), "held until the widths are known");
+        table.end(&mut out).unwrap();
+        table.end(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "TIME                      SEQ  PRINCIPAL         METHOD         WALLET   TARGET  OUTCOME",
+                "1970-01-01T00:00:01.009Z    9  default           revoke_client  -        phone   ok",
+                "1970-01-01T00:00:01.010Z   10  ext-chromium-abc  open_wallet    savings  -       ok  x 2",
+            ]
+        );
+        // With no rows, the header alone.
+        let mut out = Vec::new();
+        Table::default().end(&mut out).unwrap();
+        assert!(String::from_utf8(out).unwrap().starts_with("TIME  SEQ  PRINCIPAL  METHOD  WALLET  TARGET  OUTCOME\n"));
     }
 }

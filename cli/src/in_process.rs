@@ -117,8 +117,8 @@ mod tests {
         let events: Vec<_> = log["records"].as_array().unwrap().iter().map(|r| r["event"].clone()).collect();
         assert_eq!(events[0]["principal"], "local", "{events:?}");
         assert_eq!(
-            (&events[0]["method"], &events[0]["wallet"], &events[0]["outcome"]),
-            (&json!("add_client"), &json!("u1"), &json!("ok"))
+            (&events[0]["method"], &events[0]["wallet"], &events[0]["target"], &events[0]["outcome"]),
+            (&json!("add_client"), &json!(null), &json!("u1"), &json!("ok"))
         );
         assert_eq!(events.len(), 2, "the refused add is recorded too: {events:?}");
         session.close().await;

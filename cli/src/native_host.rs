@@ -6,13 +6,18 @@
 //! running server over mTLS as its own registered client and frames the answer back. It holds no
 //! key of the extension's session: it sees ciphertext only.
 //!
-//! * `keyward native-host install --browser B --extension-id ID --role ROLE` registers the client
-//!   (`ext-B-ID…`, as `keyward clients add` does), writes its bundle under
-//!   `DATA_DIR/native-host/NAME/` with a wrapper script, and writes the host manifest
-//!   (`keyward.owner.json`) to the browser's per-user directory.
+//! * `keyward native-host install --browser B --extension-id ID --role ROLE [--host-name HOST]`
+//!   registers the client (`ext-B-ID…`, as `keyward clients add` does), writes its bundle under
+//!   `DATA_DIR/native-host/HOST/` with a wrapper script, and writes the host manifest (`HOST.json`)
+//!   to the browser's per-user directory. `HOST` is `keyward.owner` unless named: several extensions
+//!   (a development and a store build, say) each get their own host, bundle and client, and
+//!   everything an installation knows (the extension it serves, its client, its manifest) is in its
+//!   bundle, found by the host's name.
 //! * The browser runs the wrapper with the caller's origin (`chrome-extension://ID/`; Firefox: the
-//!   app manifest's path and the extension's id); the host refuses any other extension.
-//! * `keyward native-host uninstall` revokes the client and removes the manifest and the bundle.
+//!   app manifest's path and the extension's id); the host refuses any other extension, naming it
+//!   and the one installed.
+//! * `keyward native-host uninstall [--host-name HOST]` revokes the client and removes the
+//!   manifest and the bundle.
 //!
 //! Limits: a message from the extension up to [`MAX_REQUEST`] bytes (browsers allow far more, the
 //! server takes 1 MiB); an answer above the browsers' 1 MiB is replaced by an error. Standard output
@@ -24,8 +29,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use keyward_core::Role;
-use keyward_driver::Link;
 use keyward_driver::native::{self, Decoder, NativeError};
+use keyward_driver::{Link, LinkError, LinkErrorKind};
 use keyward_pairing::{BundleConfig, Endpoints};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -35,7 +40,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use crate::call::{self, BoxLink, DEFAULT_URL, ServerArgs};
 use crate::clients::{self, parse_role};
 
-/// The host's name in the browser (`chrome.runtime.connectNative("keyward.owner")`).
+/// The host's default name in the browser (`chrome.runtime.connectNative("keyward.owner")`).
 pub const HOST_NAME: &str = "keyward.owner";
 
 /// The largest message the host takes from the extension (the server's default body limit).
@@ -98,22 +103,86 @@ impl Browser {
 
     /// Whether the arguments the browser passed name extension `id`.
     fn is_caller(self, id: &str, args: &[String]) -> bool {
+        self.caller(args).is_some_and(|caller| *caller == described_extension(self, id))
+    }
+
+    /// The calling extension as the browser's arguments name it: the origin (Chrome, Chromium), or
+    /// the id (Firefox, after the app manifest's path).
+    fn caller(self, args: &[String]) -> Option<&String> {
         match self {
-            Self::Chrome | Self::Chromium => {
-                args.first().is_some_and(|origin| *origin == format!("chrome-extension://{id}/"))
-            }
-            Self::Firefox => args.get(1).is_some_and(|caller| caller == id),
+            Self::Chrome | Self::Chromium => args.first(),
+            Self::Firefox => args.get(1),
         }
     }
 }
 
-/// `native-host.toml`: which extension the host serves and where its manifest is.
+/// Why the host refuses a caller that is not the extension `host` was installed for: both named.
+fn refusal(host: &HostConfig, args: &[String]) -> String {
+    let installed = host.extension();
+    match host.browser.caller(args) {
+        Some(caller) => {
+            // The browser's text, shown as text: no control characters, at most 200 characters.
+            let caller: String = caller.chars().filter(|c| !c.is_control()).take(200).collect();
+            format!("extension {caller} is not the one installed for host {} ({installed})", host.host_name)
+        }
+        None => format!(
+            "no calling extension was named (the browser passes it): host {} serves {installed} only",
+            host.host_name
+        ),
+    }
+}
+
+/// Whether `name` is a host name browsers accept: lowercase letters, digits, `_` and `.`, not
+/// starting or ending with a dot, no two dots in a row (Chrome's rule; Firefox's is looser).
+pub fn valid_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+        && name.split('.').all(|part| !part.is_empty())
+}
+
+fn parse_host_name(name: &str) -> Result<String, String> {
+    if valid_host_name(name) {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "'{name}' is not a native-messaging host name: lowercase letters, digits, _ and ., not starting or ending \
+             with a dot, no two dots in a row (e.g. keyward.owner)"
+        ))
+    }
+}
+
+/// `native-host.toml`: which extension the host serves, as which client, and where its manifest is.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HostConfig {
     browser: Browser,
     extension_id: String,
     manifest: PathBuf,
+    /// The host's name (bundles written before it was recorded: the default).
+    #[serde(default = "default_host_name")]
+    host_name: String,
+    /// The client it relays as (bundles written before it was recorded: the bundle's keyward.toml).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client: Option<String>,
+}
+
+fn default_host_name() -> String {
+    HOST_NAME.to_owned()
+}
+
+impl HostConfig {
+    /// How the browser names the extension: its origin (Chrome, Chromium) or its id (Firefox).
+    fn extension(&self) -> String {
+        described_extension(self.browser, &self.extension_id)
+    }
+}
+
+fn described_extension(browser: Browser, id: &str) -> String {
+    match browser {
+        Browser::Chrome | Browser::Chromium => format!("chrome-extension://{id}/"),
+        Browser::Firefox => id.to_owned(),
+    }
 }
 
 /// `keyward native-host install|uninstall`.
@@ -133,6 +202,10 @@ pub enum Action {
         /// The client's name (default ext-BROWSER-first 16 characters of the id).
         #[arg(long)]
         name: Option<String>,
+        /// The host's name, as the extension calls it (`connectNative(NAME)`): lowercase letters,
+        /// digits, _ and .; each extension (a development and a store build, say) gets its own.
+        #[arg(long, default_value = HOST_NAME, value_parser = parse_host_name)]
+        host_name: String,
         /// Write the manifest here instead of the browser's per-user directory (a browser started
         /// with --user-data-dir=UDD reads UDD/NativeMessagingHosts).
         #[arg(long, value_name = "DIR")]
@@ -142,13 +215,17 @@ pub enum Action {
     },
     /// Revoke the extension's client and remove its manifest and bundle.
     Uninstall {
-        /// The browser.
+        /// The host's name, as `install` was given it.
+        #[arg(long, default_value = HOST_NAME, value_parser = parse_host_name)]
+        host_name: String,
+        /// The browser (checked against the installation, if given).
         #[arg(long, value_enum)]
-        browser: Browser,
-        /// The extension's id.
+        browser: Option<Browser>,
+        /// The extension's id (checked against the installation, if given).
         #[arg(long)]
-        extension_id: String,
-        /// The client's name, if `install` was given one.
+        extension_id: Option<String>,
+        /// The client's name (checked against the installation, if given; for a host installed
+        /// before hosts were named, it names the bundle, with --browser and --extension-id).
         #[arg(long)]
         name: Option<String>,
         #[command(flatten)]
@@ -168,8 +245,9 @@ fn default_name(browser: Browser, id: &str) -> String {
     format!("ext-{}-{plain}-{}", browser.as_str(), hex::encode(&digest[..4]))
 }
 
-fn bundle_dir(target: &ServerArgs, name: &str) -> PathBuf {
-    target.data_dir().join("native-host").join(name)
+/// An installation's bundle: `DATA_DIR/native-host/HOST_NAME`.
+fn bundle_dir(target: &ServerArgs, host_name: &str) -> PathBuf {
+    target.data_dir().join("native-host").join(host_name)
 }
 
 /// `path` made absolute with every symlink resolved (it must exist); an error if the result is
@@ -199,126 +277,223 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
 /// Runs `install` or `uninstall`; returns what to print.
 pub async fn manage(action: Action) -> anyhow::Result<String> {
     match action {
-        Action::Install { browser, extension_id, role, name, manifest_dir, target } => {
-            install(browser, &extension_id, role, name, manifest_dir, &target).await
+        Action::Install { browser, extension_id, role, name, host_name, manifest_dir, target } => {
+            let install = Install { browser, extension_id: &extension_id, role, name, host_name: &host_name };
+            install.run(manifest_dir, &target).await
         }
-        Action::Uninstall { browser, extension_id, name, target } => {
-            let name = name.unwrap_or_else(|| default_name(browser, &extension_id));
-            uninstall(&name, browser, &extension_id, &target).await
+        Action::Uninstall { host_name, browser, extension_id, name, target } => {
+            uninstall(&host_name, browser, extension_id.as_deref(), name.as_deref(), &target).await
         }
     }
 }
 
-async fn install(
+/// What `install` is asked for.
+struct Install<'a> {
     browser: Browser,
-    extension_id: &str,
+    extension_id: &'a str,
     role: Role,
     name: Option<String>,
-    manifest_dir: Option<PathBuf>,
-    target: &ServerArgs,
-) -> anyhow::Result<String> {
-    anyhow::ensure!(browser.valid_id(extension_id), "'{extension_id}' is not a {} extension id", browser.as_str());
-    anyhow::ensure!(
-        target.unix.is_none(),
-        "the native host relays over HTTPS or QUIC: name the server with --url or --quic"
-    );
-    let name = name.unwrap_or_else(|| default_name(browser, extension_id));
-    let manifest_dir = match manifest_dir {
-        Some(dir) => dir,
-        None => browser.manifest_dir()?,
-    };
-    // Browsers start the host by the manifest's absolute path from their own working directory:
-    // every path written below is made absolute (symlinks resolved) first.
-    fs::create_dir_all(&manifest_dir).with_context(|| format!("cannot make {}", manifest_dir.display()))?;
-    let manifest_dir = absolute(&manifest_dir)?;
-    let manifest = manifest_dir.join(format!("{HOST_NAME}.json"));
-    anyhow::ensure!(
-        fs::symlink_metadata(&manifest).is_err(),
-        "{} exists: uninstall the host it names first (`keyward native-host uninstall`)",
-        manifest.display()
-    );
-    let bundle = bundle_dir(target, &name);
-    anyhow::ensure!(
-        fs::symlink_metadata(&bundle).is_err(),
-        "{} exists: a host called '{name}' is installed",
-        bundle.display()
-    );
-    let exe = absolute(&std::env::current_exe().context("cannot find the keyward executable")?)?;
-    let hosts = bundle.parent().unwrap_or(&bundle);
-    fs::create_dir_all(hosts).context("cannot make the native-host directory")?;
-    let bundle = absolute(hosts)?.join(bundle.file_name().unwrap_or_default());
-
-    // The client and its key and certificates (as `keyward clients add --out`).
-    let add = clients::Action::Add { name: name.clone(), role, out: Some(bundle.clone()), uid: None, ca_key: None };
-    clients::run(target, add).await?;
-    let written = (|| {
-        let endpoints = Endpoints {
-            url: Some(target.url.clone().unwrap_or_else(|| DEFAULT_URL.to_owned())),
-            quic: target.quic.map(|addr| addr.to_string()),
-        };
-        let config = BundleConfig { name: name.clone(), role: role.as_str().into(), endpoints };
-        // Over the one `clients add` wrote: the host relays over HTTPS or QUIC, so it names both.
-        crate::certs::write_file(&bundle.join(keyward_pairing::bundle::CONFIG), config.to_toml().as_bytes(), 0o644)?;
-        let host = HostConfig { browser, extension_id: extension_id.to_owned(), manifest: manifest.clone() };
-        write_new(&bundle.join(HOST_CONFIG), toml::to_string(&host)?.as_bytes(), 0o644)?;
-        let wrapper = bundle.join(WRAPPER);
-        let script = format!(
-            "#!/bin/sh\n# The keyward native-messaging host for {} extension {extension_id} (client '{name}').\nexec {} \
-             native-host --bundle {} \"$@\"\n",
-            browser.as_str(),
-            sh_quote(&exe),
-            sh_quote(&bundle)
-        );
-        write_new(&wrapper, script.as_bytes(), 0o700)?;
-        let origins = match browser {
-            Browser::Chrome | Browser::Chromium => {
-                ("allowed_origins", json!([format!("chrome-extension://{extension_id}/")]))
-            }
-            Browser::Firefox => ("allowed_extensions", json!([extension_id])),
-        };
-        let mut body = json!({
-            "name": HOST_NAME,
-            "description": "keyward: the wallet owner API for this extension",
-            "path": wrapper,
-            "type": "stdio",
-        });
-        body[origins.0] = origins.1;
-        write_new(&manifest, serde_json::to_string_pretty(&body)?.as_bytes(), 0o644)?;
-        anyhow::Ok(())
-    })();
-    if let Err(error) = written {
-        let _ = fs::remove_file(&manifest);
-        return Err(error.context(format!(
-            "client '{name}' is registered but the host could not be installed: `keyward native-host uninstall \
-             --browser {} --extension-id {extension_id} --name {name}` undoes it",
-            browser.as_str()
-        )));
-    }
-    Ok(format!(
-        "installed the native-messaging host '{HOST_NAME}' for {} extension {extension_id}\n  client '{name}' \
-         ({role}), bundle {}\n  manifest {}\n",
-        browser.as_str(),
-        bundle.display(),
-        manifest.display()
-    ))
+    host_name: &'a str,
 }
 
-async fn uninstall(name: &str, browser: Browser, extension_id: &str, target: &ServerArgs) -> anyhow::Result<String> {
-    let bundle = bundle_dir(target, name);
-    let host: Option<HostConfig> =
-        fs::read_to_string(bundle.join(HOST_CONFIG)).ok().and_then(|text| toml::from_str(&text).ok());
-    if let Some(host) = &host {
-        anyhow::ensure!(
-            host.browser == browser && host.extension_id == extension_id,
-            "the host called '{name}' was installed for {} extension {}, not this one: nothing changed",
-            host.browser.as_str(),
-            host.extension_id
-        );
+/// Directories `install` made, removed again (if still empty) when it fails.
+#[derive(Default)]
+struct Made(Vec<PathBuf>);
+
+impl Made {
+    /// Makes `dir` and any missing parents, remembering each one made.
+    fn dir(&mut self, dir: &Path) -> anyhow::Result<()> {
+        let missing: Vec<&Path> = dir.ancestors().take_while(|d| fs::symlink_metadata(d).is_err()).collect();
+        fs::create_dir_all(dir).with_context(|| format!("cannot make {}", dir.display()))?;
+        self.0.extend(missing.into_iter().rev().map(Path::to_path_buf));
+        Ok(())
     }
+
+    fn undo(self) {
+        for dir in self.0.iter().rev() {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+impl Install<'_> {
+    async fn run(self, manifest_dir: Option<PathBuf>, target: &ServerArgs) -> anyhow::Result<String> {
+        let mut made = Made::default();
+        let installed = self.install(manifest_dir, target, &mut made).await;
+        if installed.is_err() {
+            made.undo();
+        }
+        installed
+    }
+
+    async fn install(
+        self,
+        manifest_dir: Option<PathBuf>,
+        target: &ServerArgs,
+        made: &mut Made,
+    ) -> anyhow::Result<String> {
+        let Self { browser, extension_id, role, name, host_name } = self;
+        anyhow::ensure!(browser.valid_id(extension_id), "'{extension_id}' is not a {} extension id", browser.as_str());
+        anyhow::ensure!(
+            target.unix.is_none(),
+            "the native host relays over HTTPS or QUIC: name the server with --url or --quic"
+        );
+        // Everything is checked before anything is made: a refused install leaves nothing behind.
+        let data_dir = target.data_dir();
+        let store = data_dir.join("store");
+        let has_store = keyward_store::FjallStore::exists_in(&store)
+            .with_context(|| format!("cannot look for a store in {}", store.display()))?;
+        anyhow::ensure!(
+            has_store,
+            "{} holds no keyward store: start `keyward serve` on it once (or name it with --data-dir) before installing \
+             a native-messaging host",
+            data_dir.display()
+        );
+        let name = name.unwrap_or_else(|| default_name(browser, extension_id));
+        let manifest_dir = match manifest_dir {
+            Some(dir) => dir,
+            None => browser.manifest_dir()?,
+        };
+        let manifest = manifest_dir.join(format!("{host_name}.json"));
+        anyhow::ensure!(
+            fs::symlink_metadata(&manifest).is_err(),
+            "{} exists: uninstall the host it names first (`keyward native-host uninstall --host-name {host_name}`)",
+            manifest.display()
+        );
+        let bundle = bundle_dir(target, host_name);
+        anyhow::ensure!(
+            fs::symlink_metadata(&bundle).is_err(),
+            "{} exists: a host called '{host_name}' is installed",
+            bundle.display()
+        );
+        let exe = absolute(&std::env::current_exe().context("cannot find the keyward executable")?)?;
+
+        // Browsers start the host by the manifest's absolute path from their own working directory:
+        // every path written below is made absolute (symlinks resolved) first.
+        made.dir(&manifest_dir)?;
+        let manifest = absolute(&manifest_dir)?.join(format!("{host_name}.json"));
+        let hosts = bundle.parent().unwrap_or(&bundle);
+        made.dir(hosts)?;
+        let bundle = absolute(hosts)?.join(host_name);
+
+        // The client and its key and certificates (as `keyward clients add --out`).
+        let add = clients::Action::Add { name: name.clone(), role, out: Some(bundle.clone()), uid: None, ca_key: None };
+        clients::run(target, add).await?;
+        let written = (|| {
+            let endpoints = Endpoints {
+                url: Some(target.url.clone().unwrap_or_else(|| DEFAULT_URL.to_owned())),
+                quic: target.quic.map(|addr| addr.to_string()),
+            };
+            let config = BundleConfig { name: name.clone(), role: role.as_str().into(), endpoints };
+            // Over the one `clients add` wrote: the host relays over HTTPS or QUIC, so it names both.
+            crate::certs::write_file(
+                &bundle.join(keyward_pairing::bundle::CONFIG),
+                config.to_toml().as_bytes(),
+                0o644,
+            )?;
+            let host = HostConfig {
+                browser,
+                extension_id: extension_id.to_owned(),
+                manifest: manifest.clone(),
+                host_name: host_name.to_owned(),
+                client: Some(name.clone()),
+            };
+            write_new(&bundle.join(HOST_CONFIG), toml::to_string(&host)?.as_bytes(), 0o644)?;
+            let wrapper = bundle.join(WRAPPER);
+            let script = format!(
+                "#!/bin/sh\n# The keyward native-messaging host {host_name} for {} extension {extension_id} (client \
+                 '{name}').\nexec {} native-host --bundle {} \"$@\"\n",
+                browser.as_str(),
+                sh_quote(&exe),
+                sh_quote(&bundle)
+            );
+            write_new(&wrapper, script.as_bytes(), 0o700)?;
+            let origins = match browser {
+                Browser::Chrome | Browser::Chromium => {
+                    ("allowed_origins", json!([format!("chrome-extension://{extension_id}/")]))
+                }
+                Browser::Firefox => ("allowed_extensions", json!([extension_id])),
+            };
+            let mut body = json!({
+                "name": host_name,
+                "description": "keyward: the wallet owner API for this extension",
+                "path": wrapper,
+                "type": "stdio",
+            });
+            body[origins.0] = origins.1;
+            write_new(&manifest, serde_json::to_string_pretty(&body)?.as_bytes(), 0o644)?;
+            anyhow::Ok(())
+        })();
+        if let Err(error) = written {
+            let _ = fs::remove_file(&manifest);
+            return Err(error.context(format!(
+                "client '{name}' is registered but the host could not be installed: `keyward native-host uninstall \
+                 --host-name {host_name}` undoes it"
+            )));
+        }
+        Ok(format!(
+            "installed the native-messaging host '{host_name}' for {} extension {extension_id}\n  client '{name}' \
+             ({role}), bundle {}\n  manifest {}\n",
+            browser.as_str(),
+            bundle.display(),
+            manifest.display()
+        ))
+    }
+}
+
+async fn uninstall(
+    host_name: &str,
+    browser: Option<Browser>,
+    extension_id: Option<&str>,
+    name: Option<&str>,
+    target: &ServerArgs,
+) -> anyhow::Result<String> {
+    let read = |bundle: &Path| -> Option<HostConfig> {
+        fs::read_to_string(bundle.join(HOST_CONFIG)).ok().and_then(|text| toml::from_str(&text).ok())
+    };
+    let mut bundle = bundle_dir(target, host_name);
+    let mut host = read(&bundle);
+    // A host installed before hosts were named: its bundle is named after its client.
+    if host.is_none()
+        && let (Some(browser), Some(id)) = (browser, extension_id)
+    {
+        let old = bundle_dir(target, &name.map_or_else(|| default_name(browser, id), str::to_owned));
+        if let Some(old_host) = read(&old).filter(|h| h.host_name == host_name) {
+            (bundle, host) = (old, Some(old_host));
+        }
+    }
+    let client = match (&host, name) {
+        (Some(host), _) => {
+            let installed_client =
+                host.client.clone().or_else(|| BundleConfig::read(&bundle).ok().flatten().map(|config| config.name));
+            let same = browser.is_none_or(|b| b == host.browser)
+                && extension_id.is_none_or(|id| id == host.extension_id)
+                && name.is_none_or(|n| installed_client.as_deref() == Some(n));
+            anyhow::ensure!(
+                same,
+                "the host '{host_name}' was installed for {} extension {} (client '{}'), not this one: nothing changed",
+                host.browser.as_str(),
+                host.extension_id,
+                installed_client.as_deref().unwrap_or("?")
+            );
+            installed_client
+        }
+        (None, Some(name)) => Some(name.to_owned()),
+        (None, None) => match (browser, extension_id) {
+            (Some(browser), Some(id)) => Some(default_name(browser, id)),
+            _ => None,
+        },
+    };
+    let Some(client) = client else {
+        bail!(
+            "no native-messaging host '{host_name}' is installed in {} (name its client with --name to revoke it)",
+            target.data_dir().display()
+        );
+    };
     // The client first: once revoked, a copy of the bundle is worth nothing.
-    let mut out = match clients::run(target, clients::Action::Revoke { name: name.to_owned() }).await {
+    let mut out = match clients::run(target, clients::Action::Revoke { name: client.clone() }).await {
         Ok(text) => text,
-        Err(error) if error.to_string().contains("no active client") => format!("client '{name}' was not active\n"),
+        Err(error) if error.to_string().contains("no active client") => format!("client '{client}' was not active\n"),
         Err(error) => return Err(error),
     };
     if let Some(host) = &host {
@@ -363,7 +538,9 @@ async fn relay(bundle: Option<PathBuf>, browser_args: &[String], stdout: &mut to
     )
     .context("the host's bundle is damaged")?;
     if !host.browser.is_caller(&host.extension_id, browser_args) {
-        bail!("refused: the calling extension is not the one this host was installed for");
+        let why = refusal(&host, browser_args);
+        tracing::warn!("refused: {why}");
+        bail!("refused: {why}");
     }
     let config = BundleConfig::read(&bundle).ok().flatten().context("the host's bundle has no keyward.toml")?;
     let mut stdin = tokio::io::stdin();
@@ -439,8 +616,23 @@ async fn answer(
             // The connection is gone (the server restarted, say): the next message reconnects.
             *server = None;
             *session = None;
-            host_error(&request_id(message), HOST_ERROR, &format!("the request to keyward failed: {error}"))
+            let text = format!("the request to keyward failed: {}", describe(&error));
+            tracing::warn!("{text}");
+            host_error(&request_id(message), HOST_ERROR, &text)
         }
+    }
+}
+
+/// What the extension is told when the server could not be asked or did not answer.
+fn describe(error: &LinkError) -> String {
+    match error.kind() {
+        LinkErrorKind::Unreachable => format!("the server could not be reached (the request did not run): {error}"),
+        LinkErrorKind::Closed => format!("the connection ended before the answer (the request may have run): {error}"),
+        LinkErrorKind::Refused => format!("the server refused the request (it did not run): {error}"),
+        LinkErrorKind::TimedOut => format!("no answer in time (the request may have run): {error}"),
+        // TODO(merge): LinkErrorKind::Revoked => "this client was revoked" (the transports branch adds
+        // the kind: say so, with the host's name and how to reinstall it).
+        _ => error.to_string(),
     }
 }
 
@@ -461,6 +653,7 @@ async fn connect(config: &BundleConfig, bundle: &Path) -> anyhow::Result<BoxLink
 
 #[cfg(test)]
 mod tests {
+    #![expect(clippy::unwrap_used, reason = "a test fails by panicking, with the value in the message")]
 
     use super::*;
 
@@ -483,6 +676,67 @@ mod tests {
         assert_ne!(default_name(Browser::Firefox, "a@b.c"), default_name(Browser::Firefox, "ab@c"));
         assert_eq!(default_name(Browser::Chrome, id), format!("ext-chrome-{id}"));
         assert!(default_name(Browser::Firefox, &"x@".repeat(40)).len() <= 64);
+    }
+
+    #[test]
+    fn host_names_follow_chromes_rule() {
+        for good in ["keyward.owner", "keyward.dev", "com.example.wallet_2", "a", "x_y"] {
+            assert!(valid_host_name(good) && parse_host_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".keyward", "keyward.", "keyward..owner", "Keyward.owner", "key-ward", "key ward", "k/w", "é"]
+        {
+            assert!(!valid_host_name(bad), "{bad:?}");
+        }
+        let error = parse_host_name("Keyward").unwrap_err();
+        assert!(error.contains("'Keyward' is not a native-messaging host name: lowercase letters"), "{error}");
+    }
+
+    #[test]
+    fn a_refusal_names_the_calling_and_the_installed_extension() {
+        let host = |browser, id: &str| HostConfig {
+            browser,
+            extension_id: id.into(),
+            manifest: PathBuf::from("m.json"),
+            host_name: "keyward.dev".into(),
+            client: None,
+        };
+        let chromium = host(Browser::Chromium, "abcdefghijklmnopabcdefghijklmnop");
+        let caller = vec!["chrome-extension://bbcdefghijklmnopabcdefghijklmnop/".to_owned()];
+        assert_eq!(
+            refusal(&chromium, &caller),
+            "extension chrome-extension://bbcdefghijklmnopabcdefghijklmnop/ is not the one installed for host \
+             keyward.dev (chrome-extension://abcdefghijklmnopabcdefghijklmnop/)"
+        );
+        assert_eq!(
+            refusal(&chromium, &[]),
+            "no calling extension was named (the browser passes it): host keyward.dev serves \
+             chrome-extension://abcdefghijklmnopabcdefghijklmnop/ only"
+        );
+        let firefox = host(Browser::Firefox, "wallet@example.org");
+        let caller = vec!["/m.json".to_owned(), "other@example.org\u{1b}[2J".to_owned()];
+        assert_eq!(
+            refusal(&firefox, &caller),
+            "extension other@example.org[2J is not the one installed for host keyward.dev (wallet@example.org)"
+        );
+        // A bundle written before hosts were named reads as the default host's.
+        let old = "browser = \"chrome\"\nextension_id = \"abcdefghijklmnopabcdefghijklmnop\"\nmanifest = \"m.json\"\n";
+        let old: HostConfig = toml::from_str(old).unwrap();
+        assert_eq!((old.host_name.as_str(), old.client), (HOST_NAME, None));
+    }
+
+    #[test]
+    fn link_failures_are_described_by_kind() {
+        let said = |kind| describe(&LinkError::new(kind, "detail"));
+        assert_eq!(
+            said(LinkErrorKind::Unreachable),
+            "the server could not be reached (the request did not run): detail"
+        );
+        assert_eq!(
+            said(LinkErrorKind::Closed),
+            "the connection ended before the answer (the request may have run): detail"
+        );
+        assert_eq!(said(LinkErrorKind::Refused), "the server refused the request (it did not run): detail");
+        assert_eq!(said(LinkErrorKind::TimedOut), "no answer in time (the request may have run): detail");
     }
 
     #[test]

@@ -23,6 +23,7 @@ fn event(n: u64) -> AuditEvent {
         principal: if n.is_multiple_of(2) { "dashboard".into() } else { "uid-1000".into() },
         method: "sign_message".into(),
         wallet: Some(format!("w{n}")),
+        target: None,
         outcome: "ok".into(),
         count: if n == 3 { 40 } else { 1 },
         span: None,
@@ -42,6 +43,8 @@ fn make_data_dir(data: &Path, bulk: u64) -> u64 {
     let _ = h.call(&mut c, "open_wallet", json!({"name": "alice", "password": "wrong"}));
     h.ok(&mut c, "open_wallet", json!({"name": "alice", "password": "pw"}));
     h.ok(&mut c, "close_wallet", json!({"name": "alice"}));
+    // A client administration call: its record names the client as its target (hashed as v3).
+    h.ok(&mut c, "add_client", json!({"name": "u7", "role": "reader", "public_key": null, "uid": 7007}));
     h.server.flush_audit();
     let store = h.server.store();
     for n in 0..APPENDED {
@@ -51,7 +54,7 @@ fn make_data_dir(data: &Path, bulk: u64) -> u64 {
     store.append_audit(&bulk).unwrap();
     let (anchor, head) = store.audit_bounds().unwrap();
     assert_eq!(anchor.seq, 0);
-    assert!(head.seq >= APPENDED + 4, "the calls were audited: head {}", head.seq);
+    assert!(head.seq >= APPENDED + 5, "the calls were audited: head {}", head.seq);
     head.seq
 }
 
@@ -63,6 +66,28 @@ fn audit(data: &Path, args: &[&str]) -> Output {
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `show`'s header line.
+const HEADER: [&str; 7] = ["TIME", "SEQ", "PRINCIPAL", "METHOD", "WALLET", "TARGET", "OUTCOME"];
+
+/// A line of `show`, split into its columns (an outcome of several words is several).
+fn columns(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// `show`'s output: its header checked, and its records' lines.
+fn shown_records(output: &Output) -> Vec<String> {
+    assert!(output.status.success(), "{}", text(output));
+    let shown = stdout(output);
+    let mut lines = shown.lines();
+    assert_eq!(lines.next().map(columns), Some(HEADER.to_vec()), "{shown}");
+    lines.map(str::to_owned).collect()
+}
+
+/// The sequence numbers of `show`'s lines.
+fn seqs(lines: &[String]) -> Vec<u64> {
+    lines.iter().map(|l| columns(l)[1].parse().unwrap()).collect()
 }
 
 /// A fresh copy of `original`, changed by `tamper` through the store's raw access.
@@ -147,20 +172,35 @@ fn show_prints_filters_and_writes_json() {
     let n = make_data_dir(&data, 0);
 
     let output = audit(&data, &["show"]);
-    assert!(output.status.success(), "{}", text(&output));
     let shown = stdout(&output);
-    let lines: Vec<&str> = shown.lines().collect();
+    let lines = shown_records(&output);
     assert_eq!(lines.len() as u64, n, "{shown}");
-    // time, seq, principal, method, wallet, outcome (and the count when above 1).
-    assert!(lines.iter().any(|l| l.contains("  local  create_wallet  alice  ok")), "{shown}");
-    assert!(lines.iter().any(|l| l.contains("  local  close_wallet  alice  ok")), "{shown}");
-    assert!(lines.iter().any(|l| l.ends_with("  uid-1000  sign_message  w3  ok  x 40")), "{shown}");
-    let first = lines[0];
+    // time, seq, principal, method, wallet, target, outcome (and the count when above 1), one
+    // record per line, in columns aligned under the header.
+    let has = |cells: &[&str]| lines.iter().any(|l| columns(l)[2..] == *cells);
+    assert!(has(&["local", "create_wallet", "alice", "-", "ok"]), "{shown}");
+    assert!(has(&["local", "close_wallet", "alice", "-", "ok"]), "{shown}");
+    assert!(has(&["uid-1000", "sign_message", "w3", "-", "ok", "x", "40"]), "{shown}");
+    assert!(has(&["local", "open_wallet", "alice", "-", "wrong", "password"]), "{shown}");
+    // A client administration call: the client is its target, not a wallet.
+    assert!(has(&["local", "add_client", "-", "u7", "ok"]), "{shown}");
+    let first = &lines[0];
     assert_eq!(&first[4..5], "-");
     assert_eq!(&first[10..11], "T");
     assert_eq!(&first[23..26], "Z  ");
-    assert!(first[26..].trim_start().starts_with("1  local  create_wallet"), "{first}");
-    assert!(lines.iter().any(|l| l.contains("  local  open_wallet  alice  wrong password")), "{shown}");
+    assert_eq!(columns(first)[1..4], ["1", "local", "create_wallet"], "{first}");
+    let header = shown.lines().next().unwrap();
+    for name in &HEADER[2..] {
+        let at = header.find(name).unwrap();
+        assert!(lines.iter().all(|l| l[at - 2..at].chars().all(|c| c == ' ')), "{name} is a column: {shown}");
+        assert!(lines.iter().all(|l| l.chars().nth(at).is_some_and(|c| c != ' ')), "{name} is aligned: {shown}");
+    }
+    // SEQ is right-aligned: every number ends where its header does.
+    let seq_end = header.find("SEQ").unwrap() + 3;
+    assert!(
+        lines.iter().all(|l| l[..seq_end].ends_with(|c: char| c.is_ascii_digit()) && l[seq_end..].starts_with("  ")),
+        "{shown}"
+    );
 
     let json = audit(&data, &["show", "--json", "--principal", "dashboard"]);
     assert!(json.status.success(), "{}", text(&json));
@@ -168,14 +208,33 @@ fn show_prints_filters_and_writes_json() {
     assert_eq!(records.len() as u64, APPENDED / 2);
     assert!(records.iter().all(|r| r.event.principal == "dashboard" && r.hash == r.expected_hash()));
 
+    // `audit export` writes the target as a field of its own.
+    let export = audit(&data, &["export", "--json"]);
+    assert!(export.status.success(), "{}", text(&export));
+    let added: Vec<Value> = stdout(&export)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["event"]["method"] == "add_client")
+        .collect();
+    assert_eq!(added.len(), 1, "{}", stdout(&export));
+    assert_eq!((&added[0]["event"]["wallet"], &added[0]["event"]["target"]), (&Value::Null, &json!("u7")));
+    assert!(!stdout(&export).lines().filter(|l| !l.contains("add_client")).any(|l| l.contains("\"target\"")));
+
     let since_all = audit(&data, &["show", "--since", "2000-01-01T00:00:00Z"]);
     assert_eq!(stdout(&since_all), shown);
     let since_ms = audit(&data, &["show", "--since", "0", "--principal", "nobody", "--json"]);
     assert_eq!(stdout(&since_ms), "[]\n");
     let future = audit(&data, &["show", "--since", "2999-12-31T23:59:59.999+01:00"]);
-    assert!(future.status.success() && stdout(&future).is_empty(), "{}", text(&future));
+    assert!(shown_records(&future).is_empty(), "{}", text(&future));
     let bad = audit(&data, &["show", "--since", "yesterday"]);
     assert!(!bad.status.success() && text(&bad).contains("RFC 3339"), "{}", text(&bad));
+    // A time ago: the records were written within the last day, none in the future.
+    let day = audit(&data, &["show", "--since", "1d"]);
+    assert_eq!(stdout(&day), shown);
+    let hour = audit(&data, &["show", "--since", "1h", "--principal", "dashboard", "--json"]);
+    assert_eq!(serde_json::from_slice::<Vec<Value>>(&hour.stdout).unwrap().len() as u64, APPENDED / 2);
+    let bad = audit(&data, &["show", "--since", "1w"]);
+    assert!(!bad.status.success() && text(&bad).contains("90s, 15m, 1h, 7d"), "{}", text(&bad));
 
     let missing = audit(&temp.path().join("nothing-here"), &["verify"]);
     assert!(!missing.status.success() && text(&missing).contains("holds no keyward store"), "{}", text(&missing));
@@ -228,7 +287,23 @@ fn a_log_of_many_pages_verifies_and_a_break_on_a_later_page_is_named() {
         text(&output)
     );
     let shown = audit(&original, &["show", "--principal", "bulk"]);
-    assert_eq!(stdout(&shown).lines().count() as u64, n - APPENDED - 4);
+    assert_eq!(shown_records(&shown).len() as u64, n - APPENDED - 5);
+
+    // --tail: the last records, read back from the head a page at a time (these span pages).
+    let tail = shown_records(&audit(&original, &["show", "--tail", "3"]));
+    assert_eq!(seqs(&tail), [n - 2, n - 1, n]);
+    let local = shown_records(&audit(&original, &["show", "--tail", "2", "--principal", "local"]));
+    assert_eq!(seqs(&local), [4, 5], "the last two of the first page's, found from the head: {local:?}");
+    assert_eq!(columns(&local[1])[3], "add_client");
+    let dashboards = audit(&original, &["show", "--tail", "4", "--principal", "dashboard", "--json"]);
+    let records: Vec<AuditRecord> = serde_json::from_slice(&dashboards.stdout).unwrap();
+    let expected: Vec<u64> = (0..APPENDED).filter(|i| i % 2 == 0).map(|i| 6 + i).skip(2).collect();
+    assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), expected);
+    let all = shown_records(&audit(&original, &["show", "--tail", "99999"]));
+    assert_eq!(seqs(&all), (1..=n).collect::<Vec<_>>(), "more than there are: all of them");
+    assert!(shown_records(&audit(&original, &["show", "--tail", "0"])).is_empty());
+    let since = shown_records(&audit(&original, &["show", "--tail", "2", "--since", "1d", "--principal", "local"]));
+    assert_eq!(seqs(&since), [4, 5]);
 
     let removed = tampered(&original, "removed", |store| store.raw_audit_remove(1501).unwrap());
     let output = audit(&removed, &["verify"]);
@@ -237,4 +312,72 @@ fn a_log_of_many_pages_verifies_and_a_break_on_a_later_page_is_named() {
     let truncated = tampered(&original, "truncated", |store| store.raw_audit_remove(n).unwrap());
     let output = audit(&truncated, &["verify"]);
     assert!(text(&output).contains(&format!("broken at record {n} (seq {n}): the log ends")), "{}", text(&output));
+}
+
+/// `show --follow` against a live server: it prints the log, then a record the server writes
+/// afterwards (a client added over the API, with its target), until it is killed. Without a
+/// server it refuses, saying it needs one.
+#[test]
+fn follow_prints_new_records_as_a_running_server_writes_them() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let n = make_data_dir(&data, 0);
+
+    let refused = audit(&data, &["show", "--follow"]);
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(text(&refused).contains("--follow needs a running server: none runs on"), "{}", text(&refused));
+
+    let ready = temp.path().join("ready.json");
+    let mut command = keyward();
+    command.env_remove("KEYWARD_DATA_DIR").stderr(Stdio::null());
+    command.args(["serve", "--https", "127.0.0.1:0", "--data-dir"]).arg(&data).arg("--ready-file").arg(&ready);
+    let (serve, info) = common::serve(command, &ready);
+    let url = format!("https://{}/v3/owner", info["https"].as_str().unwrap());
+
+    let mut follow = keyward();
+    follow.env_remove("KEYWARD_DATA_DIR").args(["audit", "show", "--follow", "--tail", "2", "--url", &url]);
+    let mut follow =
+        common::Serve(follow.arg("--data-dir").arg(&data).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap());
+    let (lines, seen) = std::sync::mpsc::channel();
+    let stdout = follow.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout).lines() {
+            if lines.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || seen.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+    assert_eq!(columns(&next()), HEADER);
+    // The last two records, then (the server's own start records may come too) the new one.
+    let first: u64 = columns(&next())[1].parse().unwrap();
+    assert!(first >= n - 1, "{first}");
+    let mut add = keyward();
+    add.env_remove("KEYWARD_DATA_DIR").args(["clients", "add", "u8", "--role", "reader", "--uid", "8008"]);
+    add.args(["--url", &url, "--data-dir"]).arg(&data);
+    assert!(common::run(&mut add, None, None).status.success());
+    let added = loop {
+        let line = next();
+        if columns(&line)[3] == "add_client" && columns(&line).contains(&"u8") {
+            break line;
+        }
+    };
+    let cells = columns(&added);
+    assert_eq!(cells[4..], ["-", "u8", "ok"], "{added}");
+    assert!(follow.0.try_wait().unwrap().is_none(), "it goes on following");
+    // Ctrl-C (SIGINT) ends it cleanly.
+    let pid = follow.0.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = follow.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "still following after Ctrl-C");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    drop(follow);
+    drop(serve);
 }

@@ -451,22 +451,23 @@ fn with_no_server_running_the_cores_rules_apply_and_changes_are_audited_as_local
     assert_eq!(verified, "audit log verified: 5 records (seq 1..5), and audit.head matches\n");
     let shown = ok(&kw(&data, &["audit", "show", "--json"], None, None));
     let records: Vec<Value> = serde_json::from_str(&shown).unwrap();
-    let events: Vec<(&str, &str, &str, &str)> = records
+    let events: Vec<(&str, &str, &str, &str, &str)> = records
         .iter()
         .map(|r| {
             let e = &r["event"];
             let text = |field: &str| e[field].as_str().unwrap_or("-");
-            (text("principal"), text("method"), text("wallet"), text("outcome"))
+            (text("principal"), text("method"), text("wallet"), text("target"), text("outcome"))
         })
         .collect();
+    // The client each call acted on is its target (no wallet).
     assert_eq!(
         events,
         [
-            ("local", "add_client", "c1", "ok"),
-            ("local", "add_client", "u1", "ok"),
-            ("local", "add_client", "c1", "invalid argument"),
-            ("local", "add_client", "c1", "invalid argument"),
-            ("local", "revoke_client", "u1", "ok"),
+            ("local", "add_client", "-", "c1", "ok"),
+            ("local", "add_client", "-", "u1", "ok"),
+            ("local", "add_client", "-", "c1", "invalid argument"),
+            ("local", "add_client", "-", "c1", "invalid argument"),
+            ("local", "revoke_client", "-", "u1", "ok"),
         ],
         "{shown}"
     );

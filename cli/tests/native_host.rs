@@ -180,14 +180,18 @@ fn an_extension_runs_the_wallet_lifecycle_through_the_native_host() {
     let mut other = Host::start(&manifest_path, &["chrome-extension://bbcdefghijklmnopabcdefghijklmnop/"]);
     let refusal = other.receive();
     assert!(
-        refusal["error"]["message"].as_str().unwrap().contains("not the one this host was installed for"),
+        refusal["error"]["message"].as_str().unwrap().contains(
+            "extension chrome-extension://bbcdefghijklmnopabcdefghijklmnop/ is not the one installed for host \
+             keyward.owner (chrome-extension://abcdefghijklmnopabcdefghijklmnop/)"
+        ),
         "{refusal}"
     );
-    let (status, rest, _) = other.finish();
+    let (status, rest, stderr) = other.finish();
     assert!(!status.success() && rest.is_empty());
+    assert!(stderr.contains("is not the one installed for host keyward.owner"), "logged too: {stderr}");
 
-    // Uninstall revokes the client and removes the manifest and the bundle.
-    let bundle = home.path().join("kw/native-host/ext-chromium-abcdefghijklmnopabcdefghijklmnop");
+    // Uninstall revokes the client and removes the manifest and the bundle (named after the host).
+    let bundle = home.path().join("kw/native-host/keyward.owner");
     assert!(bundle.join("client.key").is_file());
     let other = "bbcdefghijklmnopabcdefghijklmnop";
     let args = ["native-host", "uninstall", "--browser", "chromium", "--extension-id", other];
@@ -198,6 +202,7 @@ fn an_extension_runs_the_wallet_lifecycle_through_the_native_host() {
     assert!(
         !wrong.status.success()
             && String::from_utf8_lossy(&wrong.stderr).contains("was installed for chromium extension")
+            && String::from_utf8_lossy(&wrong.stderr).contains("not this one: nothing changed")
     );
     assert!(manifest_path.exists() && bundle.exists(), "a refused uninstall changes nothing");
     let removed = ok(&server.kw(&[
@@ -268,7 +273,8 @@ fn oversized_and_truncated_frames_get_an_error_and_the_host_exits() {
 
     // No argument at all (not started by a browser): refused.
     let mut host = Host::start(&manifest, &[]);
-    assert!(host.receive()["error"]["message"].as_str().unwrap().contains("not the one this host was installed for"));
+    let refusal = host.receive();
+    assert!(refusal["error"]["message"].as_str().unwrap().contains("no calling extension was named"), "{refusal}");
     assert!(!host.finish().0.success());
 }
 
@@ -293,4 +299,75 @@ fn relative_directories_are_written_as_absolute_paths() {
         assert!(Path::new(quoted).is_absolute(), "{quoted} in {exec}");
     }
     assert_eq!(exec.matches('\'').count(), 4, "the binary and the bundle: {exec}");
+}
+
+/// Issue 24: two extensions (a development and a store build) each get their own host, named
+/// with --host-name: their own manifest, bundle and client; each host serves its own extension
+/// only, and uninstalling one leaves the other working.
+#[test]
+fn two_named_hosts_serve_two_extensions_side_by_side() {
+    const DEV: &str = "cbcdefghijklmnopabcdefghijklmnop";
+    const DEV_ORIGIN: &str = "chrome-extension://cbcdefghijklmnopabcdefghijklmnop/";
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(&home.path().join("kw"));
+    let manifests = home.path().join("hosts");
+    let dir = manifests.to_str().unwrap();
+    install(&server, &manifests, "owner", &["--url", &server.url.clone()]);
+    let args = ["native-host", "install", "--browser", "chromium", "--extension-id", DEV, "--role", "reader"];
+    let dev =
+        ok(&server
+            .kw(&[&args[..], &["--host-name", "keyward.dev", "--manifest-dir", dir, "--url", &server.url]].concat()));
+    assert!(dev.contains("installed the native-messaging host 'keyward.dev'"), "{dev}");
+    let (owner_manifest, dev_manifest) = (manifests.join("keyward.owner.json"), manifests.join("keyward.dev.json"));
+    let body: Value = serde_json::from_slice(&std::fs::read(&dev_manifest).unwrap()).unwrap();
+    assert_eq!((&body["name"], &body["allowed_origins"]), (&json!("keyward.dev"), &json!([DEV_ORIGIN])));
+    let owner_body: Value = serde_json::from_slice(&std::fs::read(&owner_manifest).unwrap()).unwrap();
+    assert_ne!(body["path"], owner_body["path"], "a wrapper and bundle each");
+    assert!(home.path().join("kw/native-host/keyward.dev/client.key").is_file());
+    assert!(home.path().join("kw/native-host/keyward.owner/client.key").is_file());
+
+    // Each host serves its own extension, as its own client.
+    let mut host = Host::start(&dev_manifest, &[DEV_ORIGIN]);
+    let mut v3 = V3::init(&mut host);
+    assert_eq!(v3.call("list_wallets", json!({})).unwrap(), json!([]));
+    assert!(host.finish().0.success());
+    let mut wrong = Host::start(&dev_manifest, &[ORIGIN]);
+    let refusal = wrong.receive();
+    let expected = format!("extension {ORIGIN} is not the one installed for host keyward.dev ({DEV_ORIGIN})");
+    assert!(refusal["error"]["message"].as_str().unwrap().contains(&expected), "{refusal}");
+    assert!(!wrong.finish().0.success());
+    let clients = ok(&server.kw(&["clients", "list", "--url", &server.url]));
+    for client in [format!("ext-chromium-{EXTENSION}"), format!("ext-chromium-{DEV}")] {
+        assert!(clients.lines().any(|l| l.starts_with(&client)), "{clients}");
+    }
+
+    // A host name browsers would not accept is refused before anything is done.
+    let bad = server.kw(&[&args[..], &["--host-name", "Keyward..dev", "--manifest-dir", dir]].concat());
+    assert!(!bad.status.success() && common::text(&bad).contains("is not a native-messaging host name"));
+
+    // Uninstalling the development host leaves the other one working.
+    let removed = ok(&server.kw(&["native-host", "uninstall", "--host-name", "keyward.dev", "--url", &server.url]));
+    assert!(removed.contains(&format!("revoked client 'ext-chromium-{DEV}'")), "{removed}");
+    assert!(!dev_manifest.exists() && !home.path().join("kw/native-host/keyward.dev").exists());
+    assert!(owner_manifest.exists());
+    let mut host = Host::start(&owner_manifest, &[ORIGIN]);
+    let mut v3 = V3::init(&mut host);
+    assert_eq!(v3.call("list_wallets", json!({})).unwrap(), json!([]));
+    assert!(host.finish().0.success());
+    let again = server.kw(&["native-host", "uninstall", "--host-name", "keyward.dev", "--url", &server.url]);
+    assert!(!again.status.success() && common::text(&again).contains("no native-messaging host 'keyward.dev'"));
+}
+
+/// An install that cannot work (no keyward store in the data directory) says so before it makes
+/// anything: on a fresh HOME, no directory is left behind (no ~/.keyward, no browser folder).
+#[test]
+fn a_refused_install_on_a_fresh_home_leaves_nothing_behind() {
+    let home = tempfile::tempdir().unwrap();
+    let mut command = keyward();
+    command.env("HOME", home.path()).env_remove("XDG_CONFIG_HOME").env_remove("KEYWARD_DATA_DIR");
+    command.args(["native-host", "install", "--browser", "chromium", "--extension-id", EXTENSION, "--role", "owner"]);
+    let output = run(&mut command, None, None);
+    common::refused(&output, "holds no keyward store: start `keyward serve` on it once");
+    let left: Vec<_> = std::fs::read_dir(home.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -73,7 +73,7 @@ pub enum Audit {
     RefusalsOnly,
 }
 
-/// What the audit record of a call names in its `wallet` field.
+/// What the audit record of a call names: a wallet in its `wallet` field, a client in its `target`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Subject {
@@ -81,7 +81,7 @@ pub enum Subject {
     None,
     /// The wallet this param names (in the session's top-level directory, if one is set).
     Wallet(&'static str),
-    /// The client this param names (clients have no directory).
+    /// The client this param names, as the record's `target` (clients have no directory).
     Client(&'static str),
     /// The wallet the call's token opened, once the token is found valid.
     Token,

@@ -317,14 +317,13 @@ impl State {
 
     /// Queues an audit event of `kind`, at the host's time. A cheap one is charged to its
     /// principal's budget, or to the shared one of peers that are no active client.
-    pub(crate) fn audit(&self, principal: &str, method: &str, wallet: Option<String>, outcome: &str, kind: Kind) {
-        let event = AuditEvent::new(principal, method, wallet, outcome);
+    pub(crate) fn audit(&self, event: AuditEvent, kind: Kind) {
         let bucket = match kind {
-            Kind::Cheap if self.role_of(principal).is_none() => crate::audit::SHARED,
-            _ => principal,
+            Kind::Cheap if self.role_of(&event.principal).is_none() => crate::audit::SHARED.to_owned(),
+            _ => event.principal.clone(),
         };
         let now = self.unix_time_ms();
-        lock(&self.audit).push(event, kind, bucket, now);
+        lock(&self.audit).push(event, kind, &bucket, now);
     }
 }
 

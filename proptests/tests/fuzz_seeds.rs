@@ -216,6 +216,7 @@ fn seeds() -> BTreeMap<String, Vec<u8>> {
             principal: principal.into(),
             method: method.into(),
             wallet: wallet.map(str::to_owned),
+            target: None,
             outcome: outcome.into(),
             count,
             span: None,

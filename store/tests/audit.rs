@@ -29,6 +29,8 @@ fn event(n: u64) -> AuditEvent {
         principal: if n.is_multiple_of(3) { "default".into() } else { "uid-1000".into() },
         method: "open_wallet".into(),
         wallet: n.is_multiple_of(2).then(|| format!("w{n}")),
+        // Some records name a client (hashed as v3) among the others (v1).
+        target: n.is_multiple_of(7).then(|| format!("client{n}")),
         outcome: if n.is_multiple_of(5) { "wrong password".into() } else { "ok".into() },
         count: 1 + (n % 4) as u32,
         span: None,

@@ -55,7 +55,7 @@ export type ClientRecord = { name: string; role: Role; identity: { cert: { spki_
 
 export type AuditAnchor = { seq: number; hash: string };
 
-export type AuditRecord = { seq: number; time_unix_ms: number; event: { principal: string; method: string; wallet: string | null; outcome: string; count: number }; prev: string; hash: string };
+export type AuditRecord = { seq: number; time_unix_ms: number; event: { principal: string; method: string; wallet: string | null; target?: string; outcome: string; count: number; span?: { first_unix_ms: number; last_unix_ms: number } }; prev: string; hash: string };
 
 /** Params of `get_top_level_directory` (wire names). */
 export type GetTopLevelDirectoryParams = Record<string, never>;

@@ -23,8 +23,14 @@ pub struct AuditEvent {
     pub principal: String,
     /// What: the method (or `handshake` for a refused connection).
     pub method: String,
-    /// Which wallet, or client for client administration (`dir/name` for a wallet in a directory).
+    /// Which wallet (`dir/name` for a wallet in a directory). Records written before `target`
+    /// existed name the client of a client administration call here.
     pub wallet: Option<String>,
+    /// The client an administrative call acted on (`add_client`, `pair_client`, `set_client_role`,
+    /// `revoke_client`); `None` for every other event, and absent from the JSON then (so records
+    /// written before it existed read and hash as they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     /// `ok`, or why it was refused or failed (`wrong password`, `throttled`, `forbidden`, ...).
     pub outcome: String,
     /// How many events this record stands for (at least 1): a flood of the same refusal is one
@@ -43,10 +49,18 @@ impl AuditEvent {
             principal: principal.to_owned(),
             method: method.to_owned(),
             wallet,
+            target: None,
             outcome: outcome.to_owned(),
             count: 1,
             span: None,
         }
+    }
+
+    /// The same event, naming `target` as the client it acted on.
+    #[must_use]
+    pub fn with_target(mut self, target: Option<String>) -> Self {
+        self.target = target;
+        self
     }
 }
 
@@ -87,31 +101,51 @@ impl AuditRecord {
     }
 
     /// SHA-256 over a fixed encoding of every field but `hash` (length-prefixed strings). A record
-    /// without a span is encoded as before spans existed (`v1`), so older logs still verify; one with
-    /// a span is `v2`, its two times after the count.
+    /// without a span or a target is encoded as before spans existed (`v1`), so older logs still
+    /// verify; one with a span but no target is `v2`, its two times after the count, as before targets
+    /// existed. One with a target is `v3`: the target (`some`, then its text) after the wallet, and
+    /// the span after the count as `none`, or `some` and its two times.
     pub fn expected_hash(&self) -> [u8; 32] {
+        let event = &self.event;
         let mut hasher = Sha256::new();
-        hasher.update(if self.event.span.is_some() { b"keyward/audit/v2\0" } else { b"keyward/audit/v1\0" });
+        hasher.update(match (&event.target, event.span) {
+            (Some(_), _) => b"keyward/audit/v3\0",
+            (None, Some(_)) => b"keyward/audit/v2\0",
+            (None, None) => b"keyward/audit/v1\0",
+        });
         hasher.update(self.seq.to_le_bytes());
         hasher.update(self.time_unix_ms.to_le_bytes());
-        let mut field = |text: &str| {
+        let field = |hasher: &mut Sha256, text: &str| {
             hasher.update((text.len() as u64).to_le_bytes());
             hasher.update(text.as_bytes());
         };
-        field(&self.event.principal);
-        field(&self.event.method);
-        match &self.event.wallet {
-            Some(wallet) => {
-                field("some");
-                field(wallet);
+        let optional = |hasher: &mut Sha256, text: &Option<String>| match text {
+            Some(text) => {
+                field(hasher, "some");
+                field(hasher, text);
             }
-            None => field("none"),
+            None => field(hasher, "none"),
+        };
+        field(&mut hasher, &event.principal);
+        field(&mut hasher, &event.method);
+        optional(&mut hasher, &event.wallet);
+        if event.target.is_some() {
+            optional(&mut hasher, &event.target);
         }
-        field(&self.event.outcome);
-        hasher.update(self.event.count.to_le_bytes());
-        if let Some(span) = self.event.span {
-            hasher.update(span.first_unix_ms.to_le_bytes());
-            hasher.update(span.last_unix_ms.to_le_bytes());
+        field(&mut hasher, &event.outcome);
+        hasher.update(event.count.to_le_bytes());
+        match (&event.target, event.span) {
+            (Some(_), None) => field(&mut hasher, "none"),
+            (Some(_), Some(span)) => {
+                field(&mut hasher, "some");
+                hasher.update(span.first_unix_ms.to_le_bytes());
+                hasher.update(span.last_unix_ms.to_le_bytes());
+            }
+            (None, Some(span)) => {
+                hasher.update(span.first_unix_ms.to_le_bytes());
+                hasher.update(span.last_unix_ms.to_le_bytes());
+            }
+            (None, None) => {}
         }
         hasher.update(self.prev);
         hasher.finalize().into()
@@ -356,6 +390,56 @@ mod tests {
             assert_ne!(edited.expected_hash(), sealed.hash);
         }
     }
+
+    /// A record with a target hashes as `v3` (pinned, with and without a span), which covers the
+    /// target and the span; records without one keep their `v1` and `v2` hashes (pinned too), and a
+    /// record without a target has no `target` key, so a log written before it existed reads and
+    /// verifies unchanged.
+    #[test]
+    fn a_target_is_hashed_as_v3_and_records_without_one_keep_v1_and_v2() {
+        let mut spanned = event(2);
+        spanned.span = Some(Span { first_unix_ms: 1, last_unix_ms: 2 });
+        let v2 = AuditRecord::seal([7; 32], 3, 1_700_000_000_000, spanned);
+        assert_eq!(hex::encode(v2.hash), V2_HASH);
+        let admin = AuditEvent::new("owner", "revoke_client", None, "ok").with_target(Some("phone".into()));
+        let v3 = AuditRecord::seal([7; 32], 3, 1_700_000_000_000, admin.clone());
+        assert_eq!(hex::encode(v3.hash), V3_HASH);
+        let mut admin_spanned = admin;
+        admin_spanned.span = Some(Span { first_unix_ms: 1, last_unix_ms: 2 });
+        let v3_spanned = AuditRecord::seal([7; 32], 3, 1_700_000_000_000, admin_spanned);
+        assert_eq!(hex::encode(v3_spanned.hash), V3_SPANNED_HASH);
+        // Every part of it is covered: the target, and the span's presence and times.
+        for edit in [
+            |r: &mut AuditRecord| r.event.target = Some("phone2".into()),
+            |r: &mut AuditRecord| r.event.target = None,
+            |r: &mut AuditRecord| r.event.span = None,
+            |r: &mut AuditRecord| r.event.span = Some(Span { first_unix_ms: 1, last_unix_ms: 3 }),
+            |r: &mut AuditRecord| r.event.wallet = Some("phone".into()),
+        ] {
+            let mut edited = v3_spanned.clone();
+            edit(&mut edited);
+            assert_ne!(edited.expected_hash(), v3_spanned.hash, "{edited:?}");
+        }
+        let text = String::from_utf8(v3.to_bytes()).expect("JSON");
+        assert!(text.contains(r#""wallet":null,"target":"phone""#), "{text}");
+        assert_eq!(AuditRecord::from_bytes(text.as_bytes()).as_ref(), Some(&v3));
+        assert!(!String::from_utf8_lossy(&v2.to_bytes()).contains("target"), "no target, no key");
+        // A record as stored before targets existed (no key) reads back and verifies.
+        let old = format!(
+            r#"{{"seq":3,"time_unix_ms":1700000000000,"event":{{"principal":"owner","method":"open_wallet","wallet":"w2","outcome":"ok","count":1}},"prev":"{}","hash":"{V1_HASH}"}}"#,
+            hex::encode([7; 32])
+        );
+        let old = AuditRecord::from_bytes(old.as_bytes()).expect("an old record");
+        assert_eq!((old.event.target.as_deref(), old.expected_hash()), (None, old.hash));
+    }
+
+    /// `v2` of the same record with the span 1..2, computed independently (outside Rust).
+    const V2_HASH: &str = "1f884d9301740272c5e808c8e6cab95d1b61ebed37c9dbd8c3e9c9654a17b69e";
+
+    /// `v3` of `seal([7; 32], 3, 1_700_000_000_000, revoke_client of target phone by owner, ok)`,
+    /// computed independently (outside Rust), without a span and with the span 1..2.
+    const V3_HASH: &str = "ead88ea818cb93f4609ca997a9263d00d6fa642dff298bc44bccb2db4d5e6b77";
+    const V3_SPANNED_HASH: &str = "3defafbe56589386c2cca1cdf32caa8bca8766d1efeaeb206977f87df01e01f0";
 
     /// [`AuditRecord::expected_hash`] of `seal([7; 32], 3, 1_700_000_000_000, event(2))`, computed
     /// independently (outside Rust) from the `v1` encoding records had before spans existed.

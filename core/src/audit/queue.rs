@@ -79,9 +79,10 @@ pub(crate) enum Kind {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct WindowKey {
     principal: String,
-    /// The method and wallet of a success; empty (and `None`) for any refusal.
+    /// The method, wallet and target of a success; empty (and `None`) for any refusal.
     class: String,
     wallet: Option<String>,
+    target: Option<String>,
     outcome: String,
 }
 
@@ -92,6 +93,7 @@ impl WindowKey {
             principal: event.principal.clone(),
             class: if refused { String::new() } else { event.method.clone() },
             wallet: if refused { None } else { event.wallet.clone() },
+            target: if refused { None } else { event.target.clone() },
             outcome: event.outcome.clone(),
         }
     }
@@ -105,6 +107,8 @@ struct Tally {
     more_methods: bool,
     /// `Some(w)` while every event named the wallet `w` (or none); `None` once two differed.
     wallet: Option<Option<String>>,
+    /// The same for the target.
+    target: Option<Option<String>>,
     outcome: String,
     count: u32,
     first: u64,
@@ -118,6 +122,7 @@ impl Tally {
             methods: Vec::new(),
             more_methods: false,
             wallet: None,
+            target: None,
             outcome: outcome.to_owned(),
             count: 0,
             first: now,
@@ -125,14 +130,22 @@ impl Tally {
         }
     }
 
-    /// Counts `count` events of `method` on `wallet`, the first at `first` and the last at `last`.
-    fn add(&mut self, method: &str, wallet: &Option<String>, count: u32, first: u64, last: u64) {
+    /// Counts `count` events of `method` on `subject` (a wallet and a target), the first at
+    /// `first` and the last at `last`.
+    fn add(&mut self, method: &str, subject: (&Option<String>, &Option<String>), count: u32, first: u64, last: u64) {
+        let (wallet, target) = subject;
         if self.count == 0 {
             self.wallet = Some(wallet.clone());
+            self.target = Some(target.clone());
             (self.first, self.last) = (first, last);
-        } else if self.wallet.as_ref() != Some(wallet) {
-            // Two wallets: the record names none.
-            self.wallet = None;
+        } else {
+            // Two wallets (or targets): the record names none.
+            if self.wallet.as_ref() != Some(wallet) {
+                self.wallet = None;
+            }
+            if self.target.as_ref() != Some(target) {
+                self.target = None;
+            }
         }
         self.count = self.count.saturating_add(count);
         self.first = self.first.min(first);
@@ -152,7 +165,7 @@ impl Tally {
 
     fn add_event(&mut self, event: &AuditEvent, now: u64) {
         let (first, last) = event.span.map_or((now, now), |s| (s.first_unix_ms, s.last_unix_ms));
-        self.add(&event.method, &event.wallet, event.count.max(1), first, last);
+        self.add(&event.method, (&event.wallet, &event.target), event.count.max(1), first, last);
     }
 
     fn into_event(self) -> AuditEvent {
@@ -164,6 +177,7 @@ impl Tally {
             principal: self.principal,
             method,
             wallet: self.wallet.flatten(),
+            target: self.target.flatten(),
             outcome: self.outcome,
             count: self.count,
             span: Some(Span { first_unix_ms: self.first, last_unix_ms: self.last }),
@@ -271,6 +285,7 @@ impl AuditQueue {
             && last.principal == event.principal
             && last.method == event.method
             && last.wallet == event.wallet
+            && last.target == event.target
             && last.outcome == event.outcome
         {
             last.count = last.count.saturating_add(event.count);
@@ -319,7 +334,7 @@ impl AuditQueue {
         } else {
             let (first, last, count, ok) = (later.first, later.last, later.count, later.outcome == "ok");
             let event = later.into_event();
-            budget.over(&bucket, ok, now).add(&event.method, &event.wallet, count, first, last);
+            budget.over(&bucket, ok, now).add(&event.method, (&event.wallet, &event.target), count, first, last);
         }
     }
 

@@ -286,12 +286,17 @@ impl Server {
             // A refusal that needed no work (forbidden, revoked) names nothing: the name is the
             // client's own text, and a run of such refusals is then one record with a count.
             let cheap_refusal = matches!(result, Err(MethodError::Forbidden { .. } | MethodError::Revoked));
-            let subject = match subject {
-                _ if cheap_refusal => None,
-                Subject::Token => token_wallet.as_deref().map(crate::methods::audit_name),
-                Subject::Wallet(_) if !context.dir.is_empty() => named.map(|name| format!("{}/{name}", context.dir)),
-                Subject::Wallet(_) | Subject::Client(_) => named,
-                Subject::None => None,
+            // (wallet, target): a client administration call names the client it acted on as its
+            // target, never as a wallet.
+            let (wallet, target) = match subject {
+                _ if cheap_refusal => (None, None),
+                Subject::Token => (token_wallet.as_deref().map(crate::methods::audit_name), None),
+                Subject::Wallet(_) if !context.dir.is_empty() => {
+                    (named.map(|name| format!("{}/{name}", context.dir)), None)
+                }
+                Subject::Wallet(_) => (named, None),
+                Subject::Client(_) => (None, named),
+                Subject::None => (None, None),
             };
             let outcome = result.as_ref().map_or_else(MethodError::audit_outcome, |_| "ok");
             // An owner's success that ran a KDF or wrote to the store is notable (the owner's own
@@ -306,7 +311,8 @@ impl Server {
             // value's unused bytes (an `Option`'s `None`) can be copied from stale stack into the
             // heap, where no scrub reaches (the residency test found a master key so).
             crate::secret::scrub_stack_before_audit();
-            self.state.audit(context.principal.name(), name, subject, outcome, kind);
+            let event = crate::audit::AuditEvent::new(context.principal.name(), name, wallet, outcome);
+            self.state.audit(event.with_target(target), kind);
         }
         result
     }

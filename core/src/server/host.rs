@@ -22,7 +22,7 @@ impl Server {
     /// Records a refusal the host made before any request reached the core (a revoked or unknown
     /// client's handshake): who (a client name, or the peer as the host describes it), what and why.
     pub fn audit_refusal(&self, principal: &str, what: &str, outcome: &str) {
-        self.state.audit(principal, what, None, outcome, crate::audit::Kind::Cheap);
+        self.state.audit(crate::audit::AuditEvent::new(principal, what, None, outcome), crate::audit::Kind::Cheap);
     }
 
     /// Gives the core the host's wall clock and certificate issuer (see [`Host`]). Call it before

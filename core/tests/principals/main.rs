@@ -574,10 +574,35 @@ fn audited_wallets_carry_their_directory_and_client_names_never_do() {
     let seen: Vec<_> = records
         .iter()
         .filter(|r| r.event.method != "set_top_level_directory")
-        .map(|r| (r.event.method.as_str(), r.event.wallet.as_deref()))
+        .map(|r| (r.event.method.as_str(), r.event.wallet.as_deref(), r.event.target.as_deref()))
         .collect();
-    let expected = [("create_wallet", Some("sub/w")), ("add_client", Some("made")), ("open_wallet", Some("sub/w"))];
+    // A client's name is the record's target, never a wallet (nor put in the directory).
+    let expected = [
+        ("create_wallet", Some("sub/w"), None),
+        ("add_client", None, Some("made")),
+        ("open_wallet", Some("sub/w"), None),
+    ];
     assert_eq!(seen, expected);
+    // Every client administration call names its target so; the chain (v3 records among v1) verifies.
+    owner.call(&server, "set_client_role", json!({"name": "made", "role": "signer"})).unwrap();
+    owner.call(&server, "revoke_client", json!({"name": "made"})).unwrap();
+    server.flush_audit();
+    let records = server.store().read_audit(0, 100).unwrap();
+    let admin: Vec<_> = records
+        .iter()
+        .filter(|r| r.event.method.contains("_client"))
+        .map(|r| (r.event.method.as_str(), r.event.wallet.as_deref(), r.event.target.as_deref()))
+        .collect();
+    assert_eq!(
+        admin,
+        [
+            ("add_client", None, Some("made")),
+            ("set_client_role", None, Some("made")),
+            ("revoke_client", None, Some("made"))
+        ]
+    );
+    let head = records.last().map(|r| keyward_core::audit::Anchor { seq: r.seq, hash: r.hash }).unwrap();
+    assert_eq!(verify(&records, keyward_core::audit::Anchor::default(), head), Ok(records.len() as u64));
 }
 
 mod launcher;

@@ -115,6 +115,36 @@ fn classes_keep_principals_outcomes_and_successes_apart() {
     assert_eq!((find("ok").wallet.as_deref(), find("ok").count), (Some("w"), 2));
 }
 
+/// A success's target (the client an administrative call acted on) is part of its class, like a
+/// wallet, and a coalesced record names it only when all its events named the same.
+#[test]
+fn targets_are_kept_apart_like_wallets() {
+    let mut queue = AuditQueue::default();
+    let admin = |target: &str| event("owner", "set_client_role", None, "ok").with_target(Some(target.into()));
+    let cheap = |q: &mut AuditQueue, e: AuditEvent| q.push(e, Kind::Cheap, "owner", 5);
+    cheap(&mut queue, admin("a"));
+    cheap(&mut queue, admin("b"));
+    let first = queue.take(5);
+    let targets: Vec<_> = first.iter().map(|r| (r.target.as_deref(), r.wallet.as_deref())).collect();
+    assert_eq!(targets, [(Some("a"), None), (Some("b"), None)], "two classes, each written at once");
+    cheap(&mut queue, admin("a"));
+    cheap(&mut queue, admin("a"));
+    let later = queue.take(5 + COALESCE_MS);
+    let a = later.iter().find(|r| r.count == 2).expect("a's later events");
+    assert_eq!(a.target.as_deref(), Some("a"));
+    // Back to back as notable events: merged only when the target is the same.
+    queue.push(admin("a"), Kind::Notable, "owner", 9);
+    queue.push(admin("b"), Kind::Notable, "owner", 9);
+    queue.push(admin("b"), Kind::Notable, "owner", 9);
+    let notable: Vec<_> = queue.take(9).iter().map(|r| (r.target.clone(), r.count)).collect();
+    assert!(notable.ends_with(&[(Some("a".into()), 1), (Some("b".into()), 2)]), "{notable:?}");
+    // A tally of events on two targets names neither.
+    let mut tally = Tally::new("owner", "ok", 0);
+    tally.add("revoke_client", (&None, &Some("a".into())), 1, 0, 0);
+    tally.add("revoke_client", (&None, &Some("b".into())), 1, 0, 0);
+    assert_eq!(tally.into_event().target, None, "two targets: the record names none");
+}
+
 #[test]
 fn a_coalesced_record_lists_at_most_eight_methods() {
     let mut queue = AuditQueue::default();
