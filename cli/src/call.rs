@@ -22,8 +22,12 @@ use crate::{in_process, tls};
 /// Where and how to call.
 #[derive(Debug)]
 pub struct CallOptions {
-    /// `https://host:port/v3/owner` or `http://…` (plain HTTP, loopback only).
-    pub url: String,
+    /// `https://host:port/v3/owner` or `http://…` (plain HTTP, loopback only); `None`: the
+    /// server's addresses in `find_in`'s `run/endpoints.json`, else [`DEFAULT_URL`].
+    pub url: Option<String>,
+    /// The data directory whose running server to find (read at every try, so `--wait` sees a
+    /// server that starts later).
+    pub find_in: Option<PathBuf>,
     /// The certificate directory: a client's bundle (`ca.crt`, `client.crt`, `client.key`, as
     /// `keyward clients add --out` writes it) or a server's `tls/` (its set in use); HTTPS and QUIC
     /// trust its `ca.crt` and present its `client.crt`.
@@ -146,10 +150,6 @@ fn client_config(tls_dir: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     tls::client_config(tls_dir)
 }
 
-/// How long a QUIC handshake may take before the server is taken as absent (UDP has no "connection
-/// refused" to say so sooner).
-pub const QUIC_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
 impl Address {
     /// The address as a user would write it: `https://ADDR/v3/owner`, `quic://ADDR`, `unix:PATH`.
     pub fn shown(&self) -> String {
@@ -244,6 +244,10 @@ pub async fn connect_expecting(address: &Address, expected: &Expected) -> anyhow
             match HttpClient::connect(*addr, host, target).await {
                 Ok(client) => Ok(Box::new(client)),
                 Err(HttpError::Connect(error)) if is_absent(&error) => Err(expected.nothing_answers(&shown).into()),
+                Err(HttpError::Refused(refusal)) => Err(link_refusal(&refusal).map_or_else(
+                    || anyhow::Error::new(refusal.clone()).context(Failure::connect(format!("{shown} refused"))),
+                    |failure| failure.into(),
+                )),
                 Err(HttpError::Tls(error)) => match tls_failure(&shown, rustls_error(&error), expected) {
                     Some(failure) => Err(anyhow::Error::new(error).context(failure)),
                     None => Err(anyhow::Error::new(error)
@@ -254,19 +258,18 @@ pub async fn connect_expecting(address: &Address, expected: &Expected) -> anyhow
                 }
             }
         }
-        Address::Quic { addr, name, tls } => {
-            match tokio::time::timeout(QUIC_CONNECT_TIMEOUT, QuicClient::connect(*addr, name, Arc::clone(tls))).await {
-                Ok(Ok(client)) => Ok(Box::new(client)),
-                Ok(Err(error)) => Err(quic_failure(&shown, &error, expected)
-                    .map_or_else(|| anyhow::anyhow!("{error}"), |failure| anyhow::anyhow!("{error}").context(failure))
-                    .context(Failure::connect(format!("cannot connect to {shown}")))),
-                Err(_) => Err(Failure::connect(format!(
-                    "nothing answers at {shown} within {} s: is `keyward serve` running with QUIC on that port?",
-                    QUIC_CONNECT_TIMEOUT.as_secs()
-                ))
-                .into()),
-            }
-        }
+        Address::Quic { addr, name, tls } => match QuicClient::connect(*addr, name, Arc::clone(tls)).await {
+            Ok(client) => Ok(Box::new(client)),
+            // UDP has no "connection refused": the client gives up after keyward_quic::CONNECT_TIMEOUT.
+            Err(keyward_quic::QuicError::NoAnswer { .. }) => Err(Failure::connect(format!(
+                "nothing answers at {shown} within {} s: is `keyward serve` running with QUIC on that port?",
+                keyward_quic::CONNECT_TIMEOUT.as_secs()
+            ))
+            .into()),
+            Err(error) => Err(quic_failure(&shown, &error, expected)
+                .map_or_else(|| anyhow::anyhow!("{error}"), |failure| anyhow::anyhow!("{error}").context(failure))
+                .context(Failure::connect(format!("cannot connect to {shown}")))),
+        },
         Address::Unix(path) => match UnixClient::connect(path).await {
             Ok(client) => Ok(Box::new(client)),
             Err(error) if is_absent(&error) => Err(expected.nothing_answers(&shown).into()),
@@ -309,12 +312,41 @@ fn quic_failure(shown: &str, error: &keyward_quic::QuicError, expected: &Expecte
 }
 
 impl CallOptions {
-    /// The address these options name: the Unix socket, else QUIC, else the URL.
+    /// The address these options name: the Unix socket, else QUIC, else the URL, else the one the
+    /// data directory's running server wrote (HTTPS, else QUIC, else its Unix socket, else plain
+    /// HTTP), else [`DEFAULT_URL`].
     pub async fn address(&self) -> anyhow::Result<Address> {
-        match (&self.unix, self.quic) {
-            (Some(path), _) => Ok(Address::Unix(path.clone())),
-            (None, Some(addr)) => Address::quic(addr, &self.tls_dir),
-            (None, None) => Address::url(&self.url, &self.tls_dir).await,
+        match (&self.unix, self.quic, &self.url) {
+            (Some(path), _, _) => Ok(Address::Unix(path.clone())),
+            (None, Some(addr), _) => Address::quic(addr, &self.tls_dir),
+            (None, None, Some(url)) => Address::url(url, &self.tls_dir).await,
+            (None, None, None) => {
+                let found = match &self.find_in {
+                    Some(dir) => crate::endpoints::read(dir)?,
+                    None => None,
+                };
+                match found {
+                    Some(server) => self.address_of(&server).await,
+                    None => Address::url(DEFAULT_URL, &self.tls_dir).await,
+                }
+            }
+        }
+    }
+
+    /// Where a running server with `endpoints` is called.
+    async fn address_of(&self, endpoints: &crate::endpoints::Endpoints) -> anyhow::Result<Address> {
+        if let Some(url) = endpoints.https_url() {
+            return Address::url(&url, &self.tls_dir).await;
+        }
+        if let Some(addr) = endpoints.quic {
+            return Address::quic(addr, &self.tls_dir);
+        }
+        if let Some(path) = &endpoints.unix {
+            return Ok(Address::Unix(path.clone()));
+        }
+        match endpoints.http_insecure {
+            Some(addr) => Address::url(&format!("http://{addr}/v3/owner"), &self.tls_dir).await,
+            None => Err(Failure::connect("the running server serves no owner API (every listener is off)").into()),
         }
     }
 
@@ -344,11 +376,23 @@ impl CallOptions {
 /// How often `--wait` tries again.
 const WAIT_STEP: Duration = Duration::from_millis(200);
 
+/// What a link refused by TLS means for the user, if it was refused (revoked, unknown).
+fn link_refusal(error: &keyward_driver::LinkError) -> Option<Failure> {
+    match error.kind() {
+        LinkErrorKind::Revoked => Some(Failure::refused(REVOKED)),
+        LinkErrorKind::Unknown => Some(Failure::refused(UNKNOWN)),
+        _ => None,
+    }
+}
+
 /// What a failed call (or the session's `init_secure_api`) to `address` means for the user.
 pub fn session_failure(address: &Address, method: &str, error: SessionError) -> anyhow::Error {
     let shown = address.shown();
     match error {
         SessionError::Link(error) => {
+            if let Some(failure) = link_refusal(&error) {
+                return failure.into();
+            }
             let failure = match error.kind() {
                 LinkErrorKind::Unreachable if matches!(address, Address::Http { tls: None, .. }) => {
                     Failure::connect(format!(
@@ -424,9 +468,9 @@ pub async fn run(options: &CallOptions, method: &str, params: Option<&str>) -> a
 }
 
 /// The URL `keyward call --tls-dir DIR` uses without `--url`: the bundle's `keyward.toml` url
-/// (`keyward pair` writes it), else [`DEFAULT_URL`]. A directory without a readable `keyward.toml`
-/// (a server's `tls/`, or one this user cannot read) has no URL of its own.
-pub fn bundle_url(tls_dir: &Path) -> anyhow::Result<String> {
+/// (`keyward pair` writes it), if it has one. A directory without a readable `keyward.toml` (a
+/// server's `tls/`, or one this user cannot read) has no URL of its own.
+pub fn bundle_url(tls_dir: &Path) -> anyhow::Result<Option<String>> {
     let config = match keyward_pairing::BundleConfig::read(tls_dir) {
         Ok(config) => config,
         Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
@@ -436,7 +480,7 @@ pub fn bundle_url(tls_dir: &Path) -> anyhow::Result<String> {
         }
         Err(_) => None,
     };
-    Ok(config.and_then(|c| c.endpoints.url).unwrap_or_else(|| DEFAULT_URL.to_owned()))
+    Ok(config.and_then(|c| c.endpoints.url))
 }
 
 /// Where `keyward serve` listens for HTTPS by default, and so where `keyward clients` and
@@ -480,6 +524,23 @@ impl ServerArgs {
         self.data_dir.clone().unwrap_or_else(crate::config::default_data_dir)
     }
 
+    /// Where a new client's bundle says the server is: `--url`/`--quic` as given, else the
+    /// addresses the data directory's running server wrote (HTTPS and QUIC), else [`DEFAULT_URL`].
+    pub fn server_endpoints(&self) -> keyward_pairing::Endpoints {
+        if self.names_a_server() {
+            return keyward_pairing::Endpoints {
+                url: self.quic.is_none().then(|| self.url.clone().unwrap_or_else(|| DEFAULT_URL.to_owned())),
+                quic: self.quic.map(|addr| addr.to_string()),
+            };
+        }
+        match crate::endpoints::read(&self.data_dir()) {
+            Ok(Some(server)) if server.https.is_some() || server.quic.is_some() => {
+                keyward_pairing::Endpoints { url: server.https_url(), quic: server.quic.map(|addr| addr.to_string()) }
+            }
+            _ => keyward_pairing::Endpoints { url: Some(DEFAULT_URL.to_owned()), quic: None },
+        }
+    }
+
     /// Whether `--url`, `--quic` or `--unix` names a server.
     pub fn names_a_server(&self) -> bool {
         self.url.is_some() || self.quic.is_some() || self.unix.is_some()
@@ -499,7 +560,8 @@ impl ServerArgs {
             return Ok(Reached { session, in_process: true });
         }
         let options = CallOptions {
-            url: self.url.clone().unwrap_or_else(|| DEFAULT_URL.to_owned()),
+            url: self.url.clone(),
+            find_in: Some(data_dir.clone()),
             tls_dir: self.tls_dir.clone().unwrap_or_else(|| crate::serve::tls_dir(&data_dir)),
             quic: self.quic,
             unix: self.unix.clone(),
@@ -512,10 +574,9 @@ impl ServerArgs {
                 return error;
             }
             error.context(format!(
-                "a server runs on {} (its store is locked) but does not answer at {}: name it with --url, --quic or \
-                 --unix",
+                "a server runs on {} (its store is locked) but does not answer where it said it listens: name it \
+                 with --url, --quic or --unix",
                 data_dir.display(),
-                options.url
             ))
         })?;
         Ok(Reached { session, in_process: false })

@@ -166,17 +166,14 @@ impl Registry {
         Ok(Self { session, in_process })
     }
 
-    /// Where the bundle of a new client finds the server: the address this command reached it at
-    /// (a stopped server's address is not known: its bundle then names none, and clients use the
-    /// default URL).
+    /// Where the bundle of a new client finds the server: the address this command reached it at,
+    /// or that the data directory's running server wrote (a stopped server's address is not known:
+    /// its bundle then names none, and clients use the default URL).
     fn endpoints(&self, target: &Target) -> keyward_pairing::Endpoints {
         if self.in_process || target.unix.is_some() {
             return keyward_pairing::Endpoints::default();
         }
-        keyward_pairing::Endpoints {
-            url: target.quic.is_none().then(|| target.url.clone().unwrap_or_else(|| call::DEFAULT_URL.to_owned())),
-            quic: target.quic.map(|addr| addr.to_string()),
-        }
+        target.server_endpoints()
     }
 
     /// What an answer adds about where the change was made.

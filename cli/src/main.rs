@@ -460,16 +460,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .into());
             }
             let data_dir = data_dir.unwrap_or_else(config::default_data_dir);
-            let expected = match &tls_dir {
-                Some(dir) => keyward::call::Expected { data_dir: None, tls_dir: Some(dir.clone()) },
-                None => keyward::call::Expected { data_dir: Some(data_dir.clone()), tls_dir: None },
+            // A bundle (--tls-dir) is a client's: its own keyward.toml names its server; the data
+            // directory's certificates are the owner's, and its running server says where it is.
+            let (expected, find_in, url) = match &tls_dir {
+                Some(dir) => {
+                    let url = match url {
+                        Some(url) => Some(url),
+                        None => keyward::call::bundle_url(dir)?,
+                    };
+                    (keyward::call::Expected { data_dir: None, tls_dir: Some(dir.clone()) }, None, url)
+                }
+                None => {
+                    let expected = keyward::call::Expected { data_dir: Some(data_dir.clone()), tls_dir: None };
+                    (expected, Some(data_dir.clone()), url)
+                }
             };
             let tls_dir = tls_dir.unwrap_or_else(|| serve::tls_dir(&data_dir));
-            let url = match url {
-                Some(url) => url,
-                None if quic.is_none() && unix.is_none() => keyward::call::bundle_url(&tls_dir)?,
-                None => keyward::call::DEFAULT_URL.to_owned(),
-            };
             let wait = match wait {
                 Some(secs) if !(0.0..=86_400.0).contains(&secs) => {
                     return Err(Failure::usage("--wait takes 0 to 86400 seconds").into());
@@ -483,7 +489,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 token: token.map(zeroize::Zeroizing::new),
                 unlisted,
             };
-            let options = CallOptions { url, tls_dir, quic, unix, expected, fill, wait };
+            let options = CallOptions { url, find_in, tls_dir, quic, unix, expected, fill, wait };
             let mut value = match keyward::call::run(&options, &method, params.as_deref()).await {
                 Ok(value) => value,
                 Err(error) if json => {

@@ -31,7 +31,7 @@ use anyhow::{Context as _, bail};
 use keyward_core::Role;
 use keyward_driver::native::{self, Decoder, NativeError};
 use keyward_driver::{Link, LinkError, LinkErrorKind};
-use keyward_pairing::{BundleConfig, Endpoints};
+use keyward_pairing::BundleConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::Digest as _;
@@ -380,10 +380,9 @@ impl Install<'_> {
         let add = clients::Action::Add { name: name.clone(), role, out: Some(bundle.clone()), uid: None, ca_key: None };
         clients::run(target, add).await?;
         let written = (|| {
-            let endpoints = Endpoints {
-                url: Some(target.url.clone().unwrap_or_else(|| DEFAULT_URL.to_owned())),
-                quic: target.quic.map(|addr| addr.to_string()),
-            };
+            let mut endpoints = target.server_endpoints();
+            // The host relays over HTTPS or QUIC: it names a URL even when the server is found by QUIC only.
+            endpoints.url.get_or_insert_with(|| DEFAULT_URL.to_owned());
             let config = BundleConfig { name: name.clone(), role: role.as_str().into(), endpoints };
             // Over the one `clients add` wrote: the host relays over HTTPS or QUIC, so it names both.
             crate::certs::write_file(
@@ -630,8 +629,12 @@ fn describe(error: &LinkError) -> String {
         LinkErrorKind::Closed => format!("the connection ended before the answer (the request may have run): {error}"),
         LinkErrorKind::Refused => format!("the server refused the request (it did not run): {error}"),
         LinkErrorKind::TimedOut => format!("no answer in time (the request may have run): {error}"),
-        // TODO(merge): LinkErrorKind::Revoked => "this client was revoked" (the transports branch adds
-        // the kind: say so, with the host's name and how to reinstall it).
+        LinkErrorKind::Revoked => {
+            "this client was revoked: the owner must install the host again (`keyward native-host install`)".into()
+        }
+        LinkErrorKind::Unknown => "the server does not know this host's client certificate: install the host again \
+                                   (`keyward native-host install`)"
+            .into(),
         _ => error.to_string(),
     }
 }
@@ -737,6 +740,8 @@ mod tests {
         );
         assert_eq!(said(LinkErrorKind::Refused), "the server refused the request (it did not run): detail");
         assert_eq!(said(LinkErrorKind::TimedOut), "no answer in time (the request may have run): detail");
+        assert!(said(LinkErrorKind::Revoked).starts_with("this client was revoked: "));
+        assert!(said(LinkErrorKind::Unknown).starts_with("the server does not know this host's client certificate"));
     }
 
     #[test]

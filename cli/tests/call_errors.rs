@@ -206,6 +206,55 @@ fn tokens_roles_and_new_passwords() {
     let listed = reader(&["--json", "list_wallets"]);
     assert!(listed.status.success(), "{}", text(&listed));
     assert_eq!(String::from_utf8_lossy(&listed.stdout).lines().count(), 1, "--json is one line");
+    // Revoked: the server's TLS alert says so, over HTTPS and QUIC; exit 4.
+    let revoked = keyward().args(["clients", "--data-dir"]).arg(&dir).args(["revoke", "viewer"]).output().unwrap();
+    assert!(revoked.status.success(), "{}", text(&revoked));
+    fails(&reader(&["list_wallets"]), 4, "this client was revoked");
+    fails(&reader(&["--quic", info["quic"].as_str().unwrap(), "list_wallets"]), 4, "this client was revoked");
+    // A certificate of the right CA that no client has: unknown, exit 4.
+    let stranger = home.path().join("stranger");
+    common::copy_dir(&bundle, &stranger);
+    let ca = keyward::ca::Ca::load_with_key(&dir.join("tls/ca.crt"), &dir.join("tls/ca.key")).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let public = keyward::ca::ClientPublicKey::from_pem(&key.public_key_pem()).unwrap();
+    std::fs::write(stranger.join("client.crt"), ca.issue("stranger", &public).unwrap().certificate_pem).unwrap();
+    std::fs::write(stranger.join("client.key"), key.serialize_pem()).unwrap();
+    let mut command = keyward();
+    command.env_remove("KEYWARD_DATA_DIR").args(["call", "--tls-dir"]).arg(&stranger).args([
+        "--url",
+        &url,
+        "list_wallets",
+    ]);
+    fails(&run(&mut command, None, None), 4, "the server does not know this client's certificate");
+}
+
+#[test]
+fn a_server_on_any_port_is_found_from_its_data_directory() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("d");
+    let (server, info) = serve(&dir);
+    // No --url: the addresses the server wrote in DATA_DIR/run/endpoints.json.
+    let found = call(&dir, &["list_wallets"], None);
+    assert!(found.status.success(), "{}", text(&found));
+    let bundle = home.path().join("b");
+    let added = keyward()
+        .args(["clients", "--data-dir"])
+        .arg(&dir)
+        .args(["add", "b", "--role", "reader", "--out"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{}", text(&added));
+    // The new client's bundle names where the server really listens.
+    let config = std::fs::read_to_string(bundle.join("keyward.toml")).unwrap();
+    assert!(config.contains(&format!("url = \"{}\"", https(&info))), "{config}");
+    let mut command = keyward();
+    command.env_remove("KEYWARD_DATA_DIR").args(["call", "--tls-dir"]).arg(&bundle).arg("list_wallets");
+    let listed = run(&mut command, None, None);
+    assert!(listed.status.success(), "{}", text(&listed));
+    drop(server);
+    // A stopped server's file is gone (or its pid dead): nothing answers at the default address.
+    fails(&call(&dir, &["list_wallets"], None), 3, "is `keyward serve` running?");
 }
 
 #[test]

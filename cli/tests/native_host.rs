@@ -237,6 +237,16 @@ fn an_extension_runs_the_wallet_lifecycle_through_the_native_host() {
     assert!(refused.contains("needs the owner role"), "{refused}");
     let (status, rest, _) = host.finish();
     assert!(status.success() && rest.is_empty());
+
+    // Revoked: the host tells the extension so (the server's TLS alert certificate_revoked).
+    ok(&server.kw(&["clients", "revoke", "ext-2", "--url", &server.url]));
+    let mut host = Host::start(&manifest_path, &[ORIGIN]);
+    host.send(&Client::new([8; 32]).init_request());
+    let answer = host.receive();
+    let said = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(said.contains("this client was revoked"), "{answer}");
+    let (_, rest, _) = host.finish();
+    assert!(rest.is_empty());
 }
 
 #[test]
