@@ -342,10 +342,25 @@ impl CallOptions {
             return Address::quic(addr, &self.tls_dir);
         }
         if let Some(path) = &endpoints.unix {
+            // Nothing authenticates the server on a socket: only one this user made is called.
+            use std::os::unix::fs::MetadataExt;
+            let ours = std::fs::symlink_metadata(path).is_ok_and(|meta| meta.uid() == crate::harden::effective_uid());
+            if !ours {
+                return Err(Failure::connect(format!(
+                    "the running server's socket {} is not this user's: name the server with --unix, --url or --quic",
+                    path.display()
+                ))
+                .into());
+            }
             return Ok(Address::Unix(path.clone()));
         }
         match endpoints.http_insecure {
-            Some(addr) => Address::url(&format!("http://{addr}/v3/owner"), &self.tls_dir).await,
+            // Nothing authenticates a plain HTTP server: passwords go there only when the user names it.
+            Some(addr) => Err(Failure::connect(format!(
+                "the running server serves plain HTTP only, which proves nothing of who answers: name it with --url \
+                 http://{addr}/v3/owner if you mean it"
+            ))
+            .into()),
             None => Err(Failure::connect("the running server serves no owner API (every listener is off)").into()),
         }
     }

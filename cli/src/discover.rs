@@ -281,6 +281,9 @@ pub fn help(name: &str) -> Result<String, Failure> {
                 }
                 Fill::Prompt { .. } => "left out: asked for (or --password-stdin); never on the command line".into(),
                 Fill::Token => "left out: --token or KEYWARD_TOKEN".into(),
+                Fill::Default(_) if param.name == "mnemonic" => {
+                    "left out: null (a new phrase); --restore asks for one (never on the command line)".into()
+                }
                 Fill::Default(value) => format!("left out: {value}"),
                 Fill::Required => "required".into(),
             };

@@ -79,16 +79,38 @@ pub fn write(data_dir: &Path, endpoints: &Endpoints) -> anyhow::Result<()> {
 }
 
 /// The endpoints of the server running on `data_dir`: `None` when there is no file, or when the
-/// process it names no longer runs (a file left by a server that crashed).
+/// process it names no longer runs as this user (a file left by a server that crashed, its pid
+/// since reused). A file this user did not write alone (not a regular file of ours, open to
+/// others) or cannot parse is ignored with a warning: the caller then tries the default address.
 pub fn read(data_dir: &Path) -> anyhow::Result<Option<Endpoints>> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let path = path(data_dir);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path);
+    let mut file = match file {
+        Ok(file) => file,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
+        Err(error) => {
+            tracing::warn!("ignoring {}: {error}", path.display());
+            return Ok(None);
+        }
     };
-    let endpoints: Endpoints = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is not a keyward endpoints file", path.display()))?;
+    let meta = file.metadata().with_context(|| format!("cannot read {}", path.display()))?;
+    if !meta.is_file() || meta.uid() != crate::harden::effective_uid() || meta.mode() & 0o077 != 0 {
+        tracing::warn!(
+            "ignoring {}: not a file of this user's that only this user can read (keyward serve writes it 0600)",
+            path.display()
+        );
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes).with_context(|| format!("cannot read {}", path.display()))?;
+    let endpoints: Endpoints = match serde_json::from_slice(&bytes) {
+        Ok(endpoints) => endpoints,
+        Err(error) => {
+            tracing::warn!("ignoring {}: not a keyward endpoints file ({error}); `keyward serve` rewrites it", path.display());
+            return Ok(None);
+        }
+    };
     Ok(alive(endpoints.pid).then_some(endpoints))
 }
 
@@ -102,19 +124,23 @@ pub fn remove(data_dir: &Path) {
     }
 }
 
-/// Whether a process with this id runs (`/proc/PID`, else `kill(pid, 0)`).
+/// Whether a process with this id runs as this user (`/proc/PID` and its owner, else `kill(pid, 0)`,
+/// which another user's process answers with EPERM): a pid reused by another user's process is not
+/// our server.
 pub fn alive(pid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
     if pid == 0 {
         return false;
     }
     let proc = Path::new("/proc");
     if proc.join("self").exists() {
-        return proc.join(pid.to_string()).exists();
+        return std::fs::metadata(proc.join(pid.to_string()))
+            .is_ok_and(|meta| meta.uid() == crate::harden::effective_uid());
     }
     let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
-    // SAFETY: signal 0 checks that the process exists (and may be signalled); it sends nothing.
+    // SAFETY: signal 0 checks that the process exists and may be signalled by us; it sends nothing.
     let sent = unsafe { libc::kill(pid, 0) };
-    sent == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    sent == 0
 }
 
 #[cfg(test)]
@@ -160,6 +186,24 @@ mod tests {
         write(dir.path(), &sample(gone)).unwrap();
         assert_eq!(read(dir.path()).unwrap(), None);
         std::fs::write(path(dir.path()), "not json").unwrap();
-        assert!(read(dir.path()).unwrap_err().to_string().contains("not a keyward endpoints file"));
+        assert_eq!(read(dir.path()).unwrap(), None, "a file that does not parse is ignored");
+    }
+
+    /// Only a regular file of this user's, closed to others, names a server: not one another user
+    /// could have written, not a symlink.
+    #[test]
+    fn a_file_others_could_write_or_a_symlink_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = sample(std::process::id());
+        write(dir.path(), &ours).unwrap();
+        let file = path(dir.path());
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(read(dir.path()).unwrap(), None, "open to others");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read(dir.path()).unwrap(), Some(ours.clone()));
+        let elsewhere = dir.path().join("planted.json");
+        std::fs::rename(&file, &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &file).unwrap();
+        assert_eq!(read(dir.path()).unwrap(), None, "a symlink");
     }
 }

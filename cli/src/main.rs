@@ -212,6 +212,10 @@ enum Command {
         /// mnemonic_length, which counts bytes of entropy: 16 to 32).
         #[arg(long, value_name = "N")]
         words: Option<u8>,
+        /// create_wallet: restore from a recovery phrase, asked for (echo off) or read as a line of
+        /// standard input with --password-stdin (before the password); never taken from PARAMS.
+        #[arg(long, conflicts_with = "words")]
+        restore: bool,
         /// Print a string result without JSON quotes.
         #[arg(long)]
         raw: bool,
@@ -431,6 +435,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             password_stdin,
             allow_empty_password,
             words,
+            restore,
             raw,
             json,
             wait,
@@ -488,6 +493,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 words,
                 token: token.map(zeroize::Zeroizing::new),
                 unlisted,
+                restore,
             };
             let options = CallOptions { url, find_in, tls_dir, quic, unix, expected, fill, wait };
             let mut value = match keyward::call::run(&options, &method, params.as_deref()).await {

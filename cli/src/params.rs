@@ -28,6 +28,8 @@ pub struct FillOptions {
     pub token: Option<Zeroizing<String>>,
     /// `--unlisted`: the method is not in the table (an embedder's): send the params as given.
     pub unlisted: bool,
+    /// `--restore`: create_wallet's recovery phrase is asked for (never taken from the command line).
+    pub restore: bool,
 }
 
 impl std::fmt::Debug for FillOptions {
@@ -38,6 +40,7 @@ impl std::fmt::Debug for FillOptions {
             .field("words", &self.words)
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("unlisted", &self.unlisted)
+            .field("restore", &self.restore)
             .finish()
     }
 }
@@ -167,6 +170,24 @@ pub fn check(method: &str, given: Option<&str>, options: &FillOptions) -> anyhow
             .into());
         }
     }
+    if given.get("mnemonic").is_some_and(Value::is_string) {
+        return Err(Failure::usage(
+            "a recovery phrase is not taken from the command line (other local users can read it there): leave \
+             'mnemonic' out and pass --restore to be asked for it (or to read it from standard input with \
+             --password-stdin)",
+        )
+        .into());
+    }
+    if options.restore {
+        if !table.params().contains(&"mnemonic") {
+            return Err(Failure::usage(format!("--restore is for create_wallet, not `{method}`")).into());
+        }
+        if options.words.is_some() {
+            return Err(Failure::usage("--restore takes the phrase's own length: leave --words out").into());
+        }
+        // With a phrase, 0 means "its own length".
+        given.entry("mnemonic_length").or_insert(Value::from(0));
+    }
     if let Some(words) = options.words {
         if !table.params().contains(&"mnemonic_length") {
             return Err(Failure::usage(format!("--words is for create_wallet, not `{method}`")).into());
@@ -212,6 +233,9 @@ impl Checked {
         let mut filled = Map::new();
         for param in &params {
             let value = match given.remove(param.name) {
+                None if param.name == "mnemonic" && options.restore => {
+                    Value::String(passwords.read("Recovery phrase (typed, not shown): ")?.to_string())
+                }
                 Some(Value::String(path)) if param.name == "wallet_seed" && path.starts_with('@') => {
                     let text =
                         std::fs::read_to_string(&path[1..]).with_context(|| format!("cannot read {}", &path[1..]))?;
@@ -292,6 +316,12 @@ mod tests {
         assert!(message(fill("create_wallet", "{}", &words)).contains("12, 15, 18, 21 or 24"));
         let words = FillOptions { words: Some(12), ..FillOptions::default() };
         assert!(message(fill("open_wallet", "{}", &words)).contains("--words is for create_wallet"));
+        let phrase = r#"{"mnemonic":"abandon abandon about"}"#;
+        assert!(message(fill("create_wallet", phrase, &none)).contains("pass --restore to be asked for it"));
+        let restore = FillOptions { restore: true, ..FillOptions::default() };
+        assert!(message(fill("open_wallet", "{}", &restore)).contains("--restore is for create_wallet"));
+        let both = FillOptions { restore: true, words: Some(12), ..FillOptions::default() };
+        assert!(message(fill("create_wallet", "{}", &both)).contains("leave --words out"));
     }
 
     #[test]

@@ -170,7 +170,16 @@ fn tokens_roles_and_new_passwords() {
     let created = with(&["--password-stdin", "--words", "12", "create_wallet", r#"{"name":"w"}"#], Some("pw\n"));
     assert!(text(&created).contains("created wallet `w`"), "{}", text(&created));
     let phrase = with(&["--password-stdin", "--raw", "get_mnemonic", r#"{"name":"w"}"#], Some("pw\n"));
-    assert_eq!(String::from_utf8_lossy(&phrase.stdout).split_whitespace().count(), 12);
+    let phrase = String::from_utf8_lossy(&phrase.stdout).trim().to_owned();
+    assert_eq!(phrase.split_whitespace().count(), 12);
+    // A recovery phrase is never taken from the command line; --restore reads it (here from stdin).
+    let argv = serde_json::json!({"name": "r", "mnemonic": phrase}).to_string();
+    fails(&with(&["--password-stdin", "create_wallet", &argv], Some("pw\n")), 2, "pass --restore");
+    let typed = format!("{phrase}\npw2\n");
+    let restored = with(&["--password-stdin", "--restore", "create_wallet", r#"{"name":"r"}"#], Some(&typed));
+    assert!(text(&restored).contains("restored wallet `r`"), "{}", text(&restored));
+    let again = with(&["--password-stdin", "--raw", "get_mnemonic", r#"{"name":"r"}"#], Some("pw2\n"));
+    assert_eq!(String::from_utf8_lossy(&again.stdout).trim(), phrase, "the same phrase");
 
     // A token the server does not know: closed, or from before a restart.
     let dead = "ab".repeat(32);
@@ -276,4 +285,46 @@ fn wait_keeps_trying_until_the_server_is_up() {
     let output = waiting.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", text(&output));
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "[]");
+}
+
+/// `keyward call ARGS` at a terminal (a pseudo-terminal made by `script`), typing `typed`.
+fn at_a_terminal(data_dir: &Path, args: &str, typed: &str) -> Output {
+    let line = format!("{} call --data-dir {} {args}", env!("CARGO_BIN_EXE_keyward"), data_dir.display());
+    let mut command = Command::new("script");
+    command.args(["-qec", &line, "/dev/null"]).env_remove("KEYWARD_DATA_DIR").env_remove("KEYWARD_TOKEN");
+    run(&mut command, Some(typed), None)
+}
+
+#[test]
+fn a_new_password_is_asked_twice_at_a_terminal() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("d");
+    let (_server, _) = serve(&dir);
+    let differ = at_a_terminal(&dir, r#"create_wallet '{"name":"t"}'"#, "one\ntwo\n");
+    fails(&differ, 2, "the two passwords differ: nothing was sent");
+    assert!(text(&differ).contains("Repeat it:"), "{}", text(&differ));
+    let created = at_a_terminal(&dir, r#"create_wallet '{"name":"t"}'"#, "one\none\n");
+    assert!(created.status.success(), "{}", text(&created));
+    // change_password: the current one once, the new one twice.
+    let changed = at_a_terminal(&dir, r#"change_password '{"name":"t"}'"#, "one\nnew\nnew\n");
+    assert!(changed.status.success(), "{}", text(&changed));
+    let opened = call(&dir, &["--password-stdin", "--raw", "open_wallet", r#"{"name":"t"}"#], Some("new\n"));
+    assert!(opened.status.success(), "the new password opens it: {}", text(&opened));
+}
+
+#[test]
+fn a_plain_http_server_is_called_only_when_named() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("d");
+    let ready = home.path().join("ready.json");
+    let mut command = keyward();
+    command.env_remove("KEYWARD_DATA_DIR").stderr(Stdio::null()).arg("serve").arg("--data-dir").arg(&dir);
+    command.args(["--https", "off", "--quic", "off", "--http-insecure", "127.0.0.1:0", "--pairing", "off"]);
+    command.arg("--ready-file").arg(&ready);
+    let (_server, info) = common::serve(command, &ready);
+    // Found in endpoints.json, but nothing proves who answers plain HTTP: passwords are not sent there.
+    fails(&call(&dir, &["list_wallets"], None), 3, "serves plain HTTP only");
+    let url = format!("http://{}/v3/owner", info["http_insecure"].as_str().unwrap());
+    let named = call(&dir, &["--url", &url, "list_wallets"], None);
+    assert!(named.status.success(), "{}", text(&named));
 }

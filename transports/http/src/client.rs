@@ -66,16 +66,79 @@ const CONNECTION_ERROR_WAIT: std::time::Duration = std::time::Duration::from_sec
 /// The connection task's end: `None` while it runs, then the refusal its error carried, if any.
 type Ended = tokio::sync::watch::Receiver<Option<Option<LinkError>>>;
 
-/// Runs the connection on its own task, keeping what its error says about this client's
-/// certificate (with TLS 1.3 the server's refusal arrives after the client's handshake, as an alert
-/// the connection task reads, not the request).
-fn drive<C>(connection: C) -> Ended
+/// What a connection's reads and writes saw of a refusal: hyper ends a connection that fails while
+/// no request is in flight with `Ok(())`, dropping the error (the server's alert may arrive before
+/// the first request is written), so the stream keeps it.
+type Seen = Arc<std::sync::Mutex<Option<LinkError>>>;
+
+/// A stream that notes the first refusal (a TLS alert naming this client) its reads or writes fail with.
+struct Watched<S> {
+    inner: S,
+    seen: Seen,
+}
+
+impl<S> Watched<S> {
+    fn note<T>(&self, result: std::task::Poll<std::io::Result<T>>) -> std::task::Poll<std::io::Result<T>> {
+        if let std::task::Poll::Ready(Err(error)) = &result
+            && let Some(refusal) = keyward_driver::refusal_in(error)
+            && let Ok(mut seen) = self.seen.lock()
+        {
+            seen.get_or_insert(refusal);
+        }
+        result
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let result = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.note(result)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let result = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.note(result)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let result = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        self.note(result)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let result = std::pin::Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.note(result)
+    }
+}
+
+/// Runs the connection on its own task, keeping what its error (or, if it ended quietly, its
+/// stream, `seen`) says about this client's certificate: with TLS 1.3 the server's refusal arrives
+/// after the client's handshake, as an alert the connection task reads, not the request.
+fn drive<C>(connection: C, seen: Seen) -> Ended
 where
     C: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
 {
     let (tell, ended) = tokio::sync::watch::channel(None);
     tokio::spawn(async move {
-        let refusal = connection.await.err().and_then(|error| keyward_driver::refusal_in(&error));
+        let result = connection.await;
+        let from_stream = seen.lock().ok().and_then(|mut seen| seen.take());
+        let refusal = result.err().and_then(|error| keyward_driver::refusal_in(&error)).or(from_stream);
         let _ = tell.send(Some(refusal));
     });
     ended
@@ -118,7 +181,7 @@ impl HttpClient {
         let (sender, ended) = match target {
             HttpTarget::Plain => {
                 let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-                (sender, drive(connection))
+                (sender, drive(connection, Seen::default()))
             }
             HttpTarget::Tls(config) => {
                 let mut config = (*config).clone();
@@ -129,8 +192,10 @@ impl HttpClient {
                 let stream = connector.connect(name, stream).await.map_err(|error| {
                     keyward_driver::refusal_in(&error).map_or(ClientError::Tls(error), ClientError::Refused)
                 })?;
+                let seen = Seen::default();
+                let stream = Watched { inner: stream, seen: Arc::clone(&seen) };
                 let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-                (sender, drive(connection))
+                (sender, drive(connection, seen))
             }
         };
         Ok(Self { sender, host, ended })

@@ -256,6 +256,32 @@ impl Listener for Accept {
     }
 }
 
+/// How long a refused handshake's connection is kept, half closed, for the client to read the alert.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+/// The most a refused client may send while it lingers.
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// After a refused handshake (its alert sent): closes the sending side and reads what the client
+/// still sends until it closes (at most [`LINGER`] and [`LINGER_BYTES`], inside the handshake's own
+/// slot). Closing a socket with unread data resets the connection, and a reset makes the client's
+/// kernel drop the alert it has not read yet: with TLS 1.3 the client sends its first request
+/// before it reads the refusal, so without this it would see "connection reset", not "revoked".
+async fn linger(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let mut buffer = [0u8; 4096];
+    let mut left = LINGER_BYTES;
+    let _ = tokio::time::timeout(LINGER, async {
+        while left > 0 {
+            match tcp.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => left = left.saturating_sub(read),
+            }
+        }
+    })
+    .await;
+}
+
 /// The TLS handshake (when serving HTTPS): the driver runs it before the connection takes a slot.
 /// The ClientHello is read whole first (no cryptography is spent before), and reported as progress.
 async fn handshake(
@@ -281,7 +307,7 @@ async fn handshake(
         }
     };
     progress.made();
-    match started.into_stream(Arc::clone(acceptor.config())).await {
+    match started.into_stream(Arc::clone(acceptor.config())).into_fallible().await {
         Ok(stream) => {
             // The verified client certificate's key names the principal (the verifier required one).
             let certificates = stream.get_ref().1.peer_certificates().unwrap_or_default();
@@ -293,8 +319,9 @@ async fn handshake(
             let client_chain = CertChain::new(certificates.iter().map(|cert| cert.to_vec()));
             Some(Authenticated { io: Box::new(stream), peer, client_key, client_chain })
         }
-        Err(error) => {
+        Err((error, tcp)) => {
             tracing::info!(%peer, %error, "TLS handshake refused");
+            linger(tcp).await;
             None
         }
     }
