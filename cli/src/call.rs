@@ -229,8 +229,8 @@ fn tls_failure(shown: &str, error: Option<&rustls::Error>, expected: &Expected) 
 }
 
 /// What a revoked client is told.
-pub const REVOKED: &str =
-    "this client was revoked: the owner must register it again (`keyward clients add`) or pair it anew";
+pub const REVOKED: &str = "this client was revoked: the owner can register it again under a new name (`keyward \
+                           clients add`, names are never reused) or pair it anew";
 /// What a client whose certificate no registered client has is told.
 pub const UNKNOWN: &str = "the server does not know this client's certificate: register it (`keyward clients add \
                            --out DIR` on the server's side) or pair (`keyward pair`)";
@@ -454,17 +454,26 @@ pub fn rpc_failure(method: &str, code: i64, message: &str) -> Failure {
             Exit::Method,
             code,
             format!(
-                "the wallet was closed or the server restarted: open it again (`keyward call --raw open_wallet`) and \
-                 set KEYWARD_TOKEN to the new token ({message})"
+                "the wallet was closed or the server restarted: open it again (`keyward call --raw open_wallet \
+                 '{{\"name\":\"NAME\"}}'`) and set KEYWARD_TOKEN to the new token ({message})"
             ),
         );
     }
     Failure::answered(Exit::Method, code, format!("{method} failed: {message} (code {code})"))
 }
 
-/// `keyward call`: checks the params, fills them in, calls, and returns the result; prints to
-/// standard error what the user should do next, if anything (a new wallet's backup).
-pub async fn run(options: &CallOptions, method: &str, params: Option<&str>) -> anyhow::Result<Value> {
+/// What `keyward call` got: the result, and what to tell the user after it, if anything (a new
+/// wallet's backup), to print once the result is shown.
+#[derive(Debug)]
+pub struct Called {
+    /// The method's result.
+    pub value: Value,
+    /// A note for standard error.
+    pub next: Option<String>,
+}
+
+/// `keyward call`: checks the params, fills them in, calls, and returns the result.
+pub async fn run(options: &CallOptions, method: &str, params: Option<&str>) -> anyhow::Result<Called> {
     // Every check before any prompt: the params, then the certificates (a server never started).
     let checked = params::check(method, params, &options.fill)?;
     if options.wait.is_none() {
@@ -476,10 +485,7 @@ pub async fn run(options: &CallOptions, method: &str, params: Option<&str>) -> a
     let mut session = options.open().await?;
     let address = options.address().await?;
     let value = session.call(method, params).await.map_err(|error| session_failure(&address, method, error))?;
-    if let Some(next) = next {
-        eprintln!("{next}");
-    }
-    Ok(value)
+    Ok(Called { value, next })
 }
 
 /// The URL `keyward call --tls-dir DIR` uses without `--url`: the bundle's `keyward.toml` url
@@ -509,7 +515,8 @@ pub struct ServerArgs {
     /// Data directory of the server (default ~/.keyward): its store when no server runs on it.
     #[arg(long, env = "KEYWARD_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
-    /// Server URL (default https://127.0.0.1:3420/v3/owner when a server runs on the data directory).
+    /// Server URL (default: where the data directory's running server listens, from its
+    /// run/endpoints.json, else https://127.0.0.1:3420/v3/owner).
     #[arg(long, global = true)]
     pub url: Option<String>,
     /// Call over QUIC at this address (e.g. 127.0.0.1:3420) instead of HTTPS.

@@ -107,7 +107,10 @@ pub fn read(data_dir: &Path) -> anyhow::Result<Option<Endpoints>> {
     let endpoints: Endpoints = match serde_json::from_slice(&bytes) {
         Ok(endpoints) => endpoints,
         Err(error) => {
-            tracing::warn!("ignoring {}: not a keyward endpoints file ({error}); `keyward serve` rewrites it", path.display());
+            tracing::warn!(
+                "ignoring {}: not a keyward endpoints file ({error}); `keyward serve` rewrites it",
+                path.display()
+            );
             return Ok(None);
         }
     };

@@ -496,20 +496,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 restore,
             };
             let options = CallOptions { url, find_in, tls_dir, quic, unix, expected, fill, wait };
-            let mut value = match keyward::call::run(&options, &method, params.as_deref()).await {
-                Ok(value) => value,
-                Err(error) if json => {
-                    println!("{}", Failure::json_of(&error));
-                    return Err(Reported(Failure::exit_of(&error)).into());
-                }
-                Err(error) => return Err(error),
-            };
+            if std::env::args().any(|arg| arg == "--token" || arg.starts_with("--token=")) {
+                eprintln!(
+                    "keyward: warning: other local users can read a token given on the command line; set \
+                     KEYWARD_TOKEN instead"
+                );
+            }
+            let keyward::call::Called { mut value, next } =
+                match keyward::call::run(&options, &method, params.as_deref()).await {
+                    Ok(called) => called,
+                    Err(error) if json => {
+                        println!("{}", Failure::json_of(&error));
+                        return Err(Reported(Failure::exit_of(&error)).into());
+                    }
+                    Err(error) => return Err(error),
+                };
             match (&value, raw, json) {
                 (serde_json::Value::String(text), true, _) => println!("{text}"),
                 (_, _, true) => println!("{value}"),
                 _ => println!("{}", serde_json::to_string_pretty(&value)?),
             }
             keyward_core::crypto::wipe_answer(&mut value);
+            if let Some(next) = next {
+                eprintln!("{next}");
+            }
             Ok(())
         }
         Command::Pair { code, code_stdin, url, name, out } => {
@@ -560,7 +570,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status { data_dir, json } => {
             init_logging(Some("warn"));
-            print!("{}", keyward::status::run(data_dir, json).await?);
+            let (report, failed) = keyward::status::run(data_dir, json).await?;
+            print!("{report}");
+            if failed {
+                // The report names what failed (its `error`).
+                return Err(Reported(keyward::failure::Exit::Connect).into());
+            }
             Ok(())
         }
         Command::Audit { command } => {

@@ -54,12 +54,15 @@ pub struct Status {
 }
 
 /// `keyward status [--data-dir DIR] [--json]`: the report, as `key: value` lines or one JSON object.
-pub async fn run(data_dir: Option<PathBuf>, json: bool) -> anyhow::Result<String> {
+/// The report, and whether the server (or store) could not be asked (`keyward status` then exits 3
+/// after printing it).
+pub async fn run(data_dir: Option<PathBuf>, json: bool) -> anyhow::Result<(String, bool)> {
     let status = gather(data_dir.unwrap_or_else(crate::config::default_data_dir)).await?;
+    let failed = status.error.is_some();
     if json {
-        return Ok(format!("{}\n", serde_json::to_string_pretty(&status)?));
+        return Ok((format!("{}\n", serde_json::to_string_pretty(&status)?), failed));
     }
-    Ok(human(&status))
+    Ok((human(&status), failed))
 }
 
 /// Looks at `data_dir` and asks its server (or its store).

@@ -328,3 +328,25 @@ fn a_plain_http_server_is_called_only_when_named() {
     let named = call(&dir, &["--url", &url, "list_wallets"], None);
     assert!(named.status.success(), "{}", text(&named));
 }
+
+#[test]
+fn status_exits_3_when_the_running_server_cannot_be_asked() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("d");
+    let (_server, _) = serve(&dir);
+    let status = |dir: &Path| {
+        let mut command = keyward();
+        command.env_remove("KEYWARD_DATA_DIR").arg("status").arg("--data-dir").arg(dir);
+        run(&mut command, None, None)
+    };
+    let fine = status(&dir);
+    assert!(fine.status.success(), "{}", text(&fine));
+    // The file says the server listens where nothing answers (its process still runs).
+    let file = dir.join("run/endpoints.json");
+    let mut endpoints: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    endpoints["https"] = format!("127.0.0.1:{}", closed_port()).into();
+    std::fs::write(&file, endpoints.to_string()).unwrap();
+    let failed = status(&dir);
+    fails(&failed, 3, "nothing answers at");
+    assert!(String::from_utf8_lossy(&failed.stdout).contains("error:"), "the report still prints: {}", text(&failed));
+}

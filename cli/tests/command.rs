@@ -137,8 +137,8 @@ fn readme_walkthrough_prints_what_the_readme_says() {
     let said = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(
         said.trim_end(),
-        "keyward: the wallet was closed or the server restarted: open it again (`keyward call --raw open_wallet`) and \
-         set KEYWARD_TOKEN to the new token (Lifecycle: Wallet has not been opened)"
+        "keyward: the wallet was closed or the server restarted: open it again (`keyward call --raw open_wallet \
+         '{\"name\":\"NAME\"}'`) and set KEYWARD_TOKEN to the new token (Lifecycle: Wallet has not been opened)"
     );
     assert!(readme.contains(said.trim_end()), "the README shows it as printed");
     assert_eq!(refused.status.code(), Some(1), "a method error exits 1");
