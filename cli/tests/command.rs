@@ -243,3 +243,27 @@ fn the_ready_file_is_not_written_through_planted_symlinks() {
     assert_eq!(names.iter().filter(|n| n.to_string_lossy().ends_with(".tmp")).count(), 1, "{names:?}");
     drop(serve);
 }
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_line_itself() {
+    for (shell, marker) in [("bash", "_keyward()"), ("zsh", "#compdef keyward"), ("fish", "complete -c keyward")] {
+        let output = keyward().args(["completions", shell]).output().unwrap();
+        assert!(output.status.success(), "{}", text(&output));
+        let script = String::from_utf8_lossy(&output.stdout);
+        assert!(script.contains(marker), "{shell}: {marker}");
+        assert!(script.contains("--password-stdin"), "{shell} completes call's options");
+    }
+    let refused = keyward().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2), "an unknown shell is a usage error");
+    let dir = tempfile::tempdir().unwrap();
+    let pages = dir.path().join("man1");
+    let output = keyward().args(["man", "--out"]).arg(&pages).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    for page in ["keyward.1", "keyward-call.1", "keyward-serve.1", "keyward-status.1", "keyward-audit-show.1"] {
+        let roff = std::fs::read_to_string(pages.join(page)).unwrap();
+        assert!(roff.contains(".TH"), "{page} is a man page");
+    }
+    assert!(!pages.join("keyward-bench-echo.1").exists(), "hidden commands have no page");
+    let call = std::fs::read_to_string(pages.join("keyward-call.1")).unwrap();
+    assert!(call.contains("KEYWARD_TOKEN") && call.contains("\\-\\-words"), "the call page lists its options");
+}
