@@ -7,7 +7,7 @@ import './helpers/guard.mjs';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmodSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { endianness } from 'node:os';
 import { join } from 'node:path';
 
@@ -33,7 +33,9 @@ before(async () => {
     '--name', 'ext-test', '--manifest-dir', join(server.root, 'NativeMessagingHosts'), '--data-dir', server.dataDir, '--url', server.url,
   ]);
   assert.equal(installed.status, 0, installed.stderr);
-  wrapper = join(server.dataDir, 'native-host', 'ext-test', 'keyward-native-host');
+  // The browser starts what the manifest names (the host's bundle is named after the host).
+  const manifest = JSON.parse(readFileSync(join(server.root, 'NativeMessagingHosts', 'keyward.owner.json'), 'utf8'));
+  wrapper = manifest.path;
 });
 
 after(async () => {
@@ -63,7 +65,7 @@ test('the host refuses another extension with one error frame: a KeywardError, n
   );
   assert.ok(error instanceof KeywardError);
   assert.equal(error.code, -32000);
-  assert.match(error.message, /not the one this host was installed for/);
+  assert.match(error.message, /is not the one installed for host keyward.owner/);
 });
 
 test('a host that cannot be started, or that misbehaves, gives a KeywardError', async () => {
