@@ -35,11 +35,6 @@ fn https(info: &serde_json::Value) -> String {
     format!("https://{}/v3/owner", info["https"].as_str().unwrap())
 }
 
-/// A loopback TCP port nothing listens on (bound, then released).
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[test]
 fn discovery_lists_describes_and_suggests() {
     let home = tempfile::tempdir().unwrap();
@@ -84,7 +79,7 @@ fn a_server_never_started_or_down_is_named_with_the_fix() {
     // Certificates, but nothing listening.
     let (server, _) = serve(&dir);
     drop(server);
-    let url = format!("https://127.0.0.1:{}/v3/owner", closed_port());
+    let url = format!("https://127.0.0.1:{}/v3/owner", common::free_port());
     let down = call(&dir, &["--url", &url, "list_wallets"], None);
     fails(
         &down,
@@ -270,7 +265,7 @@ fn a_server_on_any_port_is_found_from_its_data_directory() {
 fn wait_keeps_trying_until_the_server_is_up() {
     let home = tempfile::tempdir().unwrap();
     let dir = home.path().join("d");
-    let port = closed_port();
+    let port = common::free_port();
     let url = format!("https://127.0.0.1:{port}/v3/owner");
     let mut command = keyward();
     command.env_remove("KEYWARD_DATA_DIR").args(["call", "--data-dir"]).arg(&dir);
@@ -344,7 +339,7 @@ fn status_exits_3_when_the_running_server_cannot_be_asked() {
     // The file says the server listens where nothing answers (its process still runs).
     let file = dir.join("run/endpoints.json");
     let mut endpoints: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    endpoints["https"] = format!("127.0.0.1:{}", closed_port()).into();
+    endpoints["https"] = format!("127.0.0.1:{}", common::free_port()).into();
     std::fs::write(&file, endpoints.to_string()).unwrap();
     let failed = status(&dir);
     fails(&failed, 3, "nothing answers at");

@@ -30,11 +30,6 @@ fn kw(home: &Path) -> Command {
     command
 }
 
-/// A free loopback TCP port (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[test]
 fn a_port_in_use_is_named_once_with_its_flag_and_nothing_is_made() {
     let home = tempfile::tempdir().unwrap();
@@ -138,7 +133,7 @@ fn a_running_server_is_found_logged_and_reported_by_status() {
     let home = tempfile::tempdir().unwrap();
     let data = home.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let pairing = format!("127.0.0.1:{}", free_port());
+    let pairing = format!("127.0.0.1:{}", common::free_port());
     let config = data.join("keyward.toml");
     std::fs::write(
         &config,

@@ -152,11 +152,16 @@ impl HttpServer {
         driver: Driver,
         limits: HttpLimits,
     ) -> Result<Self, HttpError> {
-        let mut tls = (*tls).clone();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let listener = TcpListener::bind(addr).await.map_err(|cause| HttpError::Bind { addr, cause })?;
+        Ok(Self::https_on(listener, &tls, driver, limits))
+    }
+
+    /// HTTPS on `listener`: the TLS configuration with ALPN `http/1.1`.
+    fn https_on(listener: TcpListener, tls: &rustls::ServerConfig, driver: Driver, limits: HttpLimits) -> Self {
+        let mut tls = tls.clone();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let shared = Arc::new(Shared { driver, limits });
-        Ok(Self { listener, tls: Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))), shared })
+        Self { listener, tls: Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))), shared }
     }
 
     /// Binds a plain HTTP listener serving `driver`; refuses any address that is not loopback.
@@ -176,11 +181,7 @@ impl HttpServer {
         driver: Driver,
         limits: HttpLimits,
     ) -> Result<Self, HttpError> {
-        let mut tls = (*tls).clone();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let listener = tokio_listener(listener)?;
-        let shared = Arc::new(Shared { driver, limits });
-        Ok(Self { listener, tls: Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))), shared })
+        Ok(Self::https_on(tokio_listener(listener)?, &tls, driver, limits))
     }
 
     /// A plain HTTP listener on a socket the caller bound; refuses one whose address is not
